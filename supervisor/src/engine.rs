@@ -1,0 +1,383 @@
+//! The engine: starts a task per worker instance, reaps, routes signals, attributes orphans,
+//! reloads the config, and decides the exit code.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::events::{Event, Kind};
+use crate::logs::Output;
+use crate::orphans;
+use crate::plan::{self, Plan, ProgramSpec};
+use crate::reaper::{Exit, Reaper};
+use crate::spawn::become_subreaper;
+use crate::worker::{Command, Ctx, End, ProgramState, Shared};
+
+/// Exit code when a program went fatal.
+pub const EXIT_FATAL: i32 = 1;
+
+struct Slot {
+    spec: Rc<ProgramSpec>,
+    instance: u32,
+    cmds: mpsc::UnboundedSender<Command>,
+    shared: Rc<Shared>,
+    /// Stopped by a reload, to be replaced by `replacement` once it has ended.
+    replacement: Option<Rc<ProgramSpec>>,
+}
+
+struct Engine {
+    plan: Plan,
+    output: Output,
+    reaper: Rc<Reaper>,
+    slots: HashMap<u64, Slot>,
+    programs: HashMap<String, Rc<ProgramState>>,
+    tasks: JoinSet<(u64, End)>,
+    next_id: u64,
+    /// Orphans already looked at, so each is attributed (or reported) once.
+    orphans_seen: HashSet<i32>,
+    /// Orphans no worker could claim: killed at shutdown.
+    strays: HashSet<i32>,
+    stopping: u32,
+    any_fatal: bool,
+    last_exits: Vec<Exit>,
+}
+
+/// Runs the plan to its end and returns the process exit code.
+pub fn run(plan: Plan) -> anyhow::Result<i32> {
+    let (output, thread) = Output::start(plan.events.as_ref(), plan.log.as_ref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let code = local.block_on(&rt, async move {
+        let mut engine = Engine {
+            plan,
+            output,
+            reaper: Rc::new(Reaper::default()),
+            slots: HashMap::new(),
+            programs: HashMap::new(),
+            tasks: JoinSet::new(),
+            next_id: 0,
+            orphans_seen: HashSet::new(),
+            strays: HashSet::new(),
+            stopping: 0,
+            any_fatal: false,
+            last_exits: Vec::new(),
+        };
+        engine.main().await
+    });
+    // Tasks still parked on the LocalSet (forwarders, the reaper) hold output handles: drop them
+    // so the writer threads see their channels close, then wait for every line to be written.
+    drop(local);
+    drop(rt);
+    thread.join(Duration::from_secs(5));
+    code
+}
+
+impl Engine {
+    async fn main(&mut self) -> anyhow::Result<i32> {
+        if let Err(e) = become_subreaper() {
+            tracing::warn!(error = %e, "cannot become a child subreaper; double-forked processes will escape");
+        }
+        // SIGCHLD must be handled before the first spawn, or an early exit is noticed late.
+        let sigchld = signal(SignalKind::child())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let reaper = self.reaper.clone();
+        tokio::task::spawn_local(async move { reaper.run(sigchld, |_| {}).await });
+
+        for spec in self.plan.programs.clone() {
+            let spec = Rc::new(spec);
+            for i in 0..spec.replicas {
+                self.start(&spec, i);
+            }
+        }
+        let mut orphan_scan =
+            tokio::time::interval(self.plan.sample_every.max(Duration::from_millis(200)));
+        orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(res) = self.tasks.join_next() => match res {
+                    Ok((id, end)) => self.ended(id, end),
+                    Err(e) => tracing::error!(error = %e, "worker task failed"),
+                },
+                _ = term.recv() => self.stop_all(),
+                _ = int.recv() => self.stop_all(),
+                _ = hup.recv() => self.reload(),
+                _ = usr1.recv() => self.forward(libc::SIGUSR1),
+                _ = usr2.recv() => self.forward(libc::SIGUSR2),
+                _ = orphan_scan.tick() => self.scan_orphans(),
+            }
+        }
+        self.sweep().await;
+        Ok(self.exit_code())
+    }
+
+    fn exit_code(&self) -> i32 {
+        if self.any_fatal {
+            return EXIT_FATAL;
+        }
+        if self.plan.single {
+            return match self.last_exits.as_slice() {
+                [] => 0,
+                [one] => one.as_shell_code(),
+                many if many.iter().all(|e| e.success()) => 0,
+                _ => 1,
+            };
+        }
+        0
+    }
+
+    fn start(&mut self, spec: &Rc<ProgramSpec>, instance: u32) {
+        let program = self.programs.entry(spec.name.clone()).or_default().clone();
+        let shared = Rc::new(Shared::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = Ctx {
+            spec: spec.clone(),
+            instance,
+            program,
+            shared: shared.clone(),
+            reaper: self.reaper.clone(),
+            output: self.output.clone(),
+            sample_every: self.plan.sample_every,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tasks
+            .spawn_local(async move { (id, ctx.run(rx).await) });
+        self.slots.insert(
+            id,
+            Slot {
+                spec: spec.clone(),
+                instance,
+                cmds: tx,
+                shared,
+                replacement: None,
+            },
+        );
+    }
+
+    fn ended(&mut self, id: u64, end: End) {
+        let Some(slot) = self.slots.remove(&id) else {
+            return;
+        };
+        if let Some(e) = end.last_exit {
+            self.last_exits.push(e);
+        }
+        if end.fatal {
+            self.any_fatal = true;
+            // The program is given up on: its other replicas stop too.
+            for s in self
+                .slots
+                .values()
+                .filter(|s| s.spec.name == slot.spec.name)
+            {
+                let _ = s.cmds.send(Command::Stop);
+            }
+        }
+        if let Some(next) = slot.replacement {
+            if self.stopping == 0 {
+                // A fresh program state: a reloaded program starts with a clean restart history.
+                if slot.instance == 0 {
+                    self.programs.remove(&next.name);
+                }
+                self.start(&next, slot.instance);
+                self.roll_next(&next, slot.instance + 1);
+            }
+        }
+    }
+
+    /// TERM/INT: the first stops everything gracefully, the second kills at once.
+    fn stop_all(&mut self) {
+        self.stopping += 1;
+        let cmd = if self.stopping == 1 {
+            Command::Stop
+        } else {
+            Command::Kill
+        };
+        tracing::info!(signal_count = self.stopping, "stopping all workers");
+        for s in self.slots.values() {
+            let _ = s.cmds.send(cmd);
+        }
+        self.kill_strays(if self.stopping == 1 {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        });
+    }
+
+    fn forward(&self, sig: i32) {
+        for s in self.slots.values() {
+            if let Some(pid) = s.shared.pid.get() {
+                // SAFETY: killpg(2) on a running worker's group; the pid is unreaped while set.
+                unsafe { libc::killpg(pid, sig) };
+            }
+        }
+    }
+
+    fn kill_strays(&mut self, sig: i32) {
+        for &pid in &self.strays {
+            // SAFETY: strays are our own unreaped children, so the pid cannot have been reused.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// Orphans reparented to us (we are a subreaper) are handed to the worker they belong to
+    /// (see [`orphans`]); those no worker claims are reported once and killed at shutdown.
+    fn scan_orphans(&mut self) {
+        let children = orphans::our_children();
+        self.orphans_seen
+            .retain(|p| children.binary_search(p).is_ok());
+        self.strays.retain(|p| children.binary_search(p).is_ok());
+        let roots: HashSet<i32> = self
+            .slots
+            .values()
+            .filter_map(|s| s.shared.pid.get())
+            .collect();
+        for &pid in &children {
+            if roots.contains(&pid) || !self.orphans_seen.insert(pid) {
+                continue;
+            }
+            let Some(pgid) = orphans::pgid_of(pid) else {
+                continue;
+            };
+            let owner = self.slots.values().find(|s| {
+                orphans::Owner {
+                    root: s.shared.pid.get(),
+                    name: &s.spec.name,
+                    instance: s.instance,
+                }
+                .claims(pid, pgid)
+            });
+            match owner {
+                Some(s) => s.shared.adopt.borrow_mut().push(pid),
+                None => {
+                    self.strays.insert(pid);
+                    self.output
+                        .event(&Event::now("supervise", 0, Some(pid), Kind::Orphan));
+                }
+            }
+        }
+    }
+
+    /// Before exiting: nothing we started may outlive us. Kill every child left (strays, and
+    /// orphans reparented during the last stops) until none is left, for at most two seconds.
+    async fn sweep(&mut self) {
+        let end = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = orphans::our_children();
+            if left.is_empty() || tokio::time::Instant::now() >= end {
+                return;
+            }
+            for pid in left {
+                // SAFETY: our own unreaped children: the pid cannot have been reused.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// HUP: re-read the config. Removed programs stop, new ones start, changed ones are replaced
+    /// one replica at a time; unchanged ones keep running. A bad config changes nothing.
+    fn reload(&mut self) {
+        let Some(path) = self.plan.source.clone() else {
+            tracing::info!("SIGHUP ignored: no config file to reload (single-command mode)");
+            return;
+        };
+        if self.stopping > 0 {
+            return;
+        }
+        let new = match plan::load_config(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; keeping the running config");
+                return;
+            }
+        };
+        tracing::info!(config = %path.display(), "reloading");
+        let old: HashMap<String, ProgramSpec> = self
+            .plan
+            .programs
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        for spec in &new.programs {
+            let spec_rc = Rc::new(spec.clone());
+            match old.get(&spec.name) {
+                None => {
+                    for i in 0..spec.replicas {
+                        self.start(&spec_rc, i);
+                    }
+                }
+                Some(o) if o == spec => {}
+                Some(o)
+                    if ProgramSpec {
+                        replicas: spec.replicas,
+                        ..o.clone()
+                    } == *spec =>
+                {
+                    // Only the replica count changed: add or remove instances.
+                    for i in o.replicas..spec.replicas {
+                        self.start(&spec_rc, i);
+                    }
+                    for s in self
+                        .slots
+                        .values()
+                        .filter(|s| s.spec.name == spec.name && s.instance >= spec.replicas)
+                    {
+                        let _ = s.cmds.send(Command::Stop);
+                    }
+                }
+                Some(_) => {
+                    self.programs
+                        .entry(spec.name.clone())
+                        .or_default()
+                        .fatal
+                        .set(false);
+                    self.roll_next(&spec_rc, 0);
+                }
+            }
+        }
+        for name in old.keys() {
+            if !new.programs.iter().any(|p| &p.name == name) {
+                for s in self.slots.values().filter(|s| &s.spec.name == name) {
+                    let _ = s.cmds.send(Command::Stop);
+                }
+            }
+        }
+        self.plan.programs = new.programs;
+    }
+
+    /// Replaces instance `from` of a changed program (and, as each ends, the next ones).
+    fn roll_next(&mut self, spec: &Rc<ProgramSpec>, from: u32) {
+        for i in from..spec.replicas {
+            if let Some(slot) = self
+                .slots
+                .values_mut()
+                .find(|s| s.spec.name == spec.name && s.instance == i)
+            {
+                slot.replacement = Some(spec.clone());
+                let _ = slot.cmds.send(Command::Stop);
+                return;
+            }
+            // No old instance here (the program grew): start it and go on.
+            self.start(spec, i);
+        }
+        // Old instances beyond the new replica count.
+        for s in self
+            .slots
+            .values()
+            .filter(|s| s.spec.name == spec.name && s.instance >= spec.replicas)
+        {
+            let _ = s.cmds.send(Command::Stop);
+        }
+    }
+}

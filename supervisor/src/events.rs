@@ -1,0 +1,142 @@
+//! Events: what happened to which worker, as one JSON object per line.
+//!
+//! Every event has `ts` (RFC 3339, UTC, milliseconds), `event`, `program`, `instance` and `pid`
+//! (`null` when no process is involved), plus the fields of its kind. The README documents the
+//! schema; [`Kind`] is its single definition.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Why a worker is being restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// It exited on its own (or could not be started).
+    Exit,
+    /// Its tree stayed over the memory limit.
+    Memory,
+    /// An operator asked for it.
+    Manual,
+}
+
+/// The kinds of event and their fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Kind {
+    /// A worker process was spawned.
+    Started { command: Vec<String> },
+    /// The command could not be started at all (not found, not executable, bad cwd).
+    SpawnFailed { error: String },
+    /// The worker process exited; exactly one of `code` and `signal` is set.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        uptime_s: f64,
+    },
+    /// A sample of the worker's tree was over the memory limit.
+    MemoryOver {
+        bytes: u64,
+        limit: u64,
+        measure: &'static str,
+        count: u32,
+        /// Samples over the limit needed before acting.
+        of: u32,
+    },
+    /// The worker is being (or was) stopped and will be started again after `delay_ms`.
+    Restarting { reason: Reason, delay_ms: u64 },
+    /// Processes of the worker's tree outlived the stop signal's grace and were SIGKILLed.
+    Killed { processes: usize },
+    /// Restart intensity exceeded: the program is given up on.
+    Fatal { restarts: u32, within_s: f64 },
+    /// The worker is stopped for good (supervisor shutdown, restart policy, or operator).
+    Stopped,
+    /// A process reparented to the supervisor that no worker could claim (`program` is
+    /// `supervise`, `pid` is the orphan's). It is reaped when it exits and killed at shutdown.
+    Orphan,
+    /// Writing a worker's log file failed; lines are dropped until it works again.
+    LogError { path: String, error: String },
+}
+
+/// One event with its envelope.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event<'a> {
+    pub ts: String,
+    pub program: &'a str,
+    pub instance: u32,
+    pub pid: Option<i32>,
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+impl<'a> Event<'a> {
+    #[must_use]
+    pub fn now(program: &'a str, instance: u32, pid: Option<i32>, kind: Kind) -> Self {
+        Self {
+            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            program,
+            instance,
+            pid,
+            kind,
+        }
+    }
+
+    /// The event as one JSON line, newline included.
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(
+                "{{\"event\":\"unserializable\",\"error\":{:?}}}",
+                e.to_string()
+            )
+        });
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_of_an_event() {
+        let e = Event::now(
+            "api",
+            1,
+            Some(42),
+            Kind::Restarting {
+                reason: Reason::Memory,
+                delay_ms: 100,
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&e.to_line()).expect("json");
+        assert_eq!(v["event"], "restarting");
+        assert_eq!(v["program"], "api");
+        assert_eq!(v["instance"], 1);
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["reason"], "memory");
+        assert_eq!(v["delay_ms"], 100);
+        let ts = v["ts"].as_str().expect("ts");
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+    }
+
+    #[test]
+    fn exited_has_code_or_signal() {
+        let e = Event::now(
+            "a",
+            0,
+            Some(1),
+            Kind::Exited {
+                code: None,
+                signal: Some(9),
+                uptime_s: 1.5,
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&e.to_line()).expect("json");
+        assert_eq!(v["event"], "exited");
+        assert_eq!(v["signal"], 9);
+        assert!(v["code"].is_null());
+        assert_eq!(v["uptime_s"], 1.5);
+    }
+}

@@ -1,0 +1,50 @@
+//! `supervise`: the command line. Parse, build a plan, run it, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+use supervisor::plan::Cli;
+
+/// Exit code for bad flags or config: nothing was started.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SUPERVISE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let explicit =
+        |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let plan = match cli.into_plan(&explicit) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("supervise: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match supervisor::engine::run(plan) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("supervise: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Orphans: processes reparented to the supervisor (a child subreaper) after their parent died,
+//! typically the grandchild of a worker that double-forked. Each is attributed back to the worker
+//! whose process group it is in or, if it left the group (setsid), whose `SUPERVISE_NAME` and
+//! `SUPERVISE_INSTANCE` it inherited.
+
+use crate::probe::proc::{environ_has, parse_pids};
+
+/// Pids of the supervisor's own children (workers and adopted orphans alike).
+#[must_use]
+pub fn our_children() -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            if let Ok(b) = std::fs::read(t.path().join("children")) {
+                parse_pids(&b, &mut out);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// What identifies a worker instance to its orphans.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// The running worker's pid, which is also its process group id.
+    pub root: Option<i32>,
+    pub name: &'a str,
+    pub instance: u32,
+}
+
+/// The process group of `pid`, or `None` if it is gone: one read of /proc/PID/stat, parsed
+/// after the last `)` since `comm` may hold anything.
+#[must_use]
+pub fn pgid_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // After "comm)": " state ppid pgrp ..."
+    let mut fields = stat[close + 1..]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let pgrp = fields.nth(2)?;
+    std::str::from_utf8(pgrp).ok()?.parse().ok()
+}
+
+impl Owner<'_> {
+    /// True when `pid` (with process group `pgid`) descends from this worker.
+    #[must_use]
+    pub fn claims(&self, pid: i32, pgid: i32) -> bool {
+        if self.root == Some(pgid) {
+            return true;
+        }
+        let instance = self.instance.to_string();
+        environ_has(
+            pid,
+            &[
+                (child_sdk::ENV_NAME, self.name),
+                (child_sdk::ENV_INSTANCE, &instance),
+            ],
+        ) == Some(true)
+    }
+}
+
+/// The orphans among our children that belong to `owner` (its root excluded).
+#[must_use]
+pub fn claim(owner: &Owner<'_>) -> Vec<i32> {
+    our_children()
+        .into_iter()
+        .filter(|&pid| Some(pid) != owner.root)
+        .filter(|&pid| pgid_of(pid).is_some_and(|pgid| owner.claims(pid, pgid)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgid_of_self_and_gone() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        // SAFETY: getpgrp has no preconditions.
+        assert_eq!(pgid_of(me), Some(unsafe { libc::getpgrp() }));
+        assert_eq!(pgid_of(i32::MAX), None);
+    }
+}

@@ -1,0 +1,265 @@
+use super::*;
+use clap::Parser;
+
+fn err(src: &str) -> PlanError {
+    match parse_config(src, Some(Path::new("s.toml"))) {
+        Ok(p) => panic!("expected an error, got {p:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn full_config_parses() {
+    let plan = parse_config(
+        r#"
+events = "-"
+[sample]
+every = "250ms"
+[log]
+dir = "logs"
+max = "1MiB"
+keep = 2
+[program.api]
+command = ["./api", "--port", "8080"]
+replicas = 2
+restart = "always"
+env = { A = "1" }
+backoff = { first = "50ms", max = "5s", factor = 3.0, jitter = 0.0 }
+intensity = { max = 3, within = "10s" }
+stop = { signal = "INT", grace = "2s" }
+[program.api.memory]
+max = "1.5GiB"
+measure = "pss"
+for = 1
+"#,
+        None,
+    )
+    .expect("valid config");
+    assert_eq!(plan.sample_every, Duration::from_millis(250));
+    assert_eq!(plan.events, Some(EventsTarget::Stderr));
+    assert_eq!(
+        plan.log.as_ref().map(|l| (l.max, l.keep)),
+        Some((1 << 20, 2))
+    );
+    let p = &plan.programs[0];
+    assert_eq!(p.name, "api");
+    assert_eq!(p.command, ["./api", "--port", "8080"]);
+    assert_eq!(p.replicas, 2);
+    assert_eq!(p.restart, RestartMode::Always);
+    assert_eq!(p.env, [("A".to_owned(), "1".to_owned())]);
+    assert_eq!(p.backoff.first, Duration::from_millis(50));
+    assert!((p.backoff.factor - 3.0).abs() < f64::EPSILON);
+    assert_eq!(
+        p.intensity,
+        Intensity {
+            max: 3,
+            within: Duration::from_secs(10)
+        }
+    );
+    assert_eq!(p.stop.signal, Signal::SIGINT);
+    let m = p.memory.expect("memory");
+    assert_eq!(m.max, 1_610_612_736);
+    assert_eq!(m.measure, Measure::Pss);
+    assert_eq!(m.count, 1);
+}
+
+#[test]
+fn defaults_apply() {
+    let plan = parse_config("[program.a]\ncommand = [\"x\"]\n", None).expect("valid");
+    let p = &plan.programs[0];
+    assert_eq!(p.replicas, 1);
+    assert_eq!(p.restart, RestartMode::OnFailure);
+    assert_eq!(p.stop, StopSpec::default());
+    assert_eq!(p.intensity, Intensity::default());
+    assert_eq!(p.memory, None);
+    assert_eq!(plan.sample_every, DEFAULT_SAMPLE_EVERY);
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let e = err("[program.a]\ncommand = [\"x\"]\n\n[program.a.memory]\nmax = \"1GiB\"\nmaxx = 3\n");
+    assert_eq!(e.line, Some(6), "{e}");
+    assert_eq!(e.key, "program.a.memory.maxx", "{e}");
+    assert!(e.message.contains("unknown field"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("s.toml:6: program.a.memory.maxx: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_size_names_line_and_key() {
+    let e = err("[program.a]\ncommand = [\"x\"]\nmemory = { max = \"12XB\" }\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert_eq!(e.key, "program.a.memory.max");
+    assert!(e.message.contains("invalid size \"12XB\""), "{e}");
+}
+
+#[test]
+fn bad_duration_names_line_and_key() {
+    let e = err("[program.a]\ncommand = [\"x\"]\n[program.a.stop]\ngrace = \"ten seconds\"\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(4), "program.a.stop.grace"),
+        "{e}"
+    );
+    assert!(e.message.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn zero_replicas_is_an_error() {
+    let e = err("[program.a]\ncommand = [\"x\"]\nreplicas = 0\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(3), "program.a.replicas"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_command_is_an_error() {
+    let e = err("[program.a]\nreplicas = 2\n");
+    assert_eq!(e.key, "program.a.command", "{e}");
+    assert!(e.message.contains("missing"), "{e}");
+    assert_eq!(e.line, Some(1), "{e}");
+    let e = err("[program.x]\ncommand = [\"x\"]\n\n[program.a]\nreplicas = 2\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(4), "program.a.command"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_command_is_an_error() {
+    let e = err("[program.a]\ncommand = []\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(2), "program.a.command"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_name_signal_and_syntax() {
+    let e = err("[program.\"a b\"]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "program.a b"), "{e}");
+    let e = err("[program.a]\ncommand = [\"x\"]\nstop = { signal = \"TERMINATE\" }\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(3), "program.a.stop.signal"),
+        "{e}"
+    );
+    let e = err("[program.a]\ncommand = [\"x\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = err("[sample]\nevery = \"1ms\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "sample.every"), "{e}");
+    let e = err("");
+    assert_eq!(e.key, "program");
+}
+
+#[test]
+fn value_parsers() {
+    assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+    assert_eq!(parse_size("1.5GiB"), Ok(1_610_612_736));
+    assert!(parse_size("lots").is_err());
+    assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+    assert_eq!(parse_signal("term"), Ok(Signal::SIGTERM));
+    assert_eq!(parse_signal("SIGKILL"), Ok(Signal::SIGKILL));
+    assert_eq!(parse_signal("2"), Ok(Signal::SIGINT));
+    assert!(parse_signal("99").is_err());
+}
+
+fn cli(args: &[&str]) -> Result<Plan, PlanError> {
+    let matches = <Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(args)
+        .expect("parses");
+    let cli = Cli::from_arg_matches(&matches).expect("matches");
+    let explicit =
+        |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    cli.into_plan(&explicit)
+}
+
+use clap::FromArgMatches;
+
+#[test]
+fn flags_build_a_single_program_plan() {
+    let plan = cli(&[
+        "supervise",
+        "--memory-max",
+        "64MiB",
+        "--memory-for",
+        "1",
+        "--replicas",
+        "3",
+        "--restart",
+        "always",
+        "--grace",
+        "2s",
+        "--stop-signal",
+        "INT",
+        "--",
+        "/usr/bin/env",
+        "-i",
+    ])
+    .expect("plan");
+    assert!(plan.single);
+    let p = &plan.programs[0];
+    assert_eq!(p.name, "env");
+    assert_eq!(p.command, ["/usr/bin/env", "-i"]);
+    assert_eq!(p.replicas, 3);
+    assert_eq!(
+        p.stop,
+        StopSpec {
+            signal: Signal::SIGINT,
+            grace: Duration::from_secs(2)
+        }
+    );
+    assert_eq!(p.memory.map(|m| (m.max, m.count)), Some((64 << 20, 1)));
+}
+
+#[test]
+fn flag_errors() {
+    assert!(cli(&["supervise"]).is_err());
+    let e = cli(&[
+        "supervise",
+        "--backoff-first",
+        "5s",
+        "--backoff-max",
+        "1s",
+        "--",
+        "x",
+    ])
+    .expect_err("bad backoff");
+    assert_eq!(e.key, "--backoff-max");
+    let e = cli(&["supervise", "--log-max", "1MiB", "--", "x"]).expect_err("log-max without dir");
+    assert_eq!(e.key, "--log-max");
+    let e = cli(&["supervise", "--name", "../x", "--", "x"]).expect_err("bad name");
+    assert_eq!(e.key, "--name");
+    assert!(Cli::try_parse_from(["supervise", "--replicas", "0", "--", "x"]).is_err());
+    assert!(Cli::try_parse_from(["supervise", "--memory-max", "12XB", "--", "x"]).is_err());
+}
+
+#[test]
+fn program_flags_conflict_with_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "[program.a]\ncommand = [\"x\"]\n").expect("write");
+    let p = path.to_str().expect("utf-8");
+    let e = cli(&["supervise", "-c", p, "--replicas", "2"]).expect_err("conflict");
+    assert_eq!(e.key, "--replicas");
+    let plan = cli(&[
+        "supervise",
+        "-c",
+        p,
+        "--sample-every",
+        "200ms",
+        "--events",
+        "-",
+    ])
+    .expect("global flags");
+    assert_eq!(plan.sample_every, Duration::from_millis(200));
+    assert!(!plan.single);
+}

@@ -1,0 +1,172 @@
+//! Pure decisions: restart or give up, how long to back off, when memory is over the limit, and
+//! when to sample next. No processes, no clocks read here: time comes in as arguments, so every
+//! rule is tested exhaustively in microseconds.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::events::Reason;
+use crate::plan::{Backoff, Intensity, MemorySpec, RestartMode};
+use crate::reaper::Exit;
+
+/// What to do once a worker has exited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AfterExit {
+    /// Start it again after this delay.
+    Restart { reason: Reason, delay: Duration },
+    /// Leave it stopped: it ended as its restart mode allows.
+    Done,
+    /// More than `max` restarts within the window: give up on the program.
+    Fatal { restarts: u32 },
+}
+
+/// Restart times of one program (shared by its replicas, as an OTP supervisor counts them).
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    restarts: VecDeque<Instant>,
+}
+
+impl History {
+    /// Restarts within `within` before `now`.
+    pub fn recent(&mut self, now: Instant, within: Duration) -> u32 {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= within)
+        {
+            self.restarts.pop_front();
+        }
+        u32::try_from(self.restarts.len()).unwrap_or(u32::MAX)
+    }
+
+    fn push(&mut self, now: Instant) {
+        self.restarts.push_back(now);
+    }
+}
+
+/// The restart rules of one program.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub mode: RestartMode,
+    pub backoff: &'a Backoff,
+    pub intensity: &'a Intensity,
+}
+
+impl Rules<'_> {
+    /// Decides what follows an exit. `requested` is set when the supervisor itself stopped the
+    /// worker to restart it (memory, manual): such a restart happens whatever the restart mode,
+    /// which only governs exits the worker chose. `rand01` in `[0, 1)` drives the jitter.
+    pub fn after_exit(
+        &self,
+        history: &mut History,
+        exit: Exit,
+        requested: Option<Reason>,
+        now: Instant,
+        rand01: f64,
+    ) -> AfterExit {
+        let reason = match requested {
+            Some(r) => r,
+            None => match self.mode {
+                RestartMode::Always => Reason::Exit,
+                RestartMode::OnFailure if !exit.success() => Reason::Exit,
+                RestartMode::OnFailure | RestartMode::Never => return AfterExit::Done,
+            },
+        };
+        let recent = history.recent(now, self.intensity.within);
+        if recent >= self.intensity.max {
+            return AfterExit::Fatal { restarts: recent };
+        }
+        history.push(now);
+        AfterExit::Restart {
+            reason,
+            delay: backoff_delay(self.backoff, recent, rand01),
+        }
+    }
+}
+
+/// `first * factor^n`, capped at `max`, then spread by `±jitter` (never above `max`).
+#[must_use]
+pub fn backoff_delay(b: &Backoff, n: u32, rand01: f64) -> Duration {
+    let base = b.first.as_secs_f64() * b.factor.powi(i32::try_from(n).unwrap_or(i32::MAX));
+    let capped = base.min(b.max.as_secs_f64());
+    let spread = 1.0 + b.jitter * (2.0 * rand01.clamp(0.0, 1.0) - 1.0);
+    Duration::from_secs_f64((capped * spread).clamp(0.0, b.max.as_secs_f64()))
+}
+
+/// Memory verdict for one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryVerdict {
+    /// Under the limit (or in the hysteresis band with no count running).
+    Ok,
+    /// Over the limit, `count` samples in a row; not yet enough to act.
+    Over { count: u32 },
+    /// Over the limit for `count` >= `for` samples: restart.
+    Restart { count: u32 },
+}
+
+/// Counts consecutive over-limit samples, with hysteresis: a sample between the low-water mark
+/// (`max * (1 - hysteresis)`) and the limit neither adds to the count nor resets it, so a tree
+/// that hovers at the limit is not forgiven by a dip of a few pages.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryWatch {
+    over: u32,
+}
+
+impl MemoryWatch {
+    pub fn observe(&mut self, spec: &MemorySpec, bytes: u64) -> MemoryVerdict {
+        if bytes > spec.max {
+            self.over = self.over.saturating_add(1);
+            if self.over >= spec.count {
+                MemoryVerdict::Restart { count: self.over }
+            } else {
+                MemoryVerdict::Over { count: self.over }
+            }
+        } else {
+            let low = (spec.max as f64 * (1.0 - spec.hysteresis)) as u64;
+            if bytes < low {
+                self.over = 0;
+            }
+            MemoryVerdict::Ok
+        }
+    }
+
+    #[must_use]
+    pub fn count(&self) -> u32 {
+        self.over
+    }
+}
+
+/// Shortest interval between two samples of one worker.
+pub const MIN_SAMPLE: Duration = Duration::from_millis(20);
+
+/// When to sample next: every `every`, but sooner as the tree approaches its limit, so that a
+/// fast leak is caught within a few tens of milliseconds of crossing it instead of up to a whole
+/// period late. The estimate is the growth since `since`, a reference sample (the caller passes
+/// its oldest recent one, so growth in steps is not mistaken for a plateau between steps): the
+/// next sample comes after a quarter of the time the tree needs, at that rate, to reach the limit. Over the limit,
+/// the pace goes back to `every`, so `for = N` keeps meaning "N periods over the limit".
+#[must_use]
+pub fn next_sample(
+    every: Duration,
+    limit: Option<u64>,
+    since: Option<(Instant, u64)>,
+    now: (Instant, u64),
+) -> Duration {
+    let (Some(limit), Some((t0, b0))) = (limit, since) else {
+        return every;
+    };
+    let (t1, b1) = now;
+    if b1 >= limit || b1 <= b0 {
+        return every;
+    }
+    let dt = t1.saturating_duration_since(t0).as_secs_f64();
+    if dt <= 0.0 {
+        return every;
+    }
+    let rate = (b1 - b0) as f64 / dt;
+    let eta = (limit - b1) as f64 / rate;
+    Duration::from_secs_f64(eta / 4.0).clamp(MIN_SAMPLE.min(every), every)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,318 @@
+use super::*;
+use crate::plan::Measure;
+
+const S: Duration = Duration::from_secs(1);
+
+fn backoff() -> Backoff {
+    Backoff {
+        first: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+        factor: 2.0,
+        jitter: 0.0,
+    }
+}
+
+fn intensity() -> Intensity {
+    Intensity {
+        max: 3,
+        within: Duration::from_secs(10),
+    }
+}
+
+fn decide(
+    mode: RestartMode,
+    h: &mut History,
+    exit: Exit,
+    req: Option<Reason>,
+    now: Instant,
+) -> AfterExit {
+    rules(mode, &backoff(), &intensity()).after_exit(h, exit, req, now, 0.5)
+}
+
+fn rules<'a>(mode: RestartMode, backoff: &'a Backoff, intensity: &'a Intensity) -> Rules<'a> {
+    Rules {
+        mode,
+        backoff,
+        intensity,
+    }
+}
+
+#[test]
+fn restart_modes() {
+    let t = Instant::now();
+    for (mode, exit, restarts) in [
+        (RestartMode::Always, Exit::Code(0), true),
+        (RestartMode::Always, Exit::Code(1), true),
+        (RestartMode::Always, Exit::Signal(9), true),
+        (RestartMode::OnFailure, Exit::Code(0), false),
+        (RestartMode::OnFailure, Exit::Code(3), true),
+        (RestartMode::OnFailure, Exit::Signal(15), true),
+        (RestartMode::Never, Exit::Code(1), false),
+        (RestartMode::Never, Exit::Signal(9), false),
+    ] {
+        let got = decide(mode, &mut History::default(), exit, None, t);
+        assert_eq!(
+            matches!(
+                got,
+                AfterExit::Restart {
+                    reason: Reason::Exit,
+                    ..
+                }
+            ),
+            restarts,
+            "{mode:?} {exit:?}: {got:?}"
+        );
+        if !restarts {
+            assert_eq!(got, AfterExit::Done);
+        }
+    }
+}
+
+#[test]
+fn requested_restarts_ignore_the_mode() {
+    let t = Instant::now();
+    for mode in [
+        RestartMode::Always,
+        RestartMode::OnFailure,
+        RestartMode::Never,
+    ] {
+        let got = decide(
+            mode,
+            &mut History::default(),
+            Exit::Signal(15),
+            Some(Reason::Memory),
+            t,
+        );
+        assert!(
+            matches!(
+                got,
+                AfterExit::Restart {
+                    reason: Reason::Memory,
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+    }
+}
+
+#[test]
+fn backoff_doubles_then_caps_and_intensity_goes_fatal() {
+    let t = Instant::now();
+    let mut h = History::default();
+    let i = Intensity {
+        max: 6,
+        within: Duration::from_secs(600),
+    };
+    let delays: Vec<_> = (0..6)
+        .map(|k| {
+            match rules(RestartMode::Always, &backoff(), &i).after_exit(
+                &mut h,
+                Exit::Code(1),
+                None,
+                t + S * k,
+                0.5,
+            ) {
+                AfterExit::Restart { delay, .. } => delay.as_millis(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(delays, [100, 200, 400, 800, 1600, 2000]);
+    assert_eq!(
+        rules(RestartMode::Always, &backoff(), &i).after_exit(
+            &mut h,
+            Exit::Code(1),
+            None,
+            t + S * 6,
+            0.5
+        ),
+        AfterExit::Fatal { restarts: 6 }
+    );
+}
+
+#[test]
+fn intensity_window_slides() {
+    let t = Instant::now();
+    let mut h = History::default();
+    for k in 0..3 {
+        assert!(matches!(
+            decide(RestartMode::Always, &mut h, Exit::Code(1), None, t + S * k),
+            AfterExit::Restart { .. }
+        ));
+    }
+    // Fourth within 10 s: fatal.
+    assert_eq!(
+        decide(
+            RestartMode::Always,
+            &mut h.clone(),
+            Exit::Code(1),
+            None,
+            t + S * 5
+        ),
+        AfterExit::Fatal { restarts: 3 }
+    );
+    // At t+10s the first restart has left the window: allowed again, and backoff shrinks with it.
+    match decide(RestartMode::Always, &mut h, Exit::Code(1), None, t + S * 10) {
+        AfterExit::Restart { delay, .. } => assert_eq!(delay, Duration::from_millis(400)),
+        other => panic!("{other:?}"),
+    }
+    // Long calm: the history empties and backoff starts over.
+    match decide(
+        RestartMode::Always,
+        &mut h,
+        Exit::Code(1),
+        None,
+        t + S * 100,
+    ) {
+        AfterExit::Restart { delay, .. } => assert_eq!(delay, Duration::from_millis(100)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn zero_max_is_fatal_at_first_restart() {
+    let i = Intensity { max: 0, within: S };
+    let got = rules(RestartMode::Always, &backoff(), &i).after_exit(
+        &mut History::default(),
+        Exit::Code(1),
+        None,
+        Instant::now(),
+        0.5,
+    );
+    assert_eq!(got, AfterExit::Fatal { restarts: 0 });
+}
+
+#[test]
+fn jitter_stays_within_bounds() {
+    let b = Backoff {
+        jitter: 0.1,
+        ..backoff()
+    };
+    for r in [0.0, 0.25, 0.5, 0.999] {
+        let d = backoff_delay(&b, 1, r).as_secs_f64();
+        assert!((0.18..=0.22).contains(&d), "{r}: {d}");
+    }
+    assert_eq!(
+        backoff_delay(&b, 40, 0.999),
+        b.max,
+        "jitter never exceeds max"
+    );
+    let zero = Backoff {
+        first: Duration::ZERO,
+        ..b
+    };
+    assert_eq!(backoff_delay(&zero, 3, 0.7), Duration::ZERO);
+}
+
+fn mem(max: u64, count: u32) -> MemorySpec {
+    MemorySpec {
+        max,
+        measure: Measure::Rss,
+        count,
+        hysteresis: 0.1,
+    }
+}
+
+#[test]
+fn memory_needs_consecutive_samples() {
+    let spec = mem(1000, 3);
+    let mut w = MemoryWatch::default();
+    assert_eq!(w.observe(&spec, 1001), MemoryVerdict::Over { count: 1 });
+    assert_eq!(w.observe(&spec, 1500), MemoryVerdict::Over { count: 2 });
+    assert_eq!(w.observe(&spec, 1200), MemoryVerdict::Restart { count: 3 });
+}
+
+#[test]
+fn memory_hysteresis_band_holds_the_count() {
+    let spec = mem(1000, 3);
+    let mut w = MemoryWatch::default();
+    w.observe(&spec, 1100);
+    w.observe(&spec, 1100);
+    // 950 is under the limit but above the low-water mark (900): the count holds.
+    assert_eq!(w.observe(&spec, 950), MemoryVerdict::Ok);
+    assert_eq!(w.count(), 2);
+    assert_eq!(w.observe(&spec, 1100), MemoryVerdict::Restart { count: 3 });
+    // Below the low-water mark: forgiven.
+    let mut w = MemoryWatch::default();
+    w.observe(&spec, 1100);
+    w.observe(&spec, 899);
+    assert_eq!(w.count(), 0);
+    assert_eq!(w.observe(&spec, 1100), MemoryVerdict::Over { count: 1 });
+    // Exactly at the limit is not over.
+    assert_eq!(
+        MemoryWatch::default().observe(&spec, 1000),
+        MemoryVerdict::Ok
+    );
+}
+
+#[test]
+fn memory_for_one_acts_at_once() {
+    assert_eq!(
+        MemoryWatch::default().observe(&mem(10, 1), 11),
+        MemoryVerdict::Restart { count: 1 }
+    );
+}
+
+#[test]
+fn sampling_speeds_up_near_the_limit() {
+    let t = Instant::now();
+    let every = S;
+    let mib = 1 << 20;
+    // No limit, no history, flat or shrinking: the base period.
+    assert_eq!(
+        next_sample(every, None, Some((t, 0)), (t + S, 10 * mib)),
+        every
+    );
+    assert_eq!(
+        next_sample(every, Some(100 * mib), None, (t, 10 * mib)),
+        every
+    );
+    assert_eq!(
+        next_sample(
+            every,
+            Some(100 * mib),
+            Some((t, 50 * mib)),
+            (t + S, 50 * mib)
+        ),
+        every
+    );
+    // 10 MiB/s, 50 MiB to go: 5 s away, a quarter is more than the period.
+    assert_eq!(
+        next_sample(
+            every,
+            Some(100 * mib),
+            Some((t, 40 * mib)),
+            (t + S, 50 * mib)
+        ),
+        every
+    );
+    // 10 MiB/s, 4 MiB to go: 0.4 s away -> 100 ms.
+    let d = next_sample(
+        every,
+        Some(100 * mib),
+        Some((t, 86 * mib)),
+        (t + S, 96 * mib),
+    );
+    assert!((d.as_secs_f64() - 0.1).abs() < 1e-6, "{d:?}");
+    // Almost there: floored at MIN_SAMPLE.
+    assert_eq!(
+        next_sample(
+            every,
+            Some(100 * mib),
+            Some((t, 89 * mib)),
+            (t + S, 100 * mib - 1)
+        ),
+        MIN_SAMPLE
+    );
+    // Over the limit: back to the period.
+    assert_eq!(
+        next_sample(
+            every,
+            Some(100 * mib),
+            Some((t, 99 * mib)),
+            (t + S, 101 * mib)
+        ),
+        every
+    );
+}

@@ -1,0 +1,5 @@
+//! What the kernel says about workers: per-process /proc files ([`proc`]) and whole process trees
+//! ([`tree`]).
+
+pub mod proc;
+pub mod tree;

@@ -1,0 +1,208 @@
+//! A worker's whole process tree: the worker, every descendant, and the orphans the engine
+//! attributes back to it after they double-forked away and were reparented to the supervisor.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::proc::{ticks_per_second, Buf, ProcFiles, ProcSample};
+
+/// Totals over a tree at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TreeSample {
+    pub at: Instant,
+    /// Live processes in the tree.
+    pub procs: u32,
+    /// Sum of the members' RSS, bytes.
+    pub rss: u64,
+    /// Sum of the members' PSS, bytes, when asked for.
+    pub pss: Option<u64>,
+    /// CPU time of the live members, seconds.
+    pub cpu_seconds: f64,
+    /// CPU use since the previous sample, percent of one core.
+    pub cpu_percent: f64,
+    pub threads: u64,
+    pub fds: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    files: ProcFiles,
+    last: ProcSample,
+    /// Already sent the current stop signal (see [`Tree::signal_new`]).
+    signalled: bool,
+}
+
+/// The tracked process tree of one worker.
+#[derive(Debug)]
+pub struct Tree {
+    root: i32,
+    members: BTreeMap<i32, Member>,
+    buf: Buf,
+    found: Vec<i32>,
+    prev_cpu: Option<(Instant, u64)>,
+}
+
+impl Tree {
+    /// Starts tracking the tree rooted at `root` (a worker just spawned).
+    pub fn new(root: i32) -> Self {
+        let mut t = Self {
+            root,
+            members: BTreeMap::new(),
+            buf: Buf::default(),
+            found: Vec::new(),
+            prev_cpu: None,
+        };
+        t.adopt(root);
+        t
+    }
+
+    #[must_use]
+    pub fn root(&self) -> i32 {
+        self.root
+    }
+
+    /// Adds `pid` (an orphan attributed to this worker). Returns false if it is already gone.
+    pub fn adopt(&mut self, pid: i32) -> bool {
+        if self.members.contains_key(&pid) {
+            return true;
+        }
+        match ProcFiles::open(pid) {
+            Ok(files) => match files.sample(&mut self.buf) {
+                Ok(last) => {
+                    self.members.insert(
+                        pid,
+                        Member {
+                            files,
+                            last,
+                            signalled: false,
+                        },
+                    );
+                    true
+                }
+                Err(_) => false,
+            },
+            Err(_) => false,
+        }
+    }
+
+    #[must_use]
+    pub fn contains(&self, pid: i32) -> bool {
+        self.members.contains_key(&pid)
+    }
+
+    /// Pids currently tracked (as of the last sample).
+    pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.members.keys().copied()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Re-reads every member, drops the dead, discovers new descendants, and sums it all.
+    /// `pss` also walks smaps_rollup of each member (expensive; only when asked).
+    pub fn sample(&mut self, pss: bool) -> TreeSample {
+        let at = Instant::now();
+        let mut total = TreeSample {
+            at,
+            procs: 0,
+            rss: 0,
+            pss: pss.then_some(0),
+            cpu_seconds: 0.0,
+            cpu_percent: 0.0,
+            threads: 0,
+            fds: 0,
+            read_bytes: 0,
+            write_bytes: 0,
+        };
+        let mut cpu_ticks = 0u64;
+        let mut queue: Vec<i32> = self.members.keys().copied().collect();
+        let mut i = 0;
+        while i < queue.len() {
+            let pid = queue[i];
+            i += 1;
+            let fresh = !self.members.contains_key(&pid);
+            if fresh && !self.adopt(pid) {
+                continue;
+            }
+            let Some(m) = self.members.get_mut(&pid) else {
+                continue;
+            };
+            let s = match m.files.sample(&mut self.buf) {
+                Ok(s) if s.state != b'Z' || pid == self.root => s,
+                // Gone (reaped: ESRCH) or a zombie whose parent will reap it: nothing to count.
+                _ => {
+                    self.members.remove(&pid);
+                    continue;
+                }
+            };
+            m.last = s;
+            total.procs += 1;
+            total.rss = total.rss.saturating_add(s.rss);
+            total.threads += s.threads;
+            total.read_bytes = total.read_bytes.saturating_add(s.read_bytes);
+            total.write_bytes = total.write_bytes.saturating_add(s.write_bytes);
+            cpu_ticks = cpu_ticks.saturating_add(s.cpu_ticks);
+            total.fds += m.files.fd_count();
+            if let Some(p) = total.pss.as_mut() {
+                *p = p.saturating_add(m.files.pss(&mut self.buf).unwrap_or(0));
+            }
+            self.found.clear();
+            m.files.children(&mut self.buf, s.threads, &mut self.found);
+            for &c in &self.found {
+                if !queue.contains(&c) {
+                    queue.push(c);
+                }
+            }
+        }
+        let hz = ticks_per_second() as f64;
+        total.cpu_seconds = cpu_ticks as f64 / hz;
+        if let Some((t0, c0)) = self.prev_cpu {
+            let dt = at.duration_since(t0).as_secs_f64();
+            if dt > 0.0 {
+                total.cpu_percent = (cpu_ticks.saturating_sub(c0) as f64 / hz) / dt * 100.0;
+            }
+        }
+        self.prev_cpu = Some((at, cpu_ticks));
+        total
+    }
+
+    /// Sends `sig` to every tracked member through its pidfd, and to the worker's process group
+    /// while the worker is unreaped (its pid, and so its group id, cannot have been reused).
+    /// Returns how many deliveries succeeded.
+    pub fn signal(&mut self, sig: i32, root_unreaped: bool) -> usize {
+        let mut n = 0;
+        if root_unreaped {
+            // SAFETY: killpg(2) on the worker's own group (the worker is its leader, spawned with
+            // process_group(0)).
+            if unsafe { libc::killpg(self.root, sig) } == 0 {
+                n += 1;
+            }
+        }
+        for m in self.members.values_mut() {
+            m.signalled = true;
+            if m.files.signal(sig).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sends `sig` to the members that have not been sent one yet (found since the last
+    /// [`Tree::signal`]), so a graceful stop signal reaches late arrivals exactly once.
+    pub fn signal_new(&mut self, sig: i32) {
+        for m in self.members.values_mut().filter(|m| !m.signalled) {
+            m.signalled = true;
+            let _ = m.files.signal(sig);
+        }
+    }
+
+    /// Members other than the root that are still alive, after a fresh look.
+    pub fn survivors(&mut self) -> usize {
+        self.sample(false);
+        self.members.keys().filter(|&&p| p != self.root).count()
+    }
+}

@@ -1,0 +1,253 @@
+//! Test harness: runs the real `supervise` binary against the example workers, reads its events
+//! file, and polls with deadlines (never bare sleeps). Each run has its own temp dir; a guard kills
+//! a supervisor that outlives its test.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const MIB: u64 = 1 << 20;
+
+/// Path of the `supervise` binary cargo built for these tests.
+pub fn supervise_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_supervise")
+}
+
+/// Path of an example worker (`cargo test` builds the examples next to the test binaries).
+pub fn example(name: &str) -> String {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "example {name} not built at {}: run the tests with `cargo test` (which builds examples)",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Resident memory of one process, bytes.
+pub fn rss(pid: i32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Every process whose environment says it belongs to `name` (SUPERVISE_NAME), i.e. every
+/// descendant of a worker of that program, wherever it was reparented.
+pub fn pids_of_program(name: &str) -> Vec<i32> {
+    let needle = format!("SUPERVISE_NAME={name}");
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = fs::read(format!("/proc/{pid}/environ")) {
+            if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) && alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// A unique program name for one test, so tests running side by side never see each other's
+/// processes.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running supervisor under test.
+pub struct Sup {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub events: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Sup {
+    /// Starts `supervise ARGS` with `--events` in a fresh temp dir; stdout and stderr go to files
+    /// there.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, |_, _| {})
+    }
+
+    /// Like [`Sup::start`], letting the caller adjust the command (stdio, env) first.
+    pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command, &Path)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events = dir.path().join("events.jsonl");
+        let mut cmd = Command::new(supervise_bin());
+        cmd.arg("--events").arg(&events).args(args);
+        cmd.stdin(Stdio::null())
+            .stdout(fs::File::create(dir.path().join("stdout")).expect("stdout file"))
+            .stderr(fs::File::create(dir.path().join("stderr")).expect("stderr file"));
+        adjust(&mut cmd, dir.path());
+        let child = cmd.spawn().expect("spawn supervise");
+        Self {
+            child,
+            dir,
+            events,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// All events written so far (a partly written last line is left for later).
+    pub fn events(&self) -> Vec<Value> {
+        let text = fs::read_to_string(&self.events).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Events of one kind.
+    pub fn of(&self, kind: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == kind)
+            .collect()
+    }
+
+    /// Waits for the `n`th (1-based) event matching `pred`; panics with the whole log on timeout.
+    pub fn wait_nth(
+        &self,
+        n: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut found = None;
+        let ok = wait_until(timeout, || {
+            found = self.events().into_iter().filter(|e| pred(e)).nth(n - 1);
+            found.is_some()
+        });
+        assert!(ok, "timed out waiting for {what} (#{n})\n{}", self.dump());
+        found.expect("found")
+    }
+
+    /// Waits for the first event of `kind`.
+    pub fn wait_event(&self, kind: &str, timeout: Duration) -> Value {
+        self.wait_nth(1, timeout, kind, |e| e["event"] == kind)
+    }
+
+    /// Events, stdout and stderr, for failure messages.
+    pub fn dump(&self) -> String {
+        let read = |n: &str| fs::read_to_string(self.path(n)).unwrap_or_default();
+        let tail = |s: String| {
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        format!(
+            "--- events\n{}\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
+            tail(read("events.jsonl")),
+            tail(read("stdout")),
+            tail(read("stderr"))
+        )
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the supervisor to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let mut status = None;
+        let ok = wait_until(timeout, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        assert!(
+            ok,
+            "supervise did not exit within {timeout:?}\n{}",
+            self.dump()
+        );
+        self.status = status;
+        status.expect("status")
+    }
+}
+
+impl Drop for Sup {
+    fn drop(&mut self) {
+        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            if !wait_until(Duration::from_secs(5), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            }) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// The pid of an event as an i32.
+pub fn pid_of(e: &Value) -> i32 {
+    e["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .expect("event has a pid")
+}
+
+/// Kills whatever processes of `program` are left (cleanup after a failed assertion).
+pub struct ProgramGuard(pub String);
+
+impl Drop for ProgramGuard {
+    fn drop(&mut self) {
+        for pid in pids_of_program(&self.0) {
+            // SAFETY: kill(2); these processes belong to this test's program.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}

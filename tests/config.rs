@@ -1,0 +1,75 @@
+//! Bad configs fail before anything is spawned, naming file, line and key, with exit code 2.
+
+mod common;
+
+use common::supervise_bin;
+
+fn fails_with(config: &str, expect: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    let marker = dir.path().join("ran");
+    // Were anything spawned, this would create the marker.
+    let config = config.replace("MARKER", marker.to_str().expect("utf-8"));
+    std::fs::write(&path, config).expect("write");
+    let out = std::process::Command::new(supervise_bin())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let want = format!("{}:{expect}", path.display());
+    assert!(stderr.contains(&want), "expected {want:?} in {stderr:?}");
+    assert!(!marker.exists(), "something was spawned");
+}
+
+#[test]
+fn unknown_key() {
+    fails_with(
+        "[program.a]\ncommand = [\"touch\", \"MARKER\"]\nreplica = 2\n",
+        "3: program.a.replica: unknown field",
+    );
+}
+
+#[test]
+fn bad_size() {
+    fails_with(
+        "[program.a]\ncommand = [\"touch\", \"MARKER\"]\n\n[program.a.memory]\nmax = \"64 MegaBytes\"\n",
+        "5: program.a.memory.max: invalid size",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    fails_with(
+        "[program.a]\ncommand = [\"touch\", \"MARKER\"]\nstop = { grace = \"soon\" }\n",
+        "3: program.a.stop.grace: invalid duration",
+    );
+}
+
+#[test]
+fn missing_command() {
+    fails_with(
+        "[program.ok]\ncommand = [\"touch\", \"MARKER\"]\n[program.a]\nreplicas = 1\n",
+        "3: program.a.command: missing",
+    );
+}
+
+#[test]
+fn zero_replicas() {
+    fails_with(
+        "[program.a]\ncommand = [\"touch\", \"MARKER\"]\nreplicas = 0\n",
+        "3: program.a.replicas:",
+    );
+}
+
+#[test]
+fn unreadable_file() {
+    let out = std::process::Command::new(supervise_bin())
+        .args(["-c", "/nonexistent/supervise.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("/nonexistent/supervise.toml: cannot read config"));
+}

@@ -1,0 +1,147 @@
+//! Stopping: a worker that ignores TERM is SIGKILLed after the grace; SIGTERM to the supervisor
+//! leaves no descendant alive; SIGKILL to the supervisor leaves no worker alive.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{alive, example, pid_of, pids_of_program, unique, wait_until, ProgramGuard, Sup};
+
+#[test]
+fn stubborn_worker_is_killed_after_the_grace() {
+    let name = unique("stubborn");
+    let _guard = ProgramGuard(name.clone());
+    let stubborn = example("stubborn");
+    let mut sup = Sup::start(&["--name", &name, "--grace", "1s", "--", &stubborn]);
+    let started = sup.wait_event("started", Duration::from_secs(10));
+    // Wait until it has set its dispositions (it prints after doing so).
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(sup.path("stdout")).is_ok_and(|s| s.contains("ignoring TERM"))
+    }));
+    let t0 = Instant::now();
+    sup.signal(libc::SIGTERM);
+    let status = sup.wait_exit(Duration::from_secs(15));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "SIGKILL came before the grace: {took:?}"
+    );
+    assert!(!alive(pid_of(&started)));
+    let killed = sup.of("killed");
+    assert_eq!(killed.len(), 1, "{}", sup.dump());
+    assert_eq!(sup.of("exited")[0]["signal"], 9);
+    assert_eq!(sup.of("stopped").len(), 1);
+    // Single-command mode: the worker's status is ours.
+    assert_eq!(status.code(), Some(137));
+}
+
+#[test]
+fn sigterm_to_supervise_leaves_no_descendant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = unique("tree-a");
+    let b = unique("tree-b");
+    let c = unique("tree-c");
+    let _guards = [
+        ProgramGuard(a.clone()),
+        ProgramGuard(b.clone()),
+        ProgramGuard(c.clone()),
+    ];
+    let config = dir.path().join("supervise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sample]
+every = "200ms"
+[program.{a}]
+command = ["{forker}", "--hold", "8"]
+[program.{b}]
+command = ["{forker}", "--hold", "8", "--setsid"]
+[program.{c}]
+command = ["{leaky}", "--rate", "1"]
+replicas = 2
+stop = {{ grace = "2s" }}
+"#,
+            forker = example("forker"),
+            leaky = example("leaky"),
+        ),
+    )
+    .expect("write config");
+    let mut sup = Sup::start(&["-c", config.to_str().expect("utf-8")]);
+    sup.wait_nth(4, Duration::from_secs(10), "four starts", |e| {
+        e["event"] == "started"
+    });
+    // Both forkers have their grandchild (2 processes each) and both leaky replicas run.
+    assert!(
+        wait_until(Duration::from_secs(10), || pids_of_program(&a).len() == 2
+            && pids_of_program(&b).len() == 2),
+        "{}",
+        sup.dump()
+    );
+    assert_eq!(pids_of_program(&c).len(), 2);
+    sup.signal(libc::SIGTERM);
+    let status = sup.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a requested stop of a config exits 0\n{}",
+        sup.dump()
+    );
+    for name in [&a, &b, &c] {
+        assert!(
+            pids_of_program(name).is_empty(),
+            "{name} left {:?}\n{}",
+            pids_of_program(name),
+            sup.dump()
+        );
+    }
+    assert_eq!(sup.of("stopped").len(), 4);
+}
+
+#[test]
+fn sigkill_to_supervise_leaves_no_worker() {
+    let name = unique("orphaned");
+    let _guard = ProgramGuard(name.clone());
+    let leaky = example("leaky");
+    let sup = Sup::start(&[
+        "--name",
+        &name,
+        "--replicas",
+        "3",
+        "--",
+        &leaky,
+        "--rate",
+        "1",
+    ]);
+    sup.wait_nth(3, Duration::from_secs(10), "three starts", |e| {
+        e["event"] == "started"
+    });
+    let workers: Vec<i32> = sup.of("started").iter().map(pid_of).collect();
+    assert!(workers.iter().all(|&p| alive(p)));
+    sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || workers
+            .iter()
+            .all(|&p| !alive(p))),
+        "workers outlived a SIGKILLed supervisor: {:?}",
+        workers.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn second_sigint_kills_at_once() {
+    let name = unique("stubborn2");
+    let _guard = ProgramGuard(name.clone());
+    let stubborn = example("stubborn");
+    let mut sup = Sup::start(&["--name", &name, "--grace", "60s", "--", &stubborn]);
+    sup.wait_event("started", Duration::from_secs(10));
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(sup.path("stdout")).is_ok_and(|s| s.contains("ignoring TERM"))
+    }));
+    sup.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    sup.signal(libc::SIGINT);
+    // Far sooner than the 60 s grace.
+    sup.wait_exit(Duration::from_secs(10));
+    assert_eq!(sup.of("killed").len(), 1, "{}", sup.dump());
+}
