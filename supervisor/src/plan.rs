@@ -110,7 +110,7 @@ impl Default for StopSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Measure {
-    /// Resident set size summed over the tree (counts shared pages once per process).
+    /// Resident set size summed over the tree (a page shared by two members counts twice).
     Rss,
     /// Proportional set size from smaps_rollup (shared pages split between sharers).
     Pss,
@@ -341,7 +341,7 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = NonZeroU32::new(DEFAULT_MEMORY_FOR).unwrap_or(NonZeroU32::MIN))]
     pub memory_for: NonZeroU32,
 
-    /// /proc sampling period (faster near a memory limit).
+    /// /proc sampling period, faster near a memory limit [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sample_every: Option<Duration>,
     /// Write events as JSON lines to FILE (`-` for stderr).

@@ -206,3 +206,38 @@ impl Tree {
         self.members.keys().filter(|&&p| p != self.root).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn tree_of_this_process_counts_its_children() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let mut tree = Tree::new(me);
+        let before = tree.sample(false);
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().expect("spawn sleep"))
+            .collect();
+        let kid_pids: Vec<i32> = kids.iter().map(|k| i32::try_from(k.id()).expect("pid")).collect();
+        let with = tree.sample(true);
+        for k in &kid_pids {
+            assert!(tree.contains(*k), "child {k} found through the children files");
+        }
+        // Other tests of this binary may fork too: count at least us and our two.
+        assert!(with.procs >= 3);
+        assert!(with.rss >= before.rss / 2);
+        assert!(with.pss.is_some_and(|p| p > 0));
+        assert!(with.threads >= 3 && with.fds >= 3);
+        assert!(with.cpu_seconds >= 0.0 && with.cpu_percent >= 0.0);
+        for k in &mut kids {
+            k.kill().expect("kill");
+            k.wait().expect("wait");
+        }
+        tree.sample(false);
+        for k in &kid_pids {
+            assert!(!tree.contains(*k), "reaped child {k} dropped");
+        }
+    }
+}
