@@ -43,6 +43,7 @@ struct Engine {
     strays: HashSet<i32>,
     stopping: u32,
     any_fatal: bool,
+    roots: orphans::Roots,
     last_exits: Vec<Exit>,
 }
 
@@ -66,6 +67,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             strays: HashSet::new(),
             stopping: 0,
             any_fatal: false,
+            roots: orphans::Roots::default(),
             last_exits: Vec::new(),
         };
         engine.main().await
@@ -148,6 +150,7 @@ impl Engine {
             reaper: self.reaper.clone(),
             output: self.output.clone(),
             sample_every: self.plan.sample_every,
+            roots: self.roots.clone(),
         };
         let id = self.next_id;
         self.next_id += 1;

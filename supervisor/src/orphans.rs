@@ -62,12 +62,22 @@ impl Owner<'_> {
     }
 }
 
-/// The orphans among our children that belong to `owner` (its root excluded).
+/// The pids of every running worker (not orphans): shared by the worker tasks, which add and
+/// remove their own, so that a look for orphans skips them without reading their /proc files.
+pub type Roots = std::rc::Rc<std::cell::RefCell<std::collections::HashSet<i32>>>;
+
+/// Our children that are not worker roots: the orphans.
 #[must_use]
-pub fn claim(owner: &Owner<'_>) -> Vec<i32> {
-    our_children()
+pub fn orphans(roots: &Roots) -> Vec<i32> {
+    let roots = roots.borrow();
+    our_children().into_iter().filter(|p| !roots.contains(p)).collect()
+}
+
+/// The orphans that belong to `owner`.
+#[must_use]
+pub fn claim(owner: &Owner<'_>, roots: &Roots) -> Vec<i32> {
+    orphans(roots)
         .into_iter()
-        .filter(|&pid| Some(pid) != owner.root)
         .filter(|&pid| pgid_of(pid).is_some_and(|pgid| owner.claims(pid, pgid)))
         .collect()
 }

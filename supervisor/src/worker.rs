@@ -69,6 +69,7 @@ pub struct Ctx {
     pub reaper: Rc<Reaper>,
     pub output: Output,
     pub sample_every: Duration,
+    pub roots: orphans::Roots,
 }
 
 /// How a running incarnation ended.
@@ -205,6 +206,7 @@ impl Ctx {
         let mut exit_rx = self.reaper.watch(pid);
         let started = Instant::now();
         self.shared.pid.set(Some(pid));
+        self.roots.borrow_mut().insert(pid);
         self.event(
             Some(pid),
             Kind::Started {
@@ -293,6 +295,7 @@ impl Ctx {
             (None, None) => (Exit::Signal(libc::SIGKILL), None, false),
         };
         self.shared.pid.set(None);
+        self.roots.borrow_mut().remove(&pid);
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
         let [out, err] = forwarders;
@@ -380,7 +383,7 @@ impl Ctx {
             name: &self.spec.name,
             instance: self.instance,
         };
-        for pid in orphans::claim(&owner) {
+        for pid in orphans::claim(&owner, &self.roots) {
             tree.adopt(pid);
         }
     }

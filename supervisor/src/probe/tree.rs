@@ -1,7 +1,7 @@
 //! A worker's whole process tree: the worker, every descendant, and the orphans the engine
 //! attributes back to it after they double-forked away and were reparented to the supervisor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use super::proc::{ticks_per_second, Buf, ProcFiles, ProcSample};
@@ -41,6 +41,8 @@ pub struct Tree {
     members: BTreeMap<i32, Member>,
     buf: Buf,
     found: Vec<i32>,
+    queue: Vec<i32>,
+    queued: HashSet<i32>,
     prev_cpu: Option<(Instant, u64)>,
 }
 
@@ -52,6 +54,8 @@ impl Tree {
             members: BTreeMap::new(),
             buf: Buf::default(),
             found: Vec::new(),
+            queue: Vec::new(),
+            queued: HashSet::new(),
             prev_cpu: None,
         };
         t.adopt(root);
@@ -119,7 +123,13 @@ impl Tree {
             write_bytes: 0,
         };
         let mut cpu_ticks = 0u64;
-        let mut queue: Vec<i32> = self.members.keys().copied().collect();
+        // Reused between samples: no allocation per tick once the tree's size is known.
+        let mut queue = std::mem::take(&mut self.queue);
+        let mut queued = std::mem::take(&mut self.queued);
+        queue.clear();
+        queued.clear();
+        queue.extend(self.members.keys().copied());
+        queued.extend(queue.iter().copied());
         let mut i = 0;
         while i < queue.len() {
             let pid = queue[i];
@@ -153,11 +163,13 @@ impl Tree {
             self.found.clear();
             m.files.children(&mut self.buf, s.threads, &mut self.found);
             for &c in &self.found {
-                if !queue.contains(&c) {
+                if queued.insert(c) {
                     queue.push(c);
                 }
             }
         }
+        self.queue = queue;
+        self.queued = queued;
         let hz = ticks_per_second() as f64;
         total.cpu_seconds = cpu_ticks as f64 / hz;
         if let Some((t0, c0)) = self.prev_cpu {
