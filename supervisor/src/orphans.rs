@@ -70,7 +70,10 @@ pub type Roots = std::rc::Rc<std::cell::RefCell<std::collections::HashSet<i32>>>
 #[must_use]
 pub fn orphans(roots: &Roots) -> Vec<i32> {
     let roots = roots.borrow();
-    our_children().into_iter().filter(|p| !roots.contains(p)).collect()
+    our_children()
+        .into_iter()
+        .filter(|p| !roots.contains(p))
+        .collect()
 }
 
 /// The orphans that belong to `owner`.

@@ -1,5 +1,6 @@
 use super::*;
 use clap::Parser;
+use std::path::Path;
 
 fn err(src: &str) -> PlanError {
     match parse_config(src, Some(Path::new("s.toml"))) {

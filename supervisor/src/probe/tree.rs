@@ -230,12 +230,24 @@ mod tests {
         let mut tree = Tree::new(me);
         let before = tree.sample(false);
         let mut kids: Vec<_> = (0..2)
-            .map(|_| Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().expect("spawn sleep"))
+            .map(|_| {
+                Command::new("sleep")
+                    .arg("30")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn sleep")
+            })
             .collect();
-        let kid_pids: Vec<i32> = kids.iter().map(|k| i32::try_from(k.id()).expect("pid")).collect();
+        let kid_pids: Vec<i32> = kids
+            .iter()
+            .map(|k| i32::try_from(k.id()).expect("pid"))
+            .collect();
         let with = tree.sample(true);
         for k in &kid_pids {
-            assert!(tree.contains(*k), "child {k} found through the children files");
+            assert!(
+                tree.contains(*k),
+                "child {k} found through the children files"
+            );
         }
         // Other tests of this binary may fork too: count at least us and our two.
         assert!(with.procs >= 3);

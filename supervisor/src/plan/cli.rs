@@ -1,0 +1,222 @@
+//! Command-line flags to a one-program [`Plan`] (or a config plan with global overrides).
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::{
+    check_name, check_sample_every, load_config, parse_duration, parse_signal, parse_size, Backoff,
+    EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan, PlanError, ProgramSpec,
+    RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
+    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+};
+
+/// Flags of `supervise` (the run mode).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "supervise",
+    version,
+    about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]"
+)]
+pub struct Cli {
+    /// Run the programs of this TOML config file instead of a single command.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        conflicts_with = "command"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Program name [default: the command's basename].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Number of instances of the command.
+    #[arg(long, value_name = "N", default_value_t = NonZeroU32::MIN)]
+    pub replicas: NonZeroU32,
+    /// When to restart a worker that exited.
+    #[arg(long, value_enum, default_value_t = RestartMode::OnFailure)]
+    pub restart: RestartMode,
+    /// Time between the stop signal and SIGKILL to the whole tree.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Signal that asks a worker to stop.
+    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_signal)]
+    pub stop_signal: Signal,
+    /// Restart intensity: more than N restarts within --within makes the program fatal.
+    #[arg(long, value_name = "N", default_value_t = Intensity::default().max)]
+    pub max_restarts: u32,
+    /// Restart intensity window.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub within: Duration,
+    /// First restart delay; doubles with each recent restart.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub backoff_first: Duration,
+    /// Longest restart delay.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// Memory limit of each worker's whole process tree, e.g. 64MiB, 1.5GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_max: Option<u64>,
+    /// How tree memory is measured.
+    #[arg(long, value_enum, value_name = "rss|pss", default_value_t = Measure::Rss)]
+    pub memory_measure: Measure,
+    /// Consecutive samples over the limit before the worker is restarted.
+    #[arg(long, value_name = "N", default_value_t = NonZeroU32::new(DEFAULT_MEMORY_FOR).unwrap_or(NonZeroU32::MIN))]
+    pub memory_for: NonZeroU32,
+
+    /// /proc sampling period, faster near a memory limit [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub sample_every: Option<Duration>,
+    /// Write events as JSON lines to FILE (`-` for stderr).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<String>,
+    /// Also write each worker's output to size-rotated files in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Rotate a log file at this size [default: 10MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub log_max: Option<u64>,
+    /// Rotated log files kept per stream [default: 5].
+    #[arg(long, value_name = "N")]
+    pub log_keep: Option<u32>,
+
+    /// The command to supervise and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Per-program flags that only make sense with a command, not with `-c`.
+const PROGRAM_FLAGS: &[&str] = &[
+    "name",
+    "replicas",
+    "restart",
+    "grace",
+    "stop_signal",
+    "max_restarts",
+    "within",
+    "backoff_first",
+    "backoff_max",
+    "memory_max",
+    "memory_measure",
+    "memory_for",
+];
+
+impl Cli {
+    /// Builds the plan: from the config file if `-c` was given, else from the flags and command.
+    ///
+    /// `explicit` tells which flags the user typed (clap's `ArgMatches::value_source`), so that a
+    /// per-program flag given alongside `-c` is an error instead of being silently ignored.
+    pub fn into_plan(self, explicit: &dyn Fn(&str) -> bool) -> Result<Plan, PlanError> {
+        let mut plan = if let Some(path) = &self.config {
+            if let Some(flag) = PROGRAM_FLAGS.iter().find(|f| explicit(f)) {
+                return Err(PlanError::flag(
+                    &format!("--{}", flag.replace('_', "-")),
+                    "is a per-program flag; set it in the config file when using -c",
+                ));
+            }
+            load_config(path)?
+        } else {
+            self.single_plan()?
+        };
+        if let Some(every) = self.sample_every {
+            plan.sample_every =
+                check_sample_every(every).map_err(|m| PlanError::flag("--sample-every", m))?;
+        }
+        if let Some(ev) = &self.events {
+            plan.events = Some(EventsTarget::parse(ev));
+        }
+        if let Some(dir) = self.log_dir {
+            let base = plan.log.take();
+            plan.log = Some(LogSpec {
+                dir,
+                max: base.as_ref().map_or(DEFAULT_LOG_MAX, |l| l.max),
+                keep: base.as_ref().map_or(DEFAULT_LOG_KEEP, |l| l.keep),
+            });
+        }
+        match (&mut plan.log, self.log_max, self.log_keep) {
+            (Some(log), max, keep) => {
+                if let Some(max) = max {
+                    log.max = max;
+                }
+                if let Some(keep) = keep {
+                    log.keep = keep;
+                }
+                if log.max < 1024 {
+                    return Err(PlanError::flag("--log-max", "must be at least 1KiB"));
+                }
+            }
+            (None, Some(_), _) => return Err(PlanError::flag("--log-max", "needs --log-dir")),
+            (None, _, Some(_)) => return Err(PlanError::flag("--log-keep", "needs --log-dir")),
+            (None, None, None) => {}
+        }
+        Ok(plan)
+    }
+
+    fn single_plan(&self) -> Result<Plan, PlanError> {
+        let Some(program) = self.command.first() else {
+            return Err(PlanError::flag(
+                "",
+                "nothing to run: give a command after `--` (supervise [OPTIONS] -- CMD [ARGS]...) or a config with -c FILE",
+            ));
+        };
+        let name = match &self.name {
+            Some(n) => n.clone(),
+            None => Path::new(program)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "worker".to_owned()),
+        };
+        check_name(&name).map_err(|m| PlanError::flag("--name", m))?;
+        if self.backoff_max < self.backoff_first {
+            return Err(PlanError::flag(
+                "--backoff-max",
+                "must not be shorter than --backoff-first",
+            ));
+        }
+        if self.within.is_zero() {
+            return Err(PlanError::flag("--within", "must be longer than 0"));
+        }
+        let memory = self.memory_max.map(|max| MemorySpec {
+            max,
+            measure: self.memory_measure,
+            count: self.memory_for.get(),
+            hysteresis: DEFAULT_HYSTERESIS,
+        });
+        if memory.is_some_and(|m| m.max == 0) {
+            return Err(PlanError::flag("--memory-max", "must be more than 0"));
+        }
+        Ok(Plan {
+            programs: vec![ProgramSpec {
+                name,
+                command: self.command.clone(),
+                cwd: None,
+                env: Vec::new(),
+                replicas: self.replicas.get(),
+                restart: self.restart,
+                backoff: Backoff {
+                    first: self.backoff_first,
+                    max: self.backoff_max,
+                    ..Backoff::default()
+                },
+                intensity: Intensity {
+                    max: self.max_restarts,
+                    within: self.within,
+                },
+                stop: StopSpec {
+                    signal: self.stop_signal,
+                    grace: self.grace,
+                },
+                memory,
+            }],
+            sample_every: DEFAULT_SAMPLE_EVERY,
+            events: None,
+            log: None,
+            single: true,
+            source: None,
+        })
+    }
+}

@@ -1,0 +1,371 @@
+//! TOML config to a [`Plan`]. Raw types mirror the file; custom value types validate while
+//! deserializing so that every error carries the key path (serde_path_to_error) and the line (the
+//! span toml reports).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{de, Deserialize, Deserializer};
+
+use super::{
+    check_factor, check_jitter, check_name, check_sample_every, parse_duration, parse_signal,
+    parse_size, Backoff, EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan, PlanError,
+    ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
+    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    sample: Option<RawSample>,
+    #[serde(default)]
+    events: Option<String>,
+    #[serde(default)]
+    log: Option<RawLog>,
+    #[serde(default)]
+    program: BTreeMap<String, RawProgram>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSample {
+    every: SampleEvery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    dir: PathBuf,
+    #[serde(default)]
+    max: Option<Size>,
+    #[serde(default)]
+    keep: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProgram {
+    #[serde(default)]
+    command: Option<Command>,
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    replicas: NonZeroU32,
+    #[serde(default)]
+    restart: Option<RestartMode>,
+    #[serde(default)]
+    backoff: Option<RawBackoff>,
+    #[serde(default)]
+    intensity: Option<RawIntensity>,
+    #[serde(default)]
+    stop: Option<RawStop>,
+    #[serde(default)]
+    memory: Option<RawMemory>,
+}
+
+fn one() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    first: Option<Dur>,
+    max: Option<Dur>,
+    factor: Option<Factor>,
+    jitter: Option<Jitter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntensity {
+    max: Option<u32>,
+    within: Option<NonZeroDur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStop {
+    signal: Option<Sig>,
+    grace: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    max: NonZeroSize,
+    #[serde(default)]
+    measure: Option<Measure>,
+    #[serde(default, rename = "for")]
+    count: Option<NonZeroU32>,
+    #[serde(default)]
+    hysteresis: Option<Hysteresis>,
+}
+
+/// Declares a newtype deserialized from a string through a validating parser.
+macro_rules! parsed_str {
+    ($name:ident, $t:ty, $expecting:literal, $parse:expr) => {
+        #[derive(Debug, Clone, Copy)]
+        struct $name($t);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)
+                    .map_err(|_| de::Error::custom(concat!("expected ", $expecting)))?;
+                let parse: fn(&str) -> Result<$t, String> = $parse;
+                parse(&s).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+parsed_str!(
+    Dur,
+    Duration,
+    "a duration string such as \"10s\"",
+    parse_duration
+);
+parsed_str!(
+    NonZeroDur,
+    Duration,
+    "a duration string such as \"60s\"",
+    |s| {
+        parse_duration(s).and_then(|d| {
+            if d.is_zero() {
+                Err("must be longer than 0".to_owned())
+            } else {
+                Ok(d)
+            }
+        })
+    }
+);
+parsed_str!(
+    SampleEvery,
+    Duration,
+    "a duration string such as \"1s\"",
+    |s| { parse_duration(s).and_then(check_sample_every) }
+);
+parsed_str!(Sig, Signal, "a signal name such as \"TERM\"", parse_signal);
+
+/// A size given as a string (`"64MiB"`) or a plain integer number of bytes.
+#[derive(Debug, Clone, Copy)]
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Str(String),
+        }
+        match Either::deserialize(d).map_err(|_| {
+            de::Error::custom("expected a size such as \"64MiB\" or a number of bytes")
+        })? {
+            Either::Int(n) => Ok(Size(n)),
+            Either::Str(s) => parse_size(&s).map(Size).map_err(de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NonZeroSize(u64);
+
+impl<'de> Deserialize<'de> for NonZeroSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Size::deserialize(d)? {
+            Size(0) => Err(de::Error::custom("must be more than 0")),
+            Size(n) => Ok(NonZeroSize(n)),
+        }
+    }
+}
+
+macro_rules! checked_f64 {
+    ($name:ident, $check:expr) => {
+        #[derive(Debug, Clone, Copy)]
+        struct $name(f64);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let check: fn(f64) -> Result<f64, String> = $check;
+                check(f64::deserialize(d)?)
+                    .map($name)
+                    .map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+checked_f64!(Factor, check_factor);
+checked_f64!(Jitter, check_jitter);
+checked_f64!(Hysteresis, |h| {
+    if (0.0..0.5).contains(&h) {
+        Ok(h)
+    } else {
+        Err(format!(
+            "hysteresis must be at least 0.0 and below 0.5, got {h}"
+        ))
+    }
+});
+
+/// A non-empty argv of non-empty strings.
+#[derive(Debug, Clone)]
+struct Command(Vec<String>);
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<String>::deserialize(d).map_err(|_| {
+            de::Error::custom(
+                "expected an array of strings, e.g. [\"./api\", \"--port\", \"8080\"]",
+            )
+        })?;
+        if v.is_empty() || v[0].is_empty() {
+            return Err(de::Error::custom("must name a program to run"));
+        }
+        Ok(Command(v))
+    }
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where `[program.NAME]` (or a `program.NAME.…` key) first appears, for errors about a
+/// program as a whole. Serde reports no span for a map key, so look for the name in the text.
+fn program_line(src: &str, name: &str) -> Option<usize> {
+    let quoted = format!("program.\"{name}\"");
+    let bare = format!("program.{name}");
+    src.lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches('[').trim_start();
+            l.starts_with(&quoted)
+                || l.strip_prefix(&bare)
+                    .is_some_and(|rest| rest.starts_with([']', '.', ' ', '=']))
+        })
+        .map(|i| i + 1)
+}
+
+/// Reads and validates a config file.
+pub fn load_config(path: &Path) -> Result<Plan, PlanError> {
+    let src = std::fs::read_to_string(path).map_err(|e| PlanError {
+        file: Some(path.to_owned()),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse_config(&src, Some(path))
+}
+
+/// Parses config text; `path` only labels the errors.
+pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
+    let at = |line: Option<usize>, key: String, message: String| PlanError {
+        file: path.map(Path::to_owned),
+        line,
+        key,
+        message,
+    };
+    let de = toml::Deserializer::parse(src).map_err(|e| {
+        at(
+            e.span().map(|s| line_of(src, s.start)),
+            String::new(),
+            e.message().to_owned(),
+        )
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        at(
+            e.inner().span().map(|s| line_of(src, s.start)),
+            key,
+            e.inner().message().to_owned(),
+        )
+    })?;
+    if raw.program.is_empty() {
+        return Err(at(
+            None,
+            "program".into(),
+            "no program defined; add a [program.NAME] table with a command".into(),
+        ));
+    }
+    let mut programs = Vec::with_capacity(raw.program.len());
+    for (name, p) in raw.program {
+        let line = program_line(src, &name);
+        check_name(&name).map_err(|m| at(line, format!("program.{name}"), m))?;
+        let Some(command) = p.command else {
+            return Err(at(
+                line,
+                format!("program.{name}.command"),
+                "missing: every program needs a command".into(),
+            ));
+        };
+        let d = Backoff::default();
+        let backoff = match p.backoff {
+            None => d,
+            Some(b) => Backoff {
+                first: b.first.map_or(d.first, |x| x.0),
+                max: b.max.map_or(d.max, |x| x.0),
+                factor: b.factor.map_or(d.factor, |x| x.0),
+                jitter: b.jitter.map_or(d.jitter, |x| x.0),
+            },
+        };
+        if backoff.max < backoff.first {
+            return Err(at(
+                line,
+                format!("program.{name}.backoff.max"),
+                "must not be shorter than backoff.first".into(),
+            ));
+        }
+        let di = Intensity::default();
+        let intensity = p.intensity.map_or(di, |i| Intensity {
+            max: i.max.unwrap_or(di.max),
+            within: i.within.map_or(di.within, |x| x.0),
+        });
+        let ds = StopSpec::default();
+        let stop = p.stop.map_or(ds, |s| StopSpec {
+            signal: s.signal.map_or(ds.signal, |x| x.0),
+            grace: s.grace.map_or(ds.grace, |x| x.0),
+        });
+        let memory = p.memory.map(|m| MemorySpec {
+            max: m.max.0,
+            measure: m.measure.unwrap_or(Measure::Rss),
+            count: m.count.map_or(DEFAULT_MEMORY_FOR, NonZeroU32::get),
+            hysteresis: m.hysteresis.map_or(DEFAULT_HYSTERESIS, |h| h.0),
+        });
+        programs.push(ProgramSpec {
+            name,
+            command: command.0,
+            cwd: p.cwd,
+            env: p.env.into_iter().collect(),
+            replicas: p.replicas.get(),
+            restart: p.restart.unwrap_or(RestartMode::OnFailure),
+            backoff,
+            intensity,
+            stop,
+            memory,
+        });
+    }
+    let log = raw.log.map(|l| LogSpec {
+        dir: l.dir,
+        max: l.max.map_or(DEFAULT_LOG_MAX, |s| s.0),
+        keep: l.keep.unwrap_or(DEFAULT_LOG_KEEP),
+    });
+    if log.as_ref().is_some_and(|l| l.max < 1024) {
+        return Err(at(None, "log.max".into(), "must be at least 1KiB".into()));
+    }
+    Ok(Plan {
+        programs,
+        sample_every: raw.sample.map_or(DEFAULT_SAMPLE_EVERY, |s| s.every.0),
+        events: raw.events.as_deref().map(EventsTarget::parse),
+        log,
+        single: false,
+        source: path.map(Path::to_owned),
+    })
+}
