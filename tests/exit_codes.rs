@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{example, Sup};
+use common::{example, supervise_bin, Sup};
 
 fn run(args: &[&str]) -> (Option<i32>, Sup) {
     let crasher = example("crasher");
@@ -40,7 +40,7 @@ fn usage_errors_exit_2() {
         &[],
         &["--bogus"],
     ] {
-        let out = std::process::Command::new(common::supervise_bin())
+        let out = std::process::Command::new(supervise_bin())
             .args(args)
             .output()
             .expect("run");

@@ -5,14 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{alive, example, pid_of, pids_of_program, unique, wait_until, ProgramGuard, Sup};
+use common::{
+    alive, example, pid_of, pids_of_program, run_example, unique, wait_until, ProgramGuard, Sup,
+};
 
 #[test]
 fn stubborn_worker_is_killed_after_the_grace() {
-    let name = unique("stubborn");
-    let _guard = ProgramGuard(name.clone());
-    let stubborn = example("stubborn");
-    let mut sup = Sup::start(&["--name", &name, "--grace", "1s", "--", &stubborn]);
+    let (mut sup, _name, _guard) = run_example("stubborn", &["--grace", "1s"], "stubborn", &[]);
     let started = sup.wait_event("started", Duration::from_secs(10));
     // Wait until it has set its dispositions (it prints after doing so).
     assert!(wait_until(Duration::from_secs(10), || {
@@ -100,19 +99,8 @@ stop = {{ grace = "2s" }}
 
 #[test]
 fn sigkill_to_supervise_leaves_no_worker() {
-    let name = unique("orphaned");
-    let _guard = ProgramGuard(name.clone());
-    let leaky = example("leaky");
-    let sup = Sup::start(&[
-        "--name",
-        &name,
-        "--replicas",
-        "3",
-        "--",
-        &leaky,
-        "--rate",
-        "1",
-    ]);
+    let (sup, _name, _guard) =
+        run_example("orphaned", &["--replicas", "3"], "leaky", &["--rate", "1"]);
     sup.wait_nth(3, Duration::from_secs(10), "three starts", |e| {
         e["event"] == "started"
     });
@@ -130,10 +118,7 @@ fn sigkill_to_supervise_leaves_no_worker() {
 
 #[test]
 fn second_sigint_kills_at_once() {
-    let name = unique("stubborn2");
-    let _guard = ProgramGuard(name.clone());
-    let stubborn = example("stubborn");
-    let mut sup = Sup::start(&["--name", &name, "--grace", "60s", "--", &stubborn]);
+    let (mut sup, _name, _guard) = run_example("stubborn2", &["--grace", "60s"], "stubborn", &[]);
     sup.wait_event("started", Duration::from_secs(10));
     assert!(wait_until(Duration::from_secs(10), || {
         std::fs::read_to_string(sup.path("stdout")).is_ok_and(|s| s.contains("ignoring TERM"))

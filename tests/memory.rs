@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{example, pid_of, pids_of_program, unique, wait_until, ProgramGuard, Sup, MIB};
+use common::{
+    alive, example, pid_of, pids_of_program, run_example, unique, wait_until, ProgramGuard, Sup,
+    MIB,
+};
 
 #[test]
 fn leaky_worker_is_restarted_for_memory_close_to_the_limit() {
@@ -52,9 +55,9 @@ fn leaky_worker_is_restarted_for_memory_close_to_the_limit() {
         e["event"] == "started"
     });
     assert_ne!(pid_of(&second), pid_of(&first));
-    assert!(wait_until(Duration::from_secs(5), || !common::alive(
-        pid_of(&first)
-    )));
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid_of(
+        &first
+    ))));
     let exited = sup.wait_event("exited", Duration::from_secs(5));
     assert_eq!(
         exited["signal"],
@@ -66,23 +69,19 @@ fn leaky_worker_is_restarted_for_memory_close_to_the_limit() {
 
 #[test]
 fn memory_for_needs_consecutive_samples() {
-    let name = unique("leaky3");
-    let _guard = ProgramGuard(name.clone());
-    let leaky = example("leaky");
-    let sup = Sup::start(&[
-        "--name",
-        &name,
-        "--memory-max",
-        "32MiB",
-        "--memory-for",
-        "3",
-        "--sample-every",
-        "200ms",
-        "--",
-        &leaky,
-        "--rate",
-        "20",
-    ]);
+    let (sup, _name, _guard) = run_example(
+        "leaky3",
+        &[
+            "--memory-max",
+            "32MiB",
+            "--memory-for",
+            "3",
+            "--sample-every",
+            "200ms",
+        ],
+        "leaky",
+        &["--rate", "20"],
+    );
     let restarting = sup.wait_event("restarting", Duration::from_secs(20));
     assert_eq!(restarting["reason"], "memory");
     let counts: Vec<u64> = sup
@@ -160,23 +159,19 @@ fn grandchild_that_left_the_process_group_is_counted_and_killed() {
 
 #[test]
 fn pss_measure_is_reported() {
-    let name = unique("leakypss");
-    let _guard = ProgramGuard(name.clone());
-    let leaky = example("leaky");
-    let sup = Sup::start(&[
-        "--name",
-        &name,
-        "--memory-max",
-        "24MiB",
-        "--memory-measure",
-        "pss",
-        "--memory-for",
-        "1",
-        "--",
-        &leaky,
-        "--rate",
-        "30",
-    ]);
+    let (sup, _name, _guard) = run_example(
+        "leakypss",
+        &[
+            "--memory-max",
+            "24MiB",
+            "--memory-measure",
+            "pss",
+            "--memory-for",
+            "1",
+        ],
+        "leaky",
+        &["--rate", "30"],
+    );
     let over = sup.wait_event("memory_over", Duration::from_secs(20));
     assert_eq!(over["measure"], "pss");
     assert!(over["bytes"].as_u64().expect("bytes") > 24 * MIB);

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{example, unique, ProgramGuard, Sup};
+use common::{example, run_example, unique, Sup};
 
 fn ts_ms(e: &serde_json::Value) -> f64 {
     let t = humantime::parse_rfc3339(e["ts"].as_str().expect("ts")).expect("rfc3339");
@@ -16,27 +16,21 @@ fn ts_ms(e: &serde_json::Value) -> f64 {
 
 #[test]
 fn crash_loop_backs_off_then_goes_fatal() {
-    let name = unique("crasher");
-    let _guard = ProgramGuard(name.clone());
-    let crasher = example("crasher");
-    let mut sup = Sup::start(&[
-        "--name",
-        &name,
-        "--max-restarts",
-        "3",
-        "--within",
-        "60s",
-        "--backoff-first",
-        "200ms",
-        "--backoff-max",
-        "5s",
-        "--",
-        &crasher,
-        "--code",
-        "3",
-        "--after",
-        "50",
-    ]);
+    let (mut sup, _name, _guard) = run_example(
+        "crasher",
+        &[
+            "--max-restarts",
+            "3",
+            "--within",
+            "60s",
+            "--backoff-first",
+            "200ms",
+            "--backoff-max",
+            "5s",
+        ],
+        "crasher",
+        &["--code", "3", "--after", "50"],
+    );
     let status = sup.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "fatal exits 1\n{}", sup.dump());
     let started = sup.of("started");
@@ -89,25 +83,19 @@ fn on_failure_does_not_restart_a_clean_exit() {
 
 #[test]
 fn always_restarts_a_clean_exit() {
-    let name = unique("always");
-    let _guard = ProgramGuard(name.clone());
-    let crasher = example("crasher");
-    let mut sup = Sup::start(&[
-        "--name",
-        &name,
-        "--restart",
+    let (mut sup, _name, _guard) = run_example(
         "always",
-        "--backoff-first",
-        "0",
-        "--max-restarts",
-        "2",
-        "--",
-        &crasher,
-        "--code",
-        "0",
-        "--after",
-        "10",
-    ]);
+        &[
+            "--restart",
+            "always",
+            "--backoff-first",
+            "0",
+            "--max-restarts",
+            "2",
+        ],
+        "crasher",
+        &["--code", "0", "--after", "10"],
+    );
     sup.wait_exit(Duration::from_secs(20));
     assert_eq!(sup.of("started").len(), 3, "{}", sup.dump());
     assert!(sup.of("restarting").iter().all(|e| e["delay_ms"] == 0));
@@ -135,19 +123,8 @@ fn missing_command_is_reported_and_counts_as_a_failure() {
 
 #[test]
 fn replicas_run_side_by_side() {
-    let name = unique("replica");
-    let _guard = ProgramGuard(name.clone());
-    let stubborn = example("leaky");
-    let sup = Sup::start(&[
-        "--name",
-        &name,
-        "--replicas",
-        "3",
-        "--",
-        &stubborn,
-        "--rate",
-        "0",
-    ]);
+    let (sup, _name, _guard) =
+        run_example("replica", &["--replicas", "3"], "leaky", &["--rate", "0"]);
     sup.wait_nth(3, Duration::from_secs(10), "three starts", |e| {
         e["event"] == "started"
     });

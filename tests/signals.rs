@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{example, pid_of, unique, wait_until, ProgramGuard, Sup};
+use common::{alive, example, pid_of, run_example, unique, wait_until, ProgramGuard, Sup};
 
 fn config(programs: &[(&str, &str, u32)]) -> String {
     let leaky = example("leaky");
@@ -95,26 +95,17 @@ fn hup_reloads_changed_added_and_removed_programs() {
             .count(),
         1
     );
-    assert!(common::alive(first_same));
+    assert!(alive(first_same));
 }
 
 #[test]
 fn usr1_is_forwarded_to_workers() {
-    let name = unique("usr1");
-    let _guard = ProgramGuard(name.clone());
-    let leaky = example("leaky");
-    let sup = Sup::start(&[
-        "--name",
-        &name,
-        "--replicas",
-        "2",
-        "--restart",
-        "never",
-        "--",
-        &leaky,
-        "--rate",
-        "0",
-    ]);
+    let (sup, _name, _guard) = run_example(
+        "usr1",
+        &["--replicas", "2", "--restart", "never"],
+        "leaky",
+        &["--rate", "0"],
+    );
     sup.wait_nth(2, Duration::from_secs(10), "two starts", |e| {
         e["event"] == "started"
     });

@@ -251,3 +251,22 @@ impl Drop for ProgramGuard {
         }
     }
 }
+
+/// Runs `supervise --name NAME FLAGS -- EXAMPLE ARGS` under a program name unique to this test.
+/// The guard kills whatever is left of the program when the test ends, pass or fail.
+pub fn run_example(
+    prefix: &str,
+    flags: &[&str],
+    example_name: &str,
+    args: &[&str],
+) -> (Sup, String, ProgramGuard) {
+    let name = unique(prefix);
+    let guard = ProgramGuard(name.clone());
+    let program = example(example_name);
+    let mut all = vec!["--name", name.as_str()];
+    all.extend_from_slice(flags);
+    all.push("--");
+    all.push(&program);
+    all.extend_from_slice(args);
+    (Sup::start(&all), name, guard)
+}
