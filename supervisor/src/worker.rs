@@ -179,16 +179,26 @@ impl Ctx {
                             delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                         },
                     );
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        cmd = cmds.recv() => match cmd {
-                            // A manual restart during the backoff: start now.
-                            Some(Command::Restart(_)) => {}
-                            Some(Command::Stop | Command::Kill) | None => {
-                                self.event(pid, Kind::Stopped);
-                                return End { last_exit, fatal: false };
-                            }
-                        },
+                    // No timer for a zero delay: tokio rounds a timer up to its next 1 ms tick,
+                    // which would double the crash-to-restart time. A stop that is already
+                    // queued still wins.
+                    let cmd = if delay.is_zero() {
+                        match cmds.try_recv() {
+                            Ok(cmd) => Some(cmd),
+                            Err(mpsc::error::TryRecvError::Empty) => Some(Command::Restart(Reason::Exit)),
+                            Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        }
+                    } else {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => Some(Command::Restart(Reason::Exit)),
+                            cmd = cmds.recv() => cmd,
+                        }
+                    };
+                    // A restart (the delay ran out, or a manual restart during it) starts now;
+                    // a stop ends the task.
+                    if !matches!(cmd, Some(Command::Restart(_))) {
+                        self.event(pid, Kind::Stopped);
+                        return End { last_exit, fatal: false };
                     }
                 }
             }
