@@ -137,6 +137,15 @@ fn bench(c: &mut Criterion) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let worst = runs.iter().max_by_key(|r| r.over_limit).expect("runs");
+    eprintln!(
+        "leak report: worst of {} runs: {:.1} ms over the limit ({:.1} ms detection + {:.1} ms stop), peak {:.1} MiB",
+        runs.len(),
+        worst.over_limit.as_secs_f64() * 1e3,
+        worst.detect_overshoot.as_secs_f64() * 1e3,
+        worst.stop.as_secs_f64() * 1e3,
+        worst.peak_mib
+    );
     eprintln!(
         "leak report over {} runs (medians): time over limit {:.1} ms = detection overshoot {:.1} ms + stop {:.1} ms; peak tree RSS {:.1} MiB (limit {LIMIT_MIB} MiB)",
         runs.len(),

@@ -185,7 +185,9 @@ impl Ctx {
                     let cmd = if delay.is_zero() {
                         match cmds.try_recv() {
                             Ok(cmd) => Some(cmd),
-                            Err(mpsc::error::TryRecvError::Empty) => Some(Command::Restart(Reason::Exit)),
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                Some(Command::Restart(Reason::Exit))
+                            }
                             Err(mpsc::error::TryRecvError::Disconnected) => None,
                         }
                     } else {
@@ -198,7 +200,10 @@ impl Ctx {
                     // a stop ends the task.
                     if !matches!(cmd, Some(Command::Restart(_))) {
                         self.event(pid, Kind::Stopped);
-                        return End { last_exit, fatal: false };
+                        return End {
+                            last_exit,
+                            fatal: false,
+                        };
                     }
                 }
             }
