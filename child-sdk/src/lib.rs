@@ -17,12 +17,24 @@
 //! and the shared-memory segment (a sealed memfd at fd 4) described in the design are not built
 //! yet, so [`Supervised::from_env`] is all a program can use today.
 
+pub use client::Client;
+
 use std::env;
+
+#[cfg(feature = "alloc")]
+pub mod alloc;
+pub mod client;
+pub mod proto;
+pub mod segment;
 
 /// Environment variable holding the program name.
 pub const ENV_NAME: &str = "SUPERVISE_NAME";
 /// Environment variable holding the replica number.
 pub const ENV_INSTANCE: &str = "SUPERVISE_INSTANCE";
+/// Environment variable holding the fd number of the worker's end of the channel (3).
+pub const ENV_CONTROL_FD: &str = "SUPERVISE_CONTROL_FD";
+/// Environment variable holding the fd number of the worker's shared-memory segment (4).
+pub const ENV_SEGMENT_FD: &str = "SUPERVISE_SEGMENT_FD";
 
 /// What the supervisor told this process about itself through its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,8 @@ pub enum Reason {
     Memory,
     /// An operator asked for it.
     Manual,
+    /// Its heartbeat went stale while the process was alive.
+    Hung,
 }
 
 /// The kinds of event and their fields.
@@ -33,7 +35,12 @@ pub enum Kind {
         code: Option<i32>,
         signal: Option<i32>,
         uptime_s: f64,
+        /// What the worker last published in its segment, if it linked the SDK.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        report: Option<Report>,
     },
+    /// The tree passed `warn_at` of its limit and the worker was sent `MemoryPressure`.
+    MemoryPressure { bytes: u64, limit: u64 },
     /// A sample of the worker's tree was over the memory limit.
     MemoryOver {
         bytes: u64,
@@ -54,8 +61,42 @@ pub enum Kind {
     /// A process reparented to the supervisor that no worker could claim (`program` is
     /// `supervise`, `pid` is the orphan's). It is reaped when it exits and killed at shutdown.
     Orphan,
+    /// The worker said `Ready` over the channel.
+    Ready,
+    /// The worker broke the protocol; past a budget its channel is closed (`closed: true`) and it
+    /// is supervised from /proc alone.
+    ProtocolError {
+        error: String,
+        count: u32,
+        closed: bool,
+    },
+    /// What the worker's own reports and the kernel disagree on (or what they show together):
+    /// `hung`, `implausible_report`, `native_or_fragmentation_growth`, `inconsistent_state`.
+    Finding {
+        kind: &'static str,
+        detail: String,
+        #[serde(flatten)]
+        numbers: std::collections::BTreeMap<&'static str, u64>,
+    },
+    /// An event the worker sent over the channel.
+    WorkerEvent { level: &'static str, text: String },
     /// Writing a worker's log file failed; lines are dropped until it works again.
     LogError { path: String, error: String },
+}
+
+/// A worker's self-report, read from its segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub heap_bytes: u64,
+    pub heap_peak: u64,
+    pub allocations: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub in_flight: u64,
+    /// Named counters and gauges.
+    pub metrics: std::collections::BTreeMap<String, u64>,
+    /// Age of the last heartbeat when read, ms (`null`: never written).
+    pub heartbeat_age_ms: Option<u64>,
 }
 
 /// One event with its envelope.
@@ -131,6 +172,7 @@ mod tests {
                 code: None,
                 signal: Some(9),
                 uptime_s: 1.5,
+                report: None,
             },
         );
         let v: serde_json::Value = serde_json::from_str(&e.to_line()).expect("json");

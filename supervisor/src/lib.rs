@@ -15,6 +15,8 @@
 //! Linux only. The channel and shared-memory segment of the design are not built yet: workers are
 //! supervised from /proc alone.
 
+pub mod channel;
+pub mod crosscheck;
 pub mod engine;
 pub mod events;
 pub mod logs;
@@ -23,5 +25,6 @@ pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod reaper;
+pub mod session;
 pub mod spawn;
 pub mod worker;

@@ -9,6 +9,10 @@ use supervisor::plan::Cli;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    if let Err(e) = supervisor::spawn::reserve_low_fds() {
+        eprintln!("supervise: cannot open /dev/null: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {

@@ -41,6 +41,8 @@ pub struct ProgramSpec {
     pub intensity: Intensity,
     pub stop: StopSpec,
     pub memory: Option<MemorySpec>,
+    /// A worker whose segment heartbeat is older than this (once it has written one) is `hung`.
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -133,6 +135,8 @@ pub struct MemorySpec {
     pub count: u32,
     /// The over-limit count resets only once the tree falls below `max * (1 - hysteresis)`.
     pub hysteresis: f64,
+    /// Fraction of `max` past which a worker that speaks the protocol is sent `MemoryPressure`.
+    pub warn_at: Option<f64>,
 }
 
 pub const DEFAULT_MEMORY_FOR: u32 = 3;
@@ -267,6 +271,16 @@ fn check_factor(f: f64) -> Result<f64, String> {
         Ok(f)
     } else {
         Err(format!("factor must be between 1.0 and 100.0, got {f}"))
+    }
+}
+
+fn check_warn_at(w: f64) -> Result<f64, String> {
+    if w > 0.0 && w < 1.0 {
+        Ok(w)
+    } else {
+        Err(format!(
+            "warn_at must be a fraction between 0 and 1 (e.g. 0.8), got {w}"
+        ))
     }
 }
 

@@ -136,6 +136,79 @@ impl MemoryWatch {
     }
 }
 
+/// What a worker's heartbeat (from its segment) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// It never wrote one (or heartbeats are not watched): nothing to judge.
+    Unwatched,
+    Fresh {
+        age: Duration,
+    },
+    /// Older than the timeout while the process lives: the work has stopped.
+    Stale {
+        age: Duration,
+    },
+    /// A stamp ahead of the clock: the worker's report cannot be true.
+    Future {
+        ahead: Duration,
+    },
+}
+
+/// Judges a heartbeat stamp (CLOCK_MONOTONIC ns, 0 = never written) at `now_ns`. A stamp up to
+/// 100 ms ahead is tolerated (the two clock reads race); more is implausible.
+#[must_use]
+pub fn heartbeat(now_ns: u64, stamp_ns: u64, timeout: Option<Duration>) -> Heartbeat {
+    let Some(timeout) = timeout else {
+        return Heartbeat::Unwatched;
+    };
+    if stamp_ns == 0 {
+        return Heartbeat::Unwatched;
+    }
+    if stamp_ns > now_ns {
+        let ahead = Duration::from_nanos(stamp_ns - now_ns);
+        return if ahead > Duration::from_millis(100) {
+            Heartbeat::Future { ahead }
+        } else {
+            Heartbeat::Fresh {
+                age: Duration::ZERO,
+            }
+        };
+    }
+    let age = Duration::from_nanos(now_ns - stamp_ns);
+    if age > timeout {
+        Heartbeat::Stale { age }
+    } else {
+        Heartbeat::Fresh { age }
+    }
+}
+
+/// Decides when to warn a worker that its tree nears the limit: once on crossing
+/// `max * warn_at`, then again only after it fell below that mark by the hysteresis.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PressureWatch {
+    warned: bool,
+}
+
+impl PressureWatch {
+    /// True when a `MemoryPressure` message should go out now.
+    pub fn observe(&mut self, spec: &MemorySpec, bytes: u64) -> bool {
+        let Some(warn_at) = spec.warn_at else {
+            return false;
+        };
+        let mark = spec.max as f64 * warn_at;
+        if bytes as f64 >= mark {
+            let first = !self.warned;
+            self.warned = true;
+            first
+        } else {
+            if (bytes as f64) < mark * (1.0 - spec.hysteresis) {
+                self.warned = false;
+            }
+            false
+        }
+    }
+}
+
 /// Shortest interval between two samples of one worker.
 pub const MIN_SAMPLE: Duration = Duration::from_millis(20);
 

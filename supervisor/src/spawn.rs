@@ -1,13 +1,14 @@
 //! Fork and exec one worker.
 //!
 //! The worker gets its own process group (so a stop reaches its whole group), stdin on /dev/null,
-//! stdout and stderr on pipes to the supervisor, `SUPERVISE_NAME` and `SUPERVISE_INSTANCE`, and
-//! `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the supervisor even when the supervisor is
+//! stdout and stderr on pipes to the supervisor, its end of the channel at fd 3 and its
+//! shared-memory segment at fd 4 (announced in `SUPERVISE_CONTROL_FD` and `SUPERVISE_SEGMENT_FD`),
+//! `SUPERVISE_NAME` and `SUPERVISE_INSTANCE`, and `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the supervisor even when the supervisor is
 //! SIGKILLed. The death signal fires when the *thread* that forked exits (prctl(2)), which is why
 //! workers are only ever spawned from the main thread.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -21,9 +22,20 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
+/// The fds a worker inherits besides stdio: its channel end and its segment.
+#[derive(Debug)]
+pub struct Inherit {
+    pub channel: OwnedFd,
+    pub segment: OwnedFd,
+}
+
+/// The fd numbers the worker finds them at.
+pub const CHANNEL_FD: i32 = 3;
+pub const SEGMENT_FD: i32 = 4;
+
 /// Starts one instance of `spec`. Errors are the exec's own (not found, permission denied, bad
 /// cwd), reported by std through its close-on-exec error pipe.
-pub fn spawn(spec: &ProgramSpec, instance: u32) -> io::Result<Spawned> {
+pub fn spawn(spec: &ProgramSpec, instance: u32, inherit: Option<&Inherit>) -> io::Result<Spawned> {
     let (program, args) = spec
         .command
         .split_first()
@@ -40,10 +52,15 @@ pub fn spawn(spec: &ProgramSpec, instance: u32) -> io::Result<Spawned> {
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    let fds = inherit.map(|i| (i.channel.as_raw_fd(), i.segment.as_raw_fd()));
+    if fds.is_some() {
+        cmd.env(child_sdk::ENV_CONTROL_FD, CHANNEL_FD.to_string())
+            .env(child_sdk::ENV_SEGMENT_FD, SEGMENT_FD.to_string());
+    }
     // SAFETY: getpid is async-signal-safe; it runs here in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid); std resets the signal mask and SIGPIPE itself.
+    // functions (prctl, getppid, fcntl, dup2); std resets the signal mask and SIGPIPE itself.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -52,6 +69,19 @@ pub fn spawn(spec: &ProgramSpec, instance: u32) -> io::Result<Spawned> {
             // The supervisor may have died between fork and prctl: then nobody would ever kill us.
             if libc::getppid() != parent {
                 return Err(io::Error::other("supervisor exited during spawn"));
+            }
+            if let Some((channel, segment)) = fds {
+                // Move both above the target numbers first, so that placing one cannot clobber
+                // the other; dup2 then clears close-on-exec on the copies at 3 and 4.
+                let high_channel = libc::fcntl(channel, libc::F_DUPFD_CLOEXEC, 10);
+                let high_segment = libc::fcntl(segment, libc::F_DUPFD_CLOEXEC, 10);
+                if high_channel < 0
+                    || high_segment < 0
+                    || libc::dup2(high_channel, CHANNEL_FD) < 0
+                    || libc::dup2(high_segment, SEGMENT_FD) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -80,4 +110,30 @@ pub fn become_subreaper() -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Makes sure fds 0 to 4 are open (on /dev/null if they were not), so that no fd the supervisor
+/// opens later lands on 0–2 (where a worker would inherit it as stdio) or on 3–4 (where std could
+/// place its exec-error pipe in the child, under the channel and segment). Call first thing.
+pub fn reserve_low_fds() -> io::Result<()> {
+    for fd in 0..=SEGMENT_FD {
+        // SAFETY: F_GETFD only queries the fd.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            let raw = null.as_raw_fd();
+            if raw != fd {
+                // SAFETY: dup2 onto a free fd number; `null` is closed when dropped.
+                if unsafe { libc::dup2(raw, fd) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else {
+                // Keep it open at `fd`: it is the placeholder.
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(null);
+            }
+        }
+    }
+    Ok(())
 }

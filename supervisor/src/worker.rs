@@ -4,20 +4,17 @@
 //! program's restart intensity is exceeded, or `Stopped` for good.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::sleep_until;
+use tokio::sync::mpsc;
 
 use crate::events::{Event, Kind, Reason};
-use crate::logs::{Output, Source, Stream};
+use crate::logs::{Output, Source};
 use crate::orphans;
-use crate::plan::{Measure, ProgramSpec};
-use crate::policy::{self, AfterExit, History, MemoryVerdict, MemoryWatch};
-use crate::probe::tree::{Tree, TreeSample};
+use crate::plan::ProgramSpec;
+use crate::policy::{self, AfterExit, History};
+use crate::probe::tree::TreeSample;
 use crate::reaper::{Exit, Reaper};
 use crate::spawn::spawn;
 
@@ -50,6 +47,8 @@ pub struct Shared {
     pub adopt: RefCell<Vec<i32>>,
     /// Last sample of the tree.
     pub last: Cell<Option<TreeSample>>,
+    /// The worker said `Ready` (this incarnation).
+    pub ready: Cell<bool>,
 }
 
 /// State of a program shared by its replicas.
@@ -106,10 +105,14 @@ impl Ctx {
                     fatal: true,
                 };
             }
-            let Ended { how, pid } = match spawn(&self.spec, self.instance) {
+            let (ipc, inherit) = running::Ipc::prepare().unzip();
+            let spawned = spawn(&self.spec, self.instance, inherit.as_ref());
+            // The worker's ends now live in the worker; ours must not keep them open.
+            drop(inherit);
+            let Ended { how, pid } = match spawned {
                 Ok(child) => Ended {
                     pid: Some(child.pid),
-                    how: self.supervise(child, &src, &mut cmds).await,
+                    how: self.supervise(child, ipc, &src, &mut cmds).await,
                 },
                 Err(e) => {
                     self.event(
@@ -209,204 +212,6 @@ impl Ctx {
             }
         }
     }
-
-    /// Watches one running process until it ends.
-    async fn supervise(
-        &self,
-        child: crate::spawn::Spawned,
-        src: &Arc<Source>,
-        cmds: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Ending {
-        let pid = child.pid;
-        let mut exit_rx = self.reaper.watch(pid);
-        let started = Instant::now();
-        self.shared.pid.set(Some(pid));
-        self.roots.borrow_mut().insert(pid);
-        self.event(
-            Some(pid),
-            Kind::Started {
-                command: self.spec.command.clone(),
-            },
-        );
-        let forwarders = [
-            tokio::task::spawn_local(self.output.clone().forward(
-                src.clone(),
-                Stream::Stdout,
-                child.stdout,
-            )),
-            tokio::task::spawn_local(self.output.clone().forward(
-                src.clone(),
-                Stream::Stderr,
-                child.stderr,
-            )),
-        ];
-        let mut tree = Tree::new(pid);
-        let mut watch = MemoryWatch::default();
-        let limit = self.spec.memory.map(|m| m.max);
-        // Recent (time, bytes) samples: the growth rate for adaptive sampling is measured against
-        // the oldest one, so a worker that grows in steps is not mistaken for flat between steps.
-        let mut recent: VecDeque<(Instant, u64)> = VecDeque::new();
-        let mut next = tokio::time::Instant::now();
-
-        let (exit, stop): (Option<Exit>, Option<(Option<Reason>, bool)>) = loop {
-            tokio::select! {
-                exit = &mut exit_rx => break (exit.ok(), None),
-                () = sleep_until(next) => {
-                    for pid in self.shared.adopt.borrow_mut().drain(..) {
-                        tree.adopt(pid);
-                    }
-                    let s = tree.sample(self.spec.memory.is_some_and(|m| m.measure == Measure::Pss));
-                    self.shared.last.set(Some(s));
-                    let bytes = measured(&s);
-                    let mut restart = false;
-                    if let Some(spec) = &self.spec.memory {
-                        match watch.observe(spec, bytes) {
-                            MemoryVerdict::Ok => {}
-                            MemoryVerdict::Over { count } | MemoryVerdict::Restart { count } => {
-                                self.event(Some(pid), Kind::MemoryOver {
-                                    bytes,
-                                    limit: spec.max,
-                                    measure: spec.measure.as_str(),
-                                    count,
-                                    of: spec.count,
-                                });
-                                restart = count >= spec.count;
-                            }
-                        }
-                    }
-                    if restart {
-                        break (None, Some((Some(Reason::Memory), false)));
-                    }
-                    while recent.front().is_some_and(|&(t, _)| s.at.duration_since(t) > 2 * self.sample_every) {
-                        recent.pop_front();
-                    }
-                    let delay = policy::next_sample(self.sample_every, limit, recent.front().copied(), (s.at, bytes));
-                    recent.push_back((s.at, bytes));
-                    tracing::debug!(program = %self.spec.name, instance = self.instance, pid, bytes, procs = s.procs, next_ms = delay.as_millis() as u64, "sample");
-                    next = tokio::time::Instant::now() + delay;
-                }
-                cmd = cmds.recv() => match cmd {
-                    Some(Command::Restart(reason)) => break (None, Some((Some(reason), false))),
-                    Some(Command::Stop) | None => break (None, Some((None, false))),
-                    Some(Command::Kill) => break (None, Some((None, true))),
-                },
-            }
-        };
-
-        let (exit, reason, for_good) = match (exit, stop) {
-            (Some(exit), _) => {
-                // Exited on its own: what it left behind goes too, before anything new starts.
-                self.stop_tree(&mut tree, &mut exit_rx, Some(exit), false, cmds)
-                    .await;
-                (exit, None, false)
-            }
-            (None, Some((reason, now))) => {
-                let exit = self
-                    .stop_tree(&mut tree, &mut exit_rx, None, now, cmds)
-                    .await;
-                (exit, reason, reason.is_none())
-            }
-            // The reaper dropped our sender: cannot happen while it runs; treat as killed.
-            (None, None) => (Exit::Signal(libc::SIGKILL), None, false),
-        };
-        self.shared.pid.set(None);
-        self.roots.borrow_mut().remove(&pid);
-        // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
-        // writer is dead now), but never wait forever on a pipe some stranger still holds.
-        let [out, err] = forwarders;
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = out.await;
-            let _ = err.await;
-        })
-        .await;
-        let (code, signal) = match exit {
-            Exit::Code(c) => (Some(c), None),
-            Exit::Signal(s) => (None, Some(s)),
-        };
-        self.event(
-            Some(pid),
-            Kind::Exited {
-                code,
-                signal,
-                uptime_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-            },
-        );
-        match (reason, for_good) {
-            (_, true) => Ending::Stopped(exit),
-            (Some(r), _) => Ending::Restart(r, exit),
-            (None, _) => Ending::Exited(exit),
-        }
-    }
-
-    /// Stops the whole tree: the stop signal to every member, then SIGKILL to whatever is left
-    /// after the grace period (at once with `now`). Returns the root's exit.
-    async fn stop_tree(
-        &self,
-        tree: &mut Tree,
-        exit_rx: &mut oneshot::Receiver<Exit>,
-        mut exit: Option<Exit>,
-        mut now: bool,
-        cmds: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Exit {
-        let root = tree.root();
-        let mut sig = self.spec.stop.signal as i32;
-        let deadline = tokio::time::Instant::now() + self.spec.stop.grace;
-        let mut signalled = false;
-        loop {
-            // Orphans reparented to us since the last look belong to this tree too: a grandchild
-            // that double-forked a moment ago must not outlive the stop.
-            self.adopt_orphans(tree);
-            if exit.is_some() && tree.survivors() == 0 {
-                return exit.unwrap_or(Exit::Code(0));
-            }
-            if now && sig != libc::SIGKILL {
-                sig = libc::SIGKILL;
-                signalled = false;
-                tree.sample(false);
-                self.event(
-                    exit.is_none().then_some(root),
-                    Kind::Killed {
-                        processes: tree.pids().count(),
-                    },
-                );
-            }
-            if !signalled {
-                tree.signal(sig, exit.is_none());
-                signalled = true;
-            } else if sig == libc::SIGKILL {
-                // New forks or adoptions since the last round: SIGKILL is idempotent.
-                tree.signal(sig, false);
-            } else {
-                tree.signal_new(sig);
-            }
-            tokio::select! {
-                e = &mut *exit_rx, if exit.is_none() => { exit = Some(e.unwrap_or(Exit::Signal(libc::SIGKILL))); }
-                () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                () = sleep_until(deadline), if !now => now = true,
-                cmd = cmds.recv() => if matches!(cmd, Some(Command::Kill) | None) { now = true; },
-            }
-        }
-    }
-
-    /// Adds to the tree the orphans reparented to the supervisor that belong to this worker.
-    fn adopt_orphans(&self, tree: &mut Tree) {
-        for pid in self.shared.adopt.borrow_mut().drain(..) {
-            tree.adopt(pid);
-        }
-        let owner = orphans::Owner {
-            root: Some(tree.root()),
-            name: &self.spec.name,
-            instance: self.instance,
-        };
-        for pid in orphans::claim(&owner, &self.roots) {
-            tree.adopt(pid);
-        }
-    }
-}
-
-/// The figure compared with the limit.
-fn measured(s: &TreeSample) -> u64 {
-    s.pss.unwrap_or(s.rss)
 }
 
 /// A uniform number in [0, 1) for backoff jitter; quality does not matter, independence between
@@ -430,3 +235,5 @@ fn rand01() -> f64 {
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     })
 }
+
+mod running;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::{
-    check_name, check_sample_every, load_config, parse_duration, parse_signal, parse_size, Backoff,
-    EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan, PlanError, ProgramSpec,
-    RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
+    check_name, check_sample_every, check_warn_at, load_config, parse_duration, parse_signal,
+    parse_size, Backoff, EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan, PlanError,
+    ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
     DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
@@ -67,6 +67,12 @@ pub struct Cli {
     /// Consecutive samples over the limit before the worker is restarted.
     #[arg(long, value_name = "N", default_value_t = NonZeroU32::new(DEFAULT_MEMORY_FOR).unwrap_or(NonZeroU32::MIN))]
     pub memory_for: NonZeroU32,
+    /// Send `MemoryPressure` to an SDK worker past this fraction of --memory-max, e.g. 0.8.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_warn_at)]
+    pub memory_warn_at: Option<f64>,
+    /// Restart an SDK worker whose heartbeat is older than this (reason `hung`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
 
     /// /proc sampling period, faster near a memory limit [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -103,6 +109,8 @@ const PROGRAM_FLAGS: &[&str] = &[
     "memory_max",
     "memory_measure",
     "memory_for",
+    "memory_warn_at",
+    "heartbeat_timeout",
 ];
 
 impl Cli {
@@ -185,7 +193,17 @@ impl Cli {
             measure: self.memory_measure,
             count: self.memory_for.get(),
             hysteresis: DEFAULT_HYSTERESIS,
+            warn_at: self.memory_warn_at,
         });
+        if self.memory_warn_at.is_some() && memory.is_none() {
+            return Err(PlanError::flag("--memory-warn-at", "needs --memory-max"));
+        }
+        if self.heartbeat_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(PlanError::flag(
+                "--heartbeat-timeout",
+                "must be longer than 0",
+            ));
+        }
         if memory.is_some_and(|m| m.max == 0) {
             return Err(PlanError::flag("--memory-max", "must be more than 0"));
         }
@@ -211,6 +229,7 @@ impl Cli {
                     grace: self.grace,
                 },
                 memory,
+                heartbeat_timeout: self.heartbeat_timeout,
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
@@ -219,4 +238,12 @@ impl Cli {
             source: None,
         })
     }
+}
+
+fn parse_warn_at(s: &str) -> Result<f64, String> {
+    let w: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid fraction {s:?}; use e.g. 0.8"))?;
+    check_warn_at(w)
 }

@@ -11,10 +11,10 @@ use nix::sys::signal::Signal;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
-    check_factor, check_jitter, check_name, check_sample_every, parse_duration, parse_signal,
-    parse_size, Backoff, EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan, PlanError,
-    ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
-    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    check_factor, check_jitter, check_name, check_sample_every, check_warn_at, parse_duration,
+    parse_signal, parse_size, Backoff, EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan,
+    PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP,
+    DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +67,8 @@ struct RawProgram {
     stop: Option<RawStop>,
     #[serde(default)]
     memory: Option<RawMemory>,
+    #[serde(default)]
+    heartbeat: Option<RawHeartbeat>,
 }
 
 fn one() -> NonZeroU32 {
@@ -106,6 +108,14 @@ struct RawMemory {
     count: Option<NonZeroU32>,
     #[serde(default)]
     hysteresis: Option<Hysteresis>,
+    #[serde(default)]
+    warn_at: Option<WarnAt>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    timeout: NonZeroDur,
 }
 
 /// Declares a newtype deserialized from a string through a validating parser.
@@ -202,6 +212,7 @@ macro_rules! checked_f64 {
 
 checked_f64!(Factor, check_factor);
 checked_f64!(Jitter, check_jitter);
+checked_f64!(WarnAt, check_warn_at);
 checked_f64!(Hysteresis, |h| {
     if (0.0..0.5).contains(&h) {
         Ok(h)
@@ -338,6 +349,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             measure: m.measure.unwrap_or(Measure::Rss),
             count: m.count.map_or(DEFAULT_MEMORY_FOR, NonZeroU32::get),
             hysteresis: m.hysteresis.map_or(DEFAULT_HYSTERESIS, |h| h.0),
+            warn_at: m.warn_at.map(|w| w.0),
         });
         programs.push(ProgramSpec {
             name,
@@ -350,6 +362,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             intensity,
             stop,
             memory,
+            heartbeat_timeout: p.heartbeat.map(|h| h.timeout.0),
         });
     }
     let log = raw.log.map(|l| LogSpec {

@@ -264,3 +264,45 @@ fn program_flags_conflict_with_config() {
     assert_eq!(plan.sample_every, Duration::from_millis(200));
     assert!(!plan.single);
 }
+
+#[test]
+fn heartbeat_and_warn_at() {
+    let plan = parse_config(
+        "[program.a]\ncommand = [\"x\"]\nheartbeat = { timeout = \"5s\" }\nmemory = { max = \"1GiB\", warn_at = 0.8 }\n",
+        None,
+    )
+    .expect("valid");
+    let p = &plan.programs[0];
+    assert_eq!(p.heartbeat_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(p.memory.and_then(|m| m.warn_at), Some(0.8));
+    let e = err("[program.a]\ncommand = [\"x\"]\nmemory = { max = \"1GiB\", warn_at = 1.5 }\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(3), "program.a.memory.warn_at"),
+        "{e}"
+    );
+    let e = err("[program.a]\ncommand = [\"x\"]\n[program.a.heartbeat]\ntimeout = \"0s\"\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(4), "program.a.heartbeat.timeout"),
+        "{e}"
+    );
+    let e = cli(&["supervise", "--memory-warn-at", "0.8", "--", "x"]).expect_err("needs a max");
+    assert_eq!(e.key, "--memory-warn-at");
+    let plan = cli(&[
+        "supervise",
+        "--memory-max",
+        "1GiB",
+        "--memory-warn-at",
+        "0.9",
+        "--heartbeat-timeout",
+        "2s",
+        "--",
+        "x",
+    ])
+    .expect("plan");
+    assert_eq!(
+        plan.programs[0].heartbeat_timeout,
+        Some(Duration::from_secs(2))
+    );
+}

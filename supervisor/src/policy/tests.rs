@@ -211,6 +211,7 @@ fn mem(max: u64, count: u32) -> MemorySpec {
         measure: Measure::Rss,
         count,
         hysteresis: 0.1,
+        warn_at: None,
     }
 }
 
@@ -314,5 +315,71 @@ fn sampling_speeds_up_near_the_limit() {
             (t + S, 101 * mib)
         ),
         every
+    );
+}
+
+#[test]
+fn heartbeat_judgement() {
+    let s = 1_000_000_000u64;
+    let t = Some(Duration::from_secs(5));
+    assert_eq!(
+        heartbeat(100 * s, 0, t),
+        Heartbeat::Unwatched,
+        "never written"
+    );
+    assert_eq!(
+        heartbeat(100 * s, 99 * s, None),
+        Heartbeat::Unwatched,
+        "not watched"
+    );
+    assert_eq!(heartbeat(100 * s, 99 * s, t), Heartbeat::Fresh { age: S });
+    assert_eq!(
+        heartbeat(100 * s, 94 * s, t),
+        Heartbeat::Stale { age: 6 * S }
+    );
+    assert_eq!(
+        heartbeat(100 * s, 95 * s, t),
+        Heartbeat::Fresh { age: 5 * S },
+        "at the timeout is still fresh"
+    );
+    assert_eq!(
+        heartbeat(100 * s, 100 * s + 50_000_000, t),
+        Heartbeat::Fresh {
+            age: Duration::ZERO
+        }
+    );
+    assert_eq!(
+        heartbeat(100 * s, 102 * s, t),
+        Heartbeat::Future { ahead: 2 * S }
+    );
+    assert_eq!(
+        heartbeat(100 * s, u64::MAX, t),
+        Heartbeat::Future {
+            ahead: Duration::from_nanos(u64::MAX - 100 * s)
+        }
+    );
+}
+
+#[test]
+fn pressure_warns_once_per_crossing() {
+    let spec = MemorySpec {
+        warn_at: Some(0.8),
+        ..mem(1000, 3)
+    };
+    let mut w = PressureWatch::default();
+    assert!(!w.observe(&spec, 700));
+    assert!(w.observe(&spec, 800));
+    assert!(!w.observe(&spec, 900), "once");
+    assert!(
+        !w.observe(&spec, 750),
+        "inside the hysteresis band: still warned"
+    );
+    assert!(!w.observe(&spec, 850));
+    assert!(!w.observe(&spec, 700), "below 800 * 0.9 = 720: re-armed");
+    assert!(w.observe(&spec, 810));
+    let none = mem(1000, 3);
+    assert!(
+        !PressureWatch::default().observe(&none, 5000),
+        "no warn_at, no warning"
     );
 }

@@ -27,6 +27,8 @@ pub struct ProcSample {
     pub threads: u64,
     /// Start time since boot, clock ticks: with the pid, a unique identity.
     pub starttime: u64,
+    /// Virtual memory size, bytes.
+    pub vsize: u64,
     /// Bytes read and written at the storage layer (`read_bytes`/`write_bytes`); 0 when unreadable.
     pub read_bytes: u64,
     pub write_bytes: u64,
@@ -124,6 +126,7 @@ impl ProcFiles {
             cpu_ticks: stat.utime.saturating_add(stat.stime),
             threads: u64::try_from(stat.num_threads).unwrap_or(0),
             starttime: stat.starttime,
+            vsize: stat.vsize,
             read_bytes,
             write_bytes,
         })

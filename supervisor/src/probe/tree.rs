@@ -24,6 +24,10 @@ pub struct TreeSample {
     pub fds: u64,
     pub read_bytes: u64,
     pub write_bytes: u64,
+    /// Sum of the members' virtual sizes, bytes.
+    pub vsize: u64,
+    /// State letter of the worker process itself (`R`, `S`, `D`, `Z`, `T`, ...; 0 once gone).
+    pub root_state: u8,
 }
 
 #[derive(Debug)]
@@ -121,6 +125,8 @@ impl Tree {
             fds: 0,
             read_bytes: 0,
             write_bytes: 0,
+            vsize: 0,
+            root_state: 0,
         };
         let mut cpu_ticks = 0u64;
         // Reused between samples: no allocation per tick once the tree's size is known.
@@ -155,6 +161,10 @@ impl Tree {
             total.threads += s.threads;
             total.read_bytes = total.read_bytes.saturating_add(s.read_bytes);
             total.write_bytes = total.write_bytes.saturating_add(s.write_bytes);
+            total.vsize = total.vsize.saturating_add(s.vsize);
+            if pid == self.root {
+                total.root_state = s.state;
+            }
             cpu_ticks = cpu_ticks.saturating_add(s.cpu_ticks);
             total.fds += m.files.fd_count();
             if let Some(p) = total.pss.as_mut() {

@@ -1,0 +1,301 @@
+//! The supervisor's half: create, seal and read a segment, trusting none of its bytes.
+//!
+//! Every access to the page in this file is a `load(Relaxed)` of at most eight bytes. That is the
+//! whole soundness argument for reading a mapping that is read-only (a store would fault) and
+//! concurrently written by a process we do not trust: such loads never write, on the 64-bit
+//! targets this module is compiled for (std's "Atomic accesses to read-only memory"), and
+//! acquire ordering, where needed, comes from separate fences.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{fence, Ordering::Acquire, Ordering::Relaxed};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::layout::{Entry, Page, Table, CAPACITY, FLAG_HEAP, MAGIC, NAME_MAX, SIZE, VERSION};
+use super::{MetricKind, SegmentError};
+
+/// Passes over the table before a read gives up on the seqlock settling. A writer holding the
+/// seqlock odd for good must not stall the supervisor (DESIGN §8).
+const READ_ATTEMPTS: u32 = 4;
+/// Spin hints between passes: long enough for a legitimate registration (well under a
+/// microsecond) to finish, short enough that a hostile writer costs a read a few microseconds.
+const SPINS_BETWEEN_ATTEMPTS: u32 = 64;
+
+/// Creates a segment for one worker incarnation: a memfd of [`SIZE`] bytes with a valid header,
+/// sealed with `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, and a read-only mapping of it.
+///
+/// The fd (close-on-exec) is for the child, at fd 4; the [`Reader`] is the supervisor's. The
+/// memory is freed when the fd, every dup of it and every mapping are gone.
+///
+/// # Errors
+/// Any failing system call (`memfd_create`, `ftruncate`, `pwrite`, `fcntl`, `mmap`).
+pub fn create() -> io::Result<(OwnedFd, Reader)> {
+    // SAFETY: the name is a NUL-terminated literal that memfd_create only reads; the flags are
+    // plain integers.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"supervise-segment".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a valid fd that nothing else owns: memfd_create just returned it.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    file.set_len(SIZE as u64)?;
+    // The header through pwrite rather than a temporary writable mapping: same bytes, no unsafe.
+    // The rest of the page is zero (ftruncate).
+    let mut header = [0u8; 16];
+    header[..8].copy_from_slice(&MAGIC.to_ne_bytes());
+    header[8..12].copy_from_slice(&VERSION.to_ne_bytes());
+    #[allow(clippy::cast_possible_truncation)] // SIZE is 4096
+    header[12..16].copy_from_slice(&(SIZE as u32).to_ne_bytes());
+    file.write_all_at(&header, 0)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS takes an int argument and only changes the file's seals; we own the fd.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let map = MmapOptions::new().len(SIZE).map_raw_read_only(&file)?;
+    Ok((OwnedFd::from(file), Reader { map }))
+}
+
+/// The supervisor's read-only view of one segment. `Send + Sync`; reads take `&self`.
+///
+/// `MmapRaw` (mapped `PROT_READ`), not `Mmap`: an `Mmap` dereferences to `&[u8]`, which
+/// promises the bytes do not change while borrowed (false here); `MmapRaw` only hands out a
+/// pointer.
+pub struct Reader {
+    map: MmapRaw,
+}
+
+/// One named metric as read from the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    /// Its name: 1 to [`NAME_MAX`] bytes of valid UTF-8 (checked, not trusted).
+    pub name: String,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// Its value when read.
+    pub value: u64,
+}
+
+/// Everything a segment said at one read. Each number is the child's claim, to be checked against
+/// the kernel's view, never trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The pid the child stored when it attached; `0` if it never did.
+    pub writer_pid: u32,
+    /// The header's flags; see [`Snapshot::heap_reported`].
+    pub flags: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds at the last heartbeat; `0` if none yet.
+    pub heartbeat_ns: u64,
+    /// Live heap bytes.
+    pub heap_bytes: u64,
+    /// Highest heap bytes so far.
+    pub heap_peak: u64,
+    /// Allocations so far.
+    pub allocations: u64,
+    /// Deallocations so far.
+    pub deallocations: u64,
+    /// Units of work done.
+    pub requests: u64,
+    /// Units of work failed.
+    pub errors: u64,
+    /// Units of work in progress.
+    pub in_flight: u64,
+    /// The well-formed named metrics, in table order.
+    pub metrics: Vec<Metric>,
+    /// Whether the table's seqlock settled: `false` means the writer held it (or changed it)
+    /// through every attempt, and `metrics` is a best-effort pass — each entry still validated,
+    /// but the set may be mid-registration. Keep the previous names if that matters.
+    pub metrics_consistent: bool,
+    /// Entries the table claimed but that were not returned: malformed ones (length, kind or
+    /// UTF-8) plus any `count` beyond [`CAPACITY`]. Nonzero only if the child wrote garbage.
+    pub invalid_entries: u32,
+}
+
+impl Snapshot {
+    /// Whether the child maintains the heap slots ([`FLAG_HEAP`]); if not, `heap_*`,
+    /// `allocations` and `deallocations` mean nothing (not "zero").
+    #[must_use]
+    pub fn heap_reported(&self) -> bool {
+        self.flags & FLAG_HEAP != 0
+    }
+}
+
+impl Reader {
+    #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned addresses
+    fn page(&self) -> &Page {
+        // SAFETY: the pointer is the start of a live, page-aligned, `PROT_READ` shared mapping of
+        // `SIZE` bytes that lives as long as `self`, of a memfd we sealed against shrinking before
+        // mapping it, so it is valid for reads of a `Page` (`size_of::<Page>() == SIZE`, align 8)
+        // and can never SIGBUS. `Page` holds only atomics: any bytes the child writes are a valid
+        // `Page`, and its concurrent writes go through `UnsafeCell`, so they do not break a shared
+        // reference. The memory is read-only: nothing in this file stores through the reference,
+        // and it only performs relaxed loads of at most 8 bytes, which never write (module docs).
+        unsafe { &*self.map.as_ptr().cast::<Page>() }
+    }
+
+    /// Where the page is mapped, for tests that look it up in `/proc/self/maps`.
+    #[cfg(test)]
+    pub(crate) fn addr(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+
+    /// The heartbeat word alone: one relaxed load, no validation (a hostile child can put any
+    /// number here, as it can through [`Reader::read`]).
+    #[inline]
+    #[must_use]
+    pub fn heartbeat_ns(&self) -> u64 {
+        self.page().header.heartbeat.load(Relaxed)
+    }
+
+    /// Reads and validates the whole segment.
+    ///
+    /// # Errors
+    /// [`SegmentError::BadMagic`], [`SegmentError::BadVersion`] or [`SegmentError::BadSize`]
+    /// when the child overwrote the header. A torn or garbled table is not an error: see
+    /// [`Snapshot::metrics_consistent`] and [`Snapshot::invalid_entries`].
+    pub fn read(&self) -> Result<Snapshot, SegmentError> {
+        let mut snap = Snapshot::default();
+        self.read_into(&mut snap)?;
+        Ok(snap)
+    }
+
+    /// Like [`Reader::read`], reusing `snap`'s allocations (its metric vector and names) for a
+    /// supervisor that reads every tick. On error `snap` is left as it was.
+    ///
+    /// # Errors
+    /// As [`Reader::read`].
+    pub fn read_into(&self, snap: &mut Snapshot) -> Result<(), SegmentError> {
+        let page = self.page();
+        let header = &page.header;
+        let found = header.magic.load(Relaxed);
+        if found != MAGIC {
+            return Err(SegmentError::BadMagic { found });
+        }
+        let found = header.version.load(Relaxed);
+        if found != VERSION {
+            return Err(SegmentError::BadVersion { found });
+        }
+        let found = header.size.load(Relaxed);
+        if found as usize != SIZE {
+            return Err(SegmentError::BadSize { found });
+        }
+        snap.writer_pid = header.writer_pid.load(Relaxed);
+        snap.flags = header.flags.load(Relaxed);
+        snap.heartbeat_ns = header.heartbeat.load(Relaxed);
+        // Pairs with the child's release store of the heartbeat: slot updates it made before that
+        // beat are visible below.
+        fence(Acquire);
+        let slots = &page.slots;
+        snap.heap_bytes = slots.heap.bytes.load(Relaxed);
+        snap.heap_peak = slots.heap.peak.load(Relaxed);
+        snap.allocations = slots.heap.allocations.load(Relaxed);
+        snap.deallocations = slots.heap.deallocations.load(Relaxed);
+        snap.requests = slots.requests.load(Relaxed);
+        snap.errors = slots.errors.load(Relaxed);
+        snap.in_flight = slots.in_flight.load(Relaxed);
+        let (consistent, invalid) = read_table(&page.table, &mut snap.metrics);
+        snap.metrics_consistent = consistent;
+        snap.invalid_entries = invalid;
+        Ok(())
+    }
+}
+
+/// The reader half of the seqlock (the fence-based form, Boehm 2012, since acquire *loads* are
+/// not guaranteed on read-only memory): load `seq`, fence acquire, read, fence acquire, load `seq`.
+/// If a read saw a table write made after the writer's release fence (which follows its odd
+/// `seq`), the second fence makes the second load see that odd value or later, so a settled
+/// even `seq` means no registration overlapped the pass. At most [`READ_ATTEMPTS`] passes.
+fn read_table(table: &Table, out: &mut Vec<Metric>) -> (bool, u32) {
+    let mut invalid = 0;
+    for attempt in 1..=READ_ATTEMPTS {
+        let before = table.seq.load(Relaxed);
+        fence(Acquire);
+        let last = attempt == READ_ATTEMPTS;
+        if before & 1 == 1 && !last {
+            pause();
+            continue;
+        }
+        invalid = read_entries(table, out);
+        fence(Acquire);
+        let after = table.seq.load(Relaxed);
+        if before & 1 == 0 && before == after {
+            return (true, invalid);
+        }
+        if !last {
+            pause();
+        }
+    }
+    (false, invalid)
+}
+
+fn pause() {
+    for _ in 0..SPINS_BETWEEN_ATTEMPTS {
+        std::hint::spin_loop();
+    }
+}
+
+/// One pass over the table into `out` (reusing its strings); returns how many claimed entries
+/// were not delivered.
+fn read_entries(table: &Table, out: &mut Vec<Metric>) -> u32 {
+    let count = table.count.load(Relaxed);
+    // Pairs with the writer's release store of `count`: entries below it are complete, even in
+    // a pass the seqlock later rejects.
+    fence(Acquire);
+    #[allow(clippy::cast_possible_truncation)] // CAPACITY is 61
+    let mut invalid = count.saturating_sub(CAPACITY as u32);
+    let claimed = usize::try_from(count).map_or(CAPACITY, |c| c.min(CAPACITY));
+    let mut n = 0;
+    for entry in table.entries.iter().take(claimed) {
+        let mut name = [0u8; NAME_MAX];
+        let Some((name, kind, value)) = decode(entry, &mut name) else {
+            invalid += 1;
+            continue;
+        };
+        if let Some(metric) = out.get_mut(n) {
+            metric.name.clear();
+            metric.name.push_str(name);
+            metric.kind = kind;
+            metric.value = value;
+        } else {
+            out.push(Metric {
+                name: name.to_owned(),
+                kind,
+                value,
+            });
+        }
+        n += 1;
+    }
+    out.truncate(n);
+    invalid
+}
+
+/// A well-formed entry's name (borrowed from `buf`), kind and value; `None` if any is malformed.
+fn decode<'a>(entry: &Entry, buf: &'a mut [u8; NAME_MAX]) -> Option<(&'a str, MetricKind, u64)> {
+    let len = usize::from(entry.len.load(Relaxed));
+    let kind = MetricKind::from_byte(entry.kind.load(Relaxed))?;
+    let value = entry.value.load(Relaxed);
+    if len == 0 {
+        return None;
+    }
+    *buf = entry.load_name();
+    // `get` rather than indexing: a length over NAME_MAX is malformed, not a panic.
+    let name = std::str::from_utf8(buf.get(..len)?).ok()?;
+    Some((name, kind, value))
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("page", &self.map.as_ptr())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,509 @@
+//! One running incarnation of a worker: its tree, its samples, its channel and segment, and how
+//! it is stopped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
+
+use child_sdk::proto::{self, Limits, SupervisorMsg};
+use child_sdk::segment;
+
+use super::{Command, Ctx, Ending};
+use crate::channel::{self, Channel, Packet};
+use crate::crosscheck::{Claims, CrossCheck};
+use crate::events::{Kind, Reason, Report};
+use crate::logs::{Source, Stream};
+use crate::orphans;
+use crate::plan::Measure;
+use crate::policy::{self, Heartbeat, MemoryVerdict, MemoryWatch, PressureWatch};
+use crate::probe::tree::{Tree, TreeSample};
+use crate::reaper::Exit;
+use crate::session::{Action, Session, Welcome};
+use crate::spawn::Inherit;
+
+/// What a worker inherits to talk to the supervisor, and our ends of it.
+pub(super) struct Ipc {
+    pub channel: Channel,
+    pub segment: segment::Reader,
+}
+
+impl Ipc {
+    /// Creates a channel pair and a segment: ours, and the fds the worker inherits. A failure here
+    /// (no memfd, fd exhaustion) costs the worker its channel, not its supervision.
+    pub fn prepare() -> Option<(Self, Inherit)> {
+        let made = (|| -> std::io::Result<_> {
+            let (ours, theirs) = channel::pair()?;
+            let (segment_fd, reader) = segment::create()?;
+            Ok((
+                Self {
+                    channel: Channel::new(ours)?,
+                    segment: reader,
+                },
+                Inherit {
+                    channel: theirs,
+                    segment: segment_fd,
+                },
+            ))
+        })();
+        made.map_err(|e| tracing::warn!(error = %e, "no channel or segment for this worker"))
+            .ok()
+    }
+}
+
+/// The state of one running incarnation between events.
+struct Watch {
+    pid: i32,
+    tree: Tree,
+    memory: MemoryWatch,
+    pressure: PressureWatch,
+    /// Recent (time, bytes) samples: the growth rate for adaptive sampling is measured against
+    /// the oldest one, so a worker that grows in steps is not mistaken for flat between steps.
+    recent: VecDeque<(Instant, u64)>,
+    session: Session,
+    ipc: Option<Ipc>,
+    /// A future heartbeat was reported once already.
+    implausible_heartbeat: bool,
+    /// The worker's self-report as last read from its segment.
+    report: Option<Report>,
+    cross: CrossCheck,
+}
+
+impl Ctx {
+    /// Watches one running process until it ends.
+    pub(super) async fn supervise(
+        &self,
+        child: crate::spawn::Spawned,
+        ipc: Option<Ipc>,
+        src: &Arc<Source>,
+        cmds: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Ending {
+        let pid = child.pid;
+        let mut exit_rx = self.reaper.watch(pid);
+        let started = Instant::now();
+        self.shared.pid.set(Some(pid));
+        self.shared.ready.set(false);
+        self.roots.borrow_mut().insert(pid);
+        self.event(
+            Some(pid),
+            Kind::Started {
+                command: self.spec.command.clone(),
+            },
+        );
+        let forwarders = [
+            tokio::task::spawn_local(self.output.clone().forward(
+                src.clone(),
+                Stream::Stdout,
+                child.stdout,
+            )),
+            tokio::task::spawn_local(self.output.clone().forward(
+                src.clone(),
+                Stream::Stderr,
+                child.stderr,
+            )),
+        ];
+        let welcome = Welcome {
+            name: self.spec.name.clone(),
+            instance: self.instance,
+            heartbeat_timeout: self.spec.heartbeat_timeout,
+            limits: Limits {
+                memory_max: self.spec.memory.map(|m| m.max),
+                memory_warn_at: self
+                    .spec
+                    .memory
+                    .and_then(|m| m.warn_at.map(|w| (m.max as f64 * w) as u64)),
+                measure: match self.spec.memory.map_or(Measure::Rss, |m| m.measure) {
+                    Measure::Rss => proto::Measure::Rss,
+                    Measure::Pss => proto::Measure::Pss,
+                },
+            },
+        };
+        let mut w = Watch {
+            pid,
+            tree: Tree::new(pid),
+            memory: MemoryWatch::default(),
+            pressure: PressureWatch::default(),
+            recent: VecDeque::new(),
+            session: Session::new(welcome, Instant::now()),
+            ipc,
+            implausible_heartbeat: false,
+            report: None,
+            cross: CrossCheck::default(),
+        };
+        let mut next = tokio::time::Instant::now();
+
+        let (exit, stop): (Option<Exit>, Option<(Option<Reason>, bool)>) = loop {
+            let listening = w.ipc.is_some();
+            tokio::select! {
+                exit = &mut exit_rx => break (exit.ok(), None),
+                () = sleep_until(next) => {
+                    match self.tick(&mut w) {
+                        Ok(delay) => next = tokio::time::Instant::now() + delay,
+                        Err(reason) => break (None, Some((Some(reason), false))),
+                    }
+                }
+                packet = recv(&mut w.ipc), if listening => {
+                    let actions = match packet {
+                        Ok(p) => {
+                            let tree = &w.tree;
+                            w.session.on_packet(&p, |pid| tree.contains(pid), Instant::now())
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, pid, "channel failed");
+                            vec![Action::Close]
+                        }
+                    };
+                    self.act(&mut w, actions);
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Restart(reason)) => break (None, Some((Some(reason), false))),
+                    Some(Command::Stop) | None => break (None, Some((None, false))),
+                    Some(Command::Kill) => break (None, Some((None, true))),
+                },
+            }
+        };
+
+        let (exit, reason, for_good) = match (exit, stop) {
+            (Some(exit), _) => {
+                // Exited on its own: what it left behind goes too, before anything new starts.
+                self.stop_tree(&mut w.tree, &mut exit_rx, Some(exit), false, false, cmds)
+                    .await;
+                (exit, None, false)
+            }
+            (None, Some((reason, now))) => {
+                // A worker that speaks the protocol is asked to stop with `Shutdown` instead of
+                // the stop signal; it has the grace period to honour it.
+                let asked = !now && self.ask_to_stop(&w);
+                let exit = self
+                    .stop_tree(&mut w.tree, &mut exit_rx, None, now, asked, cmds)
+                    .await;
+                (exit, reason, reason.is_none())
+            }
+            // The reaper dropped our sender: cannot happen while it runs; treat as killed.
+            (None, None) => (Exit::Signal(libc::SIGKILL), None, false),
+        };
+        self.shared.pid.set(None);
+        self.roots.borrow_mut().remove(&pid);
+        // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
+        // writer is dead now), but never wait forever on a pipe some stranger still holds.
+        let [out, err] = forwarders;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = out.await;
+            let _ = err.await;
+        })
+        .await;
+        let (code, signal) = match exit {
+            Exit::Code(c) => (Some(c), None),
+            Exit::Signal(s) => (None, Some(s)),
+        };
+        self.event(
+            Some(pid),
+            Kind::Exited {
+                code,
+                signal,
+                uptime_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                report: w.ipc.as_ref().and_then(read_report).map(|(r, _)| r).or(w.report),
+            },
+        );
+        match (reason, for_good) {
+            (_, true) => Ending::Stopped(exit),
+            (Some(r), _) => Ending::Restart(r, exit),
+            (None, _) => Ending::Exited(exit),
+        }
+    }
+
+    /// Stops the whole tree: the stop signal to every member, then SIGKILL to whatever is left
+    /// after the grace period (at once with `now`). With `asked` (the root got `Shutdown`), no
+    /// signal goes out until the root has exited: then the stop signal reaches what it left.
+    /// Returns the root's exit.
+    async fn stop_tree(
+        &self,
+        tree: &mut Tree,
+        exit_rx: &mut oneshot::Receiver<Exit>,
+        mut exit: Option<Exit>,
+        mut now: bool,
+        asked: bool,
+        cmds: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Exit {
+        let root = tree.root();
+        let mut sig = self.spec.stop.signal as i32;
+        let deadline = tokio::time::Instant::now() + self.spec.stop.grace;
+        let mut signalled = asked;
+        let mut asked = asked;
+        loop {
+            // Orphans reparented to us since the last look belong to this tree too: a grandchild
+            // that double-forked a moment ago must not outlive the stop.
+            self.adopt_orphans(tree);
+            if exit.is_some() && tree.survivors() == 0 {
+                return exit.unwrap_or(Exit::Code(0));
+            }
+            if asked && exit.is_some() {
+                // The root honoured `Shutdown`; what it left behind gets the stop signal.
+                asked = false;
+                signalled = false;
+            }
+            if now && sig != libc::SIGKILL {
+                sig = libc::SIGKILL;
+                signalled = false;
+                tree.sample(false);
+                self.event(
+                    exit.is_none().then_some(root),
+                    Kind::Killed {
+                        processes: tree.pids().count(),
+                    },
+                );
+            }
+            if !signalled {
+                tree.signal(sig, exit.is_none());
+                signalled = true;
+            } else if sig == libc::SIGKILL {
+                // New forks or adoptions since the last round: SIGKILL is idempotent.
+                tree.signal(sig, false);
+            } else if !asked {
+                // Late arrivals get the stop signal too; while the root is honouring `Shutdown`,
+                // its tree is left alone.
+                tree.signal_new(sig);
+            }
+            tokio::select! {
+                e = &mut *exit_rx, if exit.is_none() => { exit = Some(e.unwrap_or(Exit::Signal(libc::SIGKILL))); }
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = sleep_until(deadline), if !now => now = true,
+                cmd = cmds.recv() => if matches!(cmd, Some(Command::Kill) | None) { now = true; },
+            }
+        }
+    }
+
+    /// Adds to the tree the orphans reparented to the supervisor that belong to this worker.
+    fn adopt_orphans(&self, tree: &mut Tree) {
+        for pid in self.shared.adopt.borrow_mut().drain(..) {
+            tree.adopt(pid);
+        }
+        let owner = orphans::Owner {
+            root: Some(tree.root()),
+            name: &self.spec.name,
+            instance: self.instance,
+        };
+        for pid in orphans::claim(&owner, &self.roots) {
+            tree.adopt(pid);
+        }
+    }
+    /// One sample: the tree from /proc, the segment, and the policies over both. `Ok(delay)` until
+    /// the next sample, or the reason to restart now.
+    fn tick(&self, w: &mut Watch) -> Result<Duration, Reason> {
+        let pid = w.pid;
+        for p in self.shared.adopt.borrow_mut().drain(..) {
+            w.tree.adopt(p);
+        }
+        let s = w
+            .tree
+            .sample(self.spec.memory.is_some_and(|m| m.measure == Measure::Pss));
+        self.shared.last.set(Some(s));
+        let bytes = measured(&s);
+        if let Some(spec) = &self.spec.memory {
+            match w.memory.observe(spec, bytes) {
+                MemoryVerdict::Ok => {}
+                MemoryVerdict::Over { count } | MemoryVerdict::Restart { count } => {
+                    self.event(
+                        Some(pid),
+                        Kind::MemoryOver {
+                            bytes,
+                            limit: spec.max,
+                            measure: spec.measure.as_str(),
+                            count,
+                            of: spec.count,
+                        },
+                    );
+                    if count >= spec.count {
+                        return Err(Reason::Memory);
+                    }
+                }
+            }
+            if w.pressure.observe(spec, bytes) && w.session.speaks() {
+                self.event(
+                    Some(pid),
+                    Kind::MemoryPressure {
+                        bytes,
+                        limit: spec.max,
+                    },
+                );
+                let msg = SupervisorMsg::MemoryPressure {
+                    bytes,
+                    limit: spec.max,
+                };
+                self.send(w, &msg);
+            }
+        }
+        let mut claims = Claims {
+            heap: None,
+            ready: w.session.ready,
+        };
+        if let Some(ipc) = &w.ipc {
+            if w.session.speaks() {
+                if let Some((report, heap_reported)) = read_report(ipc) {
+                    claims.heap = heap_reported.then_some(report.heap_bytes);
+                    w.report = Some(report);
+                }
+            }
+            let stamp = ipc.segment.heartbeat_ns();
+            match policy::heartbeat(monotonic_ns(), stamp, self.spec.heartbeat_timeout) {
+                Heartbeat::Unwatched | Heartbeat::Fresh { .. } => {}
+                Heartbeat::Stale { age } => {
+                    let timeout = self.spec.heartbeat_timeout.unwrap_or_default();
+                    self.event(
+                        Some(pid),
+                        Kind::Finding {
+                            kind: "hung",
+                            detail: "the heartbeat stopped while the process is alive".into(),
+                            numbers: [
+                                ("heartbeat_age_ms", millis(age)),
+                                ("timeout_ms", millis(timeout)),
+                            ]
+                            .into(),
+                        },
+                    );
+                    return Err(Reason::Hung);
+                }
+                Heartbeat::Future { ahead } => {
+                    if !w.implausible_heartbeat {
+                        w.implausible_heartbeat = true;
+                        self.event(
+                            Some(pid),
+                            Kind::Finding {
+                                kind: "implausible_report",
+                                detail: "heartbeat stamp ahead of the clock".into(),
+                                numbers: [("ahead_ms", millis(ahead))].into(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for f in w.cross.observe(&s, claims) {
+            self.event(
+                Some(pid),
+                Kind::Finding {
+                    kind: f.kind,
+                    detail: f.detail,
+                    numbers: f.numbers,
+                },
+            );
+        }
+        while w
+            .recent
+            .front()
+            .is_some_and(|&(t, _)| s.at.duration_since(t) > 2 * self.sample_every)
+        {
+            w.recent.pop_front();
+        }
+        let limit = self.spec.memory.map(|m| m.max);
+        let delay = policy::next_sample(
+            self.sample_every,
+            limit,
+            w.recent.front().copied(),
+            (s.at, bytes),
+        );
+        w.recent.push_back((s.at, bytes));
+        Ok(delay)
+    }
+
+    /// Carries out what the session decided about a packet.
+    fn act(&self, w: &mut Watch, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Reply(msg) => self.send(w, &msg),
+                Action::Event(kind) => {
+                    if kind == Kind::Ready {
+                        self.shared.ready.set(true);
+                    }
+                    self.event(Some(w.pid), kind);
+                }
+                Action::Close => w.ipc = None,
+            }
+        }
+        if w.session.closed() {
+            // The worker closed its end (or broke the protocol): /proc alone from now on. The
+            // segment's mapping goes with it; nothing more is read from it.
+            w.ipc = None;
+        }
+    }
+
+    /// Sends without waiting: a worker that does not read its channel loses the message.
+    fn send(&self, w: &Watch, msg: &SupervisorMsg) {
+        let Some(ipc) = &w.ipc else { return };
+        match proto::encode_vec(msg) {
+            Ok(bytes) => {
+                if let Err(e) = ipc.channel.try_send(&bytes) {
+                    tracing::debug!(error = %e, pid = w.pid, "message to worker dropped");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a supervisor message"),
+        }
+    }
+
+    /// Sends `Shutdown` to a worker that speaks the protocol; true if it went out.
+    fn ask_to_stop(&self, w: &Watch) -> bool {
+        let Some(ipc) = &w.ipc else { return false };
+        if !w.session.speaks() {
+            return false;
+        }
+        let msg = SupervisorMsg::Shutdown {
+            deadline_ms: millis(self.spec.stop.grace),
+        };
+        proto::encode_vec(&msg).is_ok_and(|b| ipc.channel.try_send(&b).is_ok())
+    }
+}
+
+/// What the segment holds now, as a report, and whether the heap figures are really published
+/// (the worker installed the SDK's counting allocator); `None` if the segment does not validate
+/// (a scribbling worker).
+fn read_report(ipc: &Ipc) -> Option<(Report, bool)> {
+    let snap = ipc.segment.read().ok()?;
+    let now = monotonic_ns();
+    let heap_reported = snap.heap_reported();
+    let report = Report {
+        heap_bytes: snap.heap_bytes,
+        heap_peak: snap.heap_peak,
+        allocations: snap.allocations,
+        requests: snap.requests,
+        errors: snap.errors,
+        in_flight: snap.in_flight,
+        metrics: snap
+            .metrics
+            .into_iter()
+            .map(|m| (m.name, m.value))
+            .collect(),
+        heartbeat_age_ms: (snap.heartbeat_ns != 0)
+            .then(|| now.saturating_sub(snap.heartbeat_ns) / 1_000_000),
+    };
+    Some((report, heap_reported))
+}
+
+/// The next packet of the channel, if there is one.
+async fn recv(ipc: &mut Option<Ipc>) -> std::io::Result<Packet<'_>> {
+    match ipc {
+        Some(ipc) => ipc.channel.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock the SDK stamps heartbeats with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// The figure compared with the limit.
+fn measured(s: &TreeSample) -> u64 {
+    s.pss.unwrap_or(s.rss)
+}
