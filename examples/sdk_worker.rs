@@ -9,7 +9,9 @@
 //!   answer each line a client sends with the same line; each line counts as a request (fixed
 //!   slot `requests`) and its bytes go to the counter `bytes_in`.
 //! - `--leak MIB`: grow the heap by this many MiB per second and keep it (the allocator feature
-//!   publishes live heap bytes, so heap and RSS grow together).
+//!   publishes live heap bytes, so heap and RSS grow together); the heap growth of the latest
+//!   allocating pass is measured with `Client::profile` into the gauge `leak_step_bytes`, and the
+//!   total held goes to the gauge `leaked_mib`.
 //! - `--hang-after MS`: stop calling `heartbeat()` after this long, while staying alive.
 //! - `--ignore-shutdown`: keep running after a `Shutdown` request.
 //! - `--ready-after MS`: say `Ready` after this long (default 0).
@@ -65,15 +67,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         raw_echo();
     }
     let client = child_sdk::Client::from_env()?;
-    if let Some(c) = &client {
-        child_sdk::alloc::attach(c.segment());
-    }
     println!(
         "sdk_worker pid={} supervised={}",
         std::process::id(),
         client.is_some()
     );
     let bytes_in = client.as_ref().map(|c| c.counter("bytes_in")).transpose()?;
+    if let Some(c) = &client {
+        c.on_memory_pressure(|bytes, limit| {
+            println!("sdk_worker pressure callback bytes={bytes} limit={limit}");
+        });
+    }
     let leaked_gauge = client.as_ref().map(|c| c.gauge("leaked_mib")).transpose()?;
 
     if args.serve {
@@ -136,14 +140,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if args.leak > 0.0 {
             let due = args.leak * elapsed.as_secs_f64();
-            while leaked_mib + 0.25 <= due {
-                // A quarter MiB at a time, every page touched so it is resident.
-                let mut block = vec![0u8; 256 * 1024];
-                for i in (0..block.len()).step_by(4096) {
-                    block[i] = 1;
+            if leaked_mib + 0.25 <= due {
+                // The heap growth of one allocating pass, as the gauge `leak_step_bytes`.
+                let _section = client
+                    .as_ref()
+                    .map(|c| c.profile("leak_step_bytes"))
+                    .transpose()?;
+                while leaked_mib + 0.25 <= due {
+                    // A quarter MiB at a time, every page touched so it is resident.
+                    let mut block = vec![0u8; 256 * 1024];
+                    for i in (0..block.len()).step_by(4096) {
+                        block[i] = 1;
+                    }
+                    leaked.push(block);
+                    leaked_mib += 0.25;
                 }
-                leaked.push(block);
-                leaked_mib += 0.25;
             }
             if let Some(g) = &leaked_gauge {
                 g.set(leaked_mib as u64);

@@ -114,6 +114,14 @@ fn memory_pressure_reaches_the_worker_before_the_limit() {
     let r = sup.wait_event("restarting", Duration::from_secs(15));
     assert_eq!(r["reason"], "memory");
     let report = &sup.of("exited")[0]["report"];
+    assert!(
+        report["metrics"]["leak_step_bytes"]
+            .as_u64()
+            .expect("profiled")
+            >= 256 * 1024
+    );
+    assert!(std::fs::read_to_string(sup.path("stdout"))
+        .is_ok_and(|s| s.contains("sdk_worker pressure callback")));
     // It freed its heap on the way out after `Shutdown`; the peak shows the leak.
     assert!(
         report["heap_peak"].as_u64().expect("heap") > 40 * MIB,

@@ -47,8 +47,11 @@ impl From<io::Error> for Error {
     }
 }
 
+/// Called with `(tree bytes, limit)` on the SDK's listener thread when a warning arrives.
+type PressureCallback = Box<dyn Fn(u64, u64) + Send + Sync>;
+
 /// What the listener thread learns, shared with the application.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inbox {
     /// Set once a `Shutdown` arrives; the deadline in ms (0 = none given).
     shutdown: AtomicBool,
@@ -58,8 +61,18 @@ struct Inbox {
     pressure_limit: AtomicU64,
     pressure_count: AtomicU64,
     limits: Mutex<Limits>,
+    on_pressure: Mutex<Option<PressureCallback>>,
     wake: Condvar,
     woken: Mutex<bool>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("shutdown", &self.shutdown)
+            .field("pressure_count", &self.pressure_count)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection to the supervisor. Cheap to share by reference across threads.
@@ -144,6 +157,10 @@ impl Client {
     /// Connects over a given channel and segment (what `from_env` does after taking the fds).
     pub fn connect(channel: OwnedFd, segment: OwnedFd) -> Result<Option<Self>, Error> {
         let segment = Writer::from_fd(segment).map_err(Error::Segment)?;
+        // With the counting allocator installed, heap numbers flow into the segment from now on
+        // (a no-op when it is not this program's global allocator).
+        #[cfg(feature = "alloc")]
+        crate::alloc::attach(&segment);
         set_recv_timeout(&channel, Some(Duration::from_secs(10)))?;
         proto::send(
             channel.as_fd(),
@@ -228,7 +245,7 @@ impl Client {
     /// A short human-readable status line, shown by the supervisor.
     pub fn status(&self, text: &str) -> io::Result<()> {
         self.send(&ChildMsg::Status {
-            text: truncate(text).to_owned(),
+            text: proto::clip_text(text).to_owned(),
         })
     }
 
@@ -236,7 +253,7 @@ impl Client {
     pub fn event(&self, level: Level, text: &str) -> io::Result<()> {
         self.send(&ChildMsg::Event {
             level,
-            text: truncate(text).to_owned(),
+            text: proto::clip_text(text).to_owned(),
         })
     }
 
@@ -320,21 +337,52 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Runs `f(tree bytes, limit)` on the SDK's listener thread each time the supervisor warns
+    /// that this worker's tree passed its `warn_at` mark: the place to drop caches or refuse
+    /// work before the limit is reached. Keep it short; it delays the next message.
+    pub fn on_memory_pressure(&self, f: impl Fn(u64, u64) + Send + Sync + 'static) {
+        *self
+            .inbox
+            .on_pressure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(f));
+    }
+
+    /// Measures the heap growth of a code section, as Python's memory_profiler `@profile` does:
+    /// the guard records live heap bytes when made and, when dropped, sets the gauge `name` to how
+    /// much the heap grew in between (0 if it shrank). Needs the `alloc` feature with
+    /// [`CountingAlloc`](crate::alloc::CountingAlloc) as the global allocator.
+    #[cfg(feature = "alloc")]
+    pub fn profile(&self, name: &str) -> Result<Profile, segment::SegmentError> {
+        Ok(Profile {
+            gauge: self.segment.gauge(name)?,
+            start: crate::alloc::stats().bytes,
+        })
+    }
+}
+
+/// See [`Client::profile`].
+#[cfg(feature = "alloc")]
+#[derive(Debug)]
+#[must_use = "the section is measured until the guard is dropped"]
+pub struct Profile {
+    gauge: Gauge,
+    start: u64,
+}
+
+#[cfg(feature = "alloc")]
+impl Drop for Profile {
+    fn drop(&mut self) {
+        self.gauge
+            .set(crate::alloc::stats().bytes.saturating_sub(self.start));
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.send(&ChildMsg::Goodbye);
     }
-}
-
-fn truncate(s: &str) -> &str {
-    if s.len() <= proto::MAX_TEXT {
-        return s;
-    }
-    let mut end = proto::MAX_TEXT;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn set_recv_timeout(fd: &OwnedFd, t: Option<Duration>) -> io::Result<()> {
@@ -387,6 +435,13 @@ fn listen(channel: &OwnedFd, inbox: &Inbox, mut buf: Vec<u8>) {
                 inbox.pressure_bytes.store(bytes, Ordering::Release);
                 inbox.pressure_limit.store(limit, Ordering::Release);
                 inbox.pressure_count.fetch_add(1, Ordering::AcqRel);
+                if let Some(f) = &*inbox
+                    .on_pressure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
+                    f(bytes, limit);
+                }
                 notify(inbox);
             }
             SupervisorMsg::Limits(l) => {

@@ -26,6 +26,7 @@ pub mod alloc;
 pub mod client;
 pub mod proto;
 pub mod segment;
+pub mod usage;
 
 /// Environment variable holding the program name.
 pub const ENV_NAME: &str = "SUPERVISE_NAME";

@@ -204,7 +204,12 @@ impl Ctx {
                 code,
                 signal,
                 uptime_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                report: w.ipc.as_ref().and_then(read_report).map(|(r, _)| r).or(w.report),
+                report: w
+                    .ipc
+                    .as_ref()
+                    .and_then(read_report)
+                    .map(|(r, _)| r)
+                    .or(w.report),
             },
         );
         match (reason, for_good) {
