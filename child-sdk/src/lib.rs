@@ -1,21 +1,31 @@
-//! The child side of `supervise`.
+//! The child side of `supervise`: what a supervised program links to report on itself.
 //!
 //! # Theory of operation
-//! `supervise` starts every worker with a small, documented environment so that a program can
-//! tell that it runs under supervision and which slot it fills:
+//! `supervise` starts every worker with:
 //!
-//! | variable | meaning |
+//! | what | where |
 //! |---|---|
-//! | `SUPERVISE_NAME` | the program's name, as in the config or `--name` |
-//! | `SUPERVISE_INSTANCE` | the replica number, `0..replicas` |
+//! | its end of a `SOCK_SEQPACKET` socketpair, the channel ([`proto`]) | fd 3, named by `SUPERVISE_CONTROL_FD` |
+//! | a sealed memfd page, the segment ([`segment`]) | fd 4, named by `SUPERVISE_SEGMENT_FD` |
+//! | the program name and replica number | `SUPERVISE_NAME`, `SUPERVISE_INSTANCE` |
 //!
-//! The supervisor also uses these two variables to attribute a process that double-forked away from
-//! its worker (and was reparented to the supervisor, a child subreaper) back to that worker.
+//! [`Client::from_env`] takes the two fds, says `Hello` and waits for `Welcome`. From then on,
+//! messages (ready, status, events) go over the channel, while numbers that change all the time
+//! (heartbeat, counters, gauges, heap bytes) are single atomic stores into the segment, which the
+//! supervisor reads on its own schedule: no syscall, no lock, no thread on the hot path. One
+//! listener thread receives what the supervisor sends (shutdown requests, limits, memory-pressure
+//! warnings, pings).
+//!
+//! The supervisor also uses `SUPERVISE_NAME`/`SUPERVISE_INSTANCE` to attribute a process that
+//! double-forked away from its worker back to that worker.
 //!
 //! # Caveats
-//! This release carries the environment contract only. The duplex channel (a socketpair at fd 3)
-//! and the shared-memory segment (a sealed memfd at fd 4) described in the design are not built
-//! yet, so [`Supervised::from_env`] is all a program can use today.
+//! - Call [`Client::from_env`] before starting threads: it removes the two fd variables from the
+//!   environment so that programs this worker runs do not believe they own fds 3 and 4.
+//! - The segment holds 61 named metrics at most; registering more fails with
+//!   [`segment::SegmentError::TableFull`].
+//! - Heap numbers need the `alloc` feature and [`alloc::CountingAlloc`] as the global allocator.
+//! - Linux only, 64-bit only (the segment's lock-free reads rely on 8-byte atomics).
 
 pub use client::Client;
 
@@ -37,7 +47,8 @@ pub const ENV_CONTROL_FD: &str = "SUPERVISE_CONTROL_FD";
 /// Environment variable holding the fd number of the worker's shared-memory segment (4).
 pub const ENV_SEGMENT_FD: &str = "SUPERVISE_SEGMENT_FD";
 
-/// What the supervisor told this process about itself through its environment.
+/// What the supervisor told this process about itself through its environment, without
+/// connecting to it (see [`Client`] for that).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Supervised {
     /// The program name.
