@@ -305,7 +305,7 @@ async fn ping_pongs(ch: &mut Channel, seq: &mut u64, iters: u64) -> Duration {
     start.elapsed()
 }
 
-/// Hello -> Welcome, then one ping so the SDK's listener thread is known to run.
+/// Hello -> Welcome, then `Ready` and one ping/pong, so the SDK's listener thread is known to run.
 async fn handshake(ch: &mut Channel, pid: i32, seq: &mut u64) {
     let hello = match tokio::time::timeout(START_TIMEOUT, ch.recv()).await {
         Ok(Ok(Packet::Data { bytes, sender })) => {
@@ -326,9 +326,23 @@ async fn handshake(ch: &mut Channel, pid: i32, seq: &mut u64) {
     })
     .expect("encode Welcome");
     ch.try_send(&welcome).expect("send Welcome");
-    tokio::time::timeout(START_TIMEOUT, ping_pong(ch, seq))
-        .await
-        .expect("first pong in time");
+    // sdk_worker says `Ready` from its main thread as soon as it is connected, so it may come
+    // before or after the first pong; nothing else comes unasked after it.
+    *seq += 1;
+    let ping = proto::encode_vec(&SupervisorMsg::Ping { seq: *seq }).expect("encode");
+    ch.try_send(&ping).expect("send ping");
+    let (mut ready, mut pong) = (false, false);
+    while !(ready && pong) {
+        let msg = match tokio::time::timeout(START_TIMEOUT, ch.recv()).await {
+            Ok(Ok(Packet::Data { bytes, .. })) => proto::decode_child(bytes),
+            other => panic!("expected Ready and a pong from sdk_worker, got {other:?}"),
+        };
+        match msg {
+            Ok(ChildMsg::Ready) => ready = true,
+            Ok(ChildMsg::Pong { seq: s }) if s == *seq => pong = true,
+            other => panic!("expected Ready and Pong {{ seq: {seq} }}, got {other:?}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
