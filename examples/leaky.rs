@@ -13,6 +13,8 @@
 //!   (whole MiB; default: no limit).
 //! - `--start MIB`: allocate this many MiB at once at start (whole MiB, at most `--max`;
 //!   default 0).
+//! - `--free-every SECS`: free everything every SECS seconds and grow again from `--start` (a
+//!   sawtooth: allocate/free cycles, not a leak).
 //!
 //! Output, on stdout, flushed line by line: `leaky pid=<pid> held_mib=<n>` once right after the
 //! `--start` allocation and then once a second, where `<n>` is the memory it holds in whole MiB
@@ -59,6 +61,11 @@ struct Args {
     #[arg(long, value_name = "MIB", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=MAX_MIB))]
     start: u64,
+
+    /// Free everything every this many seconds and grow again from `--start`: a sawtooth, the
+    /// shape of a program that allocates and frees in cycles (not a leak).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    free_every: Option<u64>,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -135,7 +142,7 @@ fn main() {
     let max_bytes = args.max.map_or(u64::MAX, |max| max * MIB);
     let bytes_per_ms = args.rate * MIB as f64 / 1000.0;
 
-    let t0 = Instant::now();
+    let mut t0 = Instant::now();
     let mut held = Held::default();
     held.grow_to(start_bytes);
     report(pid, &held);
@@ -143,6 +150,16 @@ fn main() {
 
     loop {
         let now = Instant::now();
+        if args
+            .free_every
+            .is_some_and(|secs| now.duration_since(t0) >= Duration::from_secs(secs))
+        {
+            // Blocks of this size are mmap'd by the allocator: freeing them returns them to
+            // the kernel, so RSS really drops.
+            held = Held::default();
+            t0 = now;
+            held.grow_to(start_bytes);
+        }
         let mut next_step = None;
         if args.rate > 0.0 && held.bytes < max_bytes {
             // Steps completed since t0; the amount held is a function of this alone.

@@ -208,6 +208,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         stop: StopSpec::default(),
         memory: None,
         heartbeat_timeout: None,
+        leak: None,
     };
     let (segment, _reader) = child_sdk::segment::create().expect("segment");
     let inherit = Inherit {

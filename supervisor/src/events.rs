@@ -20,6 +20,8 @@ pub enum Reason {
     Manual,
     /// Its heartbeat went stale while the process was alive.
     Hung,
+    /// Its tree's memory grew steadily at the configured leak rate.
+    Leak,
 }
 
 /// The kinds of event and their fields.
@@ -71,7 +73,8 @@ pub enum Kind {
         closed: bool,
     },
     /// What the worker's own reports and the kernel disagree on (or what they show together):
-    /// `hung`, `implausible_report`, `native_or_fragmentation_growth`, `inconsistent_state`.
+    /// `hung`, `leak`, `implausible_report`, `native_or_fragmentation_growth`,
+    /// `inconsistent_state`.
     Finding {
         kind: &'static str,
         detail: String,

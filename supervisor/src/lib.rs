@@ -19,6 +19,7 @@ pub mod channel;
 pub mod crosscheck;
 pub mod engine;
 pub mod events;
+pub mod leak;
 pub mod logs;
 pub mod orphans;
 pub mod plan;

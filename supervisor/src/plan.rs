@@ -43,6 +43,25 @@ pub struct ProgramSpec {
     pub memory: Option<MemorySpec>,
     /// A worker whose segment heartbeat is older than this (once it has written one) is `hung`.
     pub heartbeat_timeout: Option<Duration>,
+    /// Leak-trend detection on the tree's memory (same measure as `memory`, else RSS).
+    pub leak: Option<LeakPolicy>,
+}
+
+/// What to watch for as a leak, and what to do about one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeakPolicy {
+    pub spec: crate::leak::LeakSpec,
+    pub on_leak: OnLeak,
+}
+
+/// What a detected leak leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLeak {
+    /// Restart the worker (reason `leak`).
+    Restart,
+    /// Only report the `leak` finding.
+    Warn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -49,6 +49,8 @@ pub struct Shared {
     pub last: Cell<Option<TreeSample>>,
     /// The worker said `Ready` (this incarnation).
     pub ready: Cell<bool>,
+    /// The worker's latest self-report from its segment (this incarnation, SDK workers only).
+    pub report: RefCell<Option<crate::events::Report>>,
 }
 
 /// State of a program shared by its replicas.

@@ -8,9 +8,9 @@ use nix::sys::signal::Signal;
 
 use super::{
     check_name, check_sample_every, check_warn_at, load_config, parse_duration, parse_signal,
-    parse_size, Backoff, EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan, PlanError,
-    ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
-    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    parse_size, Backoff, EventsTarget, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak,
+    Plan, PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP,
+    DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -70,6 +70,13 @@ pub struct Cli {
     /// Send `MemoryPressure` to an SDK worker past this fraction of --memory-max, e.g. 0.8.
     #[arg(long, value_name = "FRACTION", value_parser = parse_warn_at)]
     pub memory_warn_at: Option<f64>,
+    /// Leak-trend detection: restart a worker whose tree grows steadily by at least GROWTH per
+    /// WINDOW, e.g. 64MiB/10m, before any limit is reached.
+    #[arg(long, value_name = "GROWTH/WINDOW", value_parser = crate::leak::parse_leak)]
+    pub leak: Option<crate::leak::LeakSpec>,
+    /// What a detected leak does.
+    #[arg(long, value_enum, value_name = "restart|warn", default_value_t = OnLeak::Restart)]
+    pub on_leak: OnLeak,
     /// Restart an SDK worker whose heartbeat is older than this (reason `hung`).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_timeout: Option<Duration>,
@@ -111,6 +118,8 @@ const PROGRAM_FLAGS: &[&str] = &[
     "memory_for",
     "memory_warn_at",
     "heartbeat_timeout",
+    "leak",
+    "on_leak",
 ];
 
 impl Cli {
@@ -230,6 +239,10 @@ impl Cli {
                 },
                 memory,
                 heartbeat_timeout: self.heartbeat_timeout,
+                leak: self.leak.map(|spec| LeakPolicy {
+                    spec,
+                    on_leak: self.on_leak,
+                }),
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,

@@ -12,9 +12,9 @@ use serde::{de, Deserialize, Deserializer};
 
 use super::{
     check_factor, check_jitter, check_name, check_sample_every, check_warn_at, parse_duration,
-    parse_signal, parse_size, Backoff, EventsTarget, Intensity, LogSpec, Measure, MemorySpec, Plan,
-    PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP,
-    DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    parse_signal, parse_size, Backoff, EventsTarget, Intensity, LeakPolicy, LogSpec, Measure,
+    MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS,
+    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 #[derive(Debug, Deserialize)]
@@ -101,7 +101,8 @@ struct RawStop {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMemory {
-    max: NonZeroSize,
+    #[serde(default)]
+    max: Option<NonZeroSize>,
     #[serde(default)]
     measure: Option<Measure>,
     #[serde(default, rename = "for")]
@@ -110,6 +111,10 @@ struct RawMemory {
     hysteresis: Option<Hysteresis>,
     #[serde(default)]
     warn_at: Option<WarnAt>,
+    #[serde(default)]
+    leak: Option<Leak>,
+    #[serde(default)]
+    on_leak: Option<OnLeak>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +164,12 @@ parsed_str!(
     Duration,
     "a duration string such as \"1s\"",
     |s| { parse_duration(s).and_then(check_sample_every) }
+);
+parsed_str!(
+    Leak,
+    crate::leak::LeakSpec,
+    "a leak rate such as \"64MiB/10m\"",
+    crate::leak::parse_leak
 );
 parsed_str!(Sig, Signal, "a signal name such as \"TERM\"", parse_signal);
 
@@ -344,13 +355,40 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             signal: s.signal.map_or(ds.signal, |x| x.0),
             grace: s.grace.map_or(ds.grace, |x| x.0),
         });
-        let memory = p.memory.map(|m| MemorySpec {
-            max: m.max.0,
-            measure: m.measure.unwrap_or(Measure::Rss),
-            count: m.count.map_or(DEFAULT_MEMORY_FOR, NonZeroU32::get),
-            hysteresis: m.hysteresis.map_or(DEFAULT_HYSTERESIS, |h| h.0),
-            warn_at: m.warn_at.map(|w| w.0),
-        });
+        let mut memory = None;
+        let mut leak = None;
+        if let Some(m) = p.memory {
+            let key = format!("program.{name}.memory");
+            let measure = m.measure.unwrap_or(Measure::Rss);
+            if m.max.is_none() && m.leak.is_none() {
+                return Err(at(line, key, "needs `max`, `leak` or both".into()));
+            }
+            if m.max.is_none() && (m.warn_at.is_some() || m.count.is_some()) {
+                return Err(at(
+                    line,
+                    format!("{key}.max"),
+                    "missing: `for` and `warn_at` need a limit".into(),
+                ));
+            }
+            if m.leak.is_none() && m.on_leak.is_some() {
+                return Err(at(
+                    line,
+                    format!("{key}.leak"),
+                    "missing: `on_leak` needs `leak`".into(),
+                ));
+            }
+            memory = m.max.map(|max| MemorySpec {
+                max: max.0,
+                measure,
+                count: m.count.map_or(DEFAULT_MEMORY_FOR, NonZeroU32::get),
+                hysteresis: m.hysteresis.map_or(DEFAULT_HYSTERESIS, |h| h.0),
+                warn_at: m.warn_at.map(|w| w.0),
+            });
+            leak = m.leak.map(|l| LeakPolicy {
+                spec: l.0,
+                on_leak: m.on_leak.unwrap_or(OnLeak::Restart),
+            });
+        }
         programs.push(ProgramSpec {
             name,
             command: command.0,
@@ -363,6 +401,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             stop,
             memory,
             heartbeat_timeout: p.heartbeat.map(|h| h.timeout.0),
+            leak,
         });
     }
     let log = raw.log.map(|l| LogSpec {

@@ -306,3 +306,34 @@ fn heartbeat_and_warn_at() {
         Some(Duration::from_secs(2))
     );
 }
+
+#[test]
+fn leak_config_and_flags() {
+    let plan = parse_config(
+        "[program.a]\ncommand = [\"x\"]\n[program.a.memory]\nleak = \"64MiB/10m\"\non_leak = \"warn\"\n",
+        None,
+    )
+    .expect("valid");
+    let p = &plan.programs[0];
+    assert_eq!(p.memory, None, "a leak watch needs no limit");
+    let leak = p.leak.expect("leak");
+    assert_eq!(leak.on_leak, OnLeak::Warn);
+    assert_eq!(leak.spec.growth, 64 << 20);
+    assert_eq!(leak.spec.within, Duration::from_secs(600));
+    let e = err("[program.a]\ncommand = [\"x\"]\n[program.a.memory]\nleak = \"64MiB\"\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(4), "program.a.memory.leak"),
+        "{e}"
+    );
+    let e = err("[program.a]\ncommand = [\"x\"]\n[program.a.memory]\nmeasure = \"pss\"\n");
+    assert_eq!(e.key, "program.a.memory", "{e}");
+    let e = err(
+        "[program.a]\ncommand = [\"x\"]\n[program.a.memory]\nleak = \"1GiB/1h\"\nwarn_at = 0.5\n",
+    );
+    assert_eq!(e.key, "program.a.memory.max", "{e}");
+    let plan = cli(&["supervise", "--leak", "8MiB/30s", "--", "x"]).expect("plan");
+    let leak = plan.programs[0].leak.expect("leak");
+    assert_eq!((leak.spec.growth, leak.on_leak), (8 << 20, OnLeak::Restart));
+    assert!(Cli::try_parse_from(["supervise", "--leak", "8MiB/1s", "--", "x"]).is_err());
+}

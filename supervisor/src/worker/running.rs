@@ -15,9 +15,10 @@ use super::{Command, Ctx, Ending};
 use crate::channel::{self, Channel, Packet};
 use crate::crosscheck::{Claims, CrossCheck};
 use crate::events::{Kind, Reason, Report};
+use crate::leak::{LeakVerdict, LeakWatch};
 use crate::logs::{Source, Stream};
 use crate::orphans;
-use crate::plan::Measure;
+use crate::plan::{Measure, OnLeak};
 use crate::policy::{self, Heartbeat, MemoryVerdict, MemoryWatch, PressureWatch};
 use crate::probe::tree::{Tree, TreeSample};
 use crate::reaper::Exit;
@@ -69,6 +70,7 @@ struct Watch {
     /// The worker's self-report as last read from its segment.
     report: Option<Report>,
     cross: CrossCheck,
+    leak: Option<LeakWatch>,
 }
 
 impl Ctx {
@@ -85,6 +87,7 @@ impl Ctx {
         let started = Instant::now();
         self.shared.pid.set(Some(pid));
         self.shared.ready.set(false);
+        self.shared.report.replace(None);
         self.roots.borrow_mut().insert(pid);
         self.event(
             Some(pid),
@@ -131,6 +134,7 @@ impl Ctx {
             implausible_heartbeat: false,
             report: None,
             cross: CrossCheck::default(),
+            leak: None,
         };
         let mut next = tokio::time::Instant::now();
 
@@ -340,6 +344,35 @@ impl Ctx {
                 self.send(w, &msg);
             }
         }
+        if let Some(policy) = &self.spec.leak {
+            let watch = w.leak.get_or_insert_with(|| LeakWatch::new(policy.spec));
+            if let LeakVerdict::Leak {
+                slope_bytes_per_s,
+                growth_over_window,
+                samples,
+            } = watch.observe(s.at, bytes)
+            {
+                self.event(
+                    Some(pid),
+                    Kind::Finding {
+                        kind: "leak",
+                        detail: "the tree's memory grows steadily at or above the leak rate".into(),
+                        numbers: [
+                            ("slope_bytes_per_s", slope_bytes_per_s.max(0.0) as u64),
+                            ("growth_over_window_bytes", growth_over_window),
+                            ("window_ms", millis(policy.spec.within)),
+                            ("samples", samples as u64),
+                        ]
+                        .into(),
+                    },
+                );
+                match policy.on_leak {
+                    OnLeak::Restart => return Err(Reason::Leak),
+                    // Warned: judge afresh from here, so the next warning needs a new window.
+                    OnLeak::Warn => w.leak = None,
+                }
+            }
+        }
         let mut claims = Claims {
             heap: None,
             ready: w.session.ready,
@@ -348,6 +381,7 @@ impl Ctx {
             if w.session.speaks() {
                 if let Some((report, heap_reported)) = read_report(ipc) {
                     claims.heap = heap_reported.then_some(report.heap_bytes);
+                    self.shared.report.replace(Some(report.clone()));
                     w.report = Some(report);
                 }
             }
