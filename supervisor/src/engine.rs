@@ -9,7 +9,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::events::{Event, Kind};
+use crate::admin;
+use crate::events::{Event, Kind, Reason};
 use crate::logs::Output;
 use crate::orphans;
 use crate::plan::{self, Plan, ProgramSpec};
@@ -44,6 +45,9 @@ struct Engine {
     stopping: u32,
     any_fatal: bool,
     roots: orphans::Roots,
+    /// Programs an operator stopped (`supervise stop`): kept stopped, and keeping the supervisor
+    /// alive, until `supervise start`.
+    held: HashSet<String>,
     last_exits: Vec<Exit>,
 }
 
@@ -68,6 +72,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             stopping: 0,
             any_fatal: false,
             roots: orphans::Roots::default(),
+            held: HashSet::new(),
             last_exits: Vec::new(),
         };
         engine.main().await
@@ -101,25 +106,49 @@ impl Engine {
                 self.start(&spec, i);
             }
         }
+        let (calls_tx, mut calls) = mpsc::unbounded_channel();
+        let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
+        let serving = match admin::bind(&admin_path) {
+            Ok(listener) => {
+                tokio::task::spawn_local(admin::serve(listener, calls_tx));
+                Some(admin_path)
+            }
+            Err(e) if self.plan.admin.is_some() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "no control socket");
+                None
+            }
+        };
         let mut orphan_scan =
             tokio::time::interval(self.plan.sample_every.max(Duration::from_millis(200)));
         orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-        while !self.tasks.is_empty() {
+        while !self.tasks.is_empty() || (!self.held.is_empty() && self.stopping == 0) {
             tokio::select! {
+                Some(call) = calls.recv() => {
+                    let response = self.handle(call.request);
+                    let _ = call.reply.send(response);
+                }
                 Some(res) = self.tasks.join_next() => match res {
                     Ok((id, end)) => self.ended(id, end),
                     Err(e) => tracing::error!(error = %e, "worker task failed"),
                 },
                 _ = term.recv() => self.stop_all(),
                 _ = int.recv() => self.stop_all(),
-                _ = hup.recv() => self.reload(),
+                _ = hup.recv() => {
+                    if let Err(e) = self.reload() {
+                        tracing::error!(error = %e, "reload failed; keeping the running config");
+                    }
+                }
                 _ = usr1.recv() => self.forward(libc::SIGUSR1),
                 _ = usr2.recv() => self.forward(libc::SIGUSR2),
                 _ = orphan_scan.tick() => self.scan_orphans(),
             }
         }
         self.sweep().await;
+        if let Some(path) = serving {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(self.exit_code())
     }
 
@@ -196,6 +225,154 @@ impl Engine {
                 self.roll_next(&next, slot.instance + 1);
             }
         }
+    }
+
+    /// Answers a control-socket request.
+    fn handle(&mut self, request: admin::Request) -> admin::Response {
+        use admin::{Request, Response};
+        let ok = |message: String| Response::Ok { message };
+        let error = |message: String| Response::Error { message };
+        let known = |name: &str| self.plan.programs.iter().any(|p| p.name == name);
+        match request {
+            Request::Status => Response::Status {
+                workers: self.status(),
+            },
+            Request::Restart { program, instance } => {
+                let mut n = 0;
+                for s in self
+                    .slots
+                    .values()
+                    .filter(|s| s.spec.name == program && instance.is_none_or(|i| i == s.instance))
+                {
+                    if s.cmds.send(Command::Restart(Reason::Manual)).is_ok() {
+                        n += 1;
+                    }
+                }
+                if n == 0 {
+                    error(format!(
+                        "no running instance of {program}{}",
+                        instance.map_or(String::new(), |i| format!("/{i}"))
+                    ))
+                } else {
+                    ok(format!("restarting {n} instance(s) of {program}"))
+                }
+            }
+            Request::Stop { program } => {
+                if !known(&program) {
+                    return error(format!("no program named {program}"));
+                }
+                for s in self.slots.values().filter(|s| s.spec.name == program) {
+                    let _ = s.cmds.send(Command::Stop);
+                }
+                self.held.insert(program.clone());
+                ok(format!("stopping {program}"))
+            }
+            Request::Start { program } => {
+                let Some(spec) = self
+                    .plan
+                    .programs
+                    .iter()
+                    .find(|p| p.name == program)
+                    .cloned()
+                else {
+                    return error(format!("no program named {program}"));
+                };
+                if self.slots.values().any(|s| s.spec.name == program) {
+                    return error(format!(
+                        "{program} is running (or still stopping); stop it first"
+                    ));
+                }
+                self.held.remove(&program);
+                // A fresh start: the restart history and a fatal verdict are forgotten.
+                self.programs.remove(&program);
+                let spec = Rc::new(spec);
+                for i in 0..spec.replicas {
+                    self.start(&spec, i);
+                }
+                ok(format!(
+                    "started {} instance(s) of {program}",
+                    spec.replicas
+                ))
+            }
+            Request::Reload => match self.reload() {
+                Ok(message) => ok(message),
+                Err(message) => error(message),
+            },
+        }
+    }
+
+    /// Every instance, running or not, in program and instance order.
+    fn status(&self) -> Vec<admin::WorkerStatus> {
+        let mut out: Vec<admin::WorkerStatus> = self
+            .slots
+            .values()
+            .map(|s| {
+                let sh = &s.shared;
+                let last = sh.last.get().filter(|_| sh.pid.get().is_some());
+                let report = sh.report.borrow();
+                admin::WorkerStatus {
+                    program: s.spec.name.clone(),
+                    instance: s.instance,
+                    pid: sh.pid.get(),
+                    state: sh.phase.get(),
+                    ready: sh.ready.get(),
+                    uptime_s: sh
+                        .started
+                        .get()
+                        .map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+                    restarts: sh.restarts.get(),
+                    rss_bytes: last.map(|l| l.rss),
+                    pss_bytes: last.and_then(|l| l.pss),
+                    cpu_percent: last.map(|l| (l.cpu_percent * 10.0).round() / 10.0),
+                    threads: last.map(|l| l.threads),
+                    fds: last.map(|l| l.fds),
+                    processes: last.map(|l| l.procs),
+                    heap_bytes: report.as_ref().map(|r| r.heap_bytes),
+                    heartbeat_age_ms: report.as_ref().and_then(|r| r.heartbeat_age_ms),
+                    counters: report
+                        .as_ref()
+                        .map(|r| r.metrics.clone())
+                        .unwrap_or_default(),
+                    findings: sh
+                        .findings
+                        .borrow()
+                        .iter()
+                        .map(|f| (*f).to_owned())
+                        .collect(),
+                }
+            })
+            .collect();
+        for name in &self.held {
+            if !out.iter().any(|w| &w.program == name) {
+                let replicas = self
+                    .plan
+                    .programs
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .map_or(0, |p| p.replicas);
+                out.extend((0..replicas).map(|instance| admin::WorkerStatus {
+                    program: name.clone(),
+                    instance,
+                    pid: None,
+                    state: crate::worker::Phase::Stopped,
+                    ready: false,
+                    uptime_s: None,
+                    restarts: 0,
+                    rss_bytes: None,
+                    pss_bytes: None,
+                    cpu_percent: None,
+                    threads: None,
+                    fds: None,
+                    processes: None,
+                    heap_bytes: None,
+                    heartbeat_age_ms: None,
+                    counters: std::collections::BTreeMap::new(),
+                    findings: Vec::new(),
+                }));
+            }
+        }
+        out.sort_by(|a, b| (&a.program, a.instance).cmp(&(&b.program, b.instance)));
+        out
     }
 
     /// TERM/INT: the first stops everything gracefully, the second kills at once.
@@ -290,21 +467,14 @@ impl Engine {
 
     /// HUP: re-read the config. Removed programs stop, new ones start, changed ones are replaced
     /// one replica at a time; unchanged ones keep running. A bad config changes nothing.
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<String, String> {
         let Some(path) = self.plan.source.clone() else {
-            tracing::info!("SIGHUP ignored: no config file to reload (single-command mode)");
-            return;
+            return Err("nothing to reload: not started with -c".into());
         };
         if self.stopping > 0 {
-            return;
+            return Err("stopping".into());
         }
-        let new = match plan::load_config(&path) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "reload failed; keeping the running config");
-                return;
-            }
-        };
+        let new = plan::load_config(&path).map_err(|e| e.to_string())?;
         tracing::info!(config = %path.display(), "reloading");
         let old: HashMap<String, ProgramSpec> = self
             .plan
@@ -357,6 +527,7 @@ impl Engine {
             }
         }
         self.plan.programs = new.programs;
+        Ok(format!("reloaded {}", path.display()))
     }
 
     /// Replaces instance `from` of a changed program (and, as each ends, the next ones).

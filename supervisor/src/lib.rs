@@ -15,6 +15,7 @@
 //! Linux only. The channel and shared-memory segment of the design are not built yet: workers are
 //! supervised from /proc alone.
 
+pub mod admin;
 pub mod channel;
 pub mod crosscheck;
 pub mod engine;

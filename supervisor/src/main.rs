@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use supervisor::plan::Cli;
+use supervisor::admin::{self, Request, Response};
+use supervisor::plan::{Cli, Control};
 
 /// Exit code for bad flags or config: nothing was started.
 const EXIT_USAGE: u8 = 2;
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if let Some(control) = &cli.control {
+        return client(control, cli.admin.clone());
+    }
     let explicit =
         |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let plan = match cli.into_plan(&explicit) {
@@ -49,6 +53,61 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("supervise: {e:#}");
             ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `supervise status|restart|stop|start|reload`: one request to a running supervisor.
+fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
+    let path = path.unwrap_or_else(admin::default_path);
+    let request = match control {
+        Control::Status { .. } => Request::Status,
+        Control::Restart { target } => {
+            let (program, instance) = match target.split_once('/') {
+                None => (target.clone(), None),
+                Some((p, i)) => match i.parse() {
+                    Ok(i) => (p.to_owned(), Some(i)),
+                    Err(_) => {
+                        eprintln!("supervise: {target:?}: expected NAME or NAME/INSTANCE");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                },
+            };
+            Request::Restart { program, instance }
+        }
+        Control::Stop { program } => Request::Stop {
+            program: program.clone(),
+        },
+        Control::Start { program } => Request::Start {
+            program: program.clone(),
+        },
+        Control::Reload => Request::Reload,
+    };
+    match admin::call(&path, &request) {
+        Err(e) => {
+            eprintln!("supervise: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(Response::Error { message }) => {
+            eprintln!("supervise: {message}");
+            ExitCode::FAILURE
+        }
+        Ok(Response::Ok { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Status { workers }) => {
+            if matches!(control, Control::Status { json: true }) {
+                for w in &workers {
+                    match serde_json::to_string(w) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => eprintln!("supervise: {e}"),
+                    }
+                }
+            } else {
+                print!("{}", admin::table(&workers));
+            }
+            ExitCode::SUCCESS
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct Plan {
     pub single: bool,
     /// The config file this plan came from (for reload and messages).
     pub source: Option<PathBuf>,
+    /// The control socket: `Some` when given with `--admin` (then failing to bind is an error),
+    /// `None` for the default path (then a busy default only costs the socket).
+    pub admin: Option<PathBuf>,
 }
 
 /// One supervised program and its policies.
@@ -317,7 +320,7 @@ fn check_sample_every(d: Duration) -> Result<Duration, String> {
 mod cli;
 mod config;
 
-pub use cli::Cli;
+pub use cli::{Cli, Control};
 pub use config::{load_config, parse_config};
 
 #[cfg(test)]

@@ -51,6 +51,41 @@ pub struct Shared {
     pub ready: Cell<bool>,
     /// The worker's latest self-report from its segment (this incarnation, SDK workers only).
     pub report: RefCell<Option<crate::events::Report>>,
+    /// Where in its lifecycle the instance is.
+    pub phase: Cell<Phase>,
+    /// When the running process was started.
+    pub started: Cell<Option<Instant>>,
+    /// Restarts of this instance so far.
+    pub restarts: Cell<u32>,
+    /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
+    pub findings: RefCell<Vec<&'static str>>,
+}
+
+/// Lifecycle phase of a worker instance, as shown by `supervise status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Starting,
+    Running,
+    Stopping,
+    Backoff,
+    Stopped,
+    Fatal,
+}
+
+impl Phase {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Backoff => "backoff",
+            Phase::Stopped => "stopped",
+            Phase::Fatal => "fatal",
+        }
+    }
 }
 
 /// State of a program shared by its replicas.
@@ -91,6 +126,13 @@ struct Ended {
 
 impl Ctx {
     fn event(&self, pid: Option<i32>, kind: Kind) {
+        if let Kind::Finding { kind: f, .. } = &kind {
+            let mut findings = self.shared.findings.borrow_mut();
+            if findings.len() == 8 {
+                findings.remove(0);
+            }
+            findings.push(f);
+        }
         self.output
             .event(&Event::now(&self.spec.name, self.instance, pid, kind));
     }
@@ -102,11 +144,13 @@ impl Ctx {
         let mut last_exit = None;
         loop {
             if self.program.fatal.get() {
+                self.shared.phase.set(Phase::Fatal);
                 return End {
                     last_exit,
                     fatal: true,
                 };
             }
+            self.shared.phase.set(Phase::Starting);
             let (ipc, inherit) = running::Ipc::prepare().unzip();
             let spawned = spawn(&self.spec, self.instance, inherit.as_ref());
             // The worker's ends now live in the worker; ours must not keep them open.
@@ -131,13 +175,7 @@ impl Ctx {
                 }
             };
             let (exit, requested) = match how {
-                Ending::Stopped(exit) => {
-                    self.event(pid, Kind::Stopped);
-                    return End {
-                        last_exit: Some(exit),
-                        fatal: false,
-                    };
-                }
+                Ending::Stopped(exit) => return self.stopped(pid, Some(exit)),
                 Ending::Exited(exit) => (exit, None),
                 Ending::Restart(reason, exit) => (exit, Some(reason)),
             };
@@ -155,15 +193,10 @@ impl Ctx {
                 rand01(),
             );
             match decision {
-                AfterExit::Done => {
-                    self.event(pid, Kind::Stopped);
-                    return End {
-                        last_exit,
-                        fatal: false,
-                    };
-                }
+                AfterExit::Done => return self.stopped(pid, last_exit),
                 AfterExit::Fatal { restarts } => {
                     self.program.fatal.set(true);
+                    self.shared.phase.set(Phase::Fatal);
                     self.event(
                         pid,
                         Kind::Fatal {
@@ -177,6 +210,8 @@ impl Ctx {
                     };
                 }
                 AfterExit::Restart { reason, delay } => {
+                    self.shared.phase.set(Phase::Backoff);
+                    self.shared.restarts.set(self.shared.restarts.get() + 1);
                     self.event(
                         pid,
                         Kind::Restarting {
@@ -204,14 +239,20 @@ impl Ctx {
                     // A restart (the delay ran out, or a manual restart during it) starts now;
                     // a stop ends the task.
                     if !matches!(cmd, Some(Command::Restart(_))) {
-                        self.event(pid, Kind::Stopped);
-                        return End {
-                            last_exit,
-                            fatal: false,
-                        };
+                        return self.stopped(pid, last_exit);
                     }
                 }
             }
+        }
+    }
+
+    /// Ends the task with the instance stopped for good.
+    fn stopped(&self, pid: Option<i32>, last_exit: Option<Exit>) -> End {
+        self.shared.phase.set(Phase::Stopped);
+        self.event(pid, Kind::Stopped);
+        End {
+            last_exit,
+            fatal: false,
         }
     }
 }

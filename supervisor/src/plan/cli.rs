@@ -19,9 +19,13 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|restart|stop|start|reload"
 )]
 pub struct Cli {
+    /// Talk to a running supervisor instead of starting one.
+    #[command(subcommand)]
+    pub control: Option<Control>,
+
     /// Run the programs of this TOML config file instead of a single command.
     #[arg(
         short = 'c',
@@ -84,6 +88,10 @@ pub struct Cli {
     /// /proc sampling period, faster near a memory limit [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sample_every: Option<Duration>,
+    /// Control socket to serve (and, for the client subcommands, to talk to)
+    /// [default: $XDG_RUNTIME_DIR/supervise.sock, /run/supervise.sock for root, else /tmp/supervise-UID.sock].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub admin: Option<PathBuf>,
     /// Write events as JSON lines to FILE (`-` for stderr).
     #[arg(long, value_name = "FILE")]
     pub events: Option<String>,
@@ -100,6 +108,34 @@ pub struct Cli {
     /// The command to supervise and its arguments.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// The client subcommands: they talk to a running supervisor over its control socket.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Control {
+    /// Show every worker: state, uptime, restarts, memory, CPU, threads, fds, heap, heartbeat.
+    Status {
+        /// One JSON object per worker instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a program's instances (all, or NAME/INSTANCE for one), gracefully.
+    Restart {
+        #[arg(value_name = "NAME[/INSTANCE]")]
+        target: String,
+    },
+    /// Stop a program and keep it stopped until `start`.
+    Stop {
+        #[arg(value_name = "NAME")]
+        program: String,
+    },
+    /// Start a program stopped with `stop`.
+    Start {
+        #[arg(value_name = "NAME")]
+        program: String,
+    },
+    /// Re-read the config file (as SIGHUP does).
+    Reload,
 }
 
 /// Per-program flags that only make sense with a command, not with `-c`.
@@ -143,6 +179,7 @@ impl Cli {
             plan.sample_every =
                 check_sample_every(every).map_err(|m| PlanError::flag("--sample-every", m))?;
         }
+        plan.admin.clone_from(&self.admin);
         if let Some(ev) = &self.events {
             plan.events = Some(EventsTarget::parse(ev));
         }
@@ -249,6 +286,7 @@ impl Cli {
             log: None,
             single: true,
             source: None,
+            admin: None,
         })
     }
 }

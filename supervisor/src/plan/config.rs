@@ -419,5 +419,6 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         log,
         single: false,
         source: path.map(Path::to_owned),
+        admin: None,
     })
 }

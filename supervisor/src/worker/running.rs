@@ -11,7 +11,7 @@ use tokio::time::sleep_until;
 use child_sdk::proto::{self, Limits, SupervisorMsg};
 use child_sdk::segment;
 
-use super::{Command, Ctx, Ending};
+use super::{Command, Ctx, Ending, Phase};
 use crate::channel::{self, Channel, Packet};
 use crate::crosscheck::{Claims, CrossCheck};
 use crate::events::{Kind, Reason, Report};
@@ -86,6 +86,8 @@ impl Ctx {
         let mut exit_rx = self.reaper.watch(pid);
         let started = Instant::now();
         self.shared.pid.set(Some(pid));
+        self.shared.phase.set(Phase::Running);
+        self.shared.started.set(Some(started));
         self.shared.ready.set(false);
         self.shared.report.replace(None);
         self.roots.borrow_mut().insert(pid);
@@ -169,6 +171,7 @@ impl Ctx {
             }
         };
 
+        self.shared.phase.set(Phase::Stopping);
         let (exit, reason, for_good) = match (exit, stop) {
             (Some(exit), _) => {
                 // Exited on its own: what it left behind goes too, before anything new starts.
@@ -189,6 +192,7 @@ impl Ctx {
             (None, None) => (Exit::Signal(libc::SIGKILL), None, false),
         };
         self.shared.pid.set(None);
+        self.shared.started.set(None);
         self.roots.borrow_mut().remove(&pid);
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.

@@ -1,0 +1,243 @@
+//! The control socket: a Unix socket (mode 0600) the running supervisor serves, and the client
+//! side of `supervise status|restart|stop|start|reload`.
+//!
+//! One JSON request per connection, one JSON response back, each a single line. Requests are
+//! handled by the engine's own loop (through a channel), so they see and change the same state
+//! the workers do, with no locks.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::worker::Phase;
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 4096;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    /// Restart every instance of `program`, or just `instance`.
+    Restart {
+        program: String,
+        instance: Option<u32>,
+    },
+    /// Stop every instance of `program` and keep them stopped until `start`.
+    Stop {
+        program: String,
+    },
+    /// Start a program stopped with `stop`.
+    Start {
+        program: String,
+    },
+    /// Reload the config file, as SIGHUP does.
+    Reload,
+}
+
+/// One worker instance, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub program: String,
+    pub instance: u32,
+    pub pid: Option<i32>,
+    pub state: Phase,
+    pub ready: bool,
+    pub uptime_s: Option<f64>,
+    pub restarts: u32,
+    pub rss_bytes: Option<u64>,
+    pub pss_bytes: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub threads: Option<u64>,
+    pub fds: Option<u64>,
+    pub processes: Option<u32>,
+    /// From the worker's segment, when it links the SDK.
+    pub heap_bytes: Option<u64>,
+    pub heartbeat_age_ms: Option<u64>,
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Kinds of the findings raised about this instance, latest last.
+    pub findings: Vec<String>,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Response {
+    Status { workers: Vec<WorkerStatus> },
+    Ok { message: String },
+    Error { message: String },
+}
+
+/// A request on its way to the engine, with where to send the answer.
+#[derive(Debug)]
+pub struct Call {
+    pub request: Request,
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// The default socket path: `$XDG_RUNTIME_DIR/supervise.sock`, else `/run/supervise.sock` for
+/// root, else `/tmp/supervise-UID.sock`.
+#[must_use]
+pub fn default_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&dir).join("supervise.sock");
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        PathBuf::from("/run/supervise.sock")
+    } else {
+        PathBuf::from(format!("/tmp/supervise-{uid}.sock"))
+    }
+}
+
+/// Binds the socket (mode 0600). A live supervisor already answering there is an error; a stale
+/// socket file left by a dead one is replaced.
+pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{}: another supervise is running there; choose another --admin path",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    // Created with no permissions for others from the start (no window with a looser mode).
+    // SAFETY: umask only changes this process's file-creation mask; restored right after.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener =
+        listener.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the socket: each connection's request goes to the engine through `calls`.
+pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::UnboundedSender<Call>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let calls = calls.clone();
+        tokio::task::spawn_local(async move {
+            // A client that connects and says nothing must not hold a task forever.
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, calls)).await;
+        });
+    }
+}
+
+async fn answer(
+    stream: tokio::net::UnixStream,
+    calls: mpsc::UnboundedSender<Call>,
+) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            if calls.send(Call { request, reply: tx }).is_err() {
+                Response::Error {
+                    message: "the supervisor is shutting down".into(),
+                }
+            } else {
+                rx.await.unwrap_or(Response::Error {
+                    message: "the supervisor is shutting down".into(),
+                })
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// The client side: sends one request and waits (at most 10 s) for the answer.
+pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot reach a supervisor at {}: {e} (is it running? --admin PATH)",
+                path.display()
+            ),
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
+}
+
+/// The plain `status` table.
+#[must_use]
+pub fn table(workers: &[WorkerStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8}  {}\n",
+        "PROGRAM",
+        "INST",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "RST",
+        "RSS",
+        "CPU%",
+        "THR",
+        "FDS",
+        "HEAP",
+        "HB_AGE",
+        "FINDINGS"
+    );
+    let mib = |b: Option<u64>| {
+        b.map_or_else(
+            || "-".to_owned(),
+            |b| format!("{:.1}M", b as f64 / 1048576.0),
+        )
+    };
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8}  {}",
+            w.program,
+            w.instance,
+            w.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            if w.ready { "ready" } else { w.state.as_str() },
+            w.uptime_s
+                .map_or_else(|| "-".to_owned(), |u| format!("{u:.0}s")),
+            w.restarts,
+            mib(w.rss_bytes),
+            w.cpu_percent
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            opt(w.threads),
+            opt(w.fds),
+            mib(w.heap_bytes),
+            w.heartbeat_age_ms
+                .map_or_else(|| "-".to_owned(), |a| format!("{a}ms")),
+            w.findings.join(","),
+        );
+    }
+    out
+}

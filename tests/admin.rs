@@ -1,0 +1,172 @@
+//! The control socket: `supervise status|restart|stop|start|reload` against a running supervisor.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{example, supervise_bin, unique, wait_until, ProgramGuard, Sup};
+
+fn ctl(socket: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(supervise_bin())
+        .arg("--admin")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run client");
+    let text = String::from_utf8_lossy(if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    })
+    .into_owned();
+    (out.status.success(), text)
+}
+
+fn status(socket: &Path) -> Vec<serde_json::Value> {
+    let (ok, text) = ctl(socket, &["status", "--json"]);
+    assert!(ok, "{text}");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn status_restart_stop_start_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = unique("ctl");
+    let _guard = ProgramGuard(name.clone());
+    let socket = dir.path().join("ctl.sock");
+    let config = dir.path().join("supervise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[program.{name}]\ncommand = [\"{}\", \"--rate\", \"0\"]\nreplicas = 2\n",
+            example("leaky")
+        ),
+    )
+    .expect("config");
+    let sup = Sup::start(&[
+        "--admin",
+        socket.to_str().expect("utf-8"),
+        "-c",
+        config.to_str().expect("utf-8"),
+    ]);
+    sup.wait_nth(2, Duration::from_secs(10), "two starts", |e| {
+        e["event"] == "started"
+    });
+    // Only the owner may talk to it.
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Status: one object per instance with the kernel's figures.
+    assert!(wait_until(Duration::from_secs(5), || status(&socket)
+        .iter()
+        .all(|w| w["rss_bytes"].as_u64().is_some())));
+    let workers = status(&socket);
+    assert_eq!(workers.len(), 2);
+    for (i, w) in workers.iter().enumerate() {
+        assert_eq!(w["program"], name.as_str());
+        assert_eq!(w["instance"], i);
+        assert_eq!(w["state"], "running");
+        assert!(
+            w["pid"].as_i64().is_some()
+                && w["threads"].as_u64() >= Some(1)
+                && w["fds"].as_u64() >= Some(3)
+        );
+        for key in [
+            "uptime_s",
+            "restarts",
+            "pss_bytes",
+            "cpu_percent",
+            "heap_bytes",
+            "heartbeat_age_ms",
+            "counters",
+            "findings",
+        ] {
+            assert!(w.get(key).is_some(), "{key} missing in {w}");
+        }
+    }
+    let (ok, table) = ctl(&socket, &["status"]);
+    assert!(
+        ok && table.starts_with("PROGRAM") && table.lines().count() == 3,
+        "{table}"
+    );
+
+    // Restart one instance: reason manual, the other untouched.
+    let (ok, text) = ctl(&socket, &["restart", &format!("{name}/1")]);
+    assert!(ok, "{text}");
+    let r = sup.wait_event("restarting", Duration::from_secs(10));
+    assert_eq!(
+        (r["reason"].as_str(), r["instance"].as_u64()),
+        (Some("manual"), Some(1))
+    );
+    sup.wait_nth(3, Duration::from_secs(10), "restarted", |e| {
+        e["event"] == "started"
+    });
+
+    // Stop: both instances stop and stay stopped; the supervisor keeps running.
+    assert!(ctl(&socket, &["stop", &name]).0);
+    sup.wait_nth(2, Duration::from_secs(10), "stopped", |e| {
+        e["event"] == "stopped"
+    });
+    assert!(wait_until(Duration::from_secs(5), || status(&socket)
+        .iter()
+        .all(|w| w["state"] == "stopped")));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(common::alive(sup.pid()));
+
+    // Start brings them back.
+    assert!(ctl(&socket, &["start", &name]).0);
+    sup.wait_nth(5, Duration::from_secs(10), "started again", |e| {
+        e["event"] == "started"
+    });
+    assert!(wait_until(Duration::from_secs(5), || status(&socket)
+        .iter()
+        .all(|w| w["state"] == "running")));
+
+    // Reload with an unchanged file changes nothing; errors are reported, not fatal.
+    let (ok, text) = ctl(&socket, &["reload"]);
+    assert!(ok, "{text}");
+    let (ok, text) = ctl(&socket, &["restart", "nosuchprogram"]);
+    assert!(!ok && text.contains("no running instance"), "{text}");
+    let (ok, text) = ctl(&socket, &["stop", "nosuchprogram"]);
+    assert!(!ok && text.contains("no program named"), "{text}");
+}
+
+#[test]
+fn a_second_supervisor_cannot_take_a_live_socket_and_clients_fail_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("ctl.sock");
+    let s = socket.to_str().expect("utf-8");
+    let (ok, text) = ctl(&socket, &["status"]);
+    assert!(!ok && text.contains("cannot reach a supervisor"), "{text}");
+    let name = unique("sock");
+    let _guard = ProgramGuard(name.clone());
+    let leaky = example("leaky");
+    let first = Sup::start(&["--admin", s, "--name", &name, "--", &leaky, "--rate", "0"]);
+    first.wait_event("started", Duration::from_secs(10));
+    let out = Command::new(supervise_bin())
+        .args(["--admin", s, "--", &leaky])
+        .output()
+        .expect("second");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another supervise is running"));
+    // A bad request gets an error answer, not a hang.
+    let mut raw = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    std::io::Write::write_all(&mut raw, b"{\"cmd\":\"explode\"}\n").expect("write");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut answer).expect("read");
+    assert!(answer.contains("\"result\":\"error\""), "{answer}");
+    drop(first);
+    assert!(
+        wait_until(Duration::from_secs(5), || !socket.exists()),
+        "socket removed on exit"
+    );
+}
