@@ -39,6 +39,11 @@ pub enum Request {
     },
     /// Reload the config file, as SIGHUP does.
     Reload,
+    /// Internal (the metrics server's `/readyz`), not accepted on the socket: `Ok` when every
+    /// program not stopped by an operator has all its replicas running and, where they speak the
+    /// protocol, ready; else `Error` with the first reason.
+    #[serde(skip)]
+    Ready,
 }
 
 /// One worker instance, as `status` shows it.
@@ -51,9 +56,15 @@ pub struct WorkerStatus {
     pub ready: bool,
     pub uptime_s: Option<f64>,
     pub restarts: u32,
+    /// Restarts by reason (`exit`, `memory`, `manual`, `hung`, `leak`), every reason present.
+    #[serde(default)]
+    pub restarts_by_reason: std::collections::BTreeMap<String, u64>,
     pub rss_bytes: Option<u64>,
     pub pss_bytes: Option<u64>,
     pub cpu_percent: Option<f64>,
+    /// CPU time of the tree's live members, seconds.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
     pub threads: Option<u64>,
     pub fds: Option<u64>,
     pub processes: Option<u32>,
@@ -61,6 +72,12 @@ pub struct WorkerStatus {
     pub heap_bytes: Option<u64>,
     pub heartbeat_age_ms: Option<u64>,
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// Which of `counters` are gauges (the rest only grow).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub gauges: std::collections::BTreeSet<String>,
+    /// The worker said hello: it speaks the protocol.
+    #[serde(default)]
+    pub speaks: bool,
     /// Kinds of the findings raised about this instance, latest last.
     pub findings: Vec<String>,
 }

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use crate::admin;
 use crate::events::{Event, Kind, Reason};
 use crate::logs::Output;
+use crate::metrics;
 use crate::orphans;
 use crate::plan::{self, Plan, ProgramSpec};
 use crate::reaper::{Exit, Reaper};
@@ -49,7 +50,13 @@ struct Engine {
     /// alive, until `supervise start`.
     held: HashSet<String>,
     last_exits: Vec<Exit>,
+    /// Stamped on each sampling turn of the loop, for `/healthz`.
+    health: Rc<metrics::Health>,
 }
+
+/// An SDK worker that has not said hello this long after it started is taken as not speaking the
+/// protocol, and ready when running (for `/readyz`).
+const HELLO_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the plan to its end and returns the process exit code.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
@@ -58,6 +65,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
+    let sample_every = plan.sample_every;
     let code = local.block_on(&rt, async move {
         let mut engine = Engine {
             plan,
@@ -74,6 +82,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             roots: orphans::Roots::default(),
             held: HashSet::new(),
             last_exits: Vec::new(),
+            health: Rc::new(metrics::Health::new(sample_every)),
         };
         engine.main().await
     });
@@ -99,6 +108,26 @@ impl Engine {
         let mut usr2 = signal(SignalKind::user_defined2())?;
         let reaper = self.reaper.clone();
         tokio::task::spawn_local(async move { reaper.run(sigchld, |_| {}).await });
+        let (calls_tx, mut calls) = mpsc::unbounded_channel();
+        // Bound before any worker starts: a bad or busy address changes nothing (exit 2).
+        if let Some(addr) = self.plan.metrics {
+            let listener = metrics::bind(addr)?;
+            let bound = listener.local_addr()?;
+            tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+            self.output.event(&Event::now(
+                "supervise",
+                0,
+                i32::try_from(std::process::id()).ok(),
+                Kind::Listening {
+                    addr: bound.to_string(),
+                },
+            ));
+            tokio::task::spawn_local(metrics::serve(
+                listener,
+                calls_tx.clone(),
+                self.health.clone(),
+            ));
+        }
 
         for spec in self.plan.programs.clone() {
             let spec = Rc::new(spec);
@@ -106,7 +135,6 @@ impl Engine {
                 self.start(&spec, i);
             }
         }
-        let (calls_tx, mut calls) = mpsc::unbounded_channel();
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
         let serving = match admin::bind(&admin_path) {
             Ok(listener) => {
@@ -142,7 +170,10 @@ impl Engine {
                 }
                 _ = usr1.recv() => self.forward(libc::SIGUSR1),
                 _ = usr2.recv() => self.forward(libc::SIGUSR2),
-                _ = orphan_scan.tick() => self.scan_orphans(),
+                _ = orphan_scan.tick() => {
+                    self.health.tick();
+                    self.scan_orphans();
+                }
             }
         }
         self.sweep().await;
@@ -298,7 +329,46 @@ impl Engine {
                 Ok(message) => ok(message),
                 Err(message) => error(message),
             },
+            Request::Ready => match self.readiness() {
+                Ok(()) => ok("ready".into()),
+                Err(message) => error(message),
+            },
         }
+    }
+
+    /// `/readyz`: every program not stopped by an operator has all its replicas running and,
+    /// where they speak the protocol, ready. `Err` names the first instance that is not.
+    fn readiness(&self) -> Result<(), String> {
+        if self.stopping > 0 {
+            return Err("stopping".into());
+        }
+        for spec in &self.plan.programs {
+            if self.held.contains(&spec.name) {
+                continue;
+            }
+            for i in 0..spec.replicas {
+                let name = &spec.name;
+                let Some(s) = self
+                    .slots
+                    .values()
+                    .find(|s| &s.spec.name == name && s.instance == i)
+                else {
+                    return Err(format!("{name}/{i}: not running"));
+                };
+                let sh = &s.shared;
+                let phase = sh.phase.get();
+                if phase != crate::worker::Phase::Running {
+                    return Err(format!("{name}/{i}: {}", phase.as_str()));
+                }
+                if sh.speaks.get() && !sh.ready.get() {
+                    return Err(format!("{name}/{i}: not ready yet"));
+                }
+                if !sh.speaks.get() && sh.started.get().is_none_or(|t| t.elapsed() < HELLO_GRACE) {
+                    return Err(format!("{name}/{i}: just started"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every instance, running or not, in program and instance order.
@@ -321,9 +391,11 @@ impl Engine {
                         .get()
                         .map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0),
                     restarts: sh.restarts.get(),
+                    restarts_by_reason: metrics::restarts_by_reason(&sh.restarts_by.get()),
                     rss_bytes: last.map(|l| l.rss),
                     pss_bytes: last.and_then(|l| l.pss),
                     cpu_percent: last.map(|l| (l.cpu_percent * 10.0).round() / 10.0),
+                    cpu_seconds: last.map(|l| l.cpu_seconds),
                     threads: last.map(|l| l.threads),
                     fds: last.map(|l| l.fds),
                     processes: last.map(|l| l.procs),
@@ -333,6 +405,11 @@ impl Engine {
                         .as_ref()
                         .map(|r| r.metrics.clone())
                         .unwrap_or_default(),
+                    gauges: report
+                        .as_ref()
+                        .map(|r| r.gauges.clone())
+                        .unwrap_or_default(),
+                    speaks: sh.speaks.get(),
                     findings: sh
                         .findings
                         .borrow()
@@ -358,15 +435,19 @@ impl Engine {
                     ready: false,
                     uptime_s: None,
                     restarts: 0,
+                    restarts_by_reason: metrics::restarts_by_reason(&[0; Reason::ALL.len()]),
                     rss_bytes: None,
                     pss_bytes: None,
                     cpu_percent: None,
+                    cpu_seconds: None,
                     threads: None,
                     fds: None,
                     processes: None,
                     heap_bytes: None,
                     heartbeat_age_ms: None,
                     counters: std::collections::BTreeMap::new(),
+                    gauges: std::collections::BTreeSet::new(),
+                    speaks: false,
                     findings: Vec::new(),
                 }));
             }

@@ -24,6 +24,34 @@ pub enum Reason {
     Leak,
 }
 
+impl Reason {
+    /// Every reason, in a fixed order (the index of [`Reason::index`]).
+    pub const ALL: [Reason; 5] = [
+        Reason::Exit,
+        Reason::Memory,
+        Reason::Manual,
+        Reason::Hung,
+        Reason::Leak,
+    ];
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Exit => "exit",
+            Reason::Memory => "memory",
+            Reason::Manual => "manual",
+            Reason::Hung => "hung",
+            Reason::Leak => "leak",
+        }
+    }
+
+    /// Position in [`Reason::ALL`].
+    #[must_use]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The kinds of event and their fields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -83,6 +111,9 @@ pub enum Kind {
     },
     /// An event the worker sent over the channel.
     WorkerEvent { level: &'static str, text: String },
+    /// (`program` is `supervise`) the metrics server is listening on `addr` (the bound address,
+    /// so a port of 0 shows the one the kernel picked).
+    Listening { addr: String },
     /// Writing a worker's log file failed; lines are dropped until it works again.
     LogError { path: String, error: String },
 }
@@ -98,6 +129,9 @@ pub struct Report {
     pub in_flight: u64,
     /// Named counters and gauges.
     pub metrics: std::collections::BTreeMap<String, u64>,
+    /// Which of `metrics` are gauges (the rest are counters).
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub gauges: std::collections::BTreeSet<String>,
     /// Age of the last heartbeat when read, ms (`null`: never written).
     pub heartbeat_age_ms: Option<u64>,
 }

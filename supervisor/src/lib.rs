@@ -22,6 +22,7 @@ pub mod engine;
 pub mod events;
 pub mod leak;
 pub mod logs;
+pub mod metrics;
 pub mod orphans;
 pub mod plan;
 pub mod policy;

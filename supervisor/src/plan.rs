@@ -28,6 +28,8 @@ pub struct Plan {
     /// The control socket: `Some` when given with `--admin` (then failing to bind is an error),
     /// `None` for the default path (then a busy default only costs the socket).
     pub admin: Option<PathBuf>,
+    /// Where to serve OpenMetrics, `/healthz` and `/readyz` over HTTP, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// One supervised program and its policies.
@@ -249,6 +251,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a signal as `TERM`, `SIGTERM`, `term` or `15`.
+/// A metrics address: `HOST:PORT`, or `:PORT` for loopback (`127.0.0.1:PORT`). Port 0 asks the
+/// kernel for a free port.
+pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let t = s.trim();
+    let full = match t.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => t.to_owned(),
+    };
+    full.parse().map_err(|_| {
+        format!("invalid address {s:?}; use e.g. 127.0.0.1:9100, :9100 (loopback) or 0.0.0.0:9100")
+    })
+}
+
 pub fn parse_signal(s: &str) -> Result<Signal, String> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i32>() {

@@ -49,6 +49,8 @@ pub struct Shared {
     pub last: Cell<Option<TreeSample>>,
     /// The worker said `Ready` (this incarnation).
     pub ready: Cell<bool>,
+    /// The worker said hello: it speaks the protocol (this incarnation).
+    pub speaks: Cell<bool>,
     /// The worker's latest self-report from its segment (this incarnation, SDK workers only).
     pub report: RefCell<Option<crate::events::Report>>,
     /// Where in its lifecycle the instance is.
@@ -57,6 +59,8 @@ pub struct Shared {
     pub started: Cell<Option<Instant>>,
     /// Restarts of this instance so far.
     pub restarts: Cell<u32>,
+    /// The same, by reason (indexed by [`Reason::index`]).
+    pub restarts_by: Cell<[u64; Reason::ALL.len()]>,
     /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
     pub findings: RefCell<Vec<&'static str>>,
 }
@@ -75,6 +79,16 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase.
+    pub const ALL: [Phase; 6] = [
+        Phase::Starting,
+        Phase::Running,
+        Phase::Stopping,
+        Phase::Backoff,
+        Phase::Stopped,
+        Phase::Fatal,
+    ];
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -212,6 +226,9 @@ impl Ctx {
                 AfterExit::Restart { reason, delay } => {
                     self.shared.phase.set(Phase::Backoff);
                     self.shared.restarts.set(self.shared.restarts.get() + 1);
+                    let mut by = self.shared.restarts_by.get();
+                    by[reason.index()] += 1;
+                    self.shared.restarts_by.set(by);
                     self.event(
                         pid,
                         Kind::Restarting {

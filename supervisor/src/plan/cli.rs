@@ -92,6 +92,10 @@ pub struct Cli {
     /// [default: $XDG_RUNTIME_DIR/supervise.sock, /run/supervise.sock for root, else /tmp/supervise-UID.sock].
     #[arg(long, value_name = "PATH", global = true)]
     pub admin: Option<PathBuf>,
+    /// Serve OpenMetrics at /metrics, and /healthz and /readyz, over HTTP on ADDR
+    /// (`127.0.0.1:9100`; `:9100` is loopback; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", value_parser = super::parse_metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Write events as JSON lines to FILE (`-` for stderr).
     #[arg(long, value_name = "FILE")]
     pub events: Option<String>,
@@ -180,6 +184,9 @@ impl Cli {
                 check_sample_every(every).map_err(|m| PlanError::flag("--sample-every", m))?;
         }
         plan.admin.clone_from(&self.admin);
+        if let Some(addr) = self.metrics {
+            plan.metrics = Some(addr);
+        }
         if let Some(ev) = &self.events {
             plan.events = Some(EventsTarget::parse(ev));
         }
@@ -287,6 +294,7 @@ impl Cli {
             single: true,
             source: None,
             admin: None,
+            metrics: None,
         })
     }
 }

@@ -12,9 +12,10 @@ use serde::{de, Deserialize, Deserializer};
 
 use super::{
     check_factor, check_jitter, check_name, check_sample_every, check_warn_at, parse_duration,
-    parse_signal, parse_size, Backoff, EventsTarget, Intensity, LeakPolicy, LogSpec, Measure,
-    MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS,
-    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    parse_metrics_addr, parse_signal, parse_size, Backoff, EventsTarget, Intensity, LeakPolicy,
+    LogSpec, Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopSpec,
+    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
+    DEFAULT_SAMPLE_EVERY,
 };
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +27,8 @@ struct RawConfig {
     events: Option<String>,
     #[serde(default)]
     log: Option<RawLog>,
+    #[serde(default)]
+    metrics: Option<MetricsAddr>,
     #[serde(default)]
     program: BTreeMap<String, RawProgram>,
 }
@@ -170,6 +173,12 @@ parsed_str!(
     crate::leak::LeakSpec,
     "a leak rate such as \"64MiB/10m\"",
     crate::leak::parse_leak
+);
+parsed_str!(
+    MetricsAddr,
+    std::net::SocketAddr,
+    "an address such as \"127.0.0.1:9100\" or \":9100\"",
+    parse_metrics_addr
 );
 parsed_str!(Sig, Signal, "a signal name such as \"TERM\"", parse_signal);
 
@@ -420,5 +429,6 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         single: false,
         source: path.map(Path::to_owned),
         admin: None,
+        metrics: raw.metrics.map(|m| m.0),
     })
 }

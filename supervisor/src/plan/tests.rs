@@ -337,3 +337,27 @@ fn leak_config_and_flags() {
     assert_eq!((leak.spec.growth, leak.on_leak), (8 << 20, OnLeak::Restart));
     assert!(Cli::try_parse_from(["supervise", "--leak", "8MiB/1s", "--", "x"]).is_err());
 }
+
+#[test]
+fn metrics_address_from_config_and_flag() {
+    let plan = parse_config(
+        "metrics = \":9100\"\n[program.a]\ncommand = [\"x\"]\n",
+        None,
+    )
+    .expect("valid");
+    assert_eq!(plan.metrics, Some("127.0.0.1:9100".parse().expect("addr")));
+    let e = err("metrics = \"somewhere\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.key.as_str(), e.line), ("metrics", Some(1)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "metrics = \"127.0.0.1:9100\"\n[program.a]\ncommand = [\"x\"]\n",
+    )
+    .expect("write");
+    let p = path.to_str().expect("utf-8");
+    let plan = cli(&["supervise", "-c", p, "--metrics", "0.0.0.0:0"]).expect("flag overrides");
+    assert_eq!(plan.metrics, Some("0.0.0.0:0".parse().expect("addr")));
+    let plan = cli(&["supervise", "--", "x"]).expect("single");
+    assert_eq!(plan.metrics, None);
+}

@@ -89,6 +89,7 @@ impl Ctx {
         self.shared.phase.set(Phase::Running);
         self.shared.started.set(Some(started));
         self.shared.ready.set(false);
+        self.shared.speaks.set(false);
         self.shared.report.replace(None);
         self.roots.borrow_mut().insert(pid);
         self.event(
@@ -465,6 +466,7 @@ impl Ctx {
                 Action::Close => w.ipc = None,
             }
         }
+        self.shared.speaks.set(w.session.speaks());
         if w.session.closed() {
             // The worker closed its end (or broke the protocol): /proc alone from now on. The
             // segment's mapping goes with it; nothing more is read from it.
@@ -512,6 +514,12 @@ fn read_report(ipc: &Ipc) -> Option<(Report, bool)> {
         requests: snap.requests,
         errors: snap.errors,
         in_flight: snap.in_flight,
+        gauges: snap
+            .metrics
+            .iter()
+            .filter(|m| m.kind == segment::MetricKind::Gauge)
+            .map(|m| m.name.clone())
+            .collect(),
         metrics: snap
             .metrics
             .into_iter()

@@ -1,0 +1,504 @@
+//! The metrics server (`--metrics ADDR`): OpenMetrics text at `/metrics`, and `/healthz` and
+//! `/readyz` for liveness and readiness probes, over HTTP/1.x.
+//!
+//! # Theory of operation
+//! The server is a local task on the engine's single-threaded runtime. Each scrape asks the engine
+//! for the same snapshot `supervise status` shows (a [`Call`] on the engine's channel, so
+//! no locks), then encodes it here with `prometheus-client`, off the engine's loop.
+//!
+//! HTTP is a small hand-written responder rather than hyper: three fixed `GET` paths, one request
+//! per connection and `Connection: close` need none of a general server, and every limit is plain
+//! to see: the request head is read for at most [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes (then
+//! `408`/`431`), a whole exchange is cut after [`EXCHANGE_TIMEOUT`], at most [`MAX_CONNECTIONS`]
+//! are served at once (more are closed at once), the body of a request is never read, and
+//! anything that is not a well-formed request line gets `400`.
+//!
+//! # Caveats
+//! No TLS and no authentication: the default address is loopback; bind `0.0.0.0` only where the
+//! network is trusted (a pod's own network namespace).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::{Call, Request, Response, WorkerStatus};
+use crate::events::Reason;
+use crate::worker::Phase;
+
+/// Longest request head (request line and headers) read.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Time a client has to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one whole exchange may take (a client that does not read its answer is cut off).
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// `Content-Type` of `/metrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether the engine is alive and sampling: the engine stamps each turn of its sampling
+/// interval; `/healthz` fails once the stamp is older than `stale_after`.
+#[derive(Debug)]
+pub struct Health {
+    last_tick: Cell<Instant>,
+    stale_after: Duration,
+}
+
+impl Health {
+    /// `sample_every` is the engine's sampling period: a few periods (at least 5 s) without a
+    /// tick is a stalled engine.
+    #[must_use]
+    pub fn new(sample_every: Duration) -> Self {
+        Self {
+            last_tick: Cell::new(Instant::now()),
+            stale_after: (sample_every * 3).max(Duration::from_secs(5)),
+        }
+    }
+
+    /// The engine sampled now.
+    pub fn tick(&self) {
+        self.last_tick.set(Instant::now());
+    }
+
+    /// `Err` with the age of the last tick when it is too old.
+    pub fn check(&self) -> Result<(), Duration> {
+        let age = self.last_tick.get().elapsed();
+        if age > self.stale_after {
+            Err(age)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Binds the listener (before any worker starts, so a bad address changes nothing).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let std = std::net::TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("--metrics {addr}: {e}")))?;
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
+}
+
+/// Serves the listener until the runtime ends.
+pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<Call>, health: Rc<Health>) {
+    let open = Rc::new(Cell::new(0usize));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of fds or similar: do not spin on the error.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if open.get() >= MAX_CONNECTIONS {
+            drop(stream);
+            continue;
+        }
+        open.set(open.get() + 1);
+        let (calls, health, open) = (calls.clone(), health.clone(), open.clone());
+        tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &calls, &health)).await;
+            open.set(open.get() - 1);
+        });
+    }
+}
+
+/// One answer to send.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    head_only: bool,
+}
+
+impl Answer {
+    fn text(status: u16, body: impl Into<String>) -> Self {
+        let mut body = body.into();
+        body.push('\n');
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body,
+            head_only: false,
+        }
+    }
+}
+
+async fn exchange(
+    mut stream: TcpStream,
+    calls: &mpsc::UnboundedSender<Call>,
+    health: &Health,
+) -> io::Result<()> {
+    let answer = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Err(_) => Answer::text(408, "request timeout"),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(None)) => Answer::text(431, "request head too large"),
+        Ok(Ok(Some(head))) => match parse_request_line(&head) {
+            Err(answer) => answer,
+            Ok((head_only, path)) => {
+                let mut a = route(path, calls, health).await;
+                a.head_only = head_only;
+                a
+            }
+        },
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        answer.status,
+        reason_phrase(answer.status),
+        answer.content_type,
+        answer.body.len()
+    );
+    if answer.status == 405 {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    if !answer.head_only {
+        out.push_str(&answer.body);
+    }
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads up to the end of the request head (an empty line), or just the first line when it is
+/// not a request line; `None` if the head is longer than [`MAX_HEAD`]. A client that closes its
+/// side early gets whatever it sent judged as a head.
+async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(Some(head));
+        }
+        let scan_from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        let tail = &head[scan_from..];
+        if let Some(end) = find_end(tail) {
+            head.truncate(scan_from + end);
+            return Ok(Some(head));
+        }
+        // A first line that is not a request line is answered at once, whatever follows.
+        if let Some(nl) = head.iter().position(|&b| b == b'\n') {
+            if parse_request_line(&head[..nl]).is_err() {
+                return Ok(Some(head));
+            }
+        }
+        if head.len() > MAX_HEAD {
+            return Ok(None);
+        }
+    }
+}
+
+/// Where the head ends in `bytes` (`\r\n\r\n` or a bare `\n\n`), if it does.
+fn find_end(bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len())
+        .find(|&i| bytes[i..].starts_with(b"\r\n\r\n") || bytes[i..].starts_with(b"\n\n"))
+}
+
+/// `(HEAD?, path)` of a request line `METHOD SP TARGET SP HTTP/1.x`, or the error answer.
+fn parse_request_line(head: &[u8]) -> Result<(bool, &str), Answer> {
+    let bad = || Answer::text(400, "bad request");
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| bad())?;
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || !target.starts_with('/') {
+        return Err(bad());
+    }
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => {
+            return Err(Answer::text(405, "method not allowed"));
+        }
+        _ => return Err(bad()),
+    };
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    Ok((head_only, path))
+}
+
+async fn route(path: &str, calls: &mpsc::UnboundedSender<Call>, health: &Health) -> Answer {
+    match path {
+        "/metrics" => match ask(calls, Request::Status).await {
+            Some(Response::Status { workers }) => Answer {
+                status: 200,
+                content_type: OPENMETRICS,
+                body: render(&workers),
+                head_only: false,
+            },
+            _ => Answer::text(503, "the supervisor is shutting down"),
+        },
+        "/healthz" => match health.check() {
+            Ok(()) => Answer::text(200, "ok"),
+            Err(age) => Answer::text(
+                503,
+                format!("not sampling: last tick {:.1}s ago", age.as_secs_f64()),
+            ),
+        },
+        "/readyz" => match ask(calls, Request::Ready).await {
+            Some(Response::Ok { message }) => Answer::text(200, message),
+            Some(Response::Error { message }) => Answer::text(503, message),
+            _ => Answer::text(503, "the supervisor is shutting down"),
+        },
+        _ => Answer::text(404, "not found; try /metrics, /healthz or /readyz"),
+    }
+}
+
+/// A request to the engine, as the control socket makes it.
+async fn ask(calls: &mpsc::UnboundedSender<Call>, request: Request) -> Option<Response> {
+    let (reply, rx) = oneshot::channel();
+    calls.send(Call { request, reply }).ok()?;
+    rx.await.ok()
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    }
+}
+
+type Labels = Vec<(String, String)>;
+type GaugeF = Gauge<f64, AtomicU64>;
+type GaugeU = Gauge<u64, AtomicU64>;
+type CounterF = Counter<f64, AtomicU64>;
+type CounterU = Counter<u64, AtomicU64>;
+
+/// The families of one exposition, filled from a snapshot.
+#[derive(Default)]
+struct Families {
+    up: Family<Labels, GaugeU>,
+    state: Family<Labels, GaugeU>,
+    ready: Family<Labels, GaugeU>,
+    speaks: Family<Labels, GaugeU>,
+    uptime: Family<Labels, GaugeF>,
+    restarts: Family<Labels, CounterU>,
+    rss: Family<Labels, GaugeU>,
+    pss: Family<Labels, GaugeU>,
+    heap: Family<Labels, GaugeU>,
+    cpu: Family<Labels, CounterF>,
+    threads: Family<Labels, GaugeU>,
+    fds: Family<Labels, GaugeU>,
+    processes: Family<Labels, GaugeU>,
+    heartbeat_age: Family<Labels, GaugeF>,
+    sdk_counter: Family<Labels, CounterU>,
+    sdk_gauge: Family<Labels, GaugeU>,
+}
+
+/// The snapshot as an OpenMetrics text exposition (ending in `# EOF`).
+#[must_use]
+pub fn render(workers: &[WorkerStatus]) -> String {
+    let f = Families::default();
+    for w in workers {
+        let base: Labels = vec![
+            ("program".into(), w.program.clone()),
+            ("instance".into(), w.instance.to_string()),
+        ];
+        let with = |key: &str, value: &str| {
+            let mut l = base.clone();
+            l.push((key.to_owned(), value.to_owned()));
+            l
+        };
+        f.up.get_or_create(&base).set(u64::from(w.pid.is_some()));
+        for phase in Phase::ALL {
+            f.state
+                .get_or_create(&with("state", phase.as_str()))
+                .set(u64::from(w.state == phase));
+        }
+        f.ready.get_or_create(&base).set(u64::from(w.ready));
+        f.speaks.get_or_create(&base).set(u64::from(w.speaks));
+        if let Some(u) = w.uptime_s {
+            f.uptime.get_or_create(&base).set(u);
+        }
+        for reason in Reason::ALL {
+            let n = w
+                .restarts_by_reason
+                .get(reason.as_str())
+                .copied()
+                .unwrap_or(0);
+            f.restarts
+                .get_or_create(&with("reason", reason.as_str()))
+                .inc_by(n);
+        }
+        let gauges = [
+            (&f.rss, w.rss_bytes),
+            (&f.pss, w.pss_bytes),
+            (&f.heap, w.heap_bytes),
+            (&f.threads, w.threads),
+            (&f.fds, w.fds),
+            (&f.processes, w.processes.map(u64::from)),
+        ];
+        for (family, value) in gauges {
+            if let Some(v) = value {
+                family.get_or_create(&base).set(v);
+            }
+        }
+        if let Some(c) = w.cpu_seconds {
+            f.cpu.get_or_create(&base).inc_by(c.max(0.0));
+        }
+        if let Some(ms) = w.heartbeat_age_ms {
+            f.heartbeat_age.get_or_create(&base).set(ms as f64 / 1000.0);
+        }
+        for (name, &value) in &w.counters {
+            let label = with("name", &label_value(name));
+            if w.gauges.contains(name) {
+                f.sdk_gauge.get_or_create(&label).set(value);
+            } else {
+                f.sdk_counter.get_or_create(&label).inc_by(value);
+            }
+        }
+    }
+    let mut reg = Registry::with_prefix("supervise");
+    let gauge = |reg: &mut Registry, name: &str, help: &str, fam: &Family<Labels, GaugeU>| {
+        reg.register(name, help, fam.clone());
+    };
+    gauge(
+        &mut reg,
+        "worker_up",
+        "1 while the instance has a running process",
+        &f.up,
+    );
+    gauge(
+        &mut reg,
+        "worker_state",
+        "1 for the instance's lifecycle state, 0 for the others",
+        &f.state,
+    );
+    gauge(
+        &mut reg,
+        "worker_ready",
+        "1 once the worker said Ready (this incarnation)",
+        &f.ready,
+    );
+    gauge(
+        &mut reg,
+        "worker_speaks",
+        "1 once the worker said hello over its channel (SDK workers)",
+        &f.speaks,
+    );
+    reg.register_with_unit(
+        "worker_uptime",
+        "time since the running process started",
+        Unit::Seconds,
+        f.uptime.clone(),
+    );
+    reg.register(
+        "worker_restarts",
+        "restarts of the instance, by reason",
+        f.restarts.clone(),
+    );
+    reg.register_with_unit(
+        "worker_rss",
+        "resident memory of the worker's whole process tree",
+        Unit::Bytes,
+        f.rss.clone(),
+    );
+    reg.register_with_unit(
+        "worker_pss",
+        "proportional memory of the tree (only when measured: memory measure pss)",
+        Unit::Bytes,
+        f.pss.clone(),
+    );
+    reg.register_with_unit(
+        "worker_heap",
+        "heap the worker reports through the SDK",
+        Unit::Bytes,
+        f.heap.clone(),
+    );
+    reg.register_with_unit(
+        "worker_cpu",
+        "CPU time of the tree's live members",
+        Unit::Seconds,
+        f.cpu.clone(),
+    );
+    gauge(
+        &mut reg,
+        "worker_threads",
+        "threads of the tree",
+        &f.threads,
+    );
+    gauge(
+        &mut reg,
+        "worker_fds",
+        "open file descriptors of the tree",
+        &f.fds,
+    );
+    gauge(
+        &mut reg,
+        "worker_processes",
+        "live processes of the tree",
+        &f.processes,
+    );
+    reg.register_with_unit(
+        "worker_heartbeat_age",
+        "age of the worker's last SDK heartbeat",
+        Unit::Seconds,
+        f.heartbeat_age.clone(),
+    );
+    reg.register(
+        "worker_sdk_counter",
+        "named counters the worker publishes through the SDK",
+        f.sdk_counter.clone(),
+    );
+    gauge(
+        &mut reg,
+        "worker_sdk_gauge",
+        "named gauges the worker publishes through the SDK",
+        &f.sdk_gauge,
+    );
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+/// A worker-chosen name as a label value. The encoder escapes `\\`, `"` and newline, as
+/// OpenMetrics defines; other control characters (a carriage return, which many readers take for a
+/// line end, NUL, ...) have no escape and become U+FFFD (two names that differ only
+/// there collapse into one series).
+fn label_value(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The restart counts of a worker as the status shows them (every reason present).
+#[must_use]
+pub fn restarts_by_reason(counts: &[u64; Reason::ALL.len()]) -> BTreeMap<String, u64> {
+    Reason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), counts[r.index()]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

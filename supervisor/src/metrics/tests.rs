@@ -1,0 +1,211 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use openmetrics_parser::{openmetrics::parse_openmetrics, OpenMetricsType, OpenMetricsValue};
+
+use super::*;
+
+fn worker(program: &str, instance: u32) -> WorkerStatus {
+    WorkerStatus {
+        program: program.into(),
+        instance,
+        pid: Some(1234),
+        state: Phase::Running,
+        ready: true,
+        uptime_s: Some(12.5),
+        restarts: 3,
+        restarts_by_reason: restarts_by_reason(&[2, 0, 1, 0, 0]),
+        rss_bytes: Some(10 << 20),
+        pss_bytes: None,
+        cpu_percent: Some(1.0),
+        cpu_seconds: Some(0.25),
+        threads: Some(4),
+        fds: Some(9),
+        processes: Some(2),
+        heap_bytes: Some(1 << 20),
+        heartbeat_age_ms: Some(1500),
+        counters: BTreeMap::new(),
+        gauges: BTreeSet::new(),
+        speaks: true,
+        findings: Vec::new(),
+    }
+}
+
+/// (value, labels) of every sample of `family`.
+fn samples(text: &str, family: &str) -> Vec<(f64, BTreeMap<String, String>)> {
+    let exposition = parse_openmetrics(text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let fam = exposition
+        .families
+        .get(family)
+        .unwrap_or_else(|| panic!("no family {family}\n{text}"));
+    fam.iter_samples()
+        .map(|s| {
+            let labels = s
+                .get_labelset()
+                .expect("labels")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let v = match &s.value {
+                OpenMetricsValue::Gauge(n) | OpenMetricsValue::Unknown(n) => n.as_f64(),
+                OpenMetricsValue::Counter(c) => c.value.as_f64(),
+                other => panic!("unexpected value {other:?}"),
+            };
+            (v, labels)
+        })
+        .collect()
+}
+
+#[test]
+fn renders_parseable_openmetrics_with_every_family() {
+    let mut w = worker("api", 0);
+    w.counters = [("bytes_in".to_owned(), 42), ("queue".to_owned(), 7)].into();
+    w.gauges = ["queue".to_owned()].into();
+    let stopped = WorkerStatus {
+        pid: None,
+        state: Phase::Stopped,
+        rss_bytes: None,
+        cpu_seconds: None,
+        heap_bytes: None,
+        ..worker("api", 1)
+    };
+    let text = render(&[w, stopped]);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let exposition = parse_openmetrics(&text).expect("parses");
+    let f = &exposition.families;
+    assert_eq!(
+        f["supervise_worker_cpu_seconds"].family_type,
+        OpenMetricsType::Counter
+    );
+    assert_eq!(
+        f["supervise_worker_restarts"].family_type,
+        OpenMetricsType::Counter
+    );
+    assert_eq!(
+        f["supervise_worker_rss_bytes"].family_type,
+        OpenMetricsType::Gauge
+    );
+    assert_eq!(f["supervise_worker_rss_bytes"].unit, "bytes");
+
+    let rss = samples(&text, "supervise_worker_rss_bytes");
+    assert_eq!(rss.len(), 1, "no sample for an instance without a process");
+    assert_eq!(rss[0].0, f64::from(10u32 << 20));
+    assert_eq!(rss[0].1["program"], "api");
+    assert_eq!(rss[0].1["instance"], "0");
+    let restarts = samples(&text, "supervise_worker_restarts");
+    assert_eq!(restarts.len(), 2 * Reason::ALL.len());
+    let manual = restarts
+        .iter()
+        .find(|(_, l)| l["instance"] == "0" && l["reason"] == "manual")
+        .expect("manual");
+    assert_eq!(manual.0, 1.0);
+    let states = samples(&text, "supervise_worker_state");
+    let mut on: Vec<_> = states
+        .iter()
+        .filter(|(v, _)| *v == 1.0)
+        .map(|(_, l)| (l["instance"].clone(), l["state"].clone()))
+        .collect();
+    on.sort();
+    assert_eq!(
+        on,
+        [
+            ("0".into(), "running".into()),
+            ("1".into(), "stopped".into())
+        ]
+    );
+    let counter = samples(&text, "supervise_worker_sdk_counter");
+    assert_eq!(counter.len(), 1);
+    assert_eq!(
+        (counter[0].0, counter[0].1["name"].as_str()),
+        (42.0, "bytes_in")
+    );
+    let gauge = samples(&text, "supervise_worker_sdk_gauge");
+    assert_eq!((gauge[0].0, gauge[0].1["name"].as_str()), (7.0, "queue"));
+    let hb = samples(&text, "supervise_worker_heartbeat_age_seconds");
+    assert_eq!(hb[0].0, 1.5);
+    assert!(
+        !exposition
+            .families
+            .contains_key("supervise_worker_pss_bytes")
+            || samples(&text, "supervise_worker_pss_bytes").is_empty()
+    );
+}
+
+#[test]
+fn hostile_metric_names_cannot_break_the_exposition() {
+    let names = [
+        "a\"b",
+        "back\\slash",
+        "new\nline",
+        "x\"} 1\n# EOF\n",
+        "\\\"\\n",
+        "tab\tand\r",
+        "nul\0",
+        "ünï©ødé",
+    ];
+    let mut w = worker("api", 0);
+    w.counters = names.iter().map(|n| ((*n).to_owned(), 5)).collect();
+    let text = render(&[w]);
+    assert_eq!(text.lines().filter(|l| *l == "# EOF").count(), 1, "{text}");
+    let got: BTreeSet<String> = samples(&text, "supervise_worker_sdk_counter")
+        .into_iter()
+        .map(|(_, l)| l["name"].clone())
+        .collect();
+    let want: BTreeSet<String> = names.iter().map(|n| label_value(n)).collect();
+    assert!(want.contains("new\nline") && want.contains("tab\u{fffd}and\u{fffd}"));
+    assert_eq!(got, want, "{text}");
+}
+
+#[test]
+fn request_lines() {
+    let ok = |s: &str| {
+        parse_request_line(s.as_bytes())
+            .ok()
+            .map(|(h, p)| (h, p.to_owned()))
+    };
+    assert_eq!(
+        ok("GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+        Some((false, "/metrics".into()))
+    );
+    assert_eq!(
+        ok("HEAD /readyz?x=1 HTTP/1.0"),
+        Some((true, "/readyz".into()))
+    );
+    let status = |s: &[u8]| parse_request_line(s).err().map(|a| a.status);
+    assert_eq!(status(b"POST /metrics HTTP/1.1\r\n"), Some(405));
+    assert_eq!(status(b"GET /metrics HTTP/2.0\r\n"), Some(400));
+    assert_eq!(status(b"GET metrics HTTP/1.1\r\n"), Some(400));
+    assert_eq!(status(b"GET  /metrics HTTP/1.1\r\n"), Some(400));
+    assert_eq!(status(b"\xff\xfe\x00garbage"), Some(400));
+    assert_eq!(status(b""), Some(400));
+    assert_eq!(status(b"get /metrics HTTP/1.1"), Some(400));
+}
+
+#[test]
+fn end_of_head() {
+    assert_eq!(find_end(b"GET / HTTP/1.0\r\n\r\nbody"), Some(14));
+    assert_eq!(find_end(b"GET / HTTP/1.0\n\n"), Some(14));
+    assert_eq!(find_end(b"GET / HTTP/1.0\r\n"), None);
+}
+
+#[test]
+fn addresses() {
+    use crate::plan::parse_metrics_addr;
+    let a = |s: &str| parse_metrics_addr(s).map(|a| a.to_string());
+    assert_eq!(a(":9100").as_deref(), Ok("127.0.0.1:9100"));
+    assert_eq!(a("0.0.0.0:0").as_deref(), Ok("0.0.0.0:0"));
+    assert_eq!(a("[::1]:9100").as_deref(), Ok("[::1]:9100"));
+    assert!(a("localhost").is_err());
+    assert!(a(":99999").is_err());
+}
+
+#[test]
+fn health_goes_stale() {
+    let h = Health {
+        last_tick: Cell::new(Instant::now()),
+        stale_after: Duration::from_millis(1),
+    };
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(h.check().is_err());
+    h.tick();
+    assert!(Health::new(Duration::from_secs(1)).check().is_ok());
+}

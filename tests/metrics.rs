@@ -1,0 +1,362 @@
+//! The metrics server: `--metrics ADDR` serves OpenMetrics (checked with a real exposition-format
+//! parser), `/healthz` and `/readyz`, and survives garbage.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{example, supervise_bin, unique, wait_until, ProgramGuard, Sup};
+use openmetrics_parser::{openmetrics::parse_openmetrics, OpenMetricsType, OpenMetricsValue};
+
+/// One HTTP/1.0 exchange: (status code, body); `None` if the connection failed or the answer
+/// is not HTTP.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes(),
+    )
+}
+
+fn raw(addr: &str, request: &[u8]) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    // The server may close (or reset) before it has read everything; what it answered counts.
+    let _ = s.write_all(request);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8(out).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+type Samples = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
+
+/// Parses an exposition (panicking with the text if it does not parse) into family -> samples,
+/// checking each family's declared type on the way.
+fn parse(text: &str) -> Samples {
+    let exposition = parse_openmetrics(text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let mut out = Samples::new();
+    for (name, family) in &exposition.families {
+        // Counters are the families OpenMetrics names without their `_total` samples' suffix.
+        let counter = matches!(
+            name.as_str(),
+            "supervise_worker_restarts"
+                | "supervise_worker_cpu_seconds"
+                | "supervise_worker_sdk_counter"
+        );
+        assert_eq!(
+            family.family_type == OpenMetricsType::Counter,
+            counter,
+            "{name}"
+        );
+        if !counter {
+            assert_eq!(family.family_type, OpenMetricsType::Gauge, "{name}");
+        }
+        for s in family.iter_samples() {
+            let labels = s
+                .get_labelset()
+                .expect("labels")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let v = match &s.value {
+                OpenMetricsValue::Gauge(n) => n.as_f64(),
+                OpenMetricsValue::Counter(c) => c.value.as_f64(),
+                other => panic!("{name}: unexpected {other:?}"),
+            };
+            out.entry(name.clone()).or_default().push((labels, v));
+        }
+    }
+    out
+}
+
+/// The value of `family` for `program`/`instance` (and `extra` labels).
+fn value(
+    m: &Samples,
+    family: &str,
+    program: &str,
+    instance: u32,
+    extra: &[(&str, &str)],
+) -> Option<f64> {
+    m.get(family)?
+        .iter()
+        .find(|(l, _)| {
+            l.get("program").map(String::as_str) == Some(program)
+                && l.get("instance") == Some(&instance.to_string())
+                && extra
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|&(_, v)| v)
+}
+
+fn metrics(addr: &str) -> Samples {
+    let (code, body) = get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    parse(&body)
+}
+
+fn ctl(socket: &Path, args: &[&str]) {
+    let out = Command::new(supervise_bin())
+        .arg("--admin")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_health_and_readiness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaky = unique("mleaky");
+    let sdk = unique("msdk");
+    let _guards = (ProgramGuard(leaky.clone()), ProgramGuard(sdk.clone()));
+    let socket = dir.path().join("ctl.sock");
+    let config = dir.path().join("supervise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[program.{leaky}]\ncommand = [\"{}\", \"--rate\", \"0\"]\nreplicas = 2\n\
+             [program.{sdk}]\ncommand = [\"{}\", \"--serve\", \"--ready-after\", \"2000\"]\n",
+            example("leaky"),
+            example("sdk_worker")
+        ),
+    )
+    .expect("config");
+    let sup = Sup::start(&[
+        "--admin",
+        socket.to_str().expect("utf-8"),
+        "--metrics",
+        "127.0.0.1:0",
+        "--sample-every",
+        "200ms",
+        "-c",
+        config.to_str().expect("utf-8"),
+    ]);
+    let listening = sup.wait_event("listening", Duration::from_secs(10));
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+
+    // Alive at once; not ready while the SDK worker has not said Ready (it waits 2 s).
+    let (code, body) = get(&addr, "/healthz").expect("healthz");
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, body) = get(&addr, "/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    // Then ready, once it is.
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = get(&addr, "/readyz");
+            last.as_ref().is_some_and(|(c, _)| *c == 200)
+        }),
+        "never ready: {last:?}\n{}",
+        sup.dump()
+    );
+    sup.wait_event("ready", Duration::from_secs(1));
+
+    // Every family, with the kernel's figures, for every instance.
+    let mut m = Samples::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        m = metrics(&addr);
+        value(&m, "supervise_worker_heap_bytes", &sdk, 0, &[]).is_some()
+            && value(&m, "supervise_worker_rss_bytes", &leaky, 1, &[]).is_some()
+    }));
+    for (program, instance) in [(&leaky, 0), (&leaky, 1), (&sdk, 0)] {
+        let v = |family: &str| {
+            value(&m, family, program, instance, &[])
+                .unwrap_or_else(|| panic!("{family} {program}/{instance}: {m:#?}"))
+        };
+        assert!(v("supervise_worker_rss_bytes") > 0.0);
+        assert!(v("supervise_worker_threads") >= 1.0);
+        assert!(v("supervise_worker_fds") >= 3.0);
+        assert_eq!(v("supervise_worker_processes"), 1.0);
+        assert!(v("supervise_worker_cpu_seconds") >= 0.0);
+        assert_eq!(v("supervise_worker_up"), 1.0);
+        assert!(v("supervise_worker_uptime_seconds") >= 0.0);
+        let running = value(
+            &m,
+            "supervise_worker_state",
+            program,
+            instance,
+            &[("state", "running")],
+        );
+        assert_eq!(running, Some(1.0));
+        let stopped = value(
+            &m,
+            "supervise_worker_state",
+            program,
+            instance,
+            &[("state", "stopped")],
+        );
+        assert_eq!(stopped, Some(0.0));
+        for reason in ["exit", "memory", "manual", "hung", "leak"] {
+            let r = value(
+                &m,
+                "supervise_worker_restarts",
+                program,
+                instance,
+                &[("reason", reason)],
+            );
+            assert_eq!(r, Some(0.0), "{reason}");
+        }
+    }
+    assert!(
+        value(&m, "supervise_worker_pss_bytes", &leaky, 0, &[]).is_none(),
+        "PSS only when measured"
+    );
+    assert_eq!(value(&m, "supervise_worker_ready", &sdk, 0, &[]), Some(1.0));
+    assert_eq!(
+        value(&m, "supervise_worker_speaks", &sdk, 0, &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "supervise_worker_speaks", &leaky, 0, &[]),
+        Some(0.0)
+    );
+    assert!(value(&m, "supervise_worker_heap_bytes", &sdk, 0, &[]).is_some_and(|h| h > 0.0));
+    assert!(value(&m, "supervise_worker_heap_bytes", &leaky, 0, &[]).is_none());
+    assert!(
+        value(&m, "supervise_worker_heartbeat_age_seconds", &sdk, 0, &[]).is_some_and(|a| a < 5.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "supervise_worker_sdk_counter",
+            &sdk,
+            0,
+            &[("name", "bytes_in")]
+        ),
+        Some(0.0),
+        "{m:#?}"
+    );
+
+    // A manual restart through the control socket is counted under its reason.
+    ctl(&socket, &["restart", &format!("{leaky}/0")]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let m = metrics(&addr);
+            value(
+                &m,
+                "supervise_worker_restarts",
+                &leaky,
+                0,
+                &[("reason", "manual")],
+            ) == Some(1.0)
+                && value(&m, "supervise_worker_up", &leaky, 0, &[]) == Some(1.0)
+        }),
+        "{}",
+        sup.dump()
+    );
+    let m = metrics(&addr);
+    assert_eq!(
+        value(
+            &m,
+            "supervise_worker_restarts",
+            &leaky,
+            1,
+            &[("reason", "manual")]
+        ),
+        Some(0.0)
+    );
+
+    // An operator's stop leaves the program out of readiness; it shows as stopped.
+    ctl(&socket, &["stop", &leaky]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let m = metrics(&addr);
+        value(
+            &m,
+            "supervise_worker_state",
+            &leaky,
+            1,
+            &[("state", "stopped")],
+        ) == Some(1.0)
+    }));
+    assert_eq!(get(&addr, "/readyz").map(|(c, _)| c), Some(200));
+}
+
+#[test]
+fn garbage_does_not_hurt_the_server() {
+    let name = unique("mgarbage");
+    let _guard = ProgramGuard(name.clone());
+    let leaky = example("leaky");
+    let sup = Sup::start(&[
+        "--metrics",
+        ":0",
+        "--name",
+        &name,
+        "--",
+        &leaky,
+        "--rate",
+        "0",
+    ]);
+    let listening = sup.wait_event("listening", Duration::from_secs(10));
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "`:PORT` is loopback: {addr}"
+    );
+
+    // A client that connects and says nothing does not hold the server up.
+    let idle = TcpStream::connect(&addr).expect("connect");
+
+    // Random bytes, then a close.
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    let junk: Vec<u8> = (0..4096)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let answer = raw(&addr, &junk);
+    assert!(
+        answer.is_none() || answer.as_ref().is_some_and(|(c, _)| *c == 400),
+        "{answer:?}"
+    );
+    // A 1 MiB header: an error answer or a closed connection.
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+    huge.resize(1 << 20, b'a');
+    huge.extend_from_slice(b"\r\n\r\n");
+    let answer = raw(&addr, &huge);
+    assert!(
+        answer.is_none() || answer.as_ref().is_some_and(|(c, _)| *c == 431),
+        "{answer:?}"
+    );
+    // Wrong method, wrong path, wrong protocol.
+    assert_eq!(
+        raw(&addr, b"POST /metrics HTTP/1.1\r\n\r\n").map(|a| a.0),
+        Some(405)
+    );
+    assert_eq!(get(&addr, "/nope").map(|a| a.0), Some(404));
+    assert_eq!(
+        raw(&addr, b"GET /metrics SPDY/3\r\n\r\n").map(|a| a.0),
+        Some(400)
+    );
+    let (code, body) = raw(&addr, b"HEAD /healthz HTTP/1.1\r\n\r\n").expect("head");
+    assert_eq!((code, body.as_str()), (200, ""));
+
+    // Still answering, while the idle client is still connected.
+    assert_eq!(get(&addr, "/healthz").map(|a| a.0), Some(200));
+    let m = metrics(&addr);
+    assert!(m.contains_key("supervise_worker_up"), "{m:#?}");
+    drop(idle);
+    // The supervisor itself was never at risk.
+    assert!(common::alive(sup.pid()));
+}
