@@ -1,0 +1,128 @@
+//! What the engine reports about its workers: the `status` snapshot and the readiness verdict.
+
+use super::{Engine, HELLO_GRACE};
+use crate::admin;
+use crate::events::Reason;
+use crate::metrics;
+
+impl Engine {
+    /// `/readyz`: every program not stopped by an operator has all its replicas running and,
+    /// where they speak the protocol, ready. `Err` names the first instance that is not.
+    pub(super) fn readiness(&self) -> Result<(), String> {
+        if self.stopping > 0 {
+            return Err("stopping".into());
+        }
+        for spec in &self.plan.programs {
+            if self.held.contains(&spec.name) {
+                continue;
+            }
+            for i in 0..spec.replicas {
+                let name = &spec.name;
+                let Some(s) = self
+                    .slots
+                    .values()
+                    .find(|s| &s.spec.name == name && s.instance == i)
+                else {
+                    return Err(format!("{name}/{i}: not running"));
+                };
+                let sh = &s.shared;
+                let phase = sh.phase.get();
+                if phase != crate::worker::Phase::Running {
+                    return Err(format!("{name}/{i}: {}", phase.as_str()));
+                }
+                if sh.speaks.get() && !sh.ready.get() {
+                    return Err(format!("{name}/{i}: not ready yet"));
+                }
+                if !sh.speaks.get() && sh.started.get().is_none_or(|t| t.elapsed() < HELLO_GRACE) {
+                    return Err(format!("{name}/{i}: just started"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every instance, running or not, in program and instance order.
+    pub(super) fn status(&self) -> Vec<admin::WorkerStatus> {
+        let mut out: Vec<admin::WorkerStatus> = self
+            .slots
+            .values()
+            .map(|s| {
+                let sh = &s.shared;
+                let last = sh.last.get().filter(|_| sh.pid.get().is_some());
+                let report = sh.report.borrow();
+                admin::WorkerStatus {
+                    program: s.spec.name.clone(),
+                    instance: s.instance,
+                    pid: sh.pid.get(),
+                    state: sh.phase.get(),
+                    ready: sh.ready.get(),
+                    uptime_s: sh
+                        .started
+                        .get()
+                        .map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+                    restarts: sh.restarts.get(),
+                    restarts_by_reason: metrics::restarts_by_reason(&sh.restarts_by.get()),
+                    rss_bytes: last.map(|l| l.rss),
+                    pss_bytes: last.and_then(|l| l.pss),
+                    cpu_percent: last.map(|l| (l.cpu_percent * 10.0).round() / 10.0),
+                    cpu_seconds: last.map(|l| l.cpu_seconds),
+                    threads: last.map(|l| l.threads),
+                    fds: last.map(|l| l.fds),
+                    processes: last.map(|l| l.procs),
+                    heap_bytes: report.as_ref().map(|r| r.heap_bytes),
+                    heartbeat_age_ms: report.as_ref().and_then(|r| r.heartbeat_age_ms),
+                    counters: report
+                        .as_ref()
+                        .map(|r| r.metrics.clone())
+                        .unwrap_or_default(),
+                    gauges: report
+                        .as_ref()
+                        .map(|r| r.gauges.clone())
+                        .unwrap_or_default(),
+                    speaks: sh.speaks.get(),
+                    findings: sh
+                        .findings
+                        .borrow()
+                        .iter()
+                        .map(|f| (*f).to_owned())
+                        .collect(),
+                }
+            })
+            .collect();
+        for name in &self.held {
+            if !out.iter().any(|w| &w.program == name) {
+                let replicas = self
+                    .plan
+                    .programs
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .map_or(0, |p| p.replicas);
+                out.extend((0..replicas).map(|instance| admin::WorkerStatus {
+                    program: name.clone(),
+                    instance,
+                    pid: None,
+                    state: crate::worker::Phase::Stopped,
+                    ready: false,
+                    uptime_s: None,
+                    restarts: 0,
+                    restarts_by_reason: metrics::restarts_by_reason(&[0; Reason::ALL.len()]),
+                    rss_bytes: None,
+                    pss_bytes: None,
+                    cpu_percent: None,
+                    cpu_seconds: None,
+                    threads: None,
+                    fds: None,
+                    processes: None,
+                    heap_bytes: None,
+                    heartbeat_age_ms: None,
+                    counters: std::collections::BTreeMap::new(),
+                    gauges: std::collections::BTreeSet::new(),
+                    speaks: false,
+                    findings: Vec::new(),
+                }));
+            }
+        }
+        out.sort_by(|a, b| (&a.program, a.instance).cmp(&(&b.program, b.instance)));
+        out
+    }
+}
