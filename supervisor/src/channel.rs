@@ -15,8 +15,14 @@ use nix::sys::socket::{
 };
 use tokio::io::unix::AsyncFd;
 
-/// Largest packet accepted; a longer one is an error, never silently cut.
+/// Largest packet the wire format allows.
 pub const MAX_PACKET: usize = child_sdk::proto::MAX_PACKET;
+
+/// Receive buffer: room for the longest valid message of this protocol version (a few KiB), not
+/// for the 64 KiB wire limit. A longer packet cannot decode anyway; the kernel reports it cut
+/// (`MSG_TRUNC`) and it is counted as oversized. Small buffers keep the supervisor small: one
+/// per worker.
+const RECV_BUF: usize = child_sdk::proto::MAX_MESSAGE_LEN.next_power_of_two();
 
 /// Creates the pair: (the supervisor's end, the worker's end). Both are close-on-exec; the
 /// worker's end is moved to fd 3 in the child just before exec.
@@ -43,7 +49,7 @@ pub enum Packet<'a> {
         bytes: &'a [u8],
         sender: Option<i32>,
     },
-    /// A packet longer than [`MAX_PACKET`]: dropped.
+    /// A packet longer than any valid message: dropped.
     Oversized,
     /// The worker's end is closed (every process holding it has exited or closed it).
     Closed,
@@ -64,7 +70,7 @@ impl Channel {
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
         Ok(Self {
             fd,
-            buf: vec![0; MAX_PACKET],
+            buf: vec![0; RECV_BUF],
         })
     }
 

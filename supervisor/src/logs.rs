@@ -250,7 +250,7 @@ impl Output {
         let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
             return;
         };
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 8 * 1024];
         let mut line: Vec<u8> = Vec::new();
         loop {
             let n = match pipe.read(&mut buf).await {

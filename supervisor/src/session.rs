@@ -110,10 +110,7 @@ impl Session {
                 return out;
             }
             Packet::Oversized => {
-                self.error(
-                    &mut out,
-                    format!("packet larger than {} bytes", proto::MAX_PACKET),
-                );
+                self.error(&mut out, "packet longer than any valid message".to_owned());
                 return out;
             }
             Packet::Data { bytes, sender } => (*bytes, *sender),
