@@ -7,23 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{example, supervise_bin, unique, wait_until, ProgramGuard, Sup};
-
-fn ctl(socket: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(supervise_bin())
-        .arg("--admin")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run client");
-    let text = String::from_utf8_lossy(if out.status.success() {
-        &out.stdout
-    } else {
-        &out.stderr
-    })
-    .into_owned();
-    (out.status.success(), text)
-}
+use common::{ctl, example, supervise_bin, unique, wait_until, ProgramGuard, Sup};
 
 fn status(socket: &Path) -> Vec<serde_json::Value> {
     let (ok, text) = ctl(socket, &["status", "--json"]);

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{example, supervise_bin, unique, wait_until, ProgramGuard, Sup};
+use common::{example, unique, wait_until, ProgramGuard, Sup};
 use openmetrics_parser::{openmetrics::parse_openmetrics, OpenMetricsType, OpenMetricsValue};
 
 /// One HTTP/1.0 exchange: (status code, body); `None` if the connection failed or the answer
@@ -105,17 +104,8 @@ fn metrics(addr: &str) -> Samples {
 }
 
 fn ctl(socket: &Path, args: &[&str]) {
-    let out = Command::new(supervise_bin())
-        .arg("--admin")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = common::ctl(socket, args);
+    assert!(ok, "{text}");
 }
 
 #[test]

@@ -24,10 +24,11 @@
 //! criterion's `estimates.json` when it is from this run; otherwise the median of the samples
 //! this process recorded, without an interval), and the ratios to the floor.
 
+mod common;
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use child_sdk::proto::{self, ChildMsg, Limits, SupervisorMsg, PROTO_VERSION};
@@ -49,30 +50,9 @@ const RAW: &str = "raw_socketpair_echo";
 const ASYNCFD: &str = "raw_asyncfd_echo";
 const SUPERVISE_PP: &str = "supervise_ping_pong";
 
-/// The `sdk_worker` example next to the supervise binary, built on demand (`cargo bench` builds
-/// binaries for benchmarks, not examples).
+/// The `sdk_worker` example, built on demand.
 fn sdk_worker() -> PathBuf {
-    let dir = Path::new(SUPERVISE).parent().expect("target dir");
-    let path = dir.join("examples").join("sdk_worker");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile = if dir.ends_with("debug") {
-            &[][..]
-        } else {
-            &["--release"][..]
-        };
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "supervisor", "--example", "sdk_worker"])
-            .args(profile)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok && path.exists(),
-            "cannot build the sdk_worker example at {}",
-            path.display()
-        );
-    }
-    path
+    common::example(SUPERVISE, "sdk_worker")
 }
 
 // ---------------------------------------------------------------------------------------------

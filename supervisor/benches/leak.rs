@@ -13,6 +13,8 @@
 //! the wall time); the peak RSS and both parts are printed on stderr. Event timestamps have
 //! millisecond resolution, so the stop part is good to ~1 ms.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -24,30 +26,9 @@ const MIB: f64 = 1024.0 * 1024.0;
 const LIMIT_MIB: f64 = 100.0;
 const RATE_MIB_S: f64 = 10.0;
 
-/// The `leaky` example next to the supervise binary, built on demand (`cargo bench` builds
-/// binaries for benchmarks, not examples).
+/// The `leaky` example, built on demand.
 fn leaky() -> PathBuf {
-    let dir = Path::new(SUPERVISE).parent().expect("target dir");
-    let path = dir.join("examples").join("leaky");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile = if dir.ends_with("debug") {
-            &[][..]
-        } else {
-            &["--release"][..]
-        };
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "supervisor", "--example", "leaky"])
-            .args(profile)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok && path.exists(),
-            "cannot build the leaky example at {}",
-            path.display()
-        );
-    }
-    path
+    common::example(SUPERVISE, "leaky")
 }
 
 struct Run {

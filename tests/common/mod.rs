@@ -270,3 +270,21 @@ pub fn run_example(
     all.extend_from_slice(args);
     (Sup::start(&all), name, guard)
 }
+
+/// Runs `supervise --admin SOCKET ARGS` (a control-socket client): success, and stdout on
+/// success or stderr on failure.
+pub fn ctl(socket: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(supervise_bin())
+        .arg("--admin")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run client");
+    let text = String::from_utf8_lossy(if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    })
+    .into_owned();
+    (out.status.success(), text)
+}
