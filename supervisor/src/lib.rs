@@ -30,4 +30,5 @@ pub mod probe;
 pub mod reaper;
 pub mod session;
 pub mod spawn;
+pub mod top;
 pub mod worker;

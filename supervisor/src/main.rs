@@ -82,6 +82,15 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             program: program.clone(),
         },
         Control::Reload => Request::Reload,
+        Control::Top => {
+            return match supervisor::top::run(path) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("supervise: top: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match admin::call(&path, &request) {
         Err(e) => {

@@ -19,7 +19,7 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|restart|stop|start|reload"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|stop|start|reload"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -140,6 +140,8 @@ pub enum Control {
     },
     /// Re-read the config file (as SIGHUP does).
     Reload,
+    /// A live view of every worker, refreshed every second (q quits).
+    Top,
 }
 
 /// Per-program flags that only make sense with a command, not with `-c`.
