@@ -64,18 +64,25 @@ impl Drop for Tmux {
     }
 }
 
+/// True (and says so) when there is no tmux to drive the terminal with.
+fn tmux_missing() -> bool {
+    let missing = !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if missing {
+        println!("skipped: tmux is not installed (`tmux -V` failed)");
+    }
+    missing
+}
+
 fn quote(p: &Path) -> String {
     format!("'{}'", p.to_str().expect("utf-8").replace('\'', r"'\''"))
 }
 
 #[test]
 fn top_shows_workers_and_restarts_one() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        println!("skipped: tmux is not installed (`tmux -V` failed)");
+    if tmux_missing() {
         return;
     }
     let name = unique("top");
@@ -157,12 +164,7 @@ fn top_shows_workers_and_restarts_one() {
 
 #[test]
 fn top_survives_a_missing_supervisor() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        println!("skipped: tmux is not installed (`tmux -V` failed)");
+    if tmux_missing() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
