@@ -25,6 +25,9 @@ use crate::plan::{EventsTarget, LogSpec};
 
 /// Longest line forwarded as one; longer ones are cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
+/// Pipe read sizes: quiet workers, and workers that fill the small buffer.
+const READ_SMALL: usize = 8 * 1024;
+const READ_LARGE: usize = 64 * 1024;
 /// Bytes of worker output that may wait for one destination at once.
 pub const BUDGET: usize = 1 << 20;
 
@@ -250,7 +253,10 @@ impl Output {
         let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
             return;
         };
-        let mut buf = vec![0u8; 8 * 1024];
+        // Small while the worker is quiet (one buffer per pipe per worker adds up), grown once a
+        // read fills it: a worker flooding its output is then read in 64 KiB gulps, which keeps
+        // the engine's thread free to sample everyone on time.
+        let mut buf = vec![0u8; READ_SMALL];
         let mut line: Vec<u8> = Vec::new();
         loop {
             let n = match pipe.read(&mut buf).await {
@@ -259,6 +265,9 @@ impl Output {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
+            if n == buf.len() && buf.len() < READ_LARGE {
+                buf.resize(READ_LARGE, 0);
+            }
             let mut rest = &buf[..n];
             while !rest.is_empty() {
                 let room = MAX_LINE - line.len();
