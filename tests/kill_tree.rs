@@ -130,3 +130,29 @@ fn second_sigint_kills_at_once() {
     sup.wait_exit(Duration::from_secs(10));
     assert_eq!(sup.of("killed").len(), 1, "{}", sup.dump());
 }
+
+#[test]
+fn sigkill_to_supervise_leaves_no_grandchild_either() {
+    // The grandchild double-forks away and leaves the process group: no death signal reaches it.
+    // The lifeline, told of every tree member, kills it once the supervisor is gone.
+    let (sup, name, _guard) = run_example(
+        "lifeline",
+        &["--sample-every", "100ms"],
+        "forker",
+        &["--hold", "8", "--setsid"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || pids_of_program(&name).len()
+            == 2),
+        "{}",
+        sup.dump()
+    );
+    // Let a few samples and orphan scans attribute the grandchild to the worker.
+    std::thread::sleep(Duration::from_millis(1500));
+    sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),
+        "left behind: {:?}",
+        pids_of_program(&name)
+    );
+}

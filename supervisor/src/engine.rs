@@ -49,6 +49,7 @@ struct Engine {
     /// Programs an operator stopped (`supervise stop`): kept stopped, and keeping the supervisor
     /// alive, until `supervise start`.
     held: HashSet<String>,
+    lifeline: Option<Rc<crate::lifeline::Lifeline>>,
     last_exits: Vec<Exit>,
     /// Stamped on each sampling turn of the loop, for `/healthz`.
     health: Rc<metrics::Health>,
@@ -81,6 +82,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             any_fatal: false,
             roots: orphans::Roots::default(),
             held: HashSet::new(),
+            lifeline: None,
             last_exits: Vec::new(),
             health: Rc::new(metrics::Health::new(sample_every)),
         };
@@ -106,6 +108,16 @@ impl Engine {
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
+        match crate::lifeline::Lifeline::start() {
+            Ok(l) => {
+                // A child of ours but no worker: orphan scans must leave it alone.
+                self.roots.borrow_mut().insert(l.pid);
+                self.lifeline = Some(Rc::new(l));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no lifeline: descendants could outlive a SIGKILLed supervisor")
+            }
+        }
         let reaper = self.reaper.clone();
         tokio::task::spawn_local(async move { reaper.run(sigchld, |_| {}).await });
         let (calls_tx, mut calls) = mpsc::unbounded_channel();
@@ -211,6 +223,7 @@ impl Engine {
             output: self.output.clone(),
             sample_every: self.plan.sample_every,
             roots: self.roots.clone(),
+            lifeline: self.lifeline.clone(),
         };
         let id = self.next_id;
         self.next_id += 1;

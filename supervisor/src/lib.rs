@@ -21,6 +21,7 @@ pub mod crosscheck;
 pub mod engine;
 pub mod events;
 pub mod leak;
+pub mod lifeline;
 pub mod logs;
 pub mod metrics;
 pub mod orphans;

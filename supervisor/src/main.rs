@@ -10,6 +10,13 @@ use supervisor::plan::{Cli, Control};
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "__lifeline")
+    {
+        supervisor::lifeline::serve();
+        return ExitCode::SUCCESS;
+    }
     if let Err(e) = supervisor::spawn::reserve_low_fds() {
         eprintln!("supervise: cannot open /dev/null: {e}");
         return ExitCode::from(EXIT_USAGE);

@@ -120,6 +120,8 @@ pub struct Ctx {
     pub output: Output,
     pub sample_every: Duration,
     pub roots: orphans::Roots,
+    /// Kills the trees' escaped descendants if the supervisor is SIGKILLed.
+    pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
 }
 
 /// How a running incarnation ended.

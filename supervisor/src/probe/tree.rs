@@ -39,7 +39,6 @@ struct Member {
 }
 
 /// The tracked process tree of one worker.
-#[derive(Debug)]
 pub struct Tree {
     root: i32,
     members: BTreeMap<i32, Member>,
@@ -48,6 +47,17 @@ pub struct Tree {
     queue: Vec<i32>,
     queued: HashSet<i32>,
     prev_cpu: Option<(Instant, u64)>,
+    /// Told `(pid, starttime)` of every member as it joins (the lifeline).
+    on_join: Option<Box<dyn Fn(i32, u64)>>,
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree")
+            .field("root", &self.root)
+            .field("members", &self.members.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tree {
@@ -61,9 +71,18 @@ impl Tree {
             queue: Vec::new(),
             queued: HashSet::new(),
             prev_cpu: None,
+            on_join: None,
         };
         t.adopt(root);
         t
+    }
+
+    /// Calls `f(pid, starttime)` for every member from now on (the root included).
+    pub fn on_join(&mut self, f: impl Fn(i32, u64) + 'static) {
+        for (pid, m) in &self.members {
+            f(*pid, m.last.starttime);
+        }
+        self.on_join = Some(Box::new(f));
     }
 
     #[must_use]
@@ -79,6 +98,9 @@ impl Tree {
         match ProcFiles::open(pid) {
             Ok(files) => match files.sample(&mut self.buf) {
                 Ok(last) => {
+                    if let Some(f) = &self.on_join {
+                        f(pid, last.starttime);
+                    }
                     self.members.insert(
                         pid,
                         Member {

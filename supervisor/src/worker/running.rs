@@ -128,7 +128,7 @@ impl Ctx {
         };
         let mut w = Watch {
             pid,
-            tree: Tree::new(pid),
+            tree: self.new_tree(pid),
             memory: MemoryWatch::default(),
             pressure: PressureWatch::default(),
             recent: VecDeque::new(),
@@ -303,6 +303,15 @@ impl Ctx {
             tree.adopt(pid);
         }
     }
+    /// The tree of a new worker, reporting every member to the lifeline.
+    fn new_tree(&self, pid: i32) -> Tree {
+        let mut tree = Tree::new(pid);
+        if let Some(lifeline) = self.lifeline.clone() {
+            tree.on_join(move |p, start| lifeline.watch(p, start));
+        }
+        tree
+    }
+
     /// One sample: the tree from /proc, the segment, and the policies over both. `Ok(delay)` until
     /// the next sample, or the reason to restart now.
     fn tick(&self, w: &mut Watch) -> Result<Duration, Reason> {
