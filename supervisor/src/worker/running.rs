@@ -67,8 +67,6 @@ struct Watch {
     ipc: Option<Ipc>,
     /// A future heartbeat was reported once already.
     implausible_heartbeat: bool,
-    /// The worker's self-report as last read from its segment.
-    report: Option<Report>,
     cross: CrossCheck,
     leak: Option<LeakWatch>,
 }
@@ -135,7 +133,6 @@ impl Ctx {
             session: Session::new(welcome, Instant::now()),
             ipc,
             implausible_heartbeat: false,
-            report: None,
             cross: CrossCheck::default(),
             leak: None,
         };
@@ -218,7 +215,7 @@ impl Ctx {
                     .as_ref()
                     .and_then(read_report)
                     .map(|(r, _)| r)
-                    .or(w.report),
+                    .or_else(|| self.shared.report.borrow().clone()),
             },
         );
         match (reason, for_good) {
@@ -395,8 +392,7 @@ impl Ctx {
             if w.session.speaks() {
                 if let Some((report, heap_reported)) = read_report(ipc) {
                     claims.heap = heap_reported.then_some(report.heap_bytes);
-                    self.shared.report.replace(Some(report.clone()));
-                    w.report = Some(report);
+                    self.shared.report.replace(Some(report));
                 }
             }
             let stamp = ipc.segment.heartbeat_ns();
