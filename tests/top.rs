@@ -18,6 +18,37 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// Starts `supervise --admin SOCKET top` in a new 160x40 session on a tmux server of its own
+    /// (its socket in `dir`).
+    fn top(dir: &Path, socket: &Path) -> Self {
+        let tmux = Tmux {
+            socket: dir.join("tmux"),
+            session: unique("top"),
+        };
+        let command = format!(
+            "{} --admin {} top",
+            quote(Path::new(supervise_bin())),
+            quote(socket)
+        );
+        let out = tmux.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "160",
+            "-y",
+            "40",
+            &command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
     fn cmd(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .arg("-S")
@@ -106,31 +137,7 @@ fn top_shows_workers_and_restarts_one() {
         e["event"] == "started"
     });
 
-    let tmux = Tmux {
-        socket: dir.path().join("tmux"),
-        session: unique("top"),
-    };
-    let command = format!(
-        "{} --admin {} top",
-        quote(Path::new(supervise_bin())),
-        quote(&socket)
-    );
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        &tmux.session,
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux new-session: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tmux = Tmux::top(dir.path(), &socket);
 
     let screen = tmux.wait_for(&name, &sup);
     assert!(
@@ -169,29 +176,7 @@ fn top_survives_a_missing_supervisor() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("nobody.sock");
-    let tmux = Tmux {
-        socket: dir.path().join("tmux"),
-        session: unique("top"),
-    };
-    let command = format!(
-        "{} --admin {} top",
-        quote(Path::new(supervise_bin())),
-        quote(&socket)
-    );
-    assert!(tmux
-        .cmd(&[
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.session,
-            "-x",
-            "160",
-            "-y",
-            "40",
-            &command
-        ])
-        .status
-        .success());
+    let tmux = Tmux::top(dir.path(), &socket);
     let mut screen = String::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
