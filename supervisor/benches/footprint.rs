@@ -58,6 +58,28 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// The supervisor and its lifeline (`supervise __lifeline`, its one child that is not a worker):
+/// the footprint counts every process of the supervisor's own.
+fn own_pids(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            if cmdline.split(|&b| b == 0).any(|a| a == b"__lifeline") {
+                pids.push(c);
+            }
+        }
+    }
+    pids
+}
+
 fn measure(workers: u32, socket: &Path) {
     let child = Command::new(SUPERVISE)
         .arg("--admin")
@@ -95,17 +117,23 @@ fn measure(workers: u32, socket: &Path) {
     }
     std::thread::sleep(Duration::from_secs(3));
 
+    let own = own_pids(pid);
+    assert_eq!(own.len(), 2, "the supervisor and its lifeline");
+    let cpu = || own.iter().map(|&p| cpu_ns(p)).sum::<u64>();
     let t0 = Instant::now();
-    let c0 = cpu_ns(pid);
+    let c0 = cpu();
     std::thread::sleep(IDLE_WINDOW);
-    let c1 = cpu_ns(pid);
+    let c1 = cpu();
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu_percent = (c1 - c0) as f64 / 1e9 / elapsed * 100.0;
 
-    let rollup =
-        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
-    let pss = kb_field(&rollup, "Pss:");
-    let rss = kb_field(&rollup, "Rss:");
+    let (mut pss, mut rss) = (0, 0);
+    for p in &own {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).expect("smaps_rollup");
+        pss += kb_field(&rollup, "Pss:");
+        rss += kb_field(&rollup, "Rss:");
+    }
 
     let mut times: Vec<Duration> = (0..200)
         .map(|_| {
@@ -117,7 +145,7 @@ fn measure(workers: u32, socket: &Path) {
         .collect();
     times.sort();
     eprintln!(
-        "footprint, {workers} sleep workers, --memory-max enforced, 1 s sampling: PSS {:.2} MiB, RSS {:.2} MiB; idle CPU {:.3} % of a core over {:.0} s ({:.1} ms of CPU); status round trip median {:.2} ms, p99 {:.2} ms",
+        "footprint, {workers} sleep workers, --memory-max enforced, 1 s sampling (supervisor + lifeline): PSS {:.2} MiB, RSS {:.2} MiB; idle CPU {:.3} % of a core over {:.0} s ({:.1} ms of CPU); status round trip median {:.2} ms, p99 {:.2} ms",
         pss as f64 / 1024.0,
         rss as f64 / 1024.0,
         cpu_percent,

@@ -103,8 +103,6 @@ fn alive(fd: &OwnedFd) -> bool {
 }
 
 fn starttime(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // Fields after "comm)": state is field 3, starttime is field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    crate::probe::parse::stat(&stat).map(|s| s.starttime)
 }

@@ -30,10 +30,15 @@ pub struct TreeSample {
     pub root_state: u8,
 }
 
+/// Samples between reads of the slow-changing figures (open fds, /proc/PID/io): each costs as
+/// much as the stat read that memory enforcement needs every tick.
+const SLOW_EVERY: u32 = 4;
+
 #[derive(Debug)]
 struct Member {
     files: ProcFiles,
     last: ProcSample,
+    fds: u64,
     /// Already sent the current stop signal (see [`Tree::signal_new`]).
     signalled: bool,
 }
@@ -47,6 +52,8 @@ pub struct Tree {
     queue: Vec<i32>,
     queued: HashSet<i32>,
     prev_cpu: Option<(Instant, u64)>,
+    /// Samples taken, for [`SLOW_EVERY`].
+    samples: u32,
     /// Told `(pid, starttime)` of every member as it joins (the lifeline).
     on_join: Option<Box<dyn Fn(i32, u64)>>,
 }
@@ -71,6 +78,7 @@ impl Tree {
             queue: Vec::new(),
             queued: HashSet::new(),
             prev_cpu: None,
+            samples: 0,
             on_join: None,
         };
         t.adopt(root);
@@ -104,6 +112,7 @@ impl Tree {
                     self.members.insert(
                         pid,
                         Member {
+                            fds: files.fd_count(),
                             files,
                             last,
                             signalled: false,
@@ -151,6 +160,8 @@ impl Tree {
             root_state: 0,
         };
         let mut cpu_ticks = 0u64;
+        let slow = self.samples.is_multiple_of(SLOW_EVERY);
+        self.samples = self.samples.wrapping_add(1);
         // Reused between samples: no allocation per tick once the tree's size is known.
         let mut queue = std::mem::take(&mut self.queue);
         let mut queued = std::mem::take(&mut self.queued);
@@ -169,7 +180,7 @@ impl Tree {
             let Some(m) = self.members.get_mut(&pid) else {
                 continue;
             };
-            let s = match m.files.sample(&mut self.buf) {
+            let mut s = match m.files.sample_quick(&mut self.buf) {
                 Ok(s) if s.state != b'Z' || pid == self.root => s,
                 // Gone (reaped: ESRCH) or a zombie whose parent will reap it: nothing to count.
                 _ => {
@@ -177,6 +188,12 @@ impl Tree {
                     continue;
                 }
             };
+            if slow && !fresh {
+                m.fds = m.files.fd_count();
+                (s.read_bytes, s.write_bytes) = m.files.io(&mut self.buf).unwrap_or((0, 0));
+            } else {
+                (s.read_bytes, s.write_bytes) = (m.last.read_bytes, m.last.write_bytes);
+            }
             m.last = s;
             total.procs += 1;
             total.rss = total.rss.saturating_add(s.rss);
@@ -188,7 +205,7 @@ impl Tree {
                 total.root_state = s.state;
             }
             cpu_ticks = cpu_ticks.saturating_add(s.cpu_ticks);
-            total.fds += m.files.fd_count();
+            total.fds += m.fds;
             if let Some(p) = total.pss.as_mut() {
                 *p = p.saturating_add(m.files.pss(&mut self.buf).unwrap_or(0));
             }
