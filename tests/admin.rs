@@ -154,3 +154,53 @@ fn a_second_supervisor_cannot_take_a_live_socket_and_clients_fail_clearly() {
         "socket removed on exit"
     );
 }
+
+#[test]
+fn restarting_a_whole_program_rolls_one_ready_instance_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = unique("roll");
+    let _guard = ProgramGuard(name.clone());
+    let socket = dir.path().join("ctl.sock");
+    let config = dir.path().join("supervise.toml");
+    // Each replacement takes 600 ms to say Ready: the next one must not be touched before.
+    std::fs::write(
+        &config,
+        format!(
+            "[program.{name}]\ncommand = [\"{}\", \"--ready-after\", \"600\"]\nreplicas = 3\n",
+            example("sdk_worker")
+        ),
+    )
+    .expect("config");
+    let sup = Sup::start(&[
+        "--admin",
+        socket.to_str().expect("utf-8"),
+        "-c",
+        config.to_str().expect("utf-8"),
+    ]);
+    sup.wait_nth(3, Duration::from_secs(15), "three ready", |e| {
+        e["event"] == "ready"
+    });
+    let (ok, text) = ctl(&socket, &["restart", &name]);
+    assert!(ok && text.contains("one instance at a time"), "{text}");
+    sup.wait_nth(6, Duration::from_secs(30), "three ready again", |e| {
+        e["event"] == "ready"
+    });
+    // In the event log: restarting 0, ready 0, restarting 1, ready 1, restarting 2, ready 2.
+    let seen: Vec<(String, u64)> = sup
+        .events()
+        .iter()
+        .skip_while(|e| e["event"] != "restarting")
+        .filter(|e| e["event"] == "restarting" || e["event"] == "ready")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default().to_owned(),
+                e["instance"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = (0..3)
+        .flat_map(|i| [("restarting".to_owned(), i), ("ready".to_owned(), i)])
+        .collect();
+    assert_eq!(seen, expected, "{}", sup.dump());
+    assert!(sup.of("restarting").iter().all(|e| e["reason"] == "manual"));
+}

@@ -53,6 +53,8 @@ struct Engine {
     last_exits: Vec<Exit>,
     /// Stamped on each sampling turn of the loop, for `/healthz`.
     health: Rc<metrics::Health>,
+    /// Programs whose replicas are being restarted or replaced one at a time.
+    rolls: Vec<roll::Roll>,
 }
 
 /// An SDK worker that has not said hello this long after it started is taken as not speaking the
@@ -85,6 +87,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             lifeline: None,
             last_exits: Vec::new(),
             health: Rc::new(metrics::Health::new(sample_every)),
+            rolls: Vec::new(),
         };
         engine.main().await
     });
@@ -159,9 +162,13 @@ impl Engine {
                 None
             }
         };
+        let scan_every = self.plan.sample_every.max(Duration::from_millis(200));
         let mut orphan_scan =
-            tokio::time::interval(self.plan.sample_every.max(Duration::from_millis(200)));
+            tokio::time::interval_at(crate::worker::on_grid(scan_every), scan_every);
         orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While a roll is under way, how often it looks whether its replacement is up.
+        let mut roll_tick = tokio::time::interval(Duration::from_millis(50));
+        roll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         while !self.tasks.is_empty() || (!self.held.is_empty() && self.stopping == 0) {
             tokio::select! {
@@ -186,6 +193,7 @@ impl Engine {
                     self.health.tick();
                     self.scan_orphans();
                 }
+                _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
             }
         }
         self.sweep().await;
@@ -265,8 +273,8 @@ impl Engine {
                 if slot.instance == 0 {
                     self.programs.remove(&next.name);
                 }
+                // The roll moves to the next instance once this one is up.
                 self.start(&next, slot.instance);
-                self.roll_next(&next, slot.instance + 1);
             }
         }
     }
@@ -281,6 +289,21 @@ impl Engine {
             Request::Status => Response::Status {
                 workers: self.status(),
             },
+            Request::Restart {
+                program,
+                instance: None,
+            } if self
+                .slots
+                .values()
+                .filter(|s| s.spec.name == program)
+                .count()
+                > 1 =>
+            {
+                self.roll(&program, None);
+                ok(format!(
+                    "restarting {program} one instance at a time, each after the one before is up"
+                ))
+            }
             Request::Restart { program, instance } => {
                 let mut n = 0;
                 for s in self
@@ -456,6 +479,7 @@ impl Engine {
             .iter()
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
+        let mut changed = Vec::new();
         for spec in &new.programs {
             let spec_rc = Rc::new(spec.clone());
             match old.get(&spec.name) {
@@ -489,7 +513,7 @@ impl Engine {
                         .or_default()
                         .fatal
                         .set(false);
-                    self.roll_next(&spec_rc, 0);
+                    changed.push(spec_rc);
                 }
             }
         }
@@ -501,33 +525,13 @@ impl Engine {
             }
         }
         self.plan.programs = new.programs;
+        // Rolled once the plan holds the new replica counts.
+        for spec in changed {
+            self.roll(&spec.name.clone(), Some(spec));
+        }
         Ok(format!("reloaded {}", path.display()))
-    }
-
-    /// Replaces instance `from` of a changed program (and, as each ends, the next ones).
-    fn roll_next(&mut self, spec: &Rc<ProgramSpec>, from: u32) {
-        for i in from..spec.replicas {
-            if let Some(slot) = self
-                .slots
-                .values_mut()
-                .find(|s| s.spec.name == spec.name && s.instance == i)
-            {
-                slot.replacement = Some(spec.clone());
-                let _ = slot.cmds.send(Command::Stop);
-                return;
-            }
-            // No old instance here (the program grew): start it and go on.
-            self.start(spec, i);
-        }
-        // Old instances beyond the new replica count.
-        for s in self
-            .slots
-            .values()
-            .filter(|s| s.spec.name == spec.name && s.instance >= spec.replicas)
-        {
-            let _ = s.cmds.send(Command::Stop);
-        }
     }
 }
 
+mod roll;
 mod status;

@@ -114,6 +114,9 @@ pub enum Kind {
     /// (`program` is `supervise`) the metrics server is listening on `addr` (the bound address,
     /// so a port of 0 shows the one the kernel picked).
     Listening { addr: String },
+    /// A rolling restart or replacement stopped at this instance: its new process was not up
+    /// (running, and ready where it says so) after `waited_s`; `left` instances were not touched.
+    RollHalted { waited_s: f64, left: u32 },
     /// Writing a worker's log file failed; lines are dropped until it works again.
     LogError { path: String, error: String },
 }

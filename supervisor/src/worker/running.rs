@@ -69,6 +69,8 @@ struct Watch {
     implausible_heartbeat: bool,
     cross: CrossCheck,
     leak: Option<LeakWatch>,
+    /// The segment's last read, kept so each tick's read reuses its allocations.
+    snap: segment::Snapshot,
 }
 
 impl Ctx {
@@ -135,6 +137,7 @@ impl Ctx {
             implausible_heartbeat: false,
             cross: CrossCheck::default(),
             leak: None,
+            snap: segment::Snapshot::default(),
         };
         let mut next = tokio::time::Instant::now();
 
@@ -144,7 +147,9 @@ impl Ctx {
                 exit = &mut exit_rx => break (exit.ok(), None),
                 () = sleep_until(next) => {
                     match self.tick(&mut w) {
-                        Ok(delay) => next = tokio::time::Instant::now() + delay,
+                        Ok(delay) if delay < self.sample_every => next = tokio::time::Instant::now() + delay,
+                        // A full interval ends on the grid every worker shares (see `on_grid`).
+                        Ok(delay) => next = super::on_grid(delay),
                         Err(reason) => break (None, Some((Some(reason), false))),
                     }
                 }
@@ -210,12 +215,14 @@ impl Ctx {
                 code,
                 signal,
                 uptime_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                report: w
-                    .ipc
-                    .as_ref()
-                    .and_then(read_report)
-                    .map(|(r, _)| r)
-                    .or_else(|| self.shared.report.borrow().clone()),
+                report: {
+                    // The last word from the segment, else the last good read.
+                    let mut report = self.shared.report.borrow_mut();
+                    if let Some(ipc) = &w.ipc {
+                        refresh_report(ipc, &mut w.snap, &mut report);
+                    }
+                    report.clone()
+                },
             },
         );
         match (reason, for_good) {
@@ -390,9 +397,11 @@ impl Ctx {
         };
         if let Some(ipc) = &w.ipc {
             if w.session.speaks() {
-                if let Some((report, heap_reported)) = read_report(ipc) {
-                    claims.heap = heap_reported.then_some(report.heap_bytes);
-                    self.shared.report.replace(Some(report));
+                let mut report = self.shared.report.borrow_mut();
+                if let Some(heap_reported) = refresh_report(ipc, &mut w.snap, &mut report) {
+                    claims.heap = heap_reported
+                        .then(|| report.as_ref().map(|r| r.heap_bytes))
+                        .flatten();
                 }
             }
             let stamp = ipc.segment.heartbeat_ns();
@@ -505,35 +514,59 @@ impl Ctx {
     }
 }
 
-/// What the segment holds now, as a report, and whether the heap figures are really published
-/// (the worker installed the SDK's counting allocator); `None` if the segment does not validate
-/// (a scribbling worker).
-fn read_report(ipc: &Ipc) -> Option<(Report, bool)> {
-    let snap = ipc.segment.read().ok()?;
-    let now = monotonic_ns();
-    let heap_reported = snap.heap_reported();
-    let report = Report {
-        heap_bytes: snap.heap_bytes,
-        heap_peak: snap.heap_peak,
-        allocations: snap.allocations,
-        requests: snap.requests,
-        errors: snap.errors,
-        in_flight: snap.in_flight,
-        gauges: snap
+/// Reads the segment into `snap` (reused: no allocation per tick) and brings `report` up to date
+/// from it, rebuilding its maps only when the set of metric names changed. Returns whether the
+/// heap figures are really published (the worker installed the SDK's counting allocator), or
+/// `None` if the segment does not validate (a scribbling worker), leaving `report` as it was.
+fn refresh_report(
+    ipc: &Ipc,
+    snap: &mut segment::Snapshot,
+    report: &mut Option<Report>,
+) -> Option<bool> {
+    ipc.segment.read_into(snap).ok()?;
+    let r = report.get_or_insert_with(|| Report {
+        heap_bytes: 0,
+        heap_peak: 0,
+        allocations: 0,
+        requests: 0,
+        errors: 0,
+        in_flight: 0,
+        metrics: std::collections::BTreeMap::new(),
+        gauges: std::collections::BTreeSet::new(),
+        heartbeat_age_ms: None,
+    });
+    r.heap_bytes = snap.heap_bytes;
+    r.heap_peak = snap.heap_peak;
+    r.allocations = snap.allocations;
+    r.requests = snap.requests;
+    r.errors = snap.errors;
+    r.in_flight = snap.in_flight;
+    r.heartbeat_age_ms = (snap.heartbeat_ns != 0)
+        .then(|| monotonic_ns().saturating_sub(snap.heartbeat_ns) / 1_000_000);
+    let same_names = r.metrics.len() == snap.metrics.len()
+        && snap.metrics.iter().all(|m| r.metrics.contains_key(&m.name));
+    if same_names {
+        for m in &snap.metrics {
+            if let Some(v) = r.metrics.get_mut(&m.name) {
+                *v = m.value;
+            }
+        }
+    } else {
+        r.metrics = snap
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect();
+    }
+    if !same_names {
+        r.gauges = snap
             .metrics
             .iter()
             .filter(|m| m.kind == segment::MetricKind::Gauge)
             .map(|m| m.name.clone())
-            .collect(),
-        metrics: snap
-            .metrics
-            .into_iter()
-            .map(|m| (m.name, m.value))
-            .collect(),
-        heartbeat_age_ms: (snap.heartbeat_ns != 0)
-            .then(|| now.saturating_sub(snap.heartbeat_ns) / 1_000_000),
-    };
-    Some((report, heap_reported))
+            .collect();
+    }
+    Some(snap.heap_reported())
 }
 
 /// The next packet of the channel, if there is one.
