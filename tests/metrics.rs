@@ -50,6 +50,11 @@ fn parse(text: &str) -> Samples {
             "supervise_worker_restarts"
                 | "supervise_worker_cpu_seconds"
                 | "supervise_worker_sdk_counter"
+                | "supervise_worker_io_read_bytes"
+                | "supervise_worker_io_write_bytes"
+                | "supervise_worker_blkio_delay_seconds"
+                | "supervise_worker_net_sent_bytes"
+                | "supervise_worker_net_received_bytes"
         );
         assert_eq!(
             family.family_type == OpenMetricsType::Counter,

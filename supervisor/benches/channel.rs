@@ -189,6 +189,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         memory: None,
         heartbeat_timeout: None,
         leak: None,
+        net: None,
     };
     let (segment, _reader) = child_sdk::segment::create().expect("segment");
     let inherit = Inherit {

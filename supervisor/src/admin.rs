@@ -80,6 +80,54 @@ pub struct WorkerStatus {
     pub speaks: bool,
     /// Kinds of the findings raised about this instance, latest last.
     pub findings: Vec<String>,
+    /// What the tree holds on disk and moves through it (while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::disk::WorkerDisk>,
+    /// The tree's TCP and UDP sockets (while running, once the first dump has seen it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetStatus>,
+}
+
+/// A worker tree's sockets, as `status --json` shows them (the `net` object).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetStatus {
+    /// TCP sockets by state.
+    pub listening: u32,
+    pub established: u32,
+    pub other: u32,
+    pub udp: u32,
+    /// Bytes sent (acknowledged by the peer) and received over TCP since the worker started,
+    /// closed sockets included.
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub sent_bytes_per_s: Option<f64>,
+    pub received_bytes_per_s: Option<f64>,
+    /// Smoothed round-trip time over established sockets: mean and worst, milliseconds.
+    pub rtt_ms: Option<f64>,
+    pub rtt_max_ms: Option<f64>,
+    /// Distinct outbound peers.
+    pub remotes: u32,
+}
+
+impl From<&crate::net::NetSample> for NetStatus {
+    fn from(n: &crate::net::NetSample) -> Self {
+        let ms = |us: Option<u32>| us.map(|u| f64::from(u) / 1000.0);
+        Self {
+            listening: n.listening,
+            established: n.established,
+            other: n.other,
+            udp: n.udp,
+            sent_bytes: n.acked_total,
+            received_bytes: n.received_total,
+            sent_bytes_per_s: n.acked_per_sec,
+            received_bytes_per_s: n.received_per_sec,
+            rtt_ms: ms(n.rtt_mean_us),
+            rtt_max_ms: ms(n.rtt_max_us),
+            remotes: u32::try_from(n.remotes.len())
+                .unwrap_or(u32::MAX)
+                .saturating_add(n.remotes_omitted),
+        }
+    }
 }
 
 /// The answer to a request.
@@ -212,7 +260,7 @@ pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
 pub fn table(workers: &[WorkerStatus]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8}  {}\n",
+        "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8} {:>5} {:>8} {:>7} {:>8}  {}\n",
         "PROGRAM",
         "INST",
         "PID",
@@ -225,6 +273,10 @@ pub fn table(workers: &[WorkerStatus]) -> String {
         "FDS",
         "HEAP",
         "HB_AGE",
+        "CONN",
+        "NET/S",
+        "RTT",
+        "DELETED",
         "FINDINGS"
     );
     let mib = |b: Option<u64>| {
@@ -235,9 +287,10 @@ pub fn table(workers: &[WorkerStatus]) -> String {
     };
     let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     for w in workers {
+        let beyond = beyond_memory(w);
         let _ = writeln!(
             out,
-            "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8}  {}",
+            "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8} {:>5} {:>8} {:>7} {:>8}  {}",
             w.program,
             w.instance,
             w.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
@@ -253,8 +306,45 @@ pub fn table(workers: &[WorkerStatus]) -> String {
             mib(w.heap_bytes),
             w.heartbeat_age_ms
                 .map_or_else(|| "-".to_owned(), |a| format!("{a}ms")),
+            beyond[0],
+            beyond[1],
+            beyond[2],
+            beyond[3],
             w.findings.join(","),
         );
     }
     out
+}
+
+/// The network and disk cells of a row, for the status table and `top`: established TCP
+/// connections, TCP traffic per second (sent + received), mean RTT, and space held by deleted
+/// open files; `-` where unknown.
+#[must_use]
+pub fn beyond_memory(w: &WorkerStatus) -> [String; 4] {
+    let dash = || "-".to_owned();
+    let net = w.net.as_ref();
+    [
+        net.map_or_else(dash, |n| n.established.to_string()),
+        net.and_then(|n| Some(n.sent_bytes_per_s? + n.received_bytes_per_s?))
+            .map_or_else(dash, |r| format!("{}/s", short_bytes(r))),
+        net.and_then(|n| n.rtt_ms)
+            .map_or_else(dash, |ms| format!("{ms:.1}ms")),
+        w.disk
+            .map_or_else(dash, |d| short_bytes(d.deleted_bytes as f64)),
+    ]
+}
+
+/// `0`, `512`, `312K`, `1.5M`, `2.0G`.
+#[must_use]
+pub fn short_bytes(b: f64) -> String {
+    const K: f64 = 1024.0;
+    if b >= K * K * K {
+        format!("{:.1}G", b / (K * K * K))
+    } else if b >= K * K {
+        format!("{:.1}M", b / (K * K))
+    } else if b >= K {
+        format!("{:.0}K", b / K)
+    } else {
+        format!("{b:.0}")
+    }
 }

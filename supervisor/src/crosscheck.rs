@@ -129,6 +129,7 @@ mod tests {
             fds: 3,
             read_bytes: 0,
             write_bytes: 0,
+            io_at: at,
             vsize,
             root_state: state,
         }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -55,6 +56,12 @@ struct Engine {
     health: Rc<metrics::Health>,
     /// Programs whose replicas are being restarted or replaced one at a time.
     rolls: Vec<roll::Roll>,
+    /// Cross-worker probes: disk held, I/O, watched directories.
+    resources: resources::Resources,
+    /// `--history`: every tick's status appended to a file.
+    history: Option<crate::history::History>,
+    /// `[alert]`: its running command is a child of ours but no orphan.
+    alerter: Option<Arc<crate::alert::Alerter>>,
 }
 
 /// An SDK worker that has not said hello this long after it started is taken as not speaking the
@@ -63,7 +70,16 @@ const HELLO_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the plan to its end and returns the process exit code.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
-    let (output, thread) = Output::start(plan.events.as_ref(), plan.log.as_ref())?;
+    let (mut output, thread) = Output::start(plan.events.as_ref(), plan.log.as_ref())?;
+    // Set before any worker starts, so every output handle offers its events.
+    let alerter = plan
+        .alert
+        .clone()
+        .map(|spec| Arc::new(crate::alert::Alerter::start(spec)));
+    if let Some(a) = &alerter {
+        output.alert_to(a.clone());
+    }
+    let engine_alerter = alerter.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -88,6 +104,9 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             last_exits: Vec::new(),
             health: Rc::new(metrics::Health::new(sample_every)),
             rolls: Vec::new(),
+            resources: resources::Resources::default(),
+            history: None,
+            alerter: engine_alerter,
         };
         engine.main().await
     });
@@ -96,6 +115,11 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
     drop(local);
     drop(rt);
     thread.join(Duration::from_secs(5));
+    // The last events (a `fatal`, say) are often the ones worth an alert: deliver what is
+    // queued, for a bounded time.
+    if let Some(a) = alerter.and_then(Arc::into_inner) {
+        a.shutdown(Duration::from_secs(5));
+    }
     code
 }
 
@@ -144,6 +168,17 @@ impl Engine {
             ));
         }
 
+        if let Some(h) = &self.plan.history {
+            let history = crate::history::History::open(&h.path, Some(h.max))?;
+            history.limits(
+                self.plan
+                    .programs
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.memory.map(|m| m.max))),
+            );
+            self.history = Some(history);
+        }
+        self.resources.watch(self.plan.watch_dirs.clone());
         for spec in self.plan.programs.clone() {
             let spec = Rc::new(spec);
             for i in 0..spec.replicas {
@@ -192,11 +227,26 @@ impl Engine {
                 _ = orphan_scan.tick() => {
                     self.health.tick();
                     self.scan_orphans();
+                    self.probe_resources();
+                    if let Some(h) = &self.history {
+                        h.record(unix_ms(), &self.status());
+                    }
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
             }
         }
+        // Alerts of the last events (a `fatal` that ends the run) go out before the sweep kills
+        // every child left, for at most a few seconds.
+        if let Some(a) = &self.alerter {
+            let end = tokio::time::Instant::now() + Duration::from_secs(5);
+            while a.pending() > 0 && tokio::time::Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         self.sweep().await;
+        if let Some(h) = self.history.take() {
+            h.close();
+        }
         if let Some(path) = serving {
             let _ = std::fs::remove_file(path);
         }
@@ -414,11 +464,16 @@ impl Engine {
         self.orphans_seen
             .retain(|p| children.binary_search(p).is_ok());
         self.strays.retain(|p| children.binary_search(p).is_ok());
-        let roots: HashSet<i32> = self
+        let mut roots: HashSet<i32> = self
             .slots
             .values()
             .filter_map(|s| s.shared.pid.get())
             .collect();
+        // An alert command (and its process group) is the alerter's to wait for.
+        let alert_group = self.alerter.as_ref().and_then(|a| a.child_pid());
+        roots.extend(alert_group);
+        // The lifeline is a child of ours but nobody's orphan.
+        roots.extend(self.lifeline.as_ref().map(|l| l.pid));
         for &pid in &children {
             if roots.contains(&pid) || !self.orphans_seen.insert(pid) {
                 continue;
@@ -426,6 +481,9 @@ impl Engine {
             let Some(pgid) = orphans::pgid_of(pid) else {
                 continue;
             };
+            if alert_group == Some(pgid) {
+                continue;
+            }
             let owner = self.slots.values().find(|s| {
                 orphans::Owner {
                     root: s.shared.pid.get(),
@@ -450,7 +508,12 @@ impl Engine {
     async fn sweep(&mut self) {
         let end = tokio::time::Instant::now() + Duration::from_secs(2);
         loop {
-            let left = orphans::our_children();
+            let mut left = orphans::our_children();
+            // A running alert command (its process group) is delivering the last alerts: the
+            // alerter waits for it, with its own deadline, after the engine is done.
+            if let Some(group) = self.alerter.as_ref().and_then(|a| a.child_pid()) {
+                left.retain(|&p| orphans::pgid_of(p) != Some(group));
+            }
             if left.is_empty() || tokio::time::Instant::now() >= end {
                 return;
             }
@@ -525,6 +588,18 @@ impl Engine {
             }
         }
         self.plan.programs = new.programs;
+        if self.plan.watch_dirs != new.watch_dirs {
+            self.resources.watch(new.watch_dirs.clone());
+            self.plan.watch_dirs = new.watch_dirs;
+        }
+        if let Some(h) = &self.history {
+            h.limits(
+                self.plan
+                    .programs
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.memory.map(|m| m.max))),
+            );
+        }
         // Rolled once the plan holds the new replica counts.
         for spec in changed {
             self.roll(&spec.name.clone(), Some(spec));
@@ -533,5 +608,13 @@ impl Engine {
     }
 }
 
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+mod resources;
 mod roll;
 mod status;

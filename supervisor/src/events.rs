@@ -22,16 +22,19 @@ pub enum Reason {
     Hung,
     /// Its tree's memory grew steadily at the configured leak rate.
     Leak,
+    /// Its sockets broke the network policy (`net.on_violation = "restart" | "kill"`).
+    Net,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (the index of [`Reason::index`]).
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Exit,
         Reason::Memory,
         Reason::Manual,
         Reason::Hung,
         Reason::Leak,
+        Reason::Net,
     ];
 
     #[must_use]
@@ -42,6 +45,7 @@ impl Reason {
             Reason::Manual => "manual",
             Reason::Hung => "hung",
             Reason::Leak => "leak",
+            Reason::Net => "net",
         }
     }
 
@@ -119,6 +123,54 @@ pub enum Kind {
     RollHalted { waited_s: f64, left: u32 },
     /// Writing a worker's log file failed; lines are dropped until it works again.
     LogError { path: String, error: String },
+}
+
+impl Kind {
+    /// Every kind's name (the `event` field), in declaration order.
+    pub const NAMES: [&'static str; 17] = [
+        "started",
+        "spawn_failed",
+        "exited",
+        "memory_pressure",
+        "memory_over",
+        "restarting",
+        "killed",
+        "fatal",
+        "stopped",
+        "orphan",
+        "ready",
+        "protocol_error",
+        "finding",
+        "worker_event",
+        "listening",
+        "roll_halted",
+        "log_error",
+    ];
+
+    /// This kind's name, as in the `event` field.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        let i = match self {
+            Kind::Started { .. } => 0,
+            Kind::SpawnFailed { .. } => 1,
+            Kind::Exited { .. } => 2,
+            Kind::MemoryPressure { .. } => 3,
+            Kind::MemoryOver { .. } => 4,
+            Kind::Restarting { .. } => 5,
+            Kind::Killed { .. } => 6,
+            Kind::Fatal { .. } => 7,
+            Kind::Stopped => 8,
+            Kind::Orphan => 9,
+            Kind::Ready => 10,
+            Kind::ProtocolError { .. } => 11,
+            Kind::Finding { .. } => 12,
+            Kind::WorkerEvent { .. } => 13,
+            Kind::Listening { .. } => 14,
+            Kind::RollHalted { .. } => 15,
+            Kind::LogError { .. } => 16,
+        };
+        Self::NAMES[i]
+    }
 }
 
 /// A worker's self-report, read from its segment.
@@ -200,6 +252,72 @@ mod tests {
         assert_eq!(v["delay_ms"], 100);
         let ts = v["ts"].as_str().expect("ts");
         assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+    }
+
+    #[test]
+    fn names_are_the_serialized_tags() {
+        let s = String::new;
+        let every = [
+            Kind::Started { command: vec![] },
+            Kind::SpawnFailed { error: s() },
+            Kind::Exited {
+                code: Some(0),
+                signal: None,
+                uptime_s: 0.0,
+                report: None,
+            },
+            Kind::MemoryPressure { bytes: 0, limit: 0 },
+            Kind::MemoryOver {
+                bytes: 0,
+                limit: 0,
+                measure: "rss",
+                count: 0,
+                of: 0,
+            },
+            Kind::Restarting {
+                reason: Reason::Exit,
+                delay_ms: 0,
+            },
+            Kind::Killed { processes: 0 },
+            Kind::Fatal {
+                restarts: 0,
+                within_s: 0.0,
+            },
+            Kind::Stopped,
+            Kind::Orphan,
+            Kind::Ready,
+            Kind::ProtocolError {
+                error: s(),
+                count: 0,
+                closed: false,
+            },
+            Kind::Finding {
+                kind: "hung",
+                detail: s(),
+                numbers: std::collections::BTreeMap::new(),
+            },
+            Kind::WorkerEvent {
+                level: "info",
+                text: s(),
+            },
+            Kind::Listening { addr: s() },
+            Kind::RollHalted {
+                waited_s: 0.0,
+                left: 0,
+            },
+            Kind::LogError {
+                path: s(),
+                error: s(),
+            },
+        ];
+        assert_eq!(every.len(), Kind::NAMES.len());
+        for (i, k) in every.into_iter().enumerate() {
+            let name = k.name();
+            assert_eq!(name, Kind::NAMES[i]);
+            let v: serde_json::Value =
+                serde_json::from_str(&Event::now("a", 0, None, k).to_line()).expect("json");
+            assert_eq!(v["event"], name);
+        }
     }
 
     #[test]

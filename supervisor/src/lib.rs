@@ -16,19 +16,24 @@
 //! supervised from /proc alone.
 
 pub mod admin;
+pub mod alert;
 pub mod channel;
 pub mod crosscheck;
+pub mod disk;
 pub mod engine;
 pub mod events;
+pub mod history;
 pub mod leak;
 pub mod lifeline;
 pub mod logs;
 pub mod metrics;
+pub mod net;
 pub mod orphans;
 pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod reaper;
+pub mod report;
 pub mod session;
 pub mod spawn;
 pub mod top;

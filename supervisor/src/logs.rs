@@ -105,6 +105,8 @@ pub struct Output {
     console: Lane,
     files: Option<Lane>,
     events: Option<mpsc::UnboundedSender<String>>,
+    /// Offered every event (`[alert]`); it filters, queues and never blocks.
+    alerts: Option<Arc<crate::alert::Alerter>>,
 }
 
 /// Joins the writer threads once every [`Output`] handle is gone.
@@ -236,16 +238,30 @@ impl Output {
                 console: lane(tx),
                 files,
                 events,
+                alerts: None,
             },
             OutputThreads(threads),
         ))
     }
 
-    /// Queues an event line; never blocks.
+    /// Queues an event line, and offers it to the alerter; never blocks.
     pub fn event(&self, e: &Event<'_>) {
-        if let Some(tx) = &self.events {
-            let _ = tx.send(e.to_line());
+        if self.events.is_none() && self.alerts.is_none() {
+            return;
         }
+        let line = e.to_line();
+        if let Some(a) = &self.alerts {
+            a.offer(&line, e.kind.name());
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.send(line);
+        }
+    }
+
+    /// Sends every event from now on to `alerts` too (set before the first worker starts, so
+    /// every handle carries it).
+    pub fn alert_to(&mut self, alerts: Arc<crate::alert::Alerter>) {
+        self.alerts = Some(alerts);
     }
 
     /// Reads one worker pipe to EOF, forwarding each line. Runs as a local task.

@@ -1,5 +1,7 @@
 //! `supervise`: the command line. Parse, build a plan, run it, map the outcome to an exit code.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -64,7 +66,62 @@ fn main() -> ExitCode {
     }
 }
 
-/// `supervise status|restart|stop|start|reload`: one request to a running supervisor.
+/// `supervise report FILE -o OUT.svg`: draws a history file; no supervisor needed.
+fn report(file: &Path, output: &Path, program: Option<&str>) -> ExitCode {
+    let series = match supervisor::history::read(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("supervise: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if series.ignored_bytes > 0 {
+        eprintln!(
+            "supervise: {}: skipped {} bytes (a record torn by a crash, or damage)",
+            file.display(),
+            series.ignored_bytes
+        );
+    }
+    if series.newer_segments > 0 {
+        eprintln!(
+            "supervise: {}: skipped {} segments written by a newer supervise",
+            file.display(),
+            series.newer_segments
+        );
+    }
+    if series.series_dropped > 0 {
+        eprintln!(
+            "supervise: {}: drawing the first {} instances; {} more left out",
+            file.display(),
+            series.workers.len(),
+            series.series_dropped
+        );
+    }
+    let title = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let svg = match supervisor::report::render(&series, &title, program) {
+        Ok(svg) => svg,
+        Err(e) => {
+            eprintln!("supervise: {}: {e}", file.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let written = if output == Path::new("-") {
+        std::io::stdout().write_all(svg.as_bytes())
+    } else {
+        std::fs::write(output, svg)
+    };
+    if let Err(e) = written {
+        eprintln!("supervise: {}: {e}", output.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `supervise status|restart|stop|start|reload`: one request to a running supervisor (and
+/// `report`, which needs none).
 fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(admin::default_path);
     let request = match control {
@@ -89,6 +146,11 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             program: program.clone(),
         },
         Control::Reload => Request::Reload,
+        Control::Report {
+            file,
+            output,
+            program,
+        } => return report(file, output, program.as_deref()),
         Control::Top => {
             return match supervisor::top::run(path) {
                 Ok(()) => ExitCode::SUCCESS,

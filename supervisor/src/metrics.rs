@@ -469,6 +469,7 @@ pub fn render(workers: &[WorkerStatus]) -> String {
         "named gauges the worker publishes through the SDK",
         &f.sdk_gauge,
     );
+    resources::register(&mut reg, workers);
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
@@ -500,5 +501,6 @@ pub fn restarts_by_reason(counts: &[u64; Reason::ALL.len()]) -> BTreeMap<String,
         .collect()
 }
 
+mod resources;
 #[cfg(test)]
 mod tests;

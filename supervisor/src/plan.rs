@@ -30,6 +30,12 @@ pub struct Plan {
     pub admin: Option<PathBuf>,
     /// Where to serve OpenMetrics, `/healthz` and `/readyz` over HTTP, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where every tick's figures are appended for `supervise report`, if anywhere.
+    pub history: Option<HistorySpec>,
+    /// `[alert]`: chosen events to a command and/or a webhook.
+    pub alert: Option<crate::alert::AlertSpec>,
+    /// `[[watch.dir]]`: directories whose size and filesystem are watched.
+    pub watch_dirs: Vec<crate::disk::WatchDir>,
 }
 
 /// One supervised program and its policies.
@@ -50,6 +56,31 @@ pub struct ProgramSpec {
     pub heartbeat_timeout: Option<Duration>,
     /// Leak-trend detection on the tree's memory (same measure as `memory`, else RSS).
     pub leak: Option<LeakPolicy>,
+    /// `[program.NAME.net]`: what the tree's sockets may do.
+    pub net: Option<NetPolicy>,
+}
+
+/// A program's network policy, checked against its tree's sockets every tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetPolicy {
+    /// Remote address/CIDR and port patterns outbound connections must match (`None`: any).
+    pub allow: Option<crate::net::AllowList>,
+    /// Ports the tree may listen on (`None`: any).
+    pub listen_allow: Option<crate::net::PortList>,
+    pub max_connections: Option<u32>,
+    pub on_violation: OnViolation,
+}
+
+/// What a breach of the network policy leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnViolation {
+    /// Report the finding only.
+    Warn,
+    /// Restart gracefully (reason `net`).
+    Restart,
+    /// SIGKILL the tree at once, then restart (reason `net`).
+    Kill,
 }
 
 /// What to watch for as a leak, and what to do about one.
@@ -168,6 +199,7 @@ pub const DEFAULT_HYSTERESIS: f64 = 0.05;
 pub const DEFAULT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_LOG_KEEP: u32 = 5;
+pub const DEFAULT_HISTORY_MAX: u64 = crate::history::DEFAULT_MAX_BYTES;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventsTarget {
@@ -192,6 +224,14 @@ pub struct LogSpec {
     pub max: u64,
     /// Rotated files kept besides the live one.
     pub keep: u32,
+}
+
+/// The history file (`--history`, `history = "…"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySpec {
+    pub path: PathBuf,
+    /// Rotate to `path.1` before the file would pass this size.
+    pub max: u64,
 }
 
 /// A config or flag error, pointing at where it came from.
@@ -318,6 +358,14 @@ fn check_warn_at(w: f64) -> Result<f64, String> {
         Err(format!(
             "warn_at must be a fraction between 0 and 1 (e.g. 0.8), got {w}"
         ))
+    }
+}
+
+fn check_history_max(max: u64) -> Result<u64, String> {
+    if max < crate::history::MIN_MAX_BYTES {
+        Err(format!("must be at least 64KiB, got {max} bytes"))
+    } else {
+        Ok(max)
     }
 }
 

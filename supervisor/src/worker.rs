@@ -27,6 +27,8 @@ pub enum Command {
     Kill,
     /// Restart now, gracefully.
     Restart(Reason),
+    /// Restart now, the tree SIGKILLed without a grace period.
+    KillRestart(Reason),
 }
 
 /// How a worker task ended.
@@ -47,6 +49,14 @@ pub struct Shared {
     pub adopt: RefCell<Vec<i32>>,
     /// Last sample of the tree.
     pub last: Cell<Option<TreeSample>>,
+    /// Pids of the tree's live members as of the last sample (empty when not running): what the
+    /// engine's per-tick probes (sockets, deleted files, block I/O) attribute to this worker.
+    pub members: RefCell<Vec<i32>>,
+    /// Disk figures of this incarnation's tree (deleted-but-open files, I/O rates, block-I/O
+    /// delay), written by the engine's probes.
+    pub disk: Cell<crate::disk::WorkerDisk>,
+    /// Sockets of this incarnation's tree as of the engine's last dump.
+    pub net: RefCell<Option<crate::net::NetSample>>,
     /// The worker said `Ready` (this incarnation).
     pub ready: Cell<bool>,
     /// The worker said hello: it speaks the protocol (this incarnation).
@@ -140,14 +150,19 @@ struct Ended {
     pid: Option<i32>,
 }
 
+/// Remembers a finding's kind among the instance's latest (at most 8 kept).
+pub(crate) fn note_finding(shared: &Shared, kind: &'static str) {
+    let mut findings = shared.findings.borrow_mut();
+    if findings.len() == 8 {
+        findings.remove(0);
+    }
+    findings.push(kind);
+}
+
 impl Ctx {
     fn event(&self, pid: Option<i32>, kind: Kind) {
         if let Kind::Finding { kind: f, .. } = &kind {
-            let mut findings = self.shared.findings.borrow_mut();
-            if findings.len() == 8 {
-                findings.remove(0);
-            }
-            findings.push(f);
+            note_finding(&self.shared, f);
         }
         self.output
             .event(&Event::now(&self.spec.name, self.instance, pid, kind));
@@ -257,7 +272,7 @@ impl Ctx {
                     };
                     // A restart (the delay ran out, or a manual restart during it) starts now;
                     // a stop ends the task.
-                    if !matches!(cmd, Some(Command::Restart(_))) {
+                    if !matches!(cmd, Some(Command::Restart(_) | Command::KillRestart(_))) {
                         return self.stopped(pid, last_exit);
                     }
                 }

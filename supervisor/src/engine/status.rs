@@ -86,6 +86,10 @@ impl Engine {
                         .iter()
                         .map(|f| (*f).to_owned())
                         .collect(),
+                    disk: last.map(|_| sh.disk.get()),
+                    net: last
+                        .and(sh.net.borrow().as_ref())
+                        .map(admin::NetStatus::from),
                 }
             })
             .collect();
@@ -119,6 +123,8 @@ impl Engine {
                     gauges: std::collections::BTreeSet::new(),
                     speaks: false,
                     findings: Vec::new(),
+                    disk: None,
+                    net: None,
                 }));
             }
         }

@@ -13,7 +13,7 @@ fn worker(program: &str, instance: u32) -> WorkerStatus {
         ready: true,
         uptime_s: Some(12.5),
         restarts: 3,
-        restarts_by_reason: restarts_by_reason(&[2, 0, 1, 0, 0]),
+        restarts_by_reason: restarts_by_reason(&[2, 0, 1, 0, 0, 0]),
         rss_bytes: Some(10 << 20),
         pss_bytes: None,
         cpu_percent: Some(1.0),
@@ -27,6 +27,8 @@ fn worker(program: &str, instance: u32) -> WorkerStatus {
         gauges: BTreeSet::new(),
         speaks: true,
         findings: Vec::new(),
+        disk: None,
+        net: None,
     }
 }
 
@@ -208,4 +210,64 @@ fn health_goes_stale() {
     assert!(h.check().is_err());
     h.tick();
     assert!(Health::new(Duration::from_secs(1)).check().is_ok());
+}
+
+#[test]
+fn sockets_traffic_and_disk_are_exposed_per_worker() {
+    let mut a = worker("api", 0);
+    a.disk = Some(crate::disk::WorkerDisk {
+        deleted_bytes: 50 << 20,
+        deleted_files: 1,
+        read_bytes: 4096,
+        write_bytes: 8192,
+        read_bytes_per_s: 0.0,
+        write_bytes_per_s: 0.0,
+        blkio_delay_s: 0.25,
+    });
+    a.net = Some(crate::admin::NetStatus {
+        listening: 1,
+        established: 7,
+        other: 2,
+        udp: 3,
+        sent_bytes: 1000,
+        received_bytes: 2000,
+        rtt_ms: Some(1.5),
+        rtt_max_ms: Some(4.0),
+        ..Default::default()
+    });
+    // A worker not yet probed has no such series at all.
+    let b = worker("batch", 0);
+    let text = render(&[a, b]);
+    let one = |family: &str| {
+        let s = samples(&text, family);
+        assert_eq!(s.len(), 1, "{family}: {s:?}");
+        assert_eq!(s[0].1["program"], "api");
+        s[0].0
+    };
+    assert_eq!(
+        one("supervise_worker_deleted_open_bytes"),
+        f64::from(50u32 << 20)
+    );
+    assert_eq!(one("supervise_worker_io_write_bytes"), 8192.0);
+    assert_eq!(one("supervise_worker_blkio_delay_seconds"), 0.25);
+    assert_eq!(one("supervise_worker_net_sent_bytes"), 1000.0);
+    assert_eq!(one("supervise_worker_net_received_bytes"), 2000.0);
+    assert_eq!(one("supervise_worker_net_rtt_seconds"), 0.0015);
+    assert_eq!(one("supervise_worker_net_rtt_max_seconds"), 0.004);
+    let sockets = samples(&text, "supervise_worker_sockets");
+    let by_state: BTreeMap<String, f64> = sockets
+        .iter()
+        .map(|(v, l)| (l["state"].clone(), *v))
+        .collect();
+    assert_eq!(
+        by_state,
+        [
+            ("established", 7.0),
+            ("listening", 1.0),
+            ("other", 2.0),
+            ("udp", 3.0)
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into()
+    );
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::{
-    check_name, check_sample_every, check_warn_at, load_config, parse_duration, parse_signal,
-    parse_size, Backoff, EventsTarget, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak,
-    Plan, PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP,
-    DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    check_history_max, check_name, check_sample_every, check_warn_at, load_config, parse_duration,
+    parse_signal, parse_size, Backoff, EventsTarget, HistorySpec, Intensity, LeakPolicy, LogSpec,
+    Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopSpec,
+    DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
+    DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -19,7 +20,7 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|stop|start|reload"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|stop|start|reload\n       supervise report FILE -o OUT.svg"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -108,13 +109,19 @@ pub struct Cli {
     /// Rotated log files kept per stream [default: 5].
     #[arg(long, value_name = "N")]
     pub log_keep: Option<u32>,
+    /// Append every sample to FILE, for `supervise report`.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Rotate the history file to FILE.1 at this size [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub history_max: Option<u64>,
 
     /// The command to supervise and its arguments.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
-/// The client subcommands: they talk to a running supervisor over its control socket.
+/// The subcommands: all but `report` talk to a running supervisor over its control socket.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Control {
     /// Show every worker: state, uptime, restarts, memory, CPU, threads, fds, heap, heartbeat.
@@ -142,6 +149,19 @@ pub enum Control {
     Reload,
     /// A live view of every worker, refreshed every second (q quits).
     Top,
+    /// Draw a history file (--history) as an SVG: memory and CPU over time, restarts marked.
+    /// Needs no running supervisor.
+    Report {
+        /// The history file (its rotated FILE.1 is read first when present).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Where to write the SVG (`-` for stdout).
+        #[arg(short = 'o', long = "output", value_name = "OUT.svg")]
+        output: PathBuf,
+        /// Draw only this program.
+        #[arg(long, value_name = "NAME")]
+        program: Option<String>,
+    },
 }
 
 /// Per-program flags that only make sense with a command, not with `-c`.
@@ -199,6 +219,21 @@ impl Cli {
                 max: base.as_ref().map_or(DEFAULT_LOG_MAX, |l| l.max),
                 keep: base.as_ref().map_or(DEFAULT_LOG_KEEP, |l| l.keep),
             });
+        }
+        if let Some(path) = self.history {
+            plan.history = Some(HistorySpec {
+                path,
+                max: plan.history.as_ref().map_or(DEFAULT_HISTORY_MAX, |h| h.max),
+            });
+        }
+        match (&mut plan.history, self.history_max) {
+            (Some(h), Some(max)) => {
+                h.max = check_history_max(max).map_err(|m| PlanError::flag("--history-max", m))?;
+            }
+            (None, Some(_)) => {
+                return Err(PlanError::flag("--history-max", "needs --history"));
+            }
+            (_, None) => {}
         }
         match (&mut plan.log, self.log_max, self.log_keep) {
             (Some(log), max, keep) => {
@@ -289,6 +324,7 @@ impl Cli {
                     spec,
                     on_leak: self.on_leak,
                 }),
+                net: None,
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
@@ -297,6 +333,9 @@ impl Cli {
             source: None,
             admin: None,
             metrics: None,
+            history: None,
+            alert: None,
+            watch_dirs: Vec::new(),
         })
     }
 }

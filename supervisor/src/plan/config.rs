@@ -11,9 +11,10 @@ use nix::sys::signal::Signal;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
-    check_factor, check_jitter, check_name, check_sample_every, check_warn_at, parse_duration,
-    parse_metrics_addr, parse_signal, parse_size, Backoff, EventsTarget, Intensity, LeakPolicy,
-    LogSpec, Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopSpec,
+    check_factor, check_history_max, check_jitter, check_name, check_sample_every, check_warn_at,
+    parse_duration, parse_metrics_addr, parse_signal, parse_size, Backoff, EventsTarget,
+    HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy, OnLeak,
+    OnViolation, Plan, PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HISTORY_MAX,
     DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
     DEFAULT_SAMPLE_EVERY,
 };
@@ -30,7 +31,60 @@ struct RawConfig {
     #[serde(default)]
     metrics: Option<MetricsAddr>,
     #[serde(default)]
+    history: Option<PathBuf>,
+    #[serde(default)]
+    history_max: Option<HistoryMax>,
+    #[serde(default)]
+    alert: Option<RawAlert>,
+    #[serde(default)]
+    watch: Option<RawWatch>,
+    #[serde(default)]
     program: BTreeMap<String, RawProgram>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    #[serde(default)]
+    exec: Option<Vec<String>>,
+    #[serde(default)]
+    webhook: Option<String>,
+    #[serde(default)]
+    on: Option<Vec<String>>,
+    #[serde(default)]
+    rate: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    #[serde(default)]
+    dir: Vec<RawWatchDir>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatchDir {
+    path: PathBuf,
+    #[serde(default)]
+    every: Option<Dur>,
+    #[serde(default)]
+    max: Option<Size>,
+    #[serde(default)]
+    fs_max_used: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNet {
+    #[serde(default)]
+    allow: Option<Vec<String>>,
+    #[serde(default)]
+    listen_allow: Option<Vec<String>>,
+    #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default)]
+    on_violation: Option<OnViolation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +126,8 @@ struct RawProgram {
     memory: Option<RawMemory>,
     #[serde(default)]
     heartbeat: Option<RawHeartbeat>,
+    #[serde(default)]
+    net: Option<RawNet>,
 }
 
 fn one() -> NonZeroU32 {
@@ -215,6 +271,19 @@ impl<'de> Deserialize<'de> for NonZeroSize {
     }
 }
 
+/// The history file's rotation size: a size of at least 64 KiB.
+#[derive(Debug, Clone, Copy)]
+struct HistoryMax(u64);
+
+impl<'de> Deserialize<'de> for HistoryMax {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Size(n) = Size::deserialize(d)?;
+        check_history_max(n)
+            .map(HistoryMax)
+            .map_err(de::Error::custom)
+    }
+}
+
 macro_rules! checked_f64 {
     ($name:ident, $check:expr) => {
         #[derive(Debug, Clone, Copy)]
@@ -280,6 +349,18 @@ fn program_line(src: &str, name: &str) -> Option<usize> {
             l.starts_with(&quoted)
                 || l.strip_prefix(&bare)
                     .is_some_and(|rest| rest.starts_with([']', '.', ' ', '=']))
+        })
+        .map(|i| i + 1)
+}
+
+/// The line of a top-level `key = …` (before the first table), for errors about it.
+fn top_key_line(src: &str, key: &str) -> Option<usize> {
+    src.lines()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
 }
@@ -398,6 +479,11 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                 on_leak: m.on_leak.unwrap_or(OnLeak::Restart),
             });
         }
+        let net = p
+            .net
+            .map(|n| net_policy(n, &format!("program.{name}.net")))
+            .transpose()
+            .map_err(|(key, m)| at(line, key, m))?;
         programs.push(ProgramSpec {
             name,
             command: command.0,
@@ -411,6 +497,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             memory,
             heartbeat_timeout: p.heartbeat.map(|h| h.timeout.0),
             leak,
+            net,
         });
     }
     let log = raw.log.map(|l| LogSpec {
@@ -421,6 +508,58 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
     if log.as_ref().is_some_and(|l| l.max < 1024) {
         return Err(at(None, "log.max".into(), "must be at least 1KiB".into()));
     }
+    if raw.history.is_none() && raw.history_max.is_some() {
+        return Err(at(
+            top_key_line(src, "history_max"),
+            "history_max".into(),
+            "needs `history` (the file to write)".into(),
+        ));
+    }
+    let history = raw.history.map(|path| HistorySpec {
+        path,
+        max: raw.history_max.map_or(DEFAULT_HISTORY_MAX, |m| m.0),
+    });
+    let alert = raw
+        .alert
+        .map(|a| {
+            crate::alert::AlertSpec::new(
+                a.exec,
+                a.webhook.as_deref(),
+                a.on.as_deref(),
+                a.rate.as_deref(),
+            )
+            .map_err(|e| {
+                at(
+                    section_line(src, "alert", 0),
+                    format!("alert.{}", e.key()),
+                    e.to_string(),
+                )
+            })
+        })
+        .transpose()?;
+    let mut watch_dirs = Vec::new();
+    for (i, d) in raw
+        .watch
+        .map(|w| w.dir)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let dir = crate::disk::WatchDir::new(
+            d.path,
+            d.every.map_or(DEFAULT_WATCH_EVERY, |e| e.0),
+            d.max.map(|m| m.0),
+            d.fs_max_used,
+        )
+        .map_err(|e| {
+            at(
+                section_line(src, "watch.dir", i),
+                format!("watch.dir[{i}].{}", e.key),
+                e.message,
+            )
+        })?;
+        watch_dirs.push(dir);
+    }
     Ok(Plan {
         programs,
         sample_every: raw.sample.map_or(DEFAULT_SAMPLE_EVERY, |s| s.every.0),
@@ -430,5 +569,47 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         source: path.map(Path::to_owned),
         admin: None,
         metrics: raw.metrics.map(|m| m.0),
+        history,
+        alert,
+        watch_dirs,
+    })
+}
+
+/// How long a watched directory's size is reused when `every` is not given.
+const DEFAULT_WATCH_EVERY: Duration = Duration::from_secs(60);
+
+/// The line of the `nth` (from 0) section headed `[name]` or `[[name]]`, for errors about
+/// its values.
+fn section_line(src: &str, name: &str, nth: usize) -> Option<usize> {
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim().trim_matches(['[', ']']).trim() == name)
+        .nth(nth)
+        .map(|(i, _)| i + 1)
+}
+
+/// Validates `[program.NAME.net]`; errors name the key (under `key`) and say what is wrong.
+fn net_policy(n: RawNet, key: &str) -> Result<NetPolicy, (String, String)> {
+    let allow = n
+        .allow
+        .map(|a| crate::net::AllowList::parse(&a))
+        .transpose()
+        .map_err(|e| (format!("{key}.allow"), e.to_string()))?;
+    let listen_allow = n
+        .listen_allow
+        .map(|a| crate::net::PortList::parse(&a))
+        .transpose()
+        .map_err(|e| (format!("{key}.listen_allow"), e.to_string()))?;
+    if allow.is_none() && listen_allow.is_none() && n.max_connections.is_none() {
+        return Err((
+            key.to_owned(),
+            "needs `allow`, `listen_allow` or `max_connections`".into(),
+        ));
+    }
+    Ok(NetPolicy {
+        allow,
+        listen_allow,
+        max_connections: n.max_connections,
+        on_violation: n.on_violation.unwrap_or(OnViolation::Warn),
     })
 }

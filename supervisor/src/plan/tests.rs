@@ -361,3 +361,127 @@ fn metrics_address_from_config_and_flag() {
     let plan = cli(&["supervise", "--", "x"]).expect("single");
     assert_eq!(plan.metrics, None);
 }
+
+#[test]
+fn history_in_config() {
+    let plan = parse_config(
+        "history = \"h.bin\"\nhistory_max = \"1MiB\"\n[program.a]\ncommand = [\"x\"]\n",
+        None,
+    )
+    .expect("valid");
+    assert_eq!(
+        plan.history,
+        Some(HistorySpec {
+            path: PathBuf::from("h.bin"),
+            max: 1 << 20
+        })
+    );
+    let plan = parse_config(
+        "history = \"h.bin\"\n[program.a]\ncommand = [\"x\"]\n",
+        None,
+    )
+    .expect("ok");
+    assert_eq!(plan.history.map(|h| h.max), Some(DEFAULT_HISTORY_MAX));
+    let plan = parse_config("[program.a]\ncommand = [\"x\"]\n", None).expect("ok");
+    assert_eq!(plan.history, None);
+}
+
+#[test]
+fn history_errors_name_line_and_key() {
+    let e = err("history = \"h\"\nhistory_max = \"12 parsecs\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "history_max"), "{e}");
+    assert!(e.message.contains("invalid size"), "{e}");
+    let e = err("history = \"h\"\nhistory_max = \"1KiB\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "history_max"), "{e}");
+    assert!(e.message.contains("at least 64KiB"), "{e}");
+    let e = err("events = \"-\"\nhistory_max = \"1MiB\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "history_max"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("s.toml:2: history_max: needs `history`"),
+        "{e}"
+    );
+    let e = err("history = 3\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "history"), "{e}");
+}
+
+#[test]
+fn history_flags() {
+    let plan = cli(&["supervise", "--history", "h.bin", "--", "x"]).expect("plan");
+    assert_eq!(
+        plan.history,
+        Some(HistorySpec {
+            path: PathBuf::from("h.bin"),
+            max: DEFAULT_HISTORY_MAX
+        })
+    );
+    let plan = cli(&[
+        "supervise",
+        "--history",
+        "h.bin",
+        "--history-max",
+        "2MiB",
+        "--",
+        "x",
+    ])
+    .expect("plan");
+    assert_eq!(plan.history.map(|h| h.max), Some(2 << 20));
+    let e = cli(&["supervise", "--history-max", "2MiB", "--", "x"]).expect_err("no file");
+    assert_eq!(e.key, "--history-max");
+    let e = cli(&[
+        "supervise",
+        "--history",
+        "h",
+        "--history-max",
+        "1000",
+        "--",
+        "x",
+    ])
+    .expect_err("too small");
+    assert_eq!(e.key, "--history-max");
+    // With -c, the flag overrides the file's path and keeps its size.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "history = \"a\"\nhistory_max = \"1MiB\"\n[program.a]\ncommand = [\"x\"]\n",
+    )
+    .expect("write");
+    let p = path.to_str().expect("utf-8");
+    let plan = cli(&["supervise", "-c", p, "--history", "b"]).expect("plan");
+    assert_eq!(
+        plan.history,
+        Some(HistorySpec {
+            path: PathBuf::from("b"),
+            max: 1 << 20
+        })
+    );
+}
+
+#[test]
+fn report_subcommand_parses() {
+    let c = Cli::try_parse_from(["supervise", "report", "h.bin", "-o", "out.svg"]).expect("parse");
+    assert_eq!(
+        c.control,
+        Some(Control::Report {
+            file: PathBuf::from("h.bin"),
+            output: PathBuf::from("out.svg"),
+            program: None
+        })
+    );
+    let c = Cli::try_parse_from([
+        "supervise",
+        "report",
+        "h.bin",
+        "--output",
+        "-",
+        "--program",
+        "api",
+    ])
+    .expect("parse");
+    assert!(matches!(c.control, Some(Control::Report { program: Some(ref p), .. }) if p == "api"));
+    assert!(
+        Cli::try_parse_from(["supervise", "report", "h.bin"]).is_err(),
+        "-o is required"
+    );
+}

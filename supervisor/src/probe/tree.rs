@@ -24,6 +24,9 @@ pub struct TreeSample {
     pub fds: u64,
     pub read_bytes: u64,
     pub write_bytes: u64,
+    /// When the I/O counters were last read (they are read every few samples): rates over them
+    /// must use this instant, not `at`.
+    pub io_at: Instant,
     /// Sum of the members' virtual sizes, bytes.
     pub vsize: u64,
     /// State letter of the worker process itself (`R`, `S`, `D`, `Z`, `T`, ...; 0 once gone).
@@ -54,6 +57,7 @@ pub struct Tree {
     prev_cpu: Option<(Instant, u64)>,
     /// Samples taken, for [`SLOW_EVERY`].
     samples: u32,
+    io_at: Option<Instant>,
     /// Told `(pid, starttime)` of every member as it joins (the lifeline).
     on_join: Option<Box<dyn Fn(i32, u64)>>,
 }
@@ -79,6 +83,7 @@ impl Tree {
             queued: HashSet::new(),
             prev_cpu: None,
             samples: 0,
+            io_at: None,
             on_join: None,
         };
         t.adopt(root);
@@ -156,12 +161,17 @@ impl Tree {
             fds: 0,
             read_bytes: 0,
             write_bytes: 0,
+            io_at: at,
             vsize: 0,
             root_state: 0,
         };
         let mut cpu_ticks = 0u64;
         let slow = self.samples.is_multiple_of(SLOW_EVERY);
         self.samples = self.samples.wrapping_add(1);
+        if slow {
+            self.io_at = Some(at);
+        }
+        total.io_at = self.io_at.unwrap_or(at);
         // Reused between samples: no allocation per tick once the tree's size is known.
         let mut queue = std::mem::take(&mut self.queue);
         let mut queued = std::mem::take(&mut self.queued);

@@ -10,7 +10,7 @@ use super::App;
 use crate::admin::WorkerStatus;
 
 /// Column titles, in order.
-pub const HEADER: [&str; 15] = [
+pub const HEADER: [&str; 19] = [
     "PROGRAM",
     "INST",
     "PID",
@@ -25,6 +25,10 @@ pub const HEADER: [&str; 15] = [
     "THR",
     "FDS",
     "HB AGE",
+    "CONN",
+    "NET/S",
+    "RTT",
+    "DELETED",
     "FINDING",
 ];
 
@@ -78,6 +82,10 @@ pub fn render(app: &App, frame: &mut Frame) {
         Constraint::Length(4),
         Constraint::Length(4),
         Constraint::Length(7),
+        Constraint::Length(5),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(8),
         Constraint::Min(8),
     ];
     let mut state = TableState::default().with_selected(Some(app.selected));
@@ -124,20 +132,19 @@ fn cells(w: &WorkerStatus, history: &[u64]) -> Vec<String> {
                 format!("{:.1}s", ms as f64 / 1000.0)
             }
         }),
-        w.findings.last().cloned().unwrap_or_default(),
     ]
+    .into_iter()
+    .chain(crate::admin::beyond_memory(w))
+    .chain([w.findings.last().cloned().unwrap_or_default()])
+    .collect()
 }
 
 /// `1.5M`, `312K`, `2.0G`.
 fn bytes(b: u64) -> String {
-    let b = b as f64;
-    if b >= 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.1}G", b / (1024.0 * 1024.0 * 1024.0))
-    } else if b >= 1024.0 * 1024.0 {
-        format!("{:.1}M", b / (1024.0 * 1024.0))
-    } else {
-        format!("{:.0}K", b / 1024.0)
+    if b < 1024 {
+        return "0K".to_owned();
     }
+    crate::admin::short_bytes(b as f64)
 }
 
 /// `42s`, `3m05s`, `2h07m`, `3d04h`.

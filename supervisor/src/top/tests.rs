@@ -29,6 +29,8 @@ fn worker(program: &str, instance: u32, rss_mib: u64, cpu: f64) -> WorkerStatus 
         gauges: std::collections::BTreeSet::new(),
         speaks: false,
         findings: vec!["fd_growth".to_owned(), "leak".to_owned()],
+        disk: None,
+        net: None,
     }
 }
 
@@ -219,4 +221,42 @@ fn sparkline_scales_between_min_and_max() {
     assert_eq!(sparkline(&[0, 100], 5), "\u{2581}\u{2588}");
     // Only the last `width` samples.
     assert_eq!(sparkline(&[1000, 0, 0, 1], 3).chars().count(), 3);
+}
+
+#[test]
+fn network_and_disk_columns() {
+    let mut w = worker("api", 0, 100, 1.0);
+    w.net = Some(crate::admin::NetStatus {
+        established: 7,
+        sent_bytes_per_s: Some(1024.0 * 1024.0),
+        received_bytes_per_s: Some(512.0 * 1024.0),
+        rtt_ms: Some(1.5),
+        ..Default::default()
+    });
+    w.disk = Some(crate::disk::WorkerDisk {
+        deleted_bytes: 50 << 20,
+        deleted_files: 1,
+        ..Default::default()
+    });
+    let mut app = App::default();
+    app.update(vec![w, worker("batch", 0, 50, 2.0)]);
+    let mut term = Terminal::new(TestBackend::new(200, 6)).expect("terminal");
+    term.draw(|f| super::render(&app, f)).expect("draw");
+    let buf = term.backend().buffer();
+    let lines: Vec<String> = (0..buf.area.height)
+        .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect())
+        .collect();
+    for col in ["CONN", "NET/S", "RTT", "DELETED"] {
+        assert!(lines[1].contains(col), "{col} missing: {}", lines[1]);
+    }
+    let api = &lines[row_of(&lines, "api")];
+    for cell in [" 7 ", "1.5M/s", "1.5ms", "50.0M"] {
+        assert!(api.contains(cell), "{cell} missing: {api}");
+    }
+    // Not probed yet: dashes, not zeros.
+    let batch = &lines[row_of(&lines, "batch")];
+    assert!(
+        batch.contains("250ms   -     -        -       -"),
+        "{batch}"
+    );
 }

@@ -91,6 +91,8 @@ impl Ctx {
         self.shared.ready.set(false);
         self.shared.speaks.set(false);
         self.shared.report.replace(None);
+        self.shared.disk.set(crate::disk::WorkerDisk::default());
+        self.shared.net.replace(None);
         self.roots.borrow_mut().insert(pid);
         self.event(
             Some(pid),
@@ -168,6 +170,7 @@ impl Ctx {
                 }
                 cmd = cmds.recv() => match cmd {
                     Some(Command::Restart(reason)) => break (None, Some((Some(reason), false))),
+                    Some(Command::KillRestart(reason)) => break (None, Some((Some(reason), true))),
                     Some(Command::Stop) | None => break (None, Some((None, false))),
                     Some(Command::Kill) => break (None, Some((None, true))),
                 },
@@ -196,6 +199,7 @@ impl Ctx {
         };
         self.shared.pid.set(None);
         self.shared.started.set(None);
+        self.shared.members.borrow_mut().clear();
         self.roots.borrow_mut().remove(&pid);
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
@@ -218,7 +222,7 @@ impl Ctx {
                 report: {
                     // The last word from the segment, else the last good read.
                     let mut report = self.shared.report.borrow_mut();
-                    if let Some(ipc) = &w.ipc {
+                    if let Some(ipc) = w.ipc.as_ref().filter(|_| w.session.speaks()) {
                         refresh_report(ipc, &mut w.snap, &mut report);
                     }
                     report.clone()
@@ -327,6 +331,11 @@ impl Ctx {
             .tree
             .sample(self.spec.memory.is_some_and(|m| m.measure == Measure::Pss));
         self.shared.last.set(Some(s));
+        {
+            let mut members = self.shared.members.borrow_mut();
+            members.clear();
+            members.extend(w.tree.pids());
+        }
         let bytes = measured(&s);
         if let Some(spec) = &self.spec.memory {
             match w.memory.observe(spec, bytes) {

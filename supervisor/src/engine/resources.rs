@@ -1,0 +1,218 @@
+//! The engine's per-tick probes across all workers: each worker tree's sockets (one sock_diag
+//! dump for all of them) and its network policy, what it holds on disk (deleted-but-open
+//! files), its I/O rates and block-I/O delay, and the watched directories.
+//!
+//! They run on the engine's tick, which shares its grid with the workers' own samples, over the
+//! member pids each worker task publishes in [`crate::worker::Shared::members`]; the results go
+//! back into each worker's `Shared` for `status`, `top` and the metrics.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use super::Engine;
+use crate::disk::{self, DeletedScan, DirState, DirWatcher, IoRates};
+use crate::events::{Event, Kind, Reason};
+use crate::net::{self, NetProbe, NetSample};
+use crate::plan::OnViolation;
+use crate::worker::Command;
+
+/// Ticks between reads of block-I/O delay (a stat file per thread of every member).
+const BLKIO_EVERY: u32 = 5;
+
+/// Per worker incarnation.
+struct Probe {
+    pid: i32,
+    deleted: DeletedScan,
+    io: IoRates,
+    blkio: Buf,
+    /// Policy breaches already reported for this incarnation (each is reported once).
+    breaches: HashSet<String>,
+}
+
+type Buf = Vec<u8>;
+
+/// State of the probes between ticks.
+#[derive(Default)]
+pub(super) struct Resources {
+    probes: HashMap<u64, Probe>,
+    ticks: u32,
+    net: NetProbe<u64>,
+    net_out: Vec<NetSample>,
+    /// The dump failed last tick (reported once per episode).
+    net_failing: bool,
+    dirs: Option<DirWatcher>,
+    dirs_seen: u64,
+    /// The latest state of each watched directory, for the metrics.
+    pub dir_states: Vec<DirState>,
+    /// Which watched directories are in a `disk` finding now (reported once per crossing).
+    dir_alarm: Vec<bool>,
+}
+
+impl Resources {
+    /// Starts watching `dirs` (replacing any watcher: a reload).
+    pub fn watch(&mut self, dirs: Vec<disk::WatchDir>) {
+        self.dirs = None;
+        self.dir_states.clear();
+        self.dir_alarm.clear();
+        self.dirs_seen = 0;
+        if dirs.is_empty() {
+            return;
+        }
+        match DirWatcher::start(dirs, disk::dirs::DEFAULT_ENTRY_LIMIT) {
+            Ok(w) => self.dirs = Some(w),
+            Err(e) => tracing::error!(error = %e, "cannot watch directories"),
+        }
+    }
+}
+
+impl Engine {
+    /// One tick of the cross-worker probes.
+    pub(super) fn probe_resources(&mut self) {
+        let now = Instant::now();
+        let res = &mut self.resources;
+        res.ticks = res.ticks.wrapping_add(1);
+        let blkio_due = res.ticks % BLKIO_EVERY == 1;
+        res.probes.retain(|id, p| {
+            self.slots
+                .get(id)
+                .is_some_and(|s| s.shared.pid.get() == Some(p.pid))
+        });
+        for (id, slot) in &self.slots {
+            let sh = &slot.shared;
+            let Some(pid) = sh.pid.get() else {
+                continue;
+            };
+            let members = sh.members.borrow();
+            if members.is_empty() {
+                continue;
+            }
+            let p = res.probes.entry(*id).or_insert_with(|| Probe {
+                pid,
+                deleted: DeletedScan::new(disk::deleted::DEFAULT_EVERY),
+                io: IoRates::new(),
+                blkio: Vec::new(),
+                breaches: HashSet::new(),
+            });
+            let mut d = sh.disk.get();
+            let held = p.deleted.update(members.iter().copied(), now);
+            d.deleted_bytes = held.allocated;
+            d.deleted_files = held.files;
+            if let Some(last) = sh.last.get() {
+                if let Some(r) = p.io.update(last.io_at, last.read_bytes, last.write_bytes) {
+                    d.read_bytes_per_s = r.read_per_s;
+                    d.write_bytes_per_s = r.write_per_s;
+                }
+                d.read_bytes = last.read_bytes;
+                d.write_bytes = last.write_bytes;
+            }
+            if blkio_due {
+                d.blkio_delay_s = members
+                    .iter()
+                    .filter_map(|&m| disk::io::blkio_delay(m, &mut p.blkio).ok())
+                    .sum();
+            }
+            sh.disk.set(d);
+        }
+        self.probe_net();
+        self.watch_dirs();
+    }
+
+    /// One sock_diag dump for every running worker, then each worker's network policy.
+    fn probe_net(&mut self) {
+        let res = &mut self.resources;
+        let mut ids: Vec<u64> = Vec::with_capacity(self.slots.len());
+        let members: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.shared.pid.get().is_some())
+            .map(|(id, s)| {
+                ids.push(*id);
+                (*id, s.shared.members.borrow())
+            })
+            .collect();
+        let workers: Vec<(u64, &[i32])> = members.iter().map(|(id, m)| (*id, &m[..])).collect();
+        let result = res.net.tick(&workers, &mut res.net_out);
+        drop(workers);
+        drop(members);
+        match result {
+            Ok(_) => res.net_failing = false,
+            Err(e) => {
+                if !res.net_failing {
+                    tracing::warn!(error = %e, "no socket figures this tick");
+                }
+                res.net_failing = true;
+                return;
+            }
+        }
+        for (id, sample) in ids.iter().zip(res.net_out.iter()) {
+            let Some(slot) = self.slots.get(id) else {
+                continue;
+            };
+            let sh = &slot.shared;
+            if let (Some(policy), Some(p)) = (&slot.spec.net, res.probes.get_mut(id)) {
+                let breaches = net::violations(
+                    sample,
+                    policy.allow.as_ref(),
+                    policy.listen_allow.as_ref(),
+                    policy.max_connections,
+                );
+                let mut act = false;
+                for b in breaches {
+                    let text = b.to_string();
+                    if p.breaches.len() >= 64 || !p.breaches.insert(text.clone()) {
+                        continue;
+                    }
+                    act = true;
+                    crate::worker::note_finding(sh, b.finding());
+                    self.output.event(&Event::now(
+                        &slot.spec.name,
+                        slot.instance,
+                        sh.pid.get(),
+                        Kind::Finding {
+                            kind: b.finding(),
+                            detail: text,
+                            numbers: [("connections", u64::from(sample.connections()))].into(),
+                        },
+                    ));
+                }
+                if act {
+                    let cmd = match policy.on_violation {
+                        OnViolation::Warn => None,
+                        OnViolation::Restart => Some(Command::Restart(Reason::Net)),
+                        OnViolation::Kill => Some(Command::KillRestart(Reason::Net)),
+                    };
+                    if let Some(cmd) = cmd {
+                        let _ = slot.cmds.send(cmd);
+                    }
+                }
+            }
+            sh.net.replace(Some(sample.clone()));
+        }
+    }
+
+    /// Takes the watched directories' new measurements, if any, and reports each directory
+    /// crossing into a `disk` finding once.
+    fn watch_dirs(&mut self) {
+        let res = &mut self.resources;
+        let Some(w) = &res.dirs else { return };
+        let generation = w.generation();
+        if generation == res.dirs_seen {
+            return;
+        }
+        res.dirs_seen = generation;
+        res.dir_states = w.snapshot();
+        res.dir_alarm.resize(res.dir_states.len(), false);
+        for (state, alarm) in res.dir_states.iter().zip(res.dir_alarm.iter_mut()) {
+            let finding = disk::verdict(&state.dir, state.usage.as_ref(), state.fs.as_ref());
+            match (finding, *alarm) {
+                (Some(f), false) => {
+                    *alarm = true;
+                    self.output
+                        .event(&Event::now("supervise", 0, None, f.to_event_kind()));
+                }
+                (None, true) => *alarm = false,
+                _ => {}
+            }
+        }
+    }
+}

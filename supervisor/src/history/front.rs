@@ -1,0 +1,137 @@
+//! The engine's side of the writer: a tick's statuses copied into plain numbers, cheaply.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::codec::clip;
+use crate::admin::WorkerStatus;
+use crate::worker::Phase;
+
+/// Marks a memory figure or CPU value as absent in a [`Row`].
+pub(super) const NONE: u64 = u64::MAX;
+pub(super) const NO_CPU: u32 = u32::MAX;
+
+/// What the engine's thread hands to the writer.
+pub(super) enum Msg {
+    Tick(Tick),
+    Limit {
+        program: Arc<str>,
+        bytes: Option<u64>,
+    },
+}
+
+/// One sampling tick: plain numbers, names shared with earlier ticks.
+pub(super) struct Tick {
+    pub unix_ms: u64,
+    pub rows: Vec<Row>,
+    /// Restart counts by reason of the rows whose total changed, each row's slice named by
+    /// `Row::reasons`.
+    pub reasons: Counts,
+}
+
+pub(super) struct Row {
+    pub program: Arc<str>,
+    pub instance: u32,
+    /// 0 when there is no process.
+    pub pid: u32,
+    pub state: u8,
+    pub rss: u64,
+    pub pss: u64,
+    pub heap: u64,
+    /// Tenths of a percent of one core.
+    pub cpu: u32,
+    pub reasons: Option<(u32, u32)>,
+}
+
+/// The engine-side state: interned names (so a tick costs no string allocation) and the restart
+/// total last handed over per instance (so reasons travel only when they changed).
+#[derive(Debug, Default)]
+pub(super) struct Front {
+    names: HashSet<Arc<str>>,
+    sent: HashMap<Key, u32>,
+}
+
+/// A worker instance: program name and instance number.
+pub(super) type Key = (Arc<str>, u32);
+/// Restart counts by reason.
+pub(super) type Counts = Vec<(Arc<str>, u64)>;
+/// Restart totals to remember once the tick that carries them is queued.
+pub(super) type Commits = Vec<(Key, u32)>;
+
+impl Front {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        let s = clip(s);
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+
+    pub(super) fn tick(&mut self, unix_ms: u64, workers: &[WorkerStatus]) -> (Msg, Commits) {
+        let mut rows = Vec::with_capacity(workers.len());
+        let mut reasons = Vec::new();
+        let mut commits = Vec::new();
+        for w in workers {
+            let program = self.intern(&w.program);
+            let key = (program.clone(), w.instance);
+            let changed = self.sent.get(&key) != Some(&w.restarts);
+            let range = if changed {
+                let start = u32::try_from(reasons.len()).unwrap_or(u32::MAX);
+                for (reason, &n) in &w.restarts_by_reason {
+                    reasons.push((self.intern(reason), n));
+                }
+                let len = u32::try_from(w.restarts_by_reason.len()).unwrap_or(0);
+                commits.push((key, w.restarts));
+                Some((start, len))
+            } else {
+                None
+            };
+            rows.push(Row {
+                program,
+                instance: w.instance,
+                pid: w.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+                state: phase_code(w.state),
+                rss: w.rss_bytes.unwrap_or(NONE),
+                pss: w.pss_bytes.unwrap_or(NONE),
+                heap: w.heap_bytes.unwrap_or(NONE),
+                cpu: w.cpu_percent.map_or(NO_CPU, cpu_tenths),
+                reasons: range,
+            });
+        }
+        let tick = Tick {
+            unix_ms,
+            rows,
+            reasons,
+        };
+        (Msg::Tick(tick), commits)
+    }
+
+    pub(super) fn commit(&mut self, commits: Commits) {
+        for (key, total) in commits {
+            self.sent.insert(key, total);
+        }
+    }
+
+    pub(super) fn limit(&mut self, program: &str, bytes: Option<u64>) -> Msg {
+        Msg::Limit {
+            program: self.intern(program),
+            bytes,
+        }
+    }
+}
+
+pub(super) fn phase_code(p: Phase) -> u8 {
+    let i = Phase::ALL.iter().position(|&q| q == p).unwrap_or(0);
+    u8::try_from(i).unwrap_or(0)
+}
+
+fn cpu_tenths(c: f64) -> u32 {
+    if c.is_finite() && c > 0.0 {
+        // Saturating float-to-int cast; NO_CPU - 1 is the largest figure written.
+        ((c * 10.0).round() as u32).min(NO_CPU - 1)
+    } else {
+        0
+    }
+}

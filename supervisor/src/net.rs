@@ -1,0 +1,409 @@
+//! Per-worker network probe: which TCP and UDP sockets each worker's process tree holds, how
+//! much they move, and how slow their peers are, from one sock_diag dump per tick for all
+//! workers (sock_diag(7), the interface `ss -ti` uses; no packet capture, no root).
+//!
+//! # Theory of operation
+//! Each tick, [`NetProbe::tick`] is given every worker's live pids (as its [`probe::tree`]
+//! found them). It maps each pid's `socket:[INODE]` fd links to inodes ([`inodes`], cached per
+//! process), dumps every TCP socket with its `tcp_info` and every UDP socket of the
+//! supervisor's network namespace ([`diag`], four netlink dump requests on one kept-open
+//! socket), and attributes each dumped socket to the worker whose tree holds its inode. A
+//! socket held by several processes of one tree counts once; one held by two workers counts
+//! for both.
+//!
+//! Byte counters (`tcpi_bytes_acked`, `tcpi_bytes_received`) are per socket and vanish with it,
+//! so rates come from per-socket deltas: each socket's last counters are kept with its inode
+//! and checked against its cookie (unique for the socket's life; inode numbers get reused). A
+//! socket new since the last tick contributes all it has moved, one seen before the
+//! difference, one that closed nothing. Totals only grow.
+//!
+//! The cost of a tick is the kernel's dump plus one hash lookup per dumped socket; a socket
+//! nobody holds is skipped after reading its inode. Fd links are read only when a process's
+//! fds may have changed ([`inodes`]). Figures: `cargo bench -p supervisor --bench sockdiag`.
+//!
+//! # Caveats
+//! - Only the supervisor's network namespace is dumped: a worker in its own namespace shows no
+//!   sockets.
+//! - Another user's processes cannot have their fds read (ptrace access rules, proc(5)); they
+//!   are counted in [`NetSample::unreadable`].
+//! - The fd cache may attribute a socket late (see [`inodes`]); a socket attributed late brings
+//!   its whole past traffic into one interval.
+//! - TIME_WAIT and SYN_RECV sockets are not dumped: no process holds them.
+//!
+//! [`probe::tree`]: crate::probe::tree
+
+pub mod allow;
+pub mod diag;
+pub mod inodes;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub use allow::{violations, AllowList, PatternError, PortList, Violation};
+pub use diag::{DumpStats, Proto, SockRecord};
+
+use diag::{is_unspecified, Dumper};
+use inodes::FdTable;
+use table::Table;
+
+/// `TCP_ESTABLISHED` and `TCP_LISTEN` (`include/net/tcp_states.h`).
+const ESTABLISHED: u8 = 1;
+const LISTEN: u8 = 10;
+
+/// Distinct outbound peers kept per worker; more are counted in
+/// [`NetSample::remotes_omitted`].
+pub const MAX_REMOTES: usize = 1024;
+/// Distinct listening addresses kept per worker.
+pub const MAX_LISTEN: usize = 256;
+/// Default of [`NetProbe::set_rescan_every`].
+pub const RESCAN_EVERY: u32 = 60;
+
+/// Why a tick has no sample.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("sock_diag socket: {0}")]
+    Io(io::Error),
+    #[error("sock_diag dump did not finish before its deadline")]
+    Timeout,
+    #[error("sock_diag dump failed: errno {0}")]
+    Kernel(i32),
+    #[error("malformed sock_diag reply: {0}")]
+    Malformed(&'static str),
+    #[error("sock_diag datagram of {0} bytes truncated (buffer grown for the next tick)")]
+    Truncated(usize),
+}
+
+/// An outbound peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Remote {
+    pub proto: Proto,
+    /// IPv4-mapped IPv6 addresses are given as IPv4.
+    pub addr: SocketAddr,
+}
+
+/// One worker's sockets at one tick.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetSample {
+    /// TCP sockets by state.
+    pub listening: u32,
+    pub established: u32,
+    /// SYN_SENT, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING, CLOSE.
+    pub other: u32,
+    pub udp: u32,
+    /// Sums of `tcpi_bytes_acked` / `tcpi_bytes_received` over the live TCP sockets (the
+    /// kernel counts the SYN of a connection the worker opened as one acknowledged byte).
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// Everything moved since the probe first saw this worker, closed sockets included.
+    pub acked_total: u64,
+    pub received_total: u64,
+    /// Bytes per second since the previous tick; `None` on the worker's first tick.
+    pub acked_per_sec: Option<f64>,
+    pub received_per_sec: Option<f64>,
+    /// Mean and largest smoothed RTT (`tcpi_rtt`) over established sockets, µs.
+    pub rtt_mean_us: Option<u32>,
+    pub rtt_max_us: Option<u32>,
+    /// TCP listening addresses, sorted (at most [`MAX_LISTEN`]).
+    pub listen: Vec<SocketAddr>,
+    /// Outbound peers, sorted, distinct (at most [`MAX_REMOTES`]).
+    pub remotes: Vec<Remote>,
+    pub remotes_omitted: u32,
+    /// Pids whose fds could not be read (another user's).
+    pub unreadable: u32,
+}
+
+impl NetSample {
+    /// TCP sockets that are not listeners: what `net.max_connections` limits.
+    #[must_use]
+    pub fn connections(&self) -> u32 {
+        self.established.saturating_add(self.other)
+    }
+
+    fn reset(&mut self) {
+        let (mut listen, mut remotes) = (
+            std::mem::take(&mut self.listen),
+            std::mem::take(&mut self.remotes),
+        );
+        listen.clear();
+        remotes.clear();
+        *self = Self {
+            listen,
+            remotes,
+            ..Self::default()
+        };
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickStats {
+    pub dump: DumpStats,
+    /// Sockets attributed to some worker.
+    pub attributed: u32,
+    /// Processes whose fd links were re-read, and the links read.
+    pub rescans: u32,
+    pub links: u32,
+}
+
+#[derive(Debug)]
+struct WorkerState {
+    acked_total: u64,
+    received_total: u64,
+    at: Instant,
+    tick: u64,
+}
+
+/// Per-worker scratch of one tick.
+#[derive(Debug, Default)]
+struct Acc {
+    /// (local port, peer) of every TCP non-listener and connected UDP socket.
+    conns: Vec<(u16, Remote)>,
+    listen_ports: Vec<u16>,
+    rtt_sum: u64,
+    rtt_n: u32,
+    acked: u64,
+    received: u64,
+}
+
+/// The probe: the netlink socket, the fd cache and the per-socket history. `K` names a worker
+/// instance (the engine's key); samples come back in the order the workers were given.
+pub struct NetProbe<K> {
+    dumper: Dumper,
+    fds: FdTable,
+    table: Table,
+    state: HashMap<K, WorkerState>,
+    acc: Vec<Acc>,
+    tick: u64,
+}
+
+impl<K> std::fmt::Debug for NetProbe<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetProbe")
+            .field("dumper", &self.dumper)
+            .field("pids", &self.fds.len())
+            .field("sockets", &self.table.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Clone + Eq + Hash> Default for NetProbe<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Clone + Eq + Hash> NetProbe<K> {
+    /// A probe; the netlink socket opens on the first tick.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            dumper: Dumper::new(),
+            fds: FdTable::new(RESCAN_EVERY),
+            table: Table::default(),
+            state: HashMap::new(),
+            acc: Vec::new(),
+            tick: 0,
+        }
+    }
+
+    /// Re-read every process's fd links at least every `n` ticks (default [`RESCAN_EVERY`];
+    /// 1 re-reads every tick). See [`inodes`] for what the cache misses in between.
+    pub fn set_rescan_every(&mut self, n: u32) {
+        self.fds.set_rescan_every(n);
+    }
+
+    /// Longest the dumps of one tick may take together (default 500 ms); past it the tick
+    /// fails with [`NetError::Timeout`]. The socket is never blocked on otherwise.
+    pub fn set_deadline(&mut self, d: std::time::Duration) {
+        self.dumper.set_deadline(d);
+    }
+
+    /// One tick for all workers: `out[i]` becomes the sample of `workers[i]` (its key and the
+    /// pids of its tree). Workers absent from a tick are forgotten (their totals restart).
+    /// On error `out` holds partial counts; the traffic read before the error still goes into
+    /// the workers' totals, not into the next tick's rates.
+    pub fn tick(
+        &mut self,
+        workers: &[(K, &[i32])],
+        out: &mut Vec<NetSample>,
+    ) -> Result<TickStats, NetError> {
+        self.tick += 1;
+        let tick = self.tick;
+        out.resize_with(workers.len(), NetSample::default);
+        self.acc.resize_with(workers.len(), Acc::default);
+        self.table.next.clear();
+        for (i, (_, pids)) in workers.iter().enumerate() {
+            let w = u32::try_from(i).unwrap_or(u32::MAX);
+            out[i].reset();
+            let a = &mut self.acc[i];
+            a.conns.clear();
+            a.listen_ports.clear();
+            (a.rtt_sum, a.rtt_n, a.acked, a.received) = (0, 0, 0, 0);
+            for &pid in *pids {
+                match self.fds.sockets(pid, tick) {
+                    Ok(_) => self.table.next.push((w, pid)),
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        out[i].unreadable += 1;
+                    }
+                    // Gone since the tree was sampled: nothing to attribute.
+                    Err(_) => {}
+                }
+            }
+        }
+        self.fds.sweep(tick);
+        let scan = self.fds.take_stats();
+        self.table.build(&self.fds, scan.changed > 0, tick);
+
+        let mut attributed = 0usize;
+        let mut carried = 0usize;
+        let (table, acc) = (&mut self.table, &mut self.acc);
+        let dump = self.dumper.dump_socks(|raw| {
+            let Some(h) = table.map.get_mut(&raw.inode()) else {
+                return;
+            };
+            let Some(rec) = raw.record() else { return };
+            attributed += 1;
+            carried += usize::from(h.was_live(tick));
+            let info = rec.info.unwrap_or_default();
+            let delta = h.update(
+                rec.cookie,
+                info.bytes_acked.unwrap_or(0),
+                info.bytes_received.unwrap_or(0),
+                tick,
+            );
+            let w = h.worker;
+            account(&rec, delta, w as usize, &mut out[..], acc);
+            for w in table.also(rec.inode) {
+                account(&rec, delta, w as usize, &mut out[..], acc);
+            }
+        });
+        let dump = match dump {
+            Ok(d) => {
+                self.table.mark_gone(&mut self.fds, carried, tick);
+                d
+            }
+            Err(e) => {
+                self.table.live = attributed;
+                for ((key, _), a) in workers.iter().zip(&self.acc) {
+                    if let Some(st) = self.state.get_mut(key) {
+                        st.acked_total = st.acked_total.saturating_add(a.acked);
+                        st.received_total = st.received_total.saturating_add(a.received);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        self.table.live = attributed;
+
+        let now = Instant::now();
+        for (i, (key, _)) in workers.iter().enumerate() {
+            let (s, a) = (&mut out[i], &mut self.acc[i]);
+            let st = match self.state.get_mut(key) {
+                Some(st) => {
+                    let dt = now.duration_since(st.at).as_secs_f64();
+                    if dt > 0.0 {
+                        s.acked_per_sec = Some(a.acked as f64 / dt);
+                        s.received_per_sec = Some(a.received as f64 / dt);
+                    }
+                    st
+                }
+                None => self.state.entry(key.clone()).or_insert(WorkerState {
+                    acked_total: 0,
+                    received_total: 0,
+                    at: now,
+                    tick,
+                }),
+            };
+            st.acked_total = st.acked_total.saturating_add(a.acked);
+            st.received_total = st.received_total.saturating_add(a.received);
+            (st.at, st.tick) = (now, tick);
+            s.acked_total = st.acked_total;
+            s.received_total = st.received_total;
+            if a.rtt_n > 0 {
+                s.rtt_mean_us = u32::try_from(a.rtt_sum / u64::from(a.rtt_n)).ok();
+            }
+            finish(s, a);
+        }
+        self.state.retain(|_, st| st.tick == tick);
+        Ok(TickStats {
+            dump,
+            attributed: u32::try_from(attributed).unwrap_or(u32::MAX),
+            rescans: scan.rescans,
+            links: scan.links,
+        })
+    }
+}
+
+/// Counts one socket for worker `w`; `delta` is what it moved since the last tick.
+fn account(rec: &SockRecord, delta: (u64, u64), w: usize, out: &mut [NetSample], acc: &mut [Acc]) {
+    let (Some(s), Some(a)) = (out.get_mut(w), acc.get_mut(w)) else {
+        return;
+    };
+    a.acked = a.acked.saturating_add(delta.0);
+    a.received = a.received.saturating_add(delta.1);
+    let peer = || Remote {
+        proto: rec.proto,
+        addr: SocketAddr::new(rec.remote.ip().to_canonical(), rec.remote.port()),
+    };
+    if rec.proto == Proto::Udp {
+        s.udp += 1;
+        if !is_unspecified(&rec.remote) {
+            a.conns.push((rec.local.port(), peer()));
+        }
+        return;
+    }
+    match rec.state {
+        LISTEN => {
+            s.listening += 1;
+            a.listen_ports.push(rec.local.port());
+            if s.listen.len() < MAX_LISTEN {
+                s.listen.push(rec.local);
+            }
+            return;
+        }
+        ESTABLISHED => s.established += 1,
+        _ => s.other += 1,
+    }
+    if !is_unspecified(&rec.remote) {
+        a.conns.push((rec.local.port(), peer()));
+    }
+    let Some(info) = rec.info else { return };
+    if let (ESTABLISHED, Some(rtt)) = (rec.state, info.rtt_us) {
+        a.rtt_sum += u64::from(rtt);
+        a.rtt_n += 1;
+        s.rtt_max_us = Some(s.rtt_max_us.map_or(rtt, |m| m.max(rtt)));
+    }
+    s.bytes_acked = s.bytes_acked.saturating_add(info.bytes_acked.unwrap_or(0));
+    s.bytes_received = s
+        .bytes_received
+        .saturating_add(info.bytes_received.unwrap_or(0));
+}
+
+/// Sorts the lists and splits inbound connections (accepted by one of the worker's listeners)
+/// from outbound ones.
+fn finish(s: &mut NetSample, a: &mut Acc) {
+    s.listen.sort_unstable();
+    s.listen.dedup();
+    a.listen_ports.sort_unstable();
+    a.listen_ports.dedup();
+    let ports = &a.listen_ports;
+    s.remotes.extend(
+        a.conns
+            .iter()
+            .filter(|(local, r)| r.proto == Proto::Udp || ports.binary_search(local).is_err())
+            .map(|&(_, r)| r),
+    );
+    s.remotes.sort_unstable();
+    s.remotes.dedup();
+    if s.remotes.len() > MAX_REMOTES {
+        s.remotes_omitted = u32::try_from(s.remotes.len() - MAX_REMOTES).unwrap_or(u32::MAX);
+        s.remotes.truncate(MAX_REMOTES);
+    }
+}

@@ -1,0 +1,201 @@
+use super::axis::{byte_ticks, esc, percent_ticks, time_ticks};
+use super::*;
+use crate::history::{Point, RestartMark};
+
+const MIB: u64 = 1 << 20;
+const T0: u64 = 1_700_000_000_000;
+
+fn point(t: u64, rss: u64) -> Point {
+    Point {
+        unix_ms: t,
+        samples: 1,
+        rss: Some(rss),
+        pss: None,
+        heap: None,
+        cpu_percent: Some(3.0),
+        state: None,
+    }
+}
+
+fn worker(program: &str, instance: u32, n: u64) -> WorkerSeries {
+    WorkerSeries {
+        program: program.to_owned(),
+        instance,
+        points: (0..n)
+            .map(|i| point(T0 + i * 1000, (i % 10 + 1) * MIB))
+            .collect(),
+        restarts: vec![RestartMark {
+            unix_ms: T0 + 9000,
+            reason: "memory".into(),
+        }],
+        restarts_dropped: 0,
+        samples: n,
+    }
+}
+
+fn series(workers: Vec<WorkerSeries>) -> Series {
+    Series {
+        workers,
+        ..Series::default()
+    }
+}
+
+/// Checks that the SVG is well-formed enough for any XML parser: every tag closed, no raw
+/// `<` or `&` in text.
+fn assert_balanced(svg: &str) {
+    let mut depth = 0i32;
+    let mut rest = svg;
+    while let Some(i) = rest.find('<') {
+        let text = &rest[..i];
+        assert!(!text.contains('>'), "stray '>' in text {text:?}");
+        for (j, _) in text.match_indices('&') {
+            let ent = &text[j..];
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&#"]
+                    .iter()
+                    .any(|e| ent.starts_with(e)),
+                "raw '&' in {text:?}"
+            );
+        }
+        let end = rest[i..].find('>').expect("tag closes") + i;
+        let tag = &rest[i..=end];
+        assert!(!tag[1..].contains('<'), "'<' inside tag {tag}");
+        if tag.starts_with("</") {
+            depth -= 1;
+        } else if !tag.ends_with("/>") {
+            depth += 1;
+        }
+        assert!(depth >= 0, "unbalanced at {tag}");
+        rest = &rest[end + 1..];
+    }
+    assert_eq!(depth, 0, "unclosed tags");
+}
+
+#[test]
+fn draws_a_block_per_program_with_restart_markers() {
+    let mut s = series(vec![
+        worker("api", 0, 60),
+        worker("api", 1, 60),
+        worker("db", 0, 60),
+    ]);
+    s.limits.insert("api".into(), 12 * MIB);
+    let svg = render(&s, "history.bin", None).expect("render");
+    assert_balanced(&svg);
+    assert_eq!(svg.matches(r#"<g class="program">"#).count(), 2);
+    assert_eq!(svg.matches("reason-memory").count(), 3);
+    assert!(svg.contains("api/1 restarted (memory) at 2023-11-14T22:13:29Z"));
+    assert!(svg.contains("limit 12 MiB"));
+    assert!(svg.contains("<title>db/0 RSS</title>"));
+    assert!(svg.contains("3 restarts (3 memory)"), "{}", &svg[..600]);
+}
+
+#[test]
+fn hostile_names_are_escaped() {
+    let evil = r#"x"><script>alert('&')</script><!--"#;
+    let mut w = worker(evil, 0, 5);
+    w.restarts[0].reason = "<b>\u{1}".into();
+    let svg = render(&series(vec![w]), "a<b>&c\u{7}.svg", None).expect("render");
+    assert_balanced(&svg);
+    assert!(!svg.contains("<script"));
+    assert!(!svg.contains("<b>"));
+    assert!(svg.contains("x&quot;&gt;&lt;script&gt;alert(&#39;&amp;&#39;)"));
+    assert!(svg.contains("a&lt;b&gt;&amp;c\u{fffd}.svg"));
+    assert!(!svg.contains('\u{1}') && !svg.contains('\u{7}'));
+}
+
+#[test]
+fn program_filter_and_empty_history_are_errors_when_nothing_is_left() {
+    let s = series(vec![worker("api", 0, 5), worker("db", 0, 5)]);
+    let svg = render(&s, "h", Some("db")).expect("render");
+    assert!(!svg.contains("api/0"));
+    let e = render(&s, "h", Some("nope")).expect_err("no such program");
+    assert_eq!(
+        e.to_string(),
+        "no program \"nope\" in this history; it has: api, db"
+    );
+    let e = render(&Series::default(), "h", None).expect_err("empty");
+    assert!(matches!(e, ReportError::Empty));
+}
+
+#[test]
+fn lines_break_at_gaps_and_missing_values() {
+    let mut w = worker("api", 0, 0);
+    w.restarts.clear();
+    for i in 0..10 {
+        w.points.push(point(T0 + i * 1000, MIB));
+    }
+    // The worker had no process for a moment, then the supervisor was away for an hour.
+    w.points[5].rss = None;
+    for i in 0..10 {
+        w.points.push(point(T0 + 3_600_000 + i * 1000, MIB));
+    }
+    let svg = render(&series(vec![w]), "h", None).expect("render");
+    let rss = svg
+        .lines()
+        .find(|l| l.contains("<title>api/0 RSS</title>"))
+        .expect("rss path");
+    assert_eq!(rss.matches('M').count(), 3, "{rss}");
+}
+
+#[test]
+fn a_thousand_points_per_pixel_are_thinned_and_keep_the_peak() {
+    let mut w = worker("api", 0, 0);
+    w.restarts.clear();
+    for i in 0..4000 {
+        w.points
+            .push(point(T0 + i * 100, if i == 1234 { 500 * MIB } else { MIB }));
+    }
+    let svg = render(&series(vec![w]), "h", None).expect("render");
+    let rss = svg
+        .lines()
+        .find(|l| l.contains("<title>api/0 RSS</title>"))
+        .expect("rss path");
+    let points = rss.matches('L').count() + 1;
+    assert!(points <= 2 * geo::PLOT_W as usize + 2, "{points} points");
+    let d = rss
+        .split("d=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("d");
+    let highest = d
+        .split(['M', 'L', 'h'])
+        .filter_map(|xy| xy.split_once(',').and_then(|(_, y)| y.parse::<f64>().ok()))
+        .fold(f64::MAX, f64::min);
+    let (axis, _) = byte_ticks(500 * MIB);
+    let bottom = geo::HEAD + geo::BLOCK_TITLE + geo::MARK_LANE + geo::MEM_H;
+    let peak = bottom - (500 * MIB) as f64 / axis * geo::MEM_H;
+    assert!(
+        (highest - peak).abs() < 0.1,
+        "peak drawn at {highest}, expected {peak}"
+    );
+}
+
+#[test]
+fn ticks_are_round() {
+    let (top, ticks) = byte_ticks(100 * MIB);
+    assert!(top >= (100 * MIB) as f64);
+    let labels: Vec<&str> = ticks.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(labels, ["0 MiB", "25 MiB", "50 MiB", "75 MiB", "100 MiB"]);
+    let (_, ticks) = byte_ticks(3 << 30);
+    assert_eq!(ticks[1].1, "1 GiB");
+    let (top, ticks) = percent_ticks(37.0);
+    assert!((top - 100.0).abs() < f64::EPSILON);
+    assert_eq!(ticks.last().map(|t| t.1.as_str()), Some("100%"));
+    // 2023-11-14T22:13:20Z plus an hour: ticks on round times of day.
+    let ticks = time_ticks(T0, T0 + 3_600_000, 12);
+    assert_eq!(ticks[0].1, "22:15");
+    assert!(ticks.iter().all(|(t, _)| t % 300_000 == 0));
+    assert_eq!(esc("a\tb"), "a&#9;b");
+    assert_eq!(super::axis::rfc3339(u64::MAX), "(after 9999)");
+}
+
+#[test]
+fn a_limit_far_above_the_data_is_named_not_drawn() {
+    let mut s = series(vec![worker("api", 0, 30)]);
+    s.limits.insert("api".into(), 4096 * MIB);
+    let svg = render(&s, "h", None).expect("render");
+    assert!(svg.contains("limit 4 GiB (off the scale)"));
+    assert!(!svg.contains(">limit 4 GiB<"));
+    // The lines keep their own scale: 10 MiB of data, not 4 GiB.
+    assert!(svg.contains(">10 MiB<"), "axis follows the data");
+}
