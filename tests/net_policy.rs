@@ -112,6 +112,31 @@ fn listener() -> (TcpListener, u16) {
     (l, port)
 }
 
+/// A netpeer with one connection `allow` holds and one to a port it does not, under
+/// `on_violation`: the run, the listeners (kept open), the offending port, and the finding.
+fn breaching(name: &str, on_violation: &str) -> (Run, [TcpListener; 2], u16, serde_json::Value) {
+    let (allowed, a) = listener();
+    let (other, b) = listener();
+    let run = start(&program(
+        name,
+        &[
+            "--connections",
+            "1",
+            "--to",
+            &format!("127.0.0.1:{a}"),
+            "--connect",
+            &format!("127.0.0.1:{b}"),
+        ],
+        &format!("allow = [\"127.0.0.1/32:{a}\"]\non_violation = \"{on_violation}\""),
+    ));
+    let f = run
+        .sup
+        .wait_nth(1, Duration::from_secs(10), "finding", |e| {
+            e["event"] == "finding" && e["kind"] == "unexpected_connection"
+        });
+    (run, [allowed, other], b, f)
+}
+
 /// Findings of `kind` for `name`.
 fn findings(sup: &Sup, name: &str, kind: &str) -> Vec<Value> {
     sup.of("finding")
@@ -290,25 +315,7 @@ fn warn_reports_connections_and_listeners_outside_the_policy_without_restarting(
 fn restart_on_a_connection_outside_allow() {
     let name = unique("netrestart");
     let _g = ProgramGuard(name.clone());
-    let (_allowed, a) = listener();
-    let (_other, b) = listener();
-    let run = start(&program(
-        &name,
-        &[
-            "--connections",
-            "1",
-            "--to",
-            &format!("127.0.0.1:{a}"),
-            "--connect",
-            &format!("127.0.0.1:{b}"),
-        ],
-        &format!("allow = [\"127.0.0.1/32:{a}\"]\non_violation = \"restart\""),
-    ));
-    let f = run
-        .sup
-        .wait_nth(1, Duration::from_secs(10), "finding", |e| {
-            e["event"] == "finding" && e["kind"] == "unexpected_connection"
-        });
+    let (run, _listeners, b, f) = breaching(&name, "restart");
     assert!(
         f["detail"]
             .as_str()
@@ -406,25 +413,7 @@ fn too_many_connections_is_a_finding_for_that_worker_only() {
 fn kill_sigkills_the_tree_and_restarts_with_reason_net() {
     let name = unique("netkill");
     let _g = ProgramGuard(name.clone());
-    let (_allowed, a) = listener();
-    let (_other, b) = listener();
-    let run = start(&program(
-        &name,
-        &[
-            "--connections",
-            "1",
-            "--to",
-            &format!("127.0.0.1:{a}"),
-            "--connect",
-            &format!("127.0.0.1:{b}"),
-        ],
-        &format!("allow = [\"127.0.0.1/32:{a}\"]\non_violation = \"kill\""),
-    ));
-    let f = run
-        .sup
-        .wait_nth(1, Duration::from_secs(10), "finding", |e| {
-            e["event"] == "finding" && e["kind"] == "unexpected_connection"
-        });
+    let (run, _listeners, _, f) = breaching(&name, "kill");
     let r = run.sup.wait_event("restarting", Duration::from_secs(10));
     assert_eq!(r["reason"], "net", "{}", run.sup.dump());
     // No stop signal, no grace: SIGKILL.
