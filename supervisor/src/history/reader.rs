@@ -102,7 +102,9 @@ impl<R: Read> Scanner<R> {
     /// Skips to the next segment signature after the current position; returns the bytes skipped
     /// (all the rest when there is none).
     fn resync(&mut self) -> io::Result<u64> {
-        let mut skipped = 1;
+        // Step past the damaged byte, if there is one (at the end of the file there is none: a
+        // skip must never count bytes that are not there).
+        let mut skipped = self.avail().len().min(1) as u64;
         self.consume(1);
         loop {
             self.fill(CHUNK)?;

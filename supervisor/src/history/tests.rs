@@ -476,6 +476,12 @@ mod hostile {
     }
 
     #[test]
+    fn a_signature_with_nothing_after_it_counts_only_its_own_bytes() {
+        let bytes = codec::MAGIC.to_vec();
+        assert_eq!(read_bytes(&bytes).ignored_bytes, bytes.len() as u64);
+    }
+
+    #[test]
     fn a_huge_declared_length_allocates_nothing() {
         let mut bytes = codec::MAGIC.to_vec();
         codec::put_varint(&mut bytes, u64::MAX >> 1);
