@@ -29,6 +29,9 @@
 //! - The fd cache may attribute a socket late (see [`inodes`]); a socket attributed late brings
 //!   its whole past traffic into one interval.
 //! - TIME_WAIT and SYN_RECV sockets are not dumped: no process holds them.
+//! - While every socket the workers hold is inert (not shown by the last dump: Unix sockets such
+//!   as the channels, or sockets not bound yet), a dump runs only every [`FULL_DUMP_EVERY`]
+//!   ticks; a socket created unbound and bound later is seen up to that many ticks late.
 //!
 //! [`probe::tree`]: crate::probe::tree
 
@@ -63,6 +66,10 @@ pub const MAX_REMOTES: usize = 1024;
 pub const MAX_LISTEN: usize = 256;
 /// Default of [`NetProbe::set_rescan_every`].
 pub const RESCAN_EVERY: u32 = 60;
+/// While every held socket is inert, a dump every this many ticks still runs: a socket that
+/// was not bound yet when it was judged inert (unseen by a dump) is seen within this many ticks
+/// once it connects or listens.
+pub const FULL_DUMP_EVERY: u64 = 10;
 
 /// Why a tick has no sample.
 #[derive(Debug, thiserror::Error)]
@@ -264,11 +271,13 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
         let mut attributed = 0usize;
         let mut carried = 0usize;
         let (table, acc) = (&mut self.table, &mut self.acc);
-        // No worker holds a socket: skip the dump. The kernel walks every bucket of its TCP
-        // hash tables for one, sockets or not (tcp_diag_dump was half the CPU of an idle
-        // supervisor of 20 `sleep` workers), and a new socket changes its process's fd count,
-        // which makes the next tick re-read that process's links and find it.
-        let dump = if table.map.is_empty() {
+        // Every socket the workers hold is inert (every worker holds its channel, a Unix
+        // socket): dump only every `FULL_DUMP_EVERY` ticks. The kernel walks every bucket of its
+        // TCP hash tables for a dump, sockets or not (tcp_diag_dump was half the CPU of an idle
+        // supervisor of 20 `sleep` workers). A new socket changes its process's fd count, which
+        // re-reads that process's links next tick, and a new inode is not inert.
+        let skip = table.all_inert() && !tick.is_multiple_of(FULL_DUMP_EVERY);
+        let dump = if skip {
             Ok(DumpStats::default())
         } else {
             self.dumper.dump_socks(|raw| {
@@ -295,6 +304,9 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
         let dump = match dump {
             Ok(d) => {
                 self.table.mark_gone(&mut self.fds, carried, tick);
+                if !skip {
+                    self.table.mark_inert(tick);
+                }
                 d
             }
             Err(e) => {

@@ -46,6 +46,9 @@ pub struct Held {
     pub acked: u64,
     pub received: u64,
     pub seen: u64,
+    /// The last complete dump did not show it: not a TCP or UDP socket of this namespace (a
+    /// Unix or netlink socket, such as every worker's channel), or one not bound yet.
+    pub inert: bool,
 }
 
 impl Held {
@@ -107,6 +110,7 @@ impl Table {
                             acked: 0,
                             received: 0,
                             seen: 0,
+                            inert: false,
                         });
                         (h.worker, h.pid) = (w, pid);
                         v.insert(h);
@@ -124,6 +128,19 @@ impl Table {
         self.shared.dedup();
         self.live = self.map.values().filter(|h| h.was_live(tick)).count();
         true
+    }
+
+    /// After a complete dump at `tick`: what it did not show is inert until a dump shows it.
+    pub fn mark_inert(&mut self, tick: u64) {
+        for h in self.map.values_mut() {
+            h.inert = h.seen != tick;
+        }
+    }
+
+    /// Whether no held socket could be in a dump (all inert, or none held).
+    #[must_use]
+    pub fn all_inert(&self) -> bool {
+        self.map.values().all(|h| h.inert)
     }
 
     /// Further workers holding `inode`.

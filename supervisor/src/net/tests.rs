@@ -475,3 +475,35 @@ fn parser_survives_garbage() {
         let _ = parse_all(&b, 1);
     }
 }
+
+#[test]
+fn only_unix_sockets_held_skips_the_dump_until_an_inet_socket_appears() {
+    let (unix, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let kids = Reap(vec![holder(&unix)]);
+    let a = [i32::try_from(kids.0[0].id()).expect("pid")];
+    let mut probe = NetProbe::new();
+    let mut out = Vec::new();
+    // The first tick must dump: nothing is known about the new inode yet.
+    let first = probe.tick(&[("a", &a[..])], &mut out).expect("tick");
+    assert!(first.dump.datagrams > 0, "{first:?}");
+    // The dump did not show it: a Unix socket. Until a full dump is due, no dump.
+    for _ in 2..FULL_DUMP_EVERY {
+        let t = probe.tick(&[("a", &a[..])], &mut out).expect("tick");
+        assert_eq!(t.dump.datagrams, 0, "{t:?}");
+        assert_eq!(out[0].connections() + out[0].listening + out[0].udp, 0);
+    }
+    // A worker holding a TCP socket joins: its inode is new, so this tick dumps and sees it.
+    let (_l, c, _s) = pair();
+    let kids2 = Reap(vec![holder(&c)]);
+    let b = [i32::try_from(kids2.0[0].id()).expect("pid")];
+    let t = probe
+        .tick(&[("a", &a[..]), ("b", &b[..])], &mut out)
+        .expect("tick");
+    assert!(t.dump.datagrams > 0, "{t:?}");
+    assert_eq!((out[0].established, out[1].established), (0, 1));
+    // And its socket keeps every later tick dumping.
+    let t = probe
+        .tick(&[("a", &a[..]), ("b", &b[..])], &mut out)
+        .expect("tick");
+    assert!(t.dump.datagrams > 0 && out[1].established == 1, "{t:?}");
+}
