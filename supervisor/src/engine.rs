@@ -62,6 +62,8 @@ struct Engine {
     history: Option<crate::history::History>,
     /// `[alert]`: its running command is a child of ours but no orphan.
     alerter: Option<Arc<crate::alert::Alerter>>,
+    /// Where the orphan scan reads our children each tick.
+    main_children: orphans::MainChildren,
 }
 
 /// An SDK worker that has not said hello this long after it started is taken as not speaking the
@@ -107,6 +109,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             resources: resources::Resources::default(),
             history: None,
             alerter: engine_alerter,
+            main_children: orphans::MainChildren::new(),
         };
         engine.main().await
     });
@@ -460,7 +463,7 @@ impl Engine {
     /// Orphans reparented to us (we are a subreaper) are handed to the worker they belong to
     /// (see [`orphans`]); those no worker claims are reported once and killed at shutdown.
     fn scan_orphans(&mut self) {
-        let children = orphans::our_children();
+        let children = self.main_children.read();
         self.orphans_seen
             .retain(|p| children.binary_search(p).is_ok());
         self.strays.retain(|p| children.binary_search(p).is_ok());

@@ -21,6 +21,47 @@ pub fn our_children() -> Vec<i32> {
     out
 }
 
+/// The children of the supervisor's main thread, read each tick through a kept-open
+/// `/proc/self/task/PID/children`: every worker and the lifeline (the engine spawns them on this
+/// thread), and every orphan reparented to us (the kernel hands orphans to a subreaper's
+/// thread-group leader while it lives: `find_new_reaper` in kernel/exit.c). One `pread` instead
+/// of listing every thread and opening each one's file; children other threads fork (an alert
+/// command) are not orphans and are left out. [`our_children`] sees those too.
+#[derive(Debug)]
+pub struct MainChildren {
+    files: Option<crate::probe::proc::ProcFiles>,
+    buf: crate::probe::proc::Buf,
+}
+
+impl MainChildren {
+    #[must_use]
+    pub fn new() -> Self {
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        Self {
+            files: crate::probe::proc::ProcFiles::open(me).ok(),
+            buf: crate::probe::proc::Buf::default(),
+        }
+    }
+
+    /// The pids, sorted; every thread's list when the file could not be kept open.
+    pub fn read(&mut self) -> Vec<i32> {
+        let Some(files) = &self.files else {
+            return our_children();
+        };
+        let mut out = Vec::new();
+        files.children(&mut self.buf, 1, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+impl Default for MainChildren {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What identifies a worker instance to its orphans.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner<'a> {
