@@ -19,25 +19,13 @@ fn status(socket: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn status_restart_stop_start_reload() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let name = unique("ctl");
     let _guard = ProgramGuard(name.clone());
-    let socket = dir.path().join("ctl.sock");
-    let config = dir.path().join("supervise.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[program.{name}]\ncommand = [\"{}\", \"--rate\", \"0\"]\nreplicas = 2\n",
-            example("leaky")
-        ),
-    )
-    .expect("config");
-    let sup = Sup::start(&[
-        "--admin",
-        socket.to_str().expect("utf-8"),
-        "-c",
-        config.to_str().expect("utf-8"),
-    ]);
+    let sup = Sup::with_config(&format!(
+        "[program.{name}]\ncommand = [\"{}\", \"--rate\", \"0\"]\nreplicas = 2\n",
+        example("leaky")
+    ));
+    let socket = sup.socket();
     sup.wait_nth(2, Duration::from_secs(10), "two starts", |e| {
         e["event"] == "started"
     });
@@ -157,26 +145,14 @@ fn a_second_supervisor_cannot_take_a_live_socket_and_clients_fail_clearly() {
 
 #[test]
 fn restarting_a_whole_program_rolls_one_ready_instance_at_a_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let name = unique("roll");
     let _guard = ProgramGuard(name.clone());
-    let socket = dir.path().join("ctl.sock");
-    let config = dir.path().join("supervise.toml");
     // Each replacement takes 600 ms to say Ready: the next one must not be touched before.
-    std::fs::write(
-        &config,
-        format!(
-            "[program.{name}]\ncommand = [\"{}\", \"--ready-after\", \"600\"]\nreplicas = 3\n",
-            example("sdk_worker")
-        ),
-    )
-    .expect("config");
-    let sup = Sup::start(&[
-        "--admin",
-        socket.to_str().expect("utf-8"),
-        "-c",
-        config.to_str().expect("utf-8"),
-    ]);
+    let sup = Sup::with_config(&format!(
+        "[program.{name}]\ncommand = [\"{}\", \"--ready-after\", \"600\"]\nreplicas = 3\n",
+        example("sdk_worker")
+    ));
+    let socket = sup.socket();
     sup.wait_nth(3, Duration::from_secs(15), "three ready", |e| {
         e["event"] == "ready"
     });

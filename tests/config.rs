@@ -5,22 +5,9 @@ mod common;
 use common::supervise_bin;
 
 fn fails_with(config: &str, expect: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bad.toml");
-    let marker = dir.path().join("ran");
-    // Were anything spawned, this would create the marker.
-    let config = config.replace("MARKER", marker.to_str().expect("utf-8"));
-    std::fs::write(&path, config).expect("write");
-    let out = std::process::Command::new(supervise_bin())
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let want = format!("{}:{expect}", path.display());
+    let (path, stderr) = common::refused(config);
+    let want = format!("{path}:{expect}");
     assert!(stderr.contains(&want), "expected {want:?} in {stderr:?}");
-    assert!(!marker.exists(), "something was spawned");
 }
 
 #[test]

@@ -9,27 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{ctl, example, supervise_bin, unique, ProgramGuard, Sup, MIB};
+use common::{ctl, example, unique, ProgramGuard, Sup, MIB};
 
-/// Starts `supervise -c` on `config` (sampled every 200 ms), with a control socket; returns the
-/// supervisor, the socket and the temp dir holding both.
-fn start(config: &str) -> (Sup, PathBuf, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("ctl.sock");
-    let path = dir.path().join("supervise.toml");
-    std::fs::write(&path, format!("[sample]\nevery = \"200ms\"\n\n{config}")).expect("config");
-    let sup = Sup::start(&[
-        "--admin",
-        socket.to_str().expect("utf-8"),
-        "-c",
-        path.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        common::wait_until(Duration::from_secs(10), || socket.exists()),
-        "no control socket\n{}",
-        sup.dump()
-    );
-    (sup, socket, dir)
+/// Starts `supervise -c` on `config` (sampled every 200 ms); returns it once its control socket
+/// answers, and the socket.
+fn start(config: &str) -> (Sup, PathBuf) {
+    let sup = Sup::with_config(&format!("[sample]\nevery = \"200ms\"\n\n{config}"));
+    sup.wait_socket(Duration::from_secs(10));
+    let socket = sup.socket();
+    (sup, socket)
 }
 
 /// `[program.NAME]` running `example` with `args`.
@@ -60,7 +48,7 @@ fn status_shows_deleted_files_held_by_that_worker_only() {
     let other = unique("noholder");
     let _g = (ProgramGuard(holder.clone()), ProgramGuard(other.clone()));
     let data = tempfile::tempdir().expect("data dir");
-    let (sup, socket, _dir) = start(&format!(
+    let (sup, socket) = start(&format!(
         "{}{}",
         program(
             &holder,
@@ -174,7 +162,7 @@ fn a_watched_directory_over_max_is_one_finding_per_crossing() {
         "[[watch.dir]]\npath = {:?}\nevery = \"1s\"\nfs_max_used = 0.001\n",
         fs_dir.display().to_string()
     ));
-    let (sup, _socket, _dir) = start(&config);
+    let (sup, _socket) = start(&config);
     sup.wait_event("started", Duration::from_secs(10));
 
     fill(root.path(), &a.join("data"), 2 * MIB);
@@ -216,21 +204,9 @@ fn a_watched_directory_over_max_is_one_finding_per_crossing() {
 /// Runs `supervise -c` on `config` (which must fail before spawning anything) and returns its
 /// stderr, after checking the exit code 2.
 fn refused(config: &str) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bad.toml");
-    let marker = dir.path().join("ran");
-    let config = config.replace("MARKER", marker.to_str().expect("utf-8"));
-    std::fs::write(&path, config).expect("write");
-    let out = std::process::Command::new(supervise_bin())
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(!marker.exists(), "something was spawned");
+    let (path, stderr) = common::refused(config);
     assert!(
-        stderr.contains(&format!("{}:", path.display())),
+        stderr.contains(&format!("{path}:")),
         "no file named in {stderr:?}"
     );
     stderr

@@ -17,31 +17,15 @@ use common::{ctl, example, unique, ProgramGuard, Sup};
 struct Run {
     sup: Sup,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
-/// Starts `supervise -c` on `config` (sampled every 200 ms), with a control socket.
+/// Starts `supervise -c` on `config` (sampled every 200 ms); returns once its control socket
+/// answers.
 fn start(config: &str) -> Run {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("ctl.sock");
-    let path = dir.path().join("supervise.toml");
-    std::fs::write(&path, format!("[sample]\nevery = \"200ms\"\n\n{config}")).expect("config");
-    let sup = Sup::start(&[
-        "--admin",
-        socket.to_str().expect("utf-8"),
-        "-c",
-        path.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        common::wait_until(Duration::from_secs(10), || socket.exists()),
-        "no control socket\n{}",
-        sup.dump()
-    );
-    Run {
-        sup,
-        socket,
-        _dir: dir,
-    }
+    let sup = Sup::with_config(&format!("[sample]\nevery = \"200ms\"\n\n{config}"));
+    sup.wait_socket(Duration::from_secs(10));
+    let socket = sup.socket();
+    Run { sup, socket }
 }
 
 /// `[program.NAME]` running netpeer with `args`, and its `net` table (`net` is TOML lines, or

@@ -132,6 +132,33 @@ impl Sup {
         }
     }
 
+    /// Starts `supervise -c` on `config`, written into the run's temp dir, with its control
+    /// socket at [`Sup::socket`].
+    pub fn with_config(config: &str) -> Self {
+        Self::start_with(&[], |cmd, dir| {
+            let path = dir.join("supervise.toml");
+            fs::write(&path, config).expect("config");
+            cmd.arg("--admin")
+                .arg(dir.join("ctl.sock"))
+                .arg("-c")
+                .arg(path);
+        })
+    }
+
+    /// The control socket of a run started with [`Sup::with_config`].
+    pub fn socket(&self) -> PathBuf {
+        self.path("ctl.sock")
+    }
+
+    /// Waits until the control socket is there, so the supervisor is up and answering.
+    pub fn wait_socket(&self, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.socket().exists()),
+            "no control socket\n{}",
+            self.dump()
+        );
+    }
+
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).expect("pid")
     }
@@ -287,4 +314,24 @@ pub fn ctl(socket: &Path, args: &[&str]) -> (bool, String) {
     })
     .into_owned();
     (out.status.success(), text)
+}
+
+/// Runs `supervise -c` on `config`, which must be refused before anything is spawned: checks
+/// exit code 2 and that no program ran (a `MARKER` in the config becomes a file that a spawned
+/// `touch` would create), and returns the config's path as the messages name it, and stderr.
+pub fn refused(config: &str) -> (String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    let marker = dir.path().join("ran");
+    let config = config.replace("MARKER", marker.to_str().expect("utf-8"));
+    fs::write(&path, config).expect("write");
+    let out = Command::new(supervise_bin())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!marker.exists(), "something was spawned");
+    (path.display().to_string(), stderr)
 }
