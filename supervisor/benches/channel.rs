@@ -38,9 +38,12 @@ use supervisor::channel::{self, Channel, Packet};
 use supervisor::plan::{Backoff, Intensity, ProgramSpec, RestartMode, StopSpec};
 use supervisor::spawn::{spawn, Inherit};
 
+#[path = "common/samples.rs"]
+mod samples;
+use samples::{Samples, SAMPLE_SIZE};
+
 const SUPERVISE: &str = env!("CARGO_BIN_EXE_supervise");
 const GROUP: &str = "channel_round_trip";
-const SAMPLE_SIZE: usize = 100;
 /// What the floors echo: as long as an encoded `Ping` with a seq of a few hundred.
 const PAYLOAD: [u8; 3] = [1, 0xac, 0x02];
 /// How long a handshake or the first echo may take before the bench gives up.
@@ -330,29 +333,6 @@ async fn handshake(ch: &mut Channel, pid: i32, seq: &mut u64) {
 // ---------------------------------------------------------------------------------------------
 // Benchmarks
 
-/// Per-iteration times (ns) of the calls criterion made; the last `SAMPLE_SIZE` are its samples
-/// (the calls before them are its warm-up).
-#[derive(Default)]
-struct Samples(Vec<f64>);
-
-impl Samples {
-    fn record(&mut self, iters: u64, elapsed: Duration) -> Duration {
-        #[allow(clippy::cast_precision_loss)]
-        self.0.push(elapsed.as_nanos() as f64 / iters.max(1) as f64);
-        elapsed
-    }
-
-    fn median(&self) -> Option<f64> {
-        let mut v = self.0[self.0.len().saturating_sub(SAMPLE_SIZE)..].to_vec();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => None,
-            n if n % 2 == 1 => Some(v[n / 2]),
-            n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-        }
-    }
-}
-
 /// A benchmark's median and criterion's 95 % interval for it, in ns.
 struct Figure {
     median: f64,
@@ -558,7 +538,7 @@ fn bench(c: &mut Criterion) {
                     "  {}/{name}: {} (from {} recorded samples, no interval)",
                     placement.name(),
                     fmt_us(*median),
-                    samples.0.len().min(SAMPLE_SIZE)
+                    samples.count()
                 ),
                 None => eprintln!("  {}/{name}: not measured", placement.name()),
             }

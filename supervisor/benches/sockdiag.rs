@@ -33,31 +33,9 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use supervisor::net::diag::Dumper;
 use supervisor::net::{NetProbe, NetSample};
 
-const GROUP: &str = "sockdiag_tick";
-const CONNECTIONS: usize = 500;
-const SAMPLE_SIZE: usize = 100;
-
-/// Per-iteration times (ns) of the calls criterion made; the last `SAMPLE_SIZE` are its samples.
-#[derive(Default)]
-struct Samples(Vec<f64>);
-
-impl Samples {
-    fn record(&mut self, iters: u64, elapsed: Duration) -> Duration {
-        #[allow(clippy::cast_precision_loss)]
-        self.0.push(elapsed.as_nanos() as f64 / iters.max(1) as f64);
-        elapsed
-    }
-
-    fn median(&self) -> Option<f64> {
-        let mut v = self.0[self.0.len().saturating_sub(SAMPLE_SIZE)..].to_vec();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => None,
-            n if n % 2 == 1 => Some(v[n / 2]),
-            n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-        }
-    }
-}
+#[path = "common/samples.rs"]
+mod samples;
+use samples::{Samples, SAMPLE_SIZE};
 
 /// Times `iters` calls of `f`.
 fn timed(samples: &mut Samples, iters: u64, mut f: impl FnMut()) -> Duration {
@@ -67,6 +45,9 @@ fn timed(samples: &mut Samples, iters: u64, mut f: impl FnMut()) -> Duration {
     }
     samples.record(iters, t0.elapsed())
 }
+
+const GROUP: &str = "sockdiag_tick";
+const CONNECTIONS: usize = 500;
 
 /// Raises the soft fd limit to the hard one; returns the new soft limit.
 fn raise_nofile() -> u64 {
