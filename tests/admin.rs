@@ -3,19 +3,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{ctl, example, supervise_bin, unique, wait_until, ProgramGuard, Sup};
-
-fn status(socket: &Path) -> Vec<serde_json::Value> {
-    let (ok, text) = ctl(socket, &["status", "--json"]);
-    assert!(ok, "{text}");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
 
 #[test]
 fn status_restart_stop_start_reload() {
@@ -38,10 +29,12 @@ fn status_restart_stop_start_reload() {
     assert_eq!(mode, 0o600);
 
     // Status: one object per instance with the kernel's figures.
-    assert!(wait_until(Duration::from_secs(5), || status(&socket)
-        .iter()
-        .all(|w| w["rss_bytes"].as_u64().is_some())));
-    let workers = status(&socket);
+    assert!(wait_until(Duration::from_secs(5), || common::status_json(
+        &socket
+    )
+    .iter()
+    .all(|w| w["rss_bytes"].as_u64().is_some())));
+    let workers = common::status_json(&socket);
     assert_eq!(workers.len(), 2);
     for (i, w) in workers.iter().enumerate() {
         assert_eq!(w["program"], name.as_str());
@@ -88,9 +81,11 @@ fn status_restart_stop_start_reload() {
     sup.wait_nth(2, Duration::from_secs(10), "stopped", |e| {
         e["event"] == "stopped"
     });
-    assert!(wait_until(Duration::from_secs(5), || status(&socket)
-        .iter()
-        .all(|w| w["state"] == "stopped")));
+    assert!(wait_until(Duration::from_secs(5), || common::status_json(
+        &socket
+    )
+    .iter()
+    .all(|w| w["state"] == "stopped")));
     std::thread::sleep(Duration::from_millis(300));
     assert!(common::alive(sup.pid()));
 
@@ -99,9 +94,11 @@ fn status_restart_stop_start_reload() {
     sup.wait_nth(5, Duration::from_secs(10), "started again", |e| {
         e["event"] == "started"
     });
-    assert!(wait_until(Duration::from_secs(5), || status(&socket)
-        .iter()
-        .all(|w| w["state"] == "running")));
+    assert!(wait_until(Duration::from_secs(5), || common::status_json(
+        &socket
+    )
+    .iter()
+    .all(|w| w["state"] == "running")));
 
     // Reload with an unchanged file changes nothing; errors are reported, not fatal.
     let (ok, text) = ctl(&socket, &["reload"]);

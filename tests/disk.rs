@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{ctl, example, unique, ProgramGuard, Sup, MIB};
+use common::{example, unique, ProgramGuard, Sup, MIB};
 
 /// Starts `supervise -c` on `config` (sampled every 200 ms); returns it once its control socket
 /// answers, and the socket.
@@ -25,14 +25,6 @@ fn program(name: &str, example_name: &str, args: &[&str]) -> String {
     let mut argv = vec![format!("{:?}", example(example_name))];
     argv.extend(args.iter().map(|a| format!("{a:?}")));
     format!("[program.{name}]\ncommand = [{}]\n\n", argv.join(", "))
-}
-
-fn status(socket: &Path) -> Vec<Value> {
-    let (ok, text) = ctl(socket, &["status", "--json"]);
-    assert!(ok, "status failed: {text}");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
 }
 
 fn disk_u64(w: &Value, key: &str) -> u64 {
@@ -66,7 +58,7 @@ fn status_shows_deleted_files_held_by_that_worker_only() {
     // just after the first scan shows within about 10 s.
     let end = Instant::now() + Duration::from_secs(20);
     let (h, o) = loop {
-        let all = status(&socket);
+        let all = common::status_json(&socket);
         let find = |n: &str| all.iter().find(|w| w["program"] == n).cloned();
         if let (Some(h), Some(o)) = (find(&holder), find(&other)) {
             // Once the holder has written it all (a scan may catch it half written).

@@ -6,12 +6,12 @@
 mod common;
 
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{ctl, example, unique, ProgramGuard, Sup};
+use common::{example, unique, ProgramGuard, Sup};
 
 /// A supervisor running a config, with its control socket.
 struct Run {
@@ -44,15 +44,6 @@ fn program(name: &str, args: &[&str], net: &str) -> String {
     s
 }
 
-/// `status --json`: one object per worker instance.
-fn status(socket: &Path) -> Vec<Value> {
-    let (ok, text) = ctl(socket, &["status", "--json"]);
-    assert!(ok, "status failed: {text}");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
 /// Polls `status --json` every 100 ms until `name`'s instance 0 satisfies `pred`; returns it.
 /// Panics with the last status and the supervisor's log after `timeout`.
 fn wait_worker(
@@ -65,7 +56,7 @@ fn wait_worker(
     let end = Instant::now() + timeout;
     let mut last = Value::Null;
     loop {
-        if let Some(w) = status(&run.socket)
+        if let Some(w) = common::status_json(&run.socket)
             .into_iter()
             .find(|w| w["program"] == name && w["instance"] == 0)
         {

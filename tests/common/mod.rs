@@ -316,6 +316,15 @@ pub fn ctl(socket: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `supervise status --json` against `socket`: one object per worker instance.
+pub fn status_json(socket: &Path) -> Vec<Value> {
+    let (ok, text) = ctl(socket, &["status", "--json"]);
+    assert!(ok, "status failed: {text}");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
 /// Runs `supervise -c` on `config`, which must be refused before anything is spawned: checks
 /// exit code 2 and that no program ran (a `MARKER` in the config becomes a file that a spawned
 /// `touch` would create), and returns the config's path as the messages name it, and stderr.
