@@ -61,8 +61,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::admin::WorkerStatus;
-use crate::worker::Phase;
+use crate::status::Phase;
+use crate::status::WorkerStatus;
 
 mod codec;
 mod front;
@@ -75,10 +75,6 @@ mod tests;
 
 pub use series::{MAX_MARKS, MAX_POINTS};
 
-/// Default size at which FILE is rotated to FILE.1.
-pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// Smallest size limit accepted.
-pub const MIN_MAX_BYTES: u64 = 64 * 1024;
 /// Ticks that may wait for the writer; more are dropped.
 const QUEUE: usize = 64;
 /// How long [`History::close`] waits for the writer to finish.

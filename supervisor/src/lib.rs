@@ -36,5 +36,6 @@ pub mod reaper;
 pub mod report;
 pub mod session;
 pub mod spawn;
+pub mod status;
 pub mod top;
 pub mod worker;

@@ -18,7 +18,6 @@
 //! network is trusted (a pod's own network namespace).
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -34,9 +33,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::admin::{Call, Request, Response, WorkerStatus};
+use crate::admin::{Call, Request, Response};
 use crate::events::Reason;
-use crate::worker::Phase;
+use crate::status::Phase;
+use crate::status::WorkerStatus;
 
 /// Longest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -489,15 +489,6 @@ fn label_value(name: &str) -> String {
                 c
             }
         })
-        .collect()
-}
-
-/// The restart counts of a worker as the status shows them (every reason present).
-#[must_use]
-pub fn restarts_by_reason(counts: &[u64; Reason::ALL.len()]) -> BTreeMap<String, u64> {
-    Reason::ALL
-        .iter()
-        .map(|r| (r.as_str().to_owned(), counts[r.index()]))
         .collect()
 }
 

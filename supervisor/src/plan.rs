@@ -199,7 +199,10 @@ pub const DEFAULT_HYSTERESIS: f64 = 0.05;
 pub const DEFAULT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_LOG_KEEP: u32 = 5;
-pub const DEFAULT_HISTORY_MAX: u64 = crate::history::DEFAULT_MAX_BYTES;
+/// Default size at which the history file is rotated to FILE.1.
+pub const DEFAULT_HISTORY_MAX: u64 = 64 * 1024 * 1024;
+/// Smallest history size limit accepted.
+pub const MIN_HISTORY_MAX: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventsTarget {
@@ -362,7 +365,7 @@ fn check_warn_at(w: f64) -> Result<f64, String> {
 }
 
 fn check_history_max(max: u64) -> Result<u64, String> {
-    if max < crate::history::MIN_MAX_BYTES {
+    if max < MIN_HISTORY_MAX {
         Err(format!("must be at least 64KiB, got {max} bytes"))
     } else {
         Ok(max)

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::admin::{self, Request, Response, WorkerStatus};
+use crate::admin::{self, Request, Response};
+use crate::status::WorkerStatus;
 
 pub use render::{render, sparkline};
 

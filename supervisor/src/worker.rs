@@ -17,6 +17,7 @@ use crate::policy::{self, AfterExit, History};
 use crate::probe::tree::TreeSample;
 use crate::reaper::{Exit, Reaper};
 use crate::spawn::spawn;
+use crate::status::Phase;
 
 /// What the engine can ask of a worker task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,43 +74,6 @@ pub struct Shared {
     pub restarts_by: Cell<[u64; Reason::ALL.len()]>,
     /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
     pub findings: RefCell<Vec<&'static str>>,
-}
-
-/// Lifecycle phase of a worker instance, as shown by `supervise status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    #[default]
-    Starting,
-    Running,
-    Stopping,
-    Backoff,
-    Stopped,
-    Fatal,
-}
-
-impl Phase {
-    /// Every phase.
-    pub const ALL: [Phase; 6] = [
-        Phase::Starting,
-        Phase::Running,
-        Phase::Stopping,
-        Phase::Backoff,
-        Phase::Stopped,
-        Phase::Fatal,
-    ];
-
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Stopping => "stopping",
-            Phase::Backoff => "backoff",
-            Phase::Stopped => "stopped",
-            Phase::Fatal => "fatal",
-        }
-    }
 }
 
 /// State of a program shared by its replicas.

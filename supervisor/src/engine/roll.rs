@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use super::{Engine, HELLO_GRACE};
 use crate::events::{Event, Kind, Reason};
 use crate::plan::ProgramSpec;
-use crate::worker::{Command, Phase};
+use crate::status::Phase;
+use crate::worker::Command;
 
 /// How long one replica has to come up before the roll stops.
 pub(super) const ROLL_WAIT: Duration = Duration::from_secs(60);

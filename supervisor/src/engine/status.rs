@@ -1,9 +1,8 @@
 //! What the engine reports about its workers: the `status` snapshot and the readiness verdict.
 
 use super::{Engine, HELLO_GRACE};
-use crate::admin;
 use crate::events::Reason;
-use crate::metrics;
+use crate::status;
 
 impl Engine {
     /// `/readyz`: every program not stopped by an operator has all its replicas running and,
@@ -27,7 +26,7 @@ impl Engine {
                 };
                 let sh = &s.shared;
                 let phase = sh.phase.get();
-                if phase != crate::worker::Phase::Running {
+                if phase != crate::status::Phase::Running {
                     return Err(format!("{name}/{i}: {}", phase.as_str()));
                 }
                 if sh.speaks.get() && !sh.ready.get() {
@@ -42,15 +41,15 @@ impl Engine {
     }
 
     /// Every instance, running or not, in program and instance order.
-    pub(super) fn status(&self) -> Vec<admin::WorkerStatus> {
-        let mut out: Vec<admin::WorkerStatus> = self
+    pub(super) fn status(&self) -> Vec<status::WorkerStatus> {
+        let mut out: Vec<status::WorkerStatus> = self
             .slots
             .values()
             .map(|s| {
                 let sh = &s.shared;
                 let last = sh.last.get().filter(|_| sh.pid.get().is_some());
                 let report = sh.report.borrow();
-                admin::WorkerStatus {
+                status::WorkerStatus {
                     program: s.spec.name.clone(),
                     instance: s.instance,
                     pid: sh.pid.get(),
@@ -61,7 +60,7 @@ impl Engine {
                         .get()
                         .map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0),
                     restarts: sh.restarts.get(),
-                    restarts_by_reason: metrics::restarts_by_reason(&sh.restarts_by.get()),
+                    restarts_by_reason: crate::status::restarts_by_reason(&sh.restarts_by.get()),
                     rss_bytes: last.map(|l| l.rss),
                     pss_bytes: last.and_then(|l| l.pss),
                     cpu_percent: last.map(|l| (l.cpu_percent * 10.0).round() / 10.0),
@@ -89,7 +88,7 @@ impl Engine {
                     disk: last.map(|_| sh.disk.get()),
                     net: last
                         .and(sh.net.borrow().as_ref())
-                        .map(admin::NetStatus::from),
+                        .map(status::NetStatus::from),
                 }
             })
             .collect();
@@ -101,15 +100,15 @@ impl Engine {
                     .iter()
                     .find(|p| &p.name == name)
                     .map_or(0, |p| p.replicas);
-                out.extend((0..replicas).map(|instance| admin::WorkerStatus {
+                out.extend((0..replicas).map(|instance| status::WorkerStatus {
                     program: name.clone(),
                     instance,
                     pid: None,
-                    state: crate::worker::Phase::Stopped,
+                    state: crate::status::Phase::Stopped,
                     ready: false,
                     uptime_s: None,
                     restarts: 0,
-                    restarts_by_reason: metrics::restarts_by_reason(&[0; Reason::ALL.len()]),
+                    restarts_by_reason: crate::status::restarts_by_reason(&[0; Reason::ALL.len()]),
                     rss_bytes: None,
                     pss_bytes: None,
                     cpu_percent: None,

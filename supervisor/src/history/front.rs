@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::codec::clip;
-use crate::admin::WorkerStatus;
-use crate::worker::Phase;
+use crate::status::Phase;
+use crate::status::WorkerStatus;
 
 /// Marks a memory figure or CPU value as absent in a [`Row`].
 pub(super) const NONE: u64 = u64::MAX;

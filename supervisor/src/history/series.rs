@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Point, RestartMark, WorkerSeries};
-use crate::worker::Phase;
+use crate::status::Phase;
 
 /// Points kept per instance; beyond, neighbours are merged into wider time buckets.
 pub const MAX_POINTS: usize = 4096;

@@ -5,7 +5,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{CounterF, CounterU, GaugeF, GaugeU, Labels};
-use crate::admin::WorkerStatus;
+use crate::status::WorkerStatus;
 
 #[derive(Default)]
 struct Families {

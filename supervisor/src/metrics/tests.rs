@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use openmetrics_parser::{openmetrics::parse_openmetrics, OpenMetricsType, OpenMetricsValue};
 
 use super::*;
+use crate::status::restarts_by_reason;
 
 fn worker(program: &str, instance: u32) -> WorkerStatus {
     WorkerStatus {
@@ -224,7 +225,7 @@ fn sockets_traffic_and_disk_are_exposed_per_worker() {
         write_bytes_per_s: 0.0,
         blkio_delay_s: 0.25,
     });
-    a.net = Some(crate::admin::NetStatus {
+    a.net = Some(crate::status::NetStatus {
         listening: 1,
         established: 7,
         other: 2,

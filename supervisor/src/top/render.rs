@@ -7,7 +7,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use super::App;
-use crate::admin::WorkerStatus;
+use crate::status::WorkerStatus;
 
 /// Column titles, in order.
 pub const HEADER: [&str; 19] = [

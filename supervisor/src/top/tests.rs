@@ -3,8 +3,8 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
 use super::{sparkline, Action, App, SortKey, HISTORY};
-use crate::admin::WorkerStatus;
-use crate::worker::Phase;
+use crate::status::Phase;
+use crate::status::WorkerStatus;
 
 fn worker(program: &str, instance: u32, rss_mib: u64, cpu: f64) -> WorkerStatus {
     WorkerStatus {
@@ -226,7 +226,7 @@ fn sparkline_scales_between_min_and_max() {
 #[test]
 fn network_and_disk_columns() {
     let mut w = worker("api", 0, 100, 1.0);
-    w.net = Some(crate::admin::NetStatus {
+    w.net = Some(crate::status::NetStatus {
         established: 7,
         sent_bytes_per_s: Some(1024.0 * 1024.0),
         received_bytes_per_s: Some(512.0 * 1024.0),

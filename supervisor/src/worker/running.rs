@@ -11,7 +11,7 @@ use tokio::time::sleep_until;
 use child_sdk::proto::{self, Limits, SupervisorMsg};
 use child_sdk::segment;
 
-use super::{Command, Ctx, Ending, Phase};
+use super::{Command, Ctx, Ending};
 use crate::channel::{self, Channel, Packet};
 use crate::crosscheck::{Claims, CrossCheck};
 use crate::events::{Kind, Reason, Report};
@@ -24,6 +24,7 @@ use crate::probe::tree::{Tree, TreeSample};
 use crate::reaper::Exit;
 use crate::session::{Action, Session, Welcome};
 use crate::spawn::Inherit;
+use crate::status::Phase;
 
 /// What a worker inherits to talk to the supervisor, and our ends of it.
 pub(super) struct Ipc {
