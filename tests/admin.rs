@@ -104,7 +104,10 @@ fn status_restart_stop_start_reload() {
     let (ok, text) = ctl(&socket, &["reload"]);
     assert!(ok, "{text}");
     let (ok, text) = ctl(&socket, &["restart", "nosuchprogram"]);
-    assert!(!ok && text.contains("no running instance"), "{text}");
+    assert!(
+        !ok && text.contains("no program named nosuchprogram"),
+        "{text}"
+    );
     let (ok, text) = ctl(&socket, &["stop", "nosuchprogram"]);
     assert!(!ok && text.contains("no program named"), "{text}");
 }

@@ -190,7 +190,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         intensity: Intensity::default(),
         stop: StopSpec::default(),
         memory: None,
-        heartbeat_timeout: None,
+        heartbeat: None,
         leak: None,
         net: None,
     };

@@ -29,6 +29,12 @@ pub enum Request {
         program: String,
         instance: Option<u32>,
     },
+    /// Send `signal` (a number) to every instance of `program`, or just `instance`.
+    Signal {
+        program: String,
+        instance: Option<u32>,
+        signal: i32,
+    },
     /// Stop every instance of `program` and keep them stopped until `start`.
     Stop {
         program: String,

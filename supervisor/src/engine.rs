@@ -7,18 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
+
+use crate::signals::{self, Sig};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::admin;
-use crate::events::{Event, Kind, Reason};
+use crate::events::{Event, Kind};
 use crate::logs::Output;
 use crate::metrics;
 use crate::orphans;
 use crate::plan::{self, Plan, ProgramSpec};
 use crate::reaper::{Exit, Reaper};
 use crate::spawn::become_subreaper;
-use crate::worker::{Command, Ctx, End, ProgramState, Shared};
+use crate::worker::{Command, Counters, Ctx, End, ProgramState, Shared};
 
 /// Exit code when a program went fatal.
 pub const EXIT_FATAL: i32 = 1;
@@ -30,6 +32,8 @@ struct Slot {
     shared: Rc<Shared>,
     /// Stopped by a reload, to be replaced by `replacement` once it has ended.
     replacement: Option<Rc<ProgramSpec>>,
+    /// A stop for good (or a kill) was sent to it: restarts are refused.
+    doomed: bool,
 }
 
 struct Engine {
@@ -44,8 +48,13 @@ struct Engine {
     orphans_seen: HashSet<i32>,
     /// Orphans no worker could claim: killed at shutdown.
     strays: HashSet<i32>,
+    /// Stop signals (TERM, INT, QUIT) received: the first stops, the second kills.
     stopping: u32,
     any_fatal: bool,
+    /// The last exit of the instance that made its program fatal.
+    fatal_exit: Option<Exit>,
+    /// Restart counts per program and instance, for the supervisor's whole life.
+    counters: HashMap<(String, u32), Rc<Counters>>,
     roots: orphans::Roots,
     /// Programs an operator stopped (`supervise stop`): kept stopped, and keeping the supervisor
     /// alive, until `supervise start`.
@@ -72,6 +81,8 @@ const HELLO_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the plan to its end and returns the process exit code.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
+    // Before any thread starts, so every thread inherits the mask (see `signals::block`).
+    signals::block()?;
     let (mut output, thread) = Output::start(plan.events.as_ref(), plan.log.as_ref())?;
     // Set before any worker starts, so every output handle offers its events.
     let alerter = plan
@@ -100,6 +111,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             strays: HashSet::new(),
             stopping: 0,
             any_fatal: false,
+            fatal_exit: None,
+            counters: HashMap::new(),
             roots: orphans::Roots::default(),
             held: HashSet::new(),
             lifeline: None,
@@ -133,11 +146,7 @@ impl Engine {
         }
         // SIGCHLD must be handled before the first spawn, or an early exit is noticed late.
         let sigchld = signal(SignalKind::child())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut usr1 = signal(SignalKind::user_defined1())?;
-        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let intake = signals::Intake::open()?;
         match crate::lifeline::Lifeline::start() {
             Ok(l) => {
                 // A child of ours but no worker: orphan scans must leave it alone.
@@ -218,15 +227,13 @@ impl Engine {
                     Ok((id, end)) => self.ended(id, end),
                     Err(e) => tracing::error!(error = %e, "worker task failed"),
                 },
-                _ = term.recv() => self.stop_all(),
-                _ = int.recv() => self.stop_all(),
-                _ = hup.recv() => {
-                    if let Err(e) = self.reload() {
-                        tracing::error!(error = %e, "reload failed; keeping the running config");
+                got = intake.recv() => match got {
+                    Ok(got) => self.on_signal(got),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read signals; stopping");
+                        self.stop_all(Sig::TERM);
                     }
-                }
-                _ = usr1.recv() => self.forward(libc::SIGUSR1),
-                _ = usr2.recv() => self.forward(libc::SIGUSR2),
+                },
                 _ = orphan_scan.tick() => {
                     self.health.tick();
                     self.scan_orphans();
@@ -258,7 +265,11 @@ impl Engine {
 
     fn exit_code(&self) -> i32 {
         if self.any_fatal {
-            return EXIT_FATAL;
+            // As tini: the program's own status, so a wrapper is invisible to whoever reads it.
+            return match self.fatal_exit {
+                Some(exit) if self.plan.single => exit.as_shell_code(),
+                _ => EXIT_FATAL,
+            };
         }
         if self.plan.single {
             return match self.last_exits.as_slice() {
@@ -273,7 +284,15 @@ impl Engine {
 
     fn start(&mut self, spec: &Rc<ProgramSpec>, instance: u32) {
         let program = self.programs.entry(spec.name.clone()).or_default().clone();
-        let shared = Rc::new(Shared::default());
+        let counters = self
+            .counters
+            .entry((spec.name.clone(), instance))
+            .or_default()
+            .clone();
+        let shared = Rc::new(Shared {
+            counters,
+            ..Shared::default()
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Ctx {
             spec: spec.clone(),
@@ -298,6 +317,7 @@ impl Engine {
                 cmds: tx,
                 shared,
                 replacement: None,
+                doomed: false,
             },
         );
     }
@@ -311,13 +331,15 @@ impl Engine {
         }
         if end.fatal {
             self.any_fatal = true;
+            self.fatal_exit = self.fatal_exit.or(end.last_exit);
             // The program is given up on: its other replicas stop too.
             for s in self
                 .slots
-                .values()
+                .values_mut()
                 .filter(|s| s.spec.name == slot.spec.name)
             {
-                let _ = s.cmds.send(Command::Stop);
+                s.doomed = true;
+                let _ = s.cmds.send(Command::Stop { signal: None });
             }
         }
         if let Some(next) = slot.replacement {
@@ -328,127 +350,6 @@ impl Engine {
                 }
                 // The roll moves to the next instance once this one is up.
                 self.start(&next, slot.instance);
-            }
-        }
-    }
-
-    /// Answers a control-socket request.
-    fn handle(&mut self, request: admin::Request) -> admin::Response {
-        use admin::{Request, Response};
-        let ok = |message: String| Response::Ok { message };
-        let error = |message: String| Response::Error { message };
-        let known = |name: &str| self.plan.programs.iter().any(|p| p.name == name);
-        match request {
-            Request::Status => Response::Status {
-                workers: self.status(),
-            },
-            Request::Restart {
-                program,
-                instance: None,
-            } if self
-                .slots
-                .values()
-                .filter(|s| s.spec.name == program)
-                .count()
-                > 1 =>
-            {
-                self.roll(&program, None);
-                ok(format!(
-                    "restarting {program} one instance at a time, each after the one before is up"
-                ))
-            }
-            Request::Restart { program, instance } => {
-                let mut n = 0;
-                for s in self
-                    .slots
-                    .values()
-                    .filter(|s| s.spec.name == program && instance.is_none_or(|i| i == s.instance))
-                {
-                    if s.cmds.send(Command::Restart(Reason::Manual)).is_ok() {
-                        n += 1;
-                    }
-                }
-                if n == 0 {
-                    error(format!(
-                        "no running instance of {program}{}",
-                        instance.map_or(String::new(), |i| format!("/{i}"))
-                    ))
-                } else {
-                    ok(format!("restarting {n} instance(s) of {program}"))
-                }
-            }
-            Request::Stop { program } => {
-                if !known(&program) {
-                    return error(format!("no program named {program}"));
-                }
-                for s in self.slots.values().filter(|s| s.spec.name == program) {
-                    let _ = s.cmds.send(Command::Stop);
-                }
-                self.held.insert(program.clone());
-                ok(format!("stopping {program}"))
-            }
-            Request::Start { program } => {
-                let Some(spec) = self
-                    .plan
-                    .programs
-                    .iter()
-                    .find(|p| p.name == program)
-                    .cloned()
-                else {
-                    return error(format!("no program named {program}"));
-                };
-                if self.slots.values().any(|s| s.spec.name == program) {
-                    return error(format!(
-                        "{program} is running (or still stopping); stop it first"
-                    ));
-                }
-                self.held.remove(&program);
-                // A fresh start: the restart history and a fatal verdict are forgotten.
-                self.programs.remove(&program);
-                let spec = Rc::new(spec);
-                for i in 0..spec.replicas {
-                    self.start(&spec, i);
-                }
-                ok(format!(
-                    "started {} instance(s) of {program}",
-                    spec.replicas
-                ))
-            }
-            Request::Reload => match self.reload() {
-                Ok(message) => ok(message),
-                Err(message) => error(message),
-            },
-            Request::Ready => match self.readiness() {
-                Ok(()) => ok("ready".into()),
-                Err(message) => error(message),
-            },
-        }
-    }
-
-    /// TERM/INT: the first stops everything gracefully, the second kills at once.
-    fn stop_all(&mut self) {
-        self.stopping += 1;
-        let cmd = if self.stopping == 1 {
-            Command::Stop
-        } else {
-            Command::Kill
-        };
-        tracing::info!(signal_count = self.stopping, "stopping all workers");
-        for s in self.slots.values() {
-            let _ = s.cmds.send(cmd);
-        }
-        self.kill_strays(if self.stopping == 1 {
-            libc::SIGTERM
-        } else {
-            libc::SIGKILL
-        });
-    }
-
-    fn forward(&self, sig: i32) {
-        for s in self.slots.values() {
-            if let Some(pid) = s.shared.pid.get() {
-                // SAFETY: killpg(2) on a running worker's group; the pid is unreaped while set.
-                unsafe { libc::killpg(pid, sig) };
             }
         }
     }
@@ -570,7 +471,7 @@ impl Engine {
                         .values()
                         .filter(|s| s.spec.name == spec.name && s.instance >= spec.replicas)
                     {
-                        let _ = s.cmds.send(Command::Stop);
+                        let _ = s.cmds.send(Command::Stop { signal: None });
                     }
                 }
                 Some(_) => {
@@ -586,7 +487,7 @@ impl Engine {
         for name in old.keys() {
             if !new.programs.iter().any(|p| &p.name == name) {
                 for s in self.slots.values().filter(|s| &s.spec.name == name) {
-                    let _ = s.cmds.send(Command::Stop);
+                    let _ = s.cmds.send(Command::Stop { signal: None });
                 }
             }
         }
@@ -618,6 +519,7 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+mod control;
 mod resources;
 mod roll;
 mod status;

@@ -123,11 +123,81 @@ pub enum Kind {
     RollHalted { waited_s: f64, left: u32 },
     /// Writing a worker's log file failed; lines are dropped until it works again.
     LogError { path: String, error: String },
+    /// The supervisor began stopping the worker: to restart it (`reason`), or for good
+    /// (`reason` null, `for_good` true). A stop for restart that becomes one for good (a stop or
+    /// kill arrived meanwhile) is reported again.
+    Stopping {
+        reason: Option<Reason>,
+        for_good: bool,
+    },
 }
 
 impl Kind {
+    /// One event of every kind, in declaration order (for tests of everything that lists kinds).
+    #[cfg(test)]
+    pub(crate) fn one_of_each() -> Vec<Kind> {
+        let s = String::new;
+        vec![
+            Kind::Started { command: vec![] },
+            Kind::SpawnFailed { error: s() },
+            Kind::Exited {
+                code: Some(0),
+                signal: None,
+                uptime_s: 0.0,
+                report: None,
+            },
+            Kind::MemoryPressure { bytes: 0, limit: 0 },
+            Kind::MemoryOver {
+                bytes: 0,
+                limit: 0,
+                measure: "rss",
+                count: 0,
+                of: 0,
+            },
+            Kind::Restarting {
+                reason: Reason::Exit,
+                delay_ms: 0,
+            },
+            Kind::Killed { processes: 0 },
+            Kind::Fatal {
+                restarts: 0,
+                within_s: 0.0,
+            },
+            Kind::Stopped,
+            Kind::Orphan,
+            Kind::Ready,
+            Kind::ProtocolError {
+                error: s(),
+                count: 0,
+                closed: false,
+            },
+            Kind::Finding {
+                kind: "hung",
+                detail: s(),
+                numbers: std::collections::BTreeMap::new(),
+            },
+            Kind::WorkerEvent {
+                level: "info",
+                text: s(),
+            },
+            Kind::Listening { addr: s() },
+            Kind::RollHalted {
+                waited_s: 0.0,
+                left: 0,
+            },
+            Kind::LogError {
+                path: s(),
+                error: s(),
+            },
+            Kind::Stopping {
+                reason: None,
+                for_good: true,
+            },
+        ]
+    }
+
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "started",
         "spawn_failed",
         "exited",
@@ -145,6 +215,7 @@ impl Kind {
         "listening",
         "roll_halted",
         "log_error",
+        "stopping",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -168,6 +239,7 @@ impl Kind {
             Kind::Listening { .. } => 14,
             Kind::RollHalted { .. } => 15,
             Kind::LogError { .. } => 16,
+            Kind::Stopping { .. } => 17,
         };
         Self::NAMES[i]
     }
@@ -256,60 +328,7 @@ mod tests {
 
     #[test]
     fn names_are_the_serialized_tags() {
-        let s = String::new;
-        let every = [
-            Kind::Started { command: vec![] },
-            Kind::SpawnFailed { error: s() },
-            Kind::Exited {
-                code: Some(0),
-                signal: None,
-                uptime_s: 0.0,
-                report: None,
-            },
-            Kind::MemoryPressure { bytes: 0, limit: 0 },
-            Kind::MemoryOver {
-                bytes: 0,
-                limit: 0,
-                measure: "rss",
-                count: 0,
-                of: 0,
-            },
-            Kind::Restarting {
-                reason: Reason::Exit,
-                delay_ms: 0,
-            },
-            Kind::Killed { processes: 0 },
-            Kind::Fatal {
-                restarts: 0,
-                within_s: 0.0,
-            },
-            Kind::Stopped,
-            Kind::Orphan,
-            Kind::Ready,
-            Kind::ProtocolError {
-                error: s(),
-                count: 0,
-                closed: false,
-            },
-            Kind::Finding {
-                kind: "hung",
-                detail: s(),
-                numbers: std::collections::BTreeMap::new(),
-            },
-            Kind::WorkerEvent {
-                level: "info",
-                text: s(),
-            },
-            Kind::Listening { addr: s() },
-            Kind::RollHalted {
-                waited_s: 0.0,
-                left: 0,
-            },
-            Kind::LogError {
-                path: s(),
-                error: s(),
-            },
-        ];
+        let every = Kind::one_of_each();
         assert_eq!(every.len(), Kind::NAMES.len());
         for (i, k) in every.into_iter().enumerate() {
             let name = k.name();

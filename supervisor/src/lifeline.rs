@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// The supervisor's end: a non-blocking pipe to the lifeline.
@@ -26,12 +27,18 @@ impl Lifeline {
     /// Starts the lifeline process.
     pub fn start() -> io::Result<Self> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("__lifeline")
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("__lifeline")
             .stdin(Stdio::from(read))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()?;
+            // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) is
+            // for the supervisor to act on, and must not kill the lifeline on the way.
+            .process_group(0);
+        // SAFETY: runs in the forked child before exec and calls only sigprocmask(2), which is
+        // async-signal-safe.
+        unsafe { cmd.pre_exec(crate::signals::restore_in_child) };
+        let child = cmd.spawn()?;
         // Writing must never block the engine: a stuck lifeline loses registrations, no more.
         let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL)?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;

@@ -120,24 +120,41 @@ fn report(file: &Path, output: &Path, program: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `supervise status|restart|stop|start|reload`: one request to a running supervisor (and
+/// `NAME` or `NAME/INSTANCE`; `None` (reported) if the instance is not a number.
+fn split_target(target: &str) -> Option<(String, Option<u32>)> {
+    match target.split_once('/') {
+        None => Some((target.to_owned(), None)),
+        Some((p, i)) => match i.parse() {
+            Ok(i) => Some((p.to_owned(), Some(i))),
+            Err(_) => {
+                eprintln!("supervise: {target:?}: expected NAME or NAME/INSTANCE");
+                None
+            }
+        },
+    }
+}
+
+/// `supervise status|restart|signal|stop|start|reload`: one request to a running supervisor (and
 /// `report`, which needs none).
 fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(admin::default_path);
     let request = match control {
         Control::Status { .. } => Request::Status,
         Control::Restart { target } => {
-            let (program, instance) = match target.split_once('/') {
-                None => (target.clone(), None),
-                Some((p, i)) => match i.parse() {
-                    Ok(i) => (p.to_owned(), Some(i)),
-                    Err(_) => {
-                        eprintln!("supervise: {target:?}: expected NAME or NAME/INSTANCE");
-                        return ExitCode::from(EXIT_USAGE);
-                    }
-                },
+            let Some((program, instance)) = split_target(target) else {
+                return ExitCode::from(EXIT_USAGE);
             };
             Request::Restart { program, instance }
+        }
+        Control::Signal { target, signal } => {
+            let Some((program, instance)) = split_target(target) else {
+                return ExitCode::from(EXIT_USAGE);
+            };
+            Request::Signal {
+                program,
+                instance,
+                signal: signal.raw(),
+            }
         }
         Control::Stop { program } => Request::Stop {
             program: program.clone(),

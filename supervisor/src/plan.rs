@@ -7,8 +7,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde::Deserialize;
+
+use crate::signals::Sig;
 
 /// Everything the engine needs to run: programs and global settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +24,9 @@ pub struct Plan {
     pub log: Option<LogSpec>,
     /// True for `supervise -- CMD`: the worker's exit code becomes ours.
     pub single: bool,
+    /// The workers get the very signal that stops the supervisor (TERM, INT, QUIT) instead of
+    /// their stop signal, as tini does: single-command mode without `--stop-signal`.
+    pub forward_stop: bool,
     /// The config file this plan came from (for reload and messages).
     pub source: Option<PathBuf>,
     /// The control socket: `Some` when given with `--admin` (then failing to bind is an error),
@@ -52,8 +56,8 @@ pub struct ProgramSpec {
     pub intensity: Intensity,
     pub stop: StopSpec,
     pub memory: Option<MemorySpec>,
-    /// A worker whose segment heartbeat is older than this (once it has written one) is `hung`.
-    pub heartbeat_timeout: Option<Duration>,
+    /// Heartbeat watching, if asked for.
+    pub heartbeat: Option<HeartbeatSpec>,
     /// Leak-trend detection on the tree's memory (same measure as `memory`, else RSS).
     pub leak: Option<LeakPolicy>,
     /// `[program.NAME.net]`: what the tree's sockets may do.
@@ -149,18 +153,56 @@ impl Default for Intensity {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopSpec {
-    pub signal: Signal,
+    pub signal: Sig,
     pub grace: Duration,
+    pub mode: StopMode,
 }
 
 impl Default for StopSpec {
     fn default() -> Self {
         Self {
-            signal: Signal::SIGTERM,
+            signal: Sig::TERM,
             grace: Duration::from_secs(10),
+            mode: StopMode::Group,
         }
     }
 }
+
+/// Who gets the stop signal (and the signals forwarded to a worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StopMode {
+    /// Every process of the tree, once: the process group, then the members that left it
+    /// (systemd `KillMode=control-group`, supervisord `stopasgroup=true`).
+    Group,
+    /// The worker's own process only; the rest of the tree is SIGKILLed once it has exited, or
+    /// after the grace (systemd `KillMode=mixed`, supervisord `stopasgroup=false`): for servers
+    /// that stop their own children, such as PostgreSQL.
+    Main,
+}
+
+impl StopMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Group => "group",
+            StopMode::Main => "main",
+        }
+    }
+}
+
+/// Heartbeat watching: a worker whose segment heartbeat is older than `timeout` (once it has
+/// written one) is `hung`: its root gets `signal`, and the tree SIGKILL after `grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatSpec {
+    pub timeout: Duration,
+    pub signal: Sig,
+    pub grace: Duration,
+}
+
+/// systemd's `WatchdogSignal=` default: a core or a stack trace where the program allows one.
+pub const DEFAULT_HEARTBEAT_SIGNAL: Sig = Sig::ABRT;
+pub const DEFAULT_HEARTBEAT_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -293,7 +335,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("invalid size {s:?} ({e}); use e.g. 64MiB, 1.5GiB"))
 }
 
-/// Parses a signal as `TERM`, `SIGTERM`, `term` or `15`.
 /// A metrics address: `HOST:PORT`, or `:PORT` for loopback (`127.0.0.1:PORT`). Port 0 asks the
 /// kernel for a free port.
 pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -307,19 +348,9 @@ pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     })
 }
 
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("unknown signal number {n}"));
-    }
-    let upper = t.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse::<Signal>()
-        .map_err(|_| format!("unknown signal {s:?}; use e.g. TERM, INT, QUIT, HUP, USR1"))
+/// Parses a signal as `TERM`, `SIGTERM`, `term`, `15` or `RTMIN+3`.
+pub fn parse_signal(s: &str) -> Result<Sig, String> {
+    Sig::parse(s)
 }
 
 fn check_name(name: &str) -> Result<(), String> {

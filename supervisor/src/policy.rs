@@ -55,7 +55,9 @@ pub struct Rules<'a> {
 impl Rules<'_> {
     /// Decides what follows an exit. `requested` is set when the supervisor itself stopped the
     /// worker to restart it (memory, manual): such a restart happens whatever the restart mode,
-    /// which only governs exits the worker chose. `rand01` in `[0, 1)` drives the jitter.
+    /// which only governs exits the worker chose. An operator's restart (`Manual`) is no failure:
+    /// it starts at once and neither counts toward the intensity nor grows the backoff.
+    /// `rand01` in `[0, 1)` drives the jitter.
     pub fn after_exit(
         &self,
         history: &mut History,
@@ -65,6 +67,12 @@ impl Rules<'_> {
         rand01: f64,
     ) -> AfterExit {
         let reason = match requested {
+            Some(Reason::Manual) => {
+                return AfterExit::Restart {
+                    reason: Reason::Manual,
+                    delay: Duration::ZERO,
+                }
+            }
             Some(r) => r,
             None => match self.mode {
                 RestartMode::Always => Reason::Exit,

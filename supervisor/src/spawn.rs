@@ -60,12 +60,13 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, inherit: Option<&Inherit>) -> io
     // SAFETY: getpid is async-signal-safe; it runs here in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid, fcntl, dup2); std resets the signal mask and SIGPIPE itself.
+    // functions (prctl, sigprocmask, getppid, fcntl, dup2).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            crate::signals::restore_in_child()?;
             // The supervisor may have died between fork and prctl: then nobody would ever kill us.
             if libc::getppid() != parent {
                 return Err(io::Error::other("supervisor exited during spawn"));

@@ -1,35 +1,49 @@
-//! One task per worker instance: spawn, watch, stop, decide, back off, spawn again.
-//!
-//! `Starting -> Running -> Stopping -> Exited -> Backoff -> Starting`, or `Fatal` once the
-//! program's restart intensity is exceeded, or `Stopped` for good.
+//! One task per worker instance: it carries out what the instance's [`Lifecycle`] decides, and
+//! feeds it every input (commands, the process's exit, sample verdicts, timers). The decisions
+//! live in [`crate::lifecycle`]; this file only spawns, signals, waits and reports.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::events::{Event, Kind, Reason};
+use crate::lifecycle::{self, Action, Input, Lifecycle};
 use crate::logs::{Output, Source};
 use crate::orphans;
 use crate::plan::ProgramSpec;
-use crate::policy::{self, AfterExit, History};
+use crate::policy::{self, History};
 use crate::probe::tree::TreeSample;
 use crate::reaper::{Exit, Reaper};
-use crate::spawn::spawn;
+use crate::signals::Sig;
 use crate::status::Phase;
 
-/// What the engine can ask of a worker task.
+/// What the engine can ask of a worker task. Every command is fed to the instance's lifecycle,
+/// whatever phase it is in: none is ever dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Stop gracefully (stop signal, grace, SIGKILL) and do not start again.
-    Stop,
+    /// Stop gracefully (stop signal or `Shutdown`, grace, SIGKILL) and do not start again;
+    /// `signal` overrides the program's stop signal.
+    Stop { signal: Option<Sig> },
     /// Stop at once with SIGKILL and do not start again (a second TERM/INT to the supervisor).
     Kill,
     /// Restart now, gracefully.
     Restart(Reason),
     /// Restart now, the tree SIGKILLed without a grace period.
     KillRestart(Reason),
+}
+
+impl From<Command> for Input {
+    fn from(c: Command) -> Self {
+        match c {
+            Command::Stop { signal } => Input::Stop { signal },
+            Command::Kill => Input::Kill,
+            Command::Restart(r) => Input::Restart(r),
+            Command::KillRestart(r) => Input::KillRestart(r),
+        }
+    }
 }
 
 /// How a worker task ended.
@@ -41,10 +55,28 @@ pub struct End {
     pub fatal: bool,
 }
 
+/// Restart counts of one instance (program and instance number), kept by the engine for the
+/// supervisor's whole life: they never go backwards, across `stop`/`start` and reloads.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub restarts: Cell<u32>,
+    /// The same, by reason (indexed by [`Reason::index`]).
+    pub by: Cell<[u64; Reason::ALL.len()]>,
+}
+
+impl Counters {
+    fn count(&self, reason: Reason) {
+        self.restarts.set(self.restarts.get().saturating_add(1));
+        let mut by = self.by.get();
+        by[reason.index()] = by[reason.index()].saturating_add(1);
+        self.by.set(by);
+    }
+}
+
 /// State shared between a worker task and the engine (single-threaded: `Rc` + `Cell`).
 #[derive(Debug, Default)]
 pub struct Shared {
-    /// Pid of the running worker process (its process group id too).
+    /// Pid of the running worker process (its process group id too), while it is unreaped.
     pub pid: Cell<Option<i32>>,
     /// Orphans the engine attributed to this worker, to be tracked from the next sample on.
     pub adopt: RefCell<Vec<i32>>,
@@ -66,12 +98,14 @@ pub struct Shared {
     pub report: RefCell<Option<crate::events::Report>>,
     /// Where in its lifecycle the instance is.
     pub phase: Cell<Phase>,
+    /// A stop for good was received: restarts are refused.
+    pub for_good: Cell<bool>,
     /// When the running process was started.
     pub started: Cell<Option<Instant>>,
-    /// Restarts of this instance so far.
-    pub restarts: Cell<u32>,
-    /// The same, by reason (indexed by [`Reason::index`]).
-    pub restarts_by: Cell<[u64; Reason::ALL.len()]>,
+    /// The pid of the latest process, running or not (for the events that follow its exit).
+    pub last_pid: Cell<Option<i32>>,
+    /// Restarts of this instance during the supervisor's life.
+    pub counters: Rc<Counters>,
     /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
     pub findings: RefCell<Vec<&'static str>>,
 }
@@ -98,22 +132,6 @@ pub struct Ctx {
     pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
 }
 
-/// How a running incarnation ended.
-enum Ending {
-    /// It exited on its own.
-    Exited(Exit),
-    /// The supervisor stopped it to restart it.
-    Restart(Reason, Exit),
-    /// The supervisor stopped it for good.
-    Stopped(Exit),
-}
-
-/// An ended incarnation: how, and which pid it had (none if it could not be spawned).
-struct Ended {
-    how: Ending,
-    pid: Option<i32>,
-}
-
 /// Remembers a finding's kind among the instance's latest (at most 8 kept).
 pub(crate) fn note_finding(shared: &Shared, kind: &'static str) {
     let mut findings = shared.findings.borrow_mut();
@@ -132,131 +150,182 @@ impl Ctx {
             .event(&Event::now(&self.spec.name, self.instance, pid, kind));
     }
 
-    /// Runs the worker until it is stopped for good, ends as its restart mode allows, or the
-    /// program goes fatal.
-    pub async fn run(self, mut cmds: mpsc::UnboundedReceiver<Command>) -> End {
-        let src = Source::new(&self.spec.name, self.instance);
-        let mut last_exit = None;
-        loop {
-            if self.program.fatal.get() {
-                self.shared.phase.set(Phase::Fatal);
-                return End {
-                    last_exit,
-                    fatal: true,
-                };
-            }
-            self.shared.phase.set(Phase::Starting);
-            let (ipc, inherit) = running::Ipc::prepare().unzip();
-            let spawned = spawn(&self.spec, self.instance, inherit.as_ref());
-            // The worker's ends now live in the worker; ours must not keep them open.
-            drop(inherit);
-            let Ended { how, pid } = match spawned {
-                Ok(child) => Ended {
-                    pid: Some(child.pid),
-                    how: self.supervise(child, ipc, &src, &mut cmds).await,
-                },
-                Err(e) => {
-                    self.event(
-                        None,
-                        Kind::SpawnFailed {
-                            error: e.to_string(),
-                        },
-                    );
-                    // As a shell reports a command it cannot run.
-                    Ended {
-                        how: Ending::Exited(Exit::Code(127)),
-                        pid: None,
-                    }
-                }
-            };
-            let (exit, requested) = match how {
-                Ending::Stopped(exit) => return self.stopped(pid, Some(exit)),
-                Ending::Exited(exit) => (exit, None),
-                Ending::Restart(reason, exit) => (exit, Some(reason)),
-            };
-            last_exit = Some(exit);
-            let rules = policy::Rules {
-                mode: self.spec.restart,
-                backoff: &self.spec.backoff,
-                intensity: &self.spec.intensity,
-            };
-            let decision = rules.after_exit(
-                &mut self.program.history.borrow_mut(),
-                exit,
-                requested,
-                Instant::now(),
-                rand01(),
-            );
-            match decision {
-                AfterExit::Done => return self.stopped(pid, last_exit),
-                AfterExit::Fatal { restarts } => {
-                    self.program.fatal.set(true);
-                    self.shared.phase.set(Phase::Fatal);
-                    self.event(
-                        pid,
-                        Kind::Fatal {
-                            restarts,
-                            within_s: self.spec.intensity.within.as_secs_f64(),
-                        },
-                    );
-                    return End {
-                        last_exit,
-                        fatal: true,
-                    };
-                }
-                AfterExit::Restart { reason, delay } => {
-                    self.shared.phase.set(Phase::Backoff);
-                    self.shared.restarts.set(self.shared.restarts.get() + 1);
-                    let mut by = self.shared.restarts_by.get();
-                    by[reason.index()] += 1;
-                    self.shared.restarts_by.set(by);
-                    self.event(
-                        pid,
-                        Kind::Restarting {
-                            reason,
-                            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        },
-                    );
-                    // No timer for a zero delay: tokio rounds a timer up to its next 1 ms tick,
-                    // which would double the crash-to-restart time. A stop that is already
-                    // queued still wins.
-                    let cmd = if delay.is_zero() {
-                        match cmds.try_recv() {
-                            Ok(cmd) => Some(cmd),
-                            Err(mpsc::error::TryRecvError::Empty) => {
-                                Some(Command::Restart(Reason::Exit))
-                            }
-                            Err(mpsc::error::TryRecvError::Disconnected) => None,
-                        }
-                    } else {
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => Some(Command::Restart(Reason::Exit)),
-                            cmd = cmds.recv() => cmd,
-                        }
-                    };
-                    // A restart (the delay ran out, or a manual restart during it) starts now;
-                    // a stop ends the task.
-                    if !matches!(cmd, Some(Command::Restart(_) | Command::KillRestart(_))) {
-                        return self.stopped(pid, last_exit);
-                    }
-                }
-            }
+    /// What the lifecycle needs of the program's policies.
+    fn lifecycle_config(&self) -> lifecycle::Config {
+        let hb = self.spec.heartbeat;
+        lifecycle::Config {
+            stop_signal: self.spec.stop.signal,
+            grace: self.spec.stop.grace,
+            mode: self.spec.stop.mode,
+            hung_signal: hb.map_or(crate::plan::DEFAULT_HEARTBEAT_SIGNAL, |h| h.signal),
+            hung_grace: hb.map_or(crate::plan::DEFAULT_HEARTBEAT_GRACE, |h| h.grace),
+            within: self.spec.intensity.within,
         }
     }
 
-    /// Ends the task with the instance stopped for good.
-    fn stopped(&self, pid: Option<i32>, last_exit: Option<Exit>) -> End {
-        self.shared.phase.set(Phase::Stopped);
-        self.event(pid, Kind::Stopped);
-        End {
-            last_exit,
-            fatal: false,
+    /// Runs the instance until it is stopped for good, ends as its restart mode allows, or the
+    /// program goes fatal.
+    pub async fn run(self, mut cmds: mpsc::UnboundedReceiver<Command>) -> End {
+        let src = Source::new(&self.spec.name, self.instance);
+        let mut life = Lifecycle::new(self.lifecycle_config());
+        let mut inc: Option<running::Incarnation> = None;
+        // A stop queued before the first start (a TERM during a mass start) comes first.
+        let mut inputs = VecDeque::new();
+        while let Ok(cmd) = cmds.try_recv() {
+            inputs.push_back(Input::from(cmd));
+        }
+        inputs.push_back(Input::Begin);
+        loop {
+            while let Some(input) = inputs.pop_front() {
+                let mut actions: VecDeque<Action> = life.on(input, Instant::now()).into();
+                while let Some(action) = actions.pop_front() {
+                    // Spawn and Decide are answered at once, before anything else is fed.
+                    if let Some(answer) = self.execute(action, &mut inc, &src).await {
+                        for a in life.on(answer, Instant::now()).into_iter().rev() {
+                            actions.push_front(a);
+                        }
+                    }
+                }
+                self.shared.phase.set(life.status());
+                self.shared.for_good.set(life.for_good());
+            }
+            if life.finished() {
+                return End {
+                    last_exit: life.last_exit(),
+                    fatal: life.status() == Phase::Fatal,
+                };
+            }
+            inputs.push_back(self.next_input(&life, &mut inc, &mut cmds).await);
+        }
+    }
+
+    /// Carries out one action; returns the answer the lifecycle asked for, if any.
+    async fn execute(
+        &self,
+        action: Action,
+        inc: &mut Option<running::Incarnation>,
+        src: &std::sync::Arc<Source>,
+    ) -> Option<Input> {
+        // A tree given up on (stragglers that SIGKILL could not end in time) is finished with
+        // before the decision about it is carried out.
+        if matches!(action, Action::Decide { .. } | Action::Event(Kind::Stopped)) {
+            self.ended(inc).await;
+        }
+        let pid = self.shared.last_pid.get();
+        match action {
+            Action::Spawn => Some(match self.spawn(src) {
+                Ok(i) => {
+                    *inc = Some(i);
+                    Input::Spawned
+                }
+                Err(e) => {
+                    self.event(None, Kind::SpawnFailed { error: e });
+                    Input::SpawnFailed
+                }
+            }),
+            Action::Shutdown { .. } => {
+                let sent = inc.as_ref().is_some_and(|i| self.ask_to_stop(i));
+                (!sent).then_some(Input::ShutdownUndelivered)
+            }
+            Action::Signal { sig, whom } => {
+                if let Some(i) = inc.as_mut() {
+                    self.stop_signal(i, sig, whom);
+                }
+                None
+            }
+            Action::Kill => {
+                if let Some(i) = inc.as_mut() {
+                    let root = i.root_unreaped().then_some(i.pid());
+                    let processes = self.kill(i);
+                    if processes > 0 {
+                        self.event(root, Kind::Killed { processes });
+                    }
+                }
+                None
+            }
+            Action::Event(kind) => {
+                match &kind {
+                    Kind::Restarting { reason, .. } => self.shared.counters.count(*reason),
+                    Kind::Fatal { .. } => self.program.fatal.set(true),
+                    _ => {}
+                }
+                self.event(pid, kind);
+                None
+            }
+            Action::Decide { exit, requested } => {
+                let rules = policy::Rules {
+                    mode: self.spec.restart,
+                    backoff: &self.spec.backoff,
+                    intensity: &self.spec.intensity,
+                };
+                Some(Input::Decided(rules.after_exit(
+                    &mut self.program.history.borrow_mut(),
+                    exit,
+                    requested,
+                    Instant::now(),
+                    rand01(),
+                )))
+            }
+            Action::Finish => None,
+        }
+    }
+
+    /// Waits for the next input: a command, the root's exit, a timer the lifecycle asked for, or
+    /// what the running process's samples and channel say; during a stop, the end of the tree.
+    async fn next_input(
+        &self,
+        life: &Lifecycle,
+        inc: &mut Option<running::Incarnation>,
+        cmds: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Input {
+        let deadline = life.deadline().map(tokio::time::Instant::from_std);
+        let stopping = life.is_stopping();
+        let running = life.status() == Phase::Running;
+        loop {
+            let (exit_rx, watched) = running::parts(inc);
+            tokio::select! {
+                biased;
+                cmd = cmds.recv() => {
+                    // The engine dropped its end: it is going away, so is the worker.
+                    return cmd.map_or(Input::Stop { signal: None }, Input::from);
+                }
+                exit = running::exit(exit_rx) => {
+                    self.reaped(inc, exit);
+                    return Input::Exited(exit);
+                }
+                () = sleep_until_opt(deadline) => return Input::Timer,
+                input = self.watch(watched), if running => {
+                    if let Some(input) = input {
+                        return input;
+                    }
+                }
+                () = tokio::time::sleep(STOP_POLL), if stopping => {
+                    if let Some(i) = inc.as_mut() {
+                        if self.poll_stop(i) {
+                            self.ended(inc).await;
+                            return Input::TreeGone;
+                        }
+                    } else {
+                        return Input::TreeGone;
+                    }
+                }
+            }
         }
     }
 }
 
-/// A uniform number in [0, 1) for backoff jitter; quality does not matter, independence between
-/// replicas does (they must not restart in lockstep).
+/// How often a tree being stopped is looked at: for members that appeared (forks, orphans
+/// reparented to the supervisor) and for its end.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The first point at least `every / 2` from now on a grid of period `every` that every worker
 /// and the engine's own tick share, so one wake-up a period samples them all (one timer expiry
 /// and one context switch, not one per worker). Intervals between such points average `every`.
@@ -271,6 +340,8 @@ pub(crate) fn on_grid(every: Duration) -> tokio::time::Instant {
     epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
 }
 
+/// A uniform number in [0, 1) for backoff jitter; quality does not matter, independence between
+/// replicas does (they must not restart in lockstep).
 fn rand01() -> f64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({

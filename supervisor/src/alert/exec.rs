@@ -65,14 +65,14 @@ pub fn run(
         .stdout(Stdio::from(out_w.try_clone()?))
         .stderr(Stdio::from(out_w))
         .process_group(0);
-    // SAFETY: runs in the forked child before exec and calls only prctl(2), which is
-    // async-signal-safe.
+    // SAFETY: runs in the forked child before exec and calls only prctl(2) and sigprocmask(2),
+    // which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            crate::signals::restore_in_child()
         });
     }
     let spawned = cmd.spawn();

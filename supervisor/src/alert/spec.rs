@@ -260,72 +260,15 @@ pub fn parse_rate(s: &str) -> Result<Rate, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, Kind, Reason};
+    use crate::events::{Event, Kind};
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    /// One event of every kind events.rs has (keep in step with it).
-    fn one_of_each() -> Vec<Kind> {
-        vec![
-            Kind::Started { command: vec![] },
-            Kind::SpawnFailed { error: "x".into() },
-            Kind::Exited {
-                code: Some(0),
-                signal: None,
-                uptime_s: 1.0,
-                report: None,
-            },
-            Kind::MemoryPressure { bytes: 1, limit: 2 },
-            Kind::MemoryOver {
-                bytes: 1,
-                limit: 2,
-                measure: "rss",
-                count: 1,
-                of: 3,
-            },
-            Kind::Restarting {
-                reason: Reason::Memory,
-                delay_ms: 1,
-            },
-            Kind::Killed { processes: 1 },
-            Kind::Fatal {
-                restarts: 5,
-                within_s: 60.0,
-            },
-            Kind::Stopped,
-            Kind::Orphan,
-            Kind::Ready,
-            Kind::ProtocolError {
-                error: "x".into(),
-                count: 1,
-                closed: false,
-            },
-            Kind::Finding {
-                kind: "hung",
-                detail: "x".into(),
-                numbers: std::collections::BTreeMap::new(),
-            },
-            Kind::WorkerEvent {
-                level: "info",
-                text: "x".into(),
-            },
-            Kind::Listening { addr: "x".into() },
-            Kind::RollHalted {
-                waited_s: 1.0,
-                left: 1,
-            },
-            Kind::LogError {
-                path: "x".into(),
-                error: "x".into(),
-            },
-        ]
-    }
-
     #[test]
     fn kind_names_are_the_event_names() {
-        let names: Vec<String> = one_of_each()
+        let names: Vec<String> = Kind::one_of_each()
             .into_iter()
             .map(|k| {
                 let v: serde_json::Value =

@@ -124,7 +124,8 @@ impl Engine {
                 (Some(slot), Some(spec)) => {
                     // Started anew by `ended` once the old incarnation is gone.
                     slot.replacement = Some(spec.clone());
-                    let _ = slot.cmds.send(Command::Stop);
+                    slot.doomed = true;
+                    let _ = slot.cmds.send(Command::Stop { signal: None });
                 }
                 // Not running (stopped for good or never started): nothing to restart.
                 (None, None) => continue,
@@ -144,7 +145,7 @@ impl Engine {
                 .values()
                 .filter(|s| s.spec.name == roll.program && s.instance >= replicas)
             {
-                let _ = s.cmds.send(Command::Stop);
+                let _ = s.cmds.send(Command::Stop { signal: None });
             }
         }
         false

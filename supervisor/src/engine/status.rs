@@ -59,8 +59,8 @@ impl Engine {
                         .started
                         .get()
                         .map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0),
-                    restarts: sh.restarts.get(),
-                    restarts_by_reason: crate::status::restarts_by_reason(&sh.restarts_by.get()),
+                    restarts: sh.counters.restarts.get(),
+                    restarts_by_reason: crate::status::restarts_by_reason(&sh.counters.by.get()),
                     rss_bytes: last.map(|l| l.rss),
                     pss_bytes: last.and_then(|l| l.pss),
                     cpu_percent: last.map(|l| (l.cpu_percent * 10.0).round() / 10.0),

@@ -4,14 +4,14 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::signals::Sig;
 
 use super::{
     check_history_max, check_name, check_sample_every, check_warn_at, load_config, parse_duration,
-    parse_signal, parse_size, Backoff, EventsTarget, HistorySpec, Intensity, LeakPolicy, LogSpec,
-    Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopSpec,
-    DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
-    DEFAULT_SAMPLE_EVERY,
+    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
+    LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode,
+    StopMode, StopSpec, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
+    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -20,7 +20,7 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|stop|start|reload\n       supervise report FILE -o OUT.svg"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -48,9 +48,15 @@ pub struct Cli {
     /// Time between the stop signal and SIGKILL to the whole tree.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
-    /// Signal that asks a worker to stop.
-    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_signal)]
-    pub stop_signal: Signal,
+    /// Signal that asks a worker to stop (any signal: TERM, INT, QUIT, RTMIN+3, ...)
+    /// [default: TERM; without it, a TERM, INT or QUIT to supervise reaches the command as such].
+    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+    pub stop_signal: Option<Sig>,
+    /// Who gets the stop signal: the whole process tree once (`group`), or the command's own
+    /// process only, the rest SIGKILLed once it has exited (`main`, for servers that stop their
+    /// own children).
+    #[arg(long, value_enum, value_name = "group|main", default_value_t = StopMode::Group)]
+    pub stop_mode: StopMode,
     /// Restart intensity: more than N restarts within --within makes the program fatal.
     #[arg(long, value_name = "N", default_value_t = Intensity::default().max)]
     pub max_restarts: u32,
@@ -85,6 +91,12 @@ pub struct Cli {
     /// Restart an SDK worker whose heartbeat is older than this (reason `hung`).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_timeout: Option<Duration>,
+    /// Signal sent to a hung worker's own process (a core dump or stack trace where it allows).
+    #[arg(long, value_name = "SIG", default_value = "ABRT", value_parser = parse_signal)]
+    pub heartbeat_signal: Sig,
+    /// Time a hung worker has after the heartbeat signal before its tree is SIGKILLed.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub heartbeat_grace: Duration,
 
     /// /proc sampling period, faster near a memory limit [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -135,6 +147,15 @@ pub enum Control {
         #[arg(value_name = "NAME[/INSTANCE]")]
         target: String,
     },
+    /// Send a signal to a program's instances (all, or NAME/INSTANCE for one): to each one's
+    /// process group, or to its own process with `--stop-mode main`.
+    Signal {
+        #[arg(value_name = "NAME[/INSTANCE]")]
+        target: String,
+        /// Any signal: USR1, HUP, WINCH, RTMIN+3, 10, ...
+        #[arg(value_name = "SIG", value_parser = parse_signal)]
+        signal: Sig,
+    },
     /// Stop a program and keep it stopped until `start`.
     Stop {
         #[arg(value_name = "NAME")]
@@ -171,6 +192,7 @@ const PROGRAM_FLAGS: &[&str] = &[
     "restart",
     "grace",
     "stop_signal",
+    "stop_mode",
     "max_restarts",
     "within",
     "backoff_first",
@@ -180,6 +202,8 @@ const PROGRAM_FLAGS: &[&str] = &[
     "memory_for",
     "memory_warn_at",
     "heartbeat_timeout",
+    "heartbeat_signal",
+    "heartbeat_grace",
     "leak",
     "on_leak",
 ];
@@ -199,7 +223,7 @@ impl Cli {
             }
             load_config(path)?
         } else {
-            self.single_plan()?
+            self.single_plan(explicit)?
         };
         if let Some(every) = self.sample_every {
             plan.sample_every =
@@ -254,7 +278,7 @@ impl Cli {
         Ok(plan)
     }
 
-    fn single_plan(&self) -> Result<Plan, PlanError> {
+    fn single_plan(&self, explicit: &dyn Fn(&str) -> bool) -> Result<Plan, PlanError> {
         let Some(program) = self.command.first() else {
             return Err(PlanError::flag(
                 "",
@@ -288,6 +312,18 @@ impl Cli {
         if self.memory_warn_at.is_some() && memory.is_none() {
             return Err(PlanError::flag("--memory-warn-at", "needs --memory-max"));
         }
+        if self.heartbeat_timeout.is_none()
+            && (explicit("heartbeat_signal") || explicit("heartbeat_grace"))
+        {
+            return Err(PlanError::flag(
+                if explicit("heartbeat_signal") {
+                    "--heartbeat-signal"
+                } else {
+                    "--heartbeat-grace"
+                },
+                "needs --heartbeat-timeout",
+            ));
+        }
         if self.heartbeat_timeout.is_some_and(|t| t.is_zero()) {
             return Err(PlanError::flag(
                 "--heartbeat-timeout",
@@ -315,11 +351,16 @@ impl Cli {
                     within: self.within,
                 },
                 stop: StopSpec {
-                    signal: self.stop_signal,
+                    signal: self.stop_signal.unwrap_or(Sig::TERM),
                     grace: self.grace,
+                    mode: self.stop_mode,
                 },
                 memory,
-                heartbeat_timeout: self.heartbeat_timeout,
+                heartbeat: self.heartbeat_timeout.map(|timeout| HeartbeatSpec {
+                    timeout,
+                    signal: self.heartbeat_signal,
+                    grace: self.heartbeat_grace,
+                }),
                 leak: self.leak.map(|spec| LeakPolicy {
                     spec,
                     on_leak: self.on_leak,
@@ -330,6 +371,7 @@ impl Cli {
             events: None,
             log: None,
             single: true,
+            forward_stop: self.stop_signal.is_none(),
             source: None,
             admin: None,
             metrics: None,

@@ -7,16 +7,15 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
     check_factor, check_history_max, check_jitter, check_name, check_sample_every, check_warn_at,
     parse_duration, parse_metrics_addr, parse_signal, parse_size, Backoff, EventsTarget,
-    HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy, OnLeak,
-    OnViolation, Plan, PlanError, ProgramSpec, RestartMode, StopSpec, DEFAULT_HISTORY_MAX,
-    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
-    DEFAULT_SAMPLE_EVERY,
+    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy,
+    OnLeak, OnViolation, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
+    DEFAULT_HEARTBEAT_GRACE, DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS,
+    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 #[derive(Debug, Deserialize)]
@@ -153,8 +152,9 @@ struct RawIntensity {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStop {
-    signal: Option<Sig>,
+    signal: Option<SigName>,
     grace: Option<Dur>,
+    mode: Option<StopMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +180,10 @@ struct RawMemory {
 #[serde(deny_unknown_fields)]
 struct RawHeartbeat {
     timeout: NonZeroDur,
+    #[serde(default)]
+    signal: Option<SigName>,
+    #[serde(default)]
+    grace: Option<Dur>,
 }
 
 /// Declares a newtype deserialized from a string through a validating parser.
@@ -236,7 +240,12 @@ parsed_str!(
     "an address such as \"127.0.0.1:9100\" or \":9100\"",
     parse_metrics_addr
 );
-parsed_str!(Sig, Signal, "a signal name such as \"TERM\"", parse_signal);
+parsed_str!(
+    SigName,
+    crate::signals::Sig,
+    "a signal name such as \"TERM\"",
+    parse_signal
+);
 
 /// A size given as a string (`"64MiB"`) or a plain integer number of bytes.
 #[derive(Debug, Clone, Copy)]
@@ -444,6 +453,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         let stop = p.stop.map_or(ds, |s| StopSpec {
             signal: s.signal.map_or(ds.signal, |x| x.0),
             grace: s.grace.map_or(ds.grace, |x| x.0),
+            mode: s.mode.unwrap_or(ds.mode),
         });
         let mut memory = None;
         let mut leak = None;
@@ -495,7 +505,11 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             intensity,
             stop,
             memory,
-            heartbeat_timeout: p.heartbeat.map(|h| h.timeout.0),
+            heartbeat: p.heartbeat.map(|h| HeartbeatSpec {
+                timeout: h.timeout.0,
+                signal: h.signal.map_or(DEFAULT_HEARTBEAT_SIGNAL, |x| x.0),
+                grace: h.grace.map_or(DEFAULT_HEARTBEAT_GRACE, |x| x.0),
+            }),
             leak,
             net,
         });
@@ -566,6 +580,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         events: raw.events.as_deref().map(EventsTarget::parse),
         log,
         single: false,
+        forward_stop: false,
         source: path.map(Path::to_owned),
         admin: None,
         metrics: raw.metrics.map(|m| m.0),

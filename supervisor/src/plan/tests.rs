@@ -1,4 +1,5 @@
 use super::*;
+use crate::signals::Sig;
 use clap::Parser;
 use std::path::Path;
 
@@ -57,7 +58,7 @@ for = 1
             within: Duration::from_secs(10)
         }
     );
-    assert_eq!(p.stop.signal, Signal::SIGINT);
+    assert_eq!(p.stop.signal, Sig::INT);
     let m = p.memory.expect("memory");
     assert_eq!(m.max, 1_610_612_736);
     assert_eq!(m.measure, Measure::Pss);
@@ -167,9 +168,13 @@ fn value_parsers() {
     assert!(parse_size("lots").is_err());
     assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
     assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
-    assert_eq!(parse_signal("term"), Ok(Signal::SIGTERM));
-    assert_eq!(parse_signal("SIGKILL"), Ok(Signal::SIGKILL));
-    assert_eq!(parse_signal("2"), Ok(Signal::SIGINT));
+    assert_eq!(parse_signal("term"), Ok(Sig::TERM));
+    assert_eq!(parse_signal("SIGKILL"), Ok(Sig::KILL));
+    assert_eq!(parse_signal("2"), Ok(Sig::INT));
+    assert_eq!(
+        parse_signal("RTMIN+3").map(Sig::raw),
+        Ok(libc::SIGRTMIN() + 3)
+    );
     assert!(parse_signal("99").is_err());
 }
 
@@ -214,8 +219,9 @@ fn flags_build_a_single_program_plan() {
     assert_eq!(
         p.stop,
         StopSpec {
-            signal: Signal::SIGINT,
-            grace: Duration::from_secs(2)
+            signal: Sig::INT,
+            grace: Duration::from_secs(2),
+            mode: StopMode::Group,
         }
     );
     assert_eq!(p.memory.map(|m| (m.max, m.count)), Some((64 << 20, 1)));
@@ -273,7 +279,14 @@ fn heartbeat_and_warn_at() {
     )
     .expect("valid");
     let p = &plan.programs[0];
-    assert_eq!(p.heartbeat_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(
+        p.heartbeat,
+        Some(HeartbeatSpec {
+            timeout: Duration::from_secs(5),
+            signal: Sig::ABRT,
+            grace: Duration::from_secs(3),
+        })
+    );
     assert_eq!(p.memory.and_then(|m| m.warn_at), Some(0.8));
     let e = err("[program.a]\ncommand = [\"x\"]\nmemory = { max = \"1GiB\", warn_at = 1.5 }\n");
     assert_eq!(
@@ -302,7 +315,7 @@ fn heartbeat_and_warn_at() {
     ])
     .expect("plan");
     assert_eq!(
-        plan.programs[0].heartbeat_timeout,
+        plan.programs[0].heartbeat.map(|h| h.timeout),
         Some(Duration::from_secs(2))
     );
 }

@@ -97,6 +97,34 @@ fn requested_restarts_ignore_the_mode() {
 }
 
 #[test]
+fn operator_restarts_are_no_failures() {
+    let t = Instant::now();
+    let mut h = History::default();
+    // Any number of manual restarts, even with the intensity spent: each starts at once.
+    for k in 0..10 {
+        assert_eq!(
+            decide(
+                RestartMode::Never,
+                &mut h,
+                Exit::Signal(15),
+                Some(Reason::Manual),
+                t + S * k
+            ),
+            AfterExit::Restart {
+                reason: Reason::Manual,
+                delay: Duration::ZERO
+            }
+        );
+    }
+    // ... and they left no trace: the first failure backs off by `first`.
+    assert_eq!(h.recent(t + S * 10, intensity().within), 0);
+    assert!(matches!(
+        decide(RestartMode::Always, &mut h, Exit::Code(1), None, t + S * 10),
+        AfterExit::Restart { delay, .. } if delay == Duration::from_millis(100)
+    ));
+}
+
+#[test]
 fn backoff_doubles_then_caps_and_intensity_goes_fatal() {
     let t = Instant::now();
     let mut h = History::default();

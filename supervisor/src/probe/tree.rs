@@ -42,7 +42,7 @@ struct Member {
     files: ProcFiles,
     last: ProcSample,
     fds: u64,
-    /// Already sent the current stop signal (see [`Tree::signal_new`]).
+    /// Already had a stop signal (see [`Tree::stop_signal`]).
     signalled: bool,
 }
 
@@ -60,6 +60,34 @@ pub struct Tree {
     io_at: Option<Instant>,
     /// Told `(pid, starttime)` of every member as it joins (the lifeline).
     on_join: Option<Box<dyn Fn(i32, u64)>>,
+    /// The root has been reaped: its pid (and so its process group id) may be reused.
+    root_reaped: bool,
+    /// The stop signal under way, for members found after it went out.
+    stop: Option<Delivery>,
+    /// SIGKILL to every member, now and as they are found.
+    killing: bool,
+}
+
+/// Who a stop signal is for (see [`Tree::stop_signal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every process, once each: the process group in one `killpg`, then the members outside it.
+    All,
+    /// The root alone.
+    Root,
+    /// Every member but the root, once each.
+    Leftovers,
+}
+
+/// A stop signal on its way through a tree.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    sig: i32,
+    reach: Reach,
+    /// When the process group was signalled, in the clock ticks since boot that
+    /// `/proc/PID/stat` counts start times in: a member of the group that started no later was
+    /// reached by that `killpg`.
+    group_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -85,6 +113,9 @@ impl Tree {
             samples: 0,
             io_at: None,
             on_join: None,
+            root_reaped: false,
+            stop: None,
+            killing: false,
         };
         t.adopt(root);
         t
@@ -241,34 +272,90 @@ impl Tree {
         total
     }
 
-    /// Sends `sig` to every tracked member through its pidfd, and to the worker's process group
-    /// while the worker is unreaped (its pid, and so its group id, cannot have been reused).
-    /// Returns how many deliveries succeeded.
-    pub fn signal(&mut self, sig: i32, root_unreaped: bool) -> usize {
+    /// The root has been reaped: no more `killpg` on its id, which may now be reused.
+    pub fn root_reaped(&mut self) {
+        self.root_reaped = true;
+    }
+
+    /// Sends a stop signal so that each process it is for gets it exactly once: with
+    /// [`Reach::All`], one `killpg` to the worker's process group (while the root is unreaped,
+    /// its group id cannot have been reused), then each member outside the group through its
+    /// pidfd. Members found later get it from [`Tree::deliver_late`]. Members that are stopped
+    /// (state `T`) are continued after it, as systemd does, so they can act on it. Returns how
+    /// many deliveries
+    /// succeeded. Call after a fresh [`Tree::sample`].
+    pub fn stop_signal(&mut self, sig: i32, reach: Reach) -> usize {
         let mut n = 0;
-        if root_unreaped {
-            // SAFETY: killpg(2) on the worker's own group (the worker is its leader, spawned with
-            // process_group(0)).
+        let mut group_at = None;
+        if reach == Reach::All && !self.root_reaped {
+            // SAFETY: killpg(2) on the worker's own group (the worker leads it, spawned with
+            // process_group(0)), whose id cannot be reused while the worker is unreaped.
             if unsafe { libc::killpg(self.root, sig) } == 0 {
                 n += 1;
+                group_at = Some(boot_ticks());
             }
         }
-        for m in self.members.values_mut() {
+        self.stop = Some(Delivery {
+            sig,
+            reach,
+            group_at,
+        });
+        let root = self.root;
+        for (&pid, m) in &mut self.members {
+            if m.signalled || !reaches(reach, root, pid) {
+                continue;
+            }
             m.signalled = true;
-            if m.files.signal(sig).is_ok() {
+            let covered = group_at.is_some() && m.last.pgid == root;
+            if !covered && m.files.signal(sig).is_ok() {
                 n += 1;
+            }
+            if m.last.state == b'T' {
+                let _ = m.files.signal(libc::SIGCONT);
             }
         }
         n
     }
 
-    /// Sends `sig` to the members that have not been sent one yet (found since the last
-    /// [`Tree::signal`]), so a graceful stop signal reaches late arrivals exactly once.
-    pub fn signal_new(&mut self, sig: i32) {
-        for m in self.members.values_mut().filter(|m| !m.signalled) {
-            m.signalled = true;
-            let _ = m.files.signal(sig);
+    /// SIGKILLs every member (and the group while the root is unreaped), now and, through
+    /// [`Tree::deliver_late`], every member found from now on. Returns the members killed.
+    pub fn kill(&mut self) -> usize {
+        self.killing = true;
+        self.deliver_late()
+    }
+
+    /// After a fresh sample during a stop: members found since the stop signal went out get it
+    /// once (unless the `killpg` reached them: in the group, started before it); while killing,
+    /// every member gets SIGKILL again (idempotent; catches late forks and adoptions).
+    pub fn deliver_late(&mut self) -> usize {
+        let mut n = 0;
+        if self.killing {
+            if !self.root_reaped {
+                // SAFETY: as in `stop_signal`.
+                unsafe { libc::killpg(self.root, libc::SIGKILL) };
+            }
+            for m in self.members.values_mut() {
+                if m.files.signal(libc::SIGKILL).is_ok() {
+                    n += 1;
+                }
+            }
+            return n;
         }
+        let Some(d) = self.stop else { return 0 };
+        let root = self.root;
+        for (&pid, m) in &mut self.members {
+            if m.signalled || !reaches(d.reach, root, pid) {
+                continue;
+            }
+            m.signalled = true;
+            let covered = d
+                .group_at
+                .is_some_and(|at| m.last.pgid == root && m.last.starttime <= at);
+            if !covered && m.files.signal(d.sig).is_ok() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Members other than the root that are still alive, after a fresh look.
@@ -276,6 +363,28 @@ impl Tree {
         self.sample(false);
         self.members.keys().filter(|&&p| p != self.root).count()
     }
+}
+
+/// Whether a stop signal for `reach` is for member `pid` of the tree rooted at `root`.
+fn reaches(reach: Reach, root: i32, pid: i32) -> bool {
+    match reach {
+        Reach::All => true,
+        Reach::Root => pid == root,
+        Reach::Leftovers => pid != root,
+    }
+}
+
+/// Now, in clock ticks since boot (the unit and clock of `starttime` in /proc/PID/stat).
+fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    let hz = ticks_per_second();
+    u64::try_from(ts.tv_sec).unwrap_or(0) * hz
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) * hz / 1_000_000_000
 }
 
 #[cfg(test)]

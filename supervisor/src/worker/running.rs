@@ -5,26 +5,27 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 
 use child_sdk::proto::{self, Limits, SupervisorMsg};
 use child_sdk::segment;
 
-use super::{Command, Ctx, Ending};
+use super::Ctx;
 use crate::channel::{self, Channel, Packet};
 use crate::crosscheck::{Claims, CrossCheck};
 use crate::events::{Kind, Reason, Report};
 use crate::leak::{LeakVerdict, LeakWatch};
+use crate::lifecycle::{Input, Whom};
 use crate::logs::{Source, Stream};
 use crate::orphans;
 use crate::plan::{Measure, OnLeak};
 use crate::policy::{self, Heartbeat, MemoryVerdict, MemoryWatch, PressureWatch};
-use crate::probe::tree::{Tree, TreeSample};
+use crate::probe::tree::{Reach, Tree, TreeSample};
 use crate::reaper::Exit;
 use crate::session::{Action, Session, Welcome};
+use crate::signals::Sig;
 use crate::spawn::Inherit;
-use crate::status::Phase;
 
 /// What a worker inherits to talk to the supervisor, and our ends of it.
 pub(super) struct Ipc {
@@ -56,7 +57,7 @@ impl Ipc {
 }
 
 /// The state of one running incarnation between events.
-struct Watch {
+pub(super) struct Watch {
     pid: i32,
     tree: Tree,
     memory: MemoryWatch,
@@ -74,20 +75,68 @@ struct Watch {
     snap: segment::Snapshot,
 }
 
+/// One running process of a worker instance and everything watched about it.
+pub(super) struct Incarnation {
+    w: Watch,
+    /// The root's exit, until it is reaped.
+    exit_rx: Option<oneshot::Receiver<Exit>>,
+    /// The root's exit, once it is reaped.
+    exit: Option<Exit>,
+    started: Instant,
+    /// When to sample next.
+    next: tokio::time::Instant,
+    /// Copy the worker's stdout and stderr to the supervisor's outputs until EOF.
+    forwarders: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Incarnation {
+    pub fn pid(&self) -> i32 {
+        self.w.pid
+    }
+
+    /// The root process has not been reaped yet.
+    pub fn root_unreaped(&self) -> bool {
+        self.exit_rx.is_some()
+    }
+}
+
+/// The root's exit, once the reaper has it; never, with no process or once reaped.
+pub(super) async fn exit(inc: Option<&mut oneshot::Receiver<Exit>>) -> Exit {
+    match inc {
+        // The reaper dropped our sender: cannot happen while it runs; taken as killed.
+        Some(rx) => rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)),
+        None => std::future::pending().await,
+    }
+}
+
+/// The parts of a running incarnation that [`Ctx::next_input`] waits on side by side: the
+/// root's exit, and the samples and channel.
+pub(super) fn parts(
+    inc: &mut Option<Incarnation>,
+) -> (
+    Option<&mut oneshot::Receiver<Exit>>,
+    Option<(&mut Watch, &mut tokio::time::Instant)>,
+) {
+    match inc {
+        Some(i) => (i.exit_rx.as_mut(), Some((&mut i.w, &mut i.next))),
+        None => (None, None),
+    }
+}
+
 impl Ctx {
-    /// Watches one running process until it ends.
-    pub(super) async fn supervise(
-        &self,
-        child: crate::spawn::Spawned,
-        ipc: Option<Ipc>,
-        src: &Arc<Source>,
-        cmds: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Ending {
+    /// Spawns a new incarnation: channel and segment, fork and exec, output forwarders.
+    pub(super) fn spawn(&self, src: &Arc<Source>) -> Result<Incarnation, String> {
+        self.shared.last_pid.set(None);
+        let (ipc, inherit) = Ipc::prepare().unzip();
+        let spawned = crate::spawn::spawn(&self.spec, self.instance, inherit.as_ref());
+        // The worker's ends now live in the worker; ours must not keep them open.
+        drop(inherit);
+        let child = spawned.map_err(|e| e.to_string())?;
         let pid = child.pid;
-        let mut exit_rx = self.reaper.watch(pid);
+        let exit_rx = self.reaper.watch(pid);
         let started = Instant::now();
         self.shared.pid.set(Some(pid));
-        self.shared.phase.set(Phase::Running);
+        self.shared.last_pid.set(Some(pid));
         self.shared.started.set(Some(started));
         self.shared.ready.set(false);
         self.shared.speaks.set(false);
@@ -116,7 +165,7 @@ impl Ctx {
         let welcome = Welcome {
             name: self.spec.name.clone(),
             instance: self.instance,
-            heartbeat_timeout: self.spec.heartbeat_timeout,
+            heartbeat_timeout: self.spec.heartbeat.map(|h| h.timeout),
             limits: Limits {
                 memory_max: self.spec.memory.map(|m| m.max),
                 memory_warn_at: self
@@ -129,97 +178,148 @@ impl Ctx {
                 },
             },
         };
-        let mut w = Watch {
-            pid,
-            tree: self.new_tree(pid),
-            memory: MemoryWatch::default(),
-            pressure: PressureWatch::default(),
-            recent: VecDeque::new(),
-            session: Session::new(welcome, Instant::now()),
-            ipc,
-            implausible_heartbeat: false,
-            cross: CrossCheck::default(),
-            leak: None,
-            snap: segment::Snapshot::default(),
-        };
-        let mut next = tokio::time::Instant::now();
+        Ok(Incarnation {
+            w: Watch {
+                pid,
+                tree: self.new_tree(pid),
+                memory: MemoryWatch::default(),
+                pressure: PressureWatch::default(),
+                recent: VecDeque::new(),
+                session: Session::new(welcome, Instant::now()),
+                ipc,
+                implausible_heartbeat: false,
+                cross: CrossCheck::default(),
+                leak: None,
+                snap: segment::Snapshot::default(),
+            },
+            exit_rx: Some(exit_rx),
+            exit: None,
+            started,
+            next: tokio::time::Instant::now(),
+            forwarders,
+        })
+    }
 
-        let (exit, stop): (Option<Exit>, Option<(Option<Reason>, bool)>) = loop {
-            let listening = w.ipc.is_some();
-            tokio::select! {
-                exit = &mut exit_rx => break (exit.ok(), None),
-                () = sleep_until(next) => {
-                    match self.tick(&mut w) {
-                        Ok(delay) if delay < self.sample_every => next = tokio::time::Instant::now() + delay,
-                        // A full interval ends on the grid every worker shares (see `on_grid`).
-                        Ok(delay) => next = super::on_grid(delay),
-                        Err(reason) => break (None, Some((Some(reason), false))),
+    /// The root was reaped: its pid is no longer ours to signal.
+    pub(super) fn reaped(&self, inc: &mut Option<Incarnation>, exit: Exit) {
+        let Some(i) = inc else { return };
+        i.exit_rx = None;
+        i.exit = Some(exit);
+        i.w.tree.root_reaped();
+        self.shared.pid.set(None);
+        self.roots.borrow_mut().remove(&i.w.pid);
+    }
+
+    /// While running: the next sample's verdict, or what the channel brings. `None` when there
+    /// is nothing for the lifecycle (a sample that found nothing wrong, a packet handled).
+    pub(super) async fn watch(
+        &self,
+        parts: Option<(&mut Watch, &mut tokio::time::Instant)>,
+    ) -> Option<Input> {
+        let Some((w, next)) = parts else {
+            return std::future::pending().await;
+        };
+        let listening = w.ipc.is_some();
+        tokio::select! {
+            () = sleep_until(*next) => match self.tick(w) {
+                Ok(delay) if delay < self.sample_every => {
+                    *next = tokio::time::Instant::now() + delay;
+                    None
+                }
+                // A full interval ends on the grid every worker shares (see `on_grid`).
+                Ok(delay) => {
+                    *next = super::on_grid(delay);
+                    None
+                }
+                Err(reason) => Some(Input::Restart(reason)),
+            },
+            packet = recv(&mut w.ipc), if listening => {
+                let actions = match packet {
+                    Ok(p) => {
+                        let tree = &w.tree;
+                        w.session.on_packet(&p, |pid| tree.contains(pid), Instant::now())
                     }
-                }
-                packet = recv(&mut w.ipc), if listening => {
-                    let actions = match packet {
-                        Ok(p) => {
-                            let tree = &w.tree;
-                            w.session.on_packet(&p, |pid| tree.contains(pid), Instant::now())
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, pid, "channel failed");
-                            vec![Action::Close]
-                        }
-                    };
-                    self.act(&mut w, actions);
-                }
-                cmd = cmds.recv() => match cmd {
-                    Some(Command::Restart(reason)) => break (None, Some((Some(reason), false))),
-                    Some(Command::KillRestart(reason)) => break (None, Some((Some(reason), true))),
-                    Some(Command::Stop) | None => break (None, Some((None, false))),
-                    Some(Command::Kill) => break (None, Some((None, true))),
-                },
+                    Err(e) => {
+                        tracing::warn!(error = %e, pid = w.pid, "channel failed");
+                        vec![Action::Close]
+                    }
+                };
+                let spoke = self.shared.speaks.get();
+                self.act(w, actions);
+                let speaks = self.shared.speaks.get();
+                (speaks != spoke).then_some(Input::Speaks(speaks))
             }
-        };
+        }
+    }
 
-        self.shared.phase.set(Phase::Stopping);
-        let (exit, reason, for_good) = match (exit, stop) {
-            (Some(exit), _) => {
-                // Exited on its own: what it left behind goes too, before anything new starts.
-                self.stop_tree(&mut w.tree, &mut exit_rx, Some(exit), false, false, cmds)
-                    .await;
-                (exit, None, false)
-            }
-            (None, Some((reason, now))) => {
-                // A worker that speaks the protocol is asked to stop with `Shutdown` instead of
-                // the stop signal; it has the grace period to honour it.
-                let asked = !now && self.ask_to_stop(&w);
-                let exit = self
-                    .stop_tree(&mut w.tree, &mut exit_rx, None, now, asked, cmds)
-                    .await;
-                (exit, reason, reason.is_none())
-            }
-            // The reaper dropped our sender: cannot happen while it runs; treat as killed.
-            (None, None) => (Exit::Signal(libc::SIGKILL), None, false),
+    /// Sends a stop signal as the lifecycle asked, on a fresh look at the tree.
+    pub(super) fn stop_signal(&self, i: &mut Incarnation, sig: Sig, whom: Whom) {
+        self.adopt_orphans(&mut i.w.tree);
+        i.w.tree.sample(false);
+        let reach = match whom {
+            Whom::Tree => Reach::All,
+            Whom::Root => Reach::Root,
+            Whom::Leftovers => Reach::Leftovers,
         };
+        i.w.tree.stop_signal(sig.raw(), reach);
+    }
+
+    /// SIGKILLs the tree, on a fresh look; returns how many processes it held.
+    pub(super) fn kill(&self, i: &mut Incarnation) -> usize {
+        self.adopt_orphans(&mut i.w.tree);
+        i.w.tree.sample(false);
+        let n = i.w.tree.pids().count();
+        i.w.tree.kill();
+        n
+    }
+
+    /// One look at a tree being stopped: orphans it left are adopted, members found since the
+    /// stop signal went out get it, and while killing everyone gets SIGKILL again. True once the
+    /// root is reaped and nothing of the tree is left.
+    pub(super) fn poll_stop(&self, i: &mut Incarnation) -> bool {
+        self.adopt_orphans(&mut i.w.tree);
+        let left = i.w.tree.survivors();
+        i.w.tree.deliver_late();
+        !i.root_unreaped() && left == 0
+    }
+
+    /// The incarnation is over (its tree is gone, or given up on): drain its output, report its
+    /// exit, forget it.
+    pub(super) async fn ended(&self, inc: &mut Option<Incarnation>) {
+        let Some(mut i) = inc.take() else { return };
+        let left = i.w.tree.pids().filter(|&p| p != i.w.pid).count();
+        if left > 0 {
+            tracing::warn!(
+                program = %self.spec.name,
+                instance = self.instance,
+                processes = left,
+                "processes of the tree outlived SIGKILL (stuck in the kernel?); no longer waited for"
+            );
+        }
         self.shared.pid.set(None);
         self.shared.started.set(None);
         self.shared.members.borrow_mut().clear();
-        self.roots.borrow_mut().remove(&pid);
+        self.roots.borrow_mut().remove(&i.w.pid);
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
-        let [out, err] = forwarders;
+        let [out, err] = i.forwarders;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = out.await;
             let _ = err.await;
         })
         .await;
+        let Some(exit) = i.exit else { return };
         let (code, signal) = match exit {
             Exit::Code(c) => (Some(c), None),
             Exit::Signal(s) => (None, Some(s)),
         };
+        let w = &mut i.w;
         self.event(
-            Some(pid),
+            Some(w.pid),
             Kind::Exited {
                 code,
                 signal,
-                uptime_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                uptime_s: (i.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
                 report: {
                     // The last word from the segment, else the last good read.
                     let mut report = self.shared.report.borrow_mut();
@@ -230,72 +330,6 @@ impl Ctx {
                 },
             },
         );
-        match (reason, for_good) {
-            (_, true) => Ending::Stopped(exit),
-            (Some(r), _) => Ending::Restart(r, exit),
-            (None, _) => Ending::Exited(exit),
-        }
-    }
-
-    /// Stops the whole tree: the stop signal to every member, then SIGKILL to whatever is left
-    /// after the grace period (at once with `now`). With `asked` (the root got `Shutdown`), no
-    /// signal goes out until the root has exited: then the stop signal reaches what it left.
-    /// Returns the root's exit.
-    async fn stop_tree(
-        &self,
-        tree: &mut Tree,
-        exit_rx: &mut oneshot::Receiver<Exit>,
-        mut exit: Option<Exit>,
-        mut now: bool,
-        asked: bool,
-        cmds: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Exit {
-        let root = tree.root();
-        let mut sig = self.spec.stop.signal as i32;
-        let deadline = tokio::time::Instant::now() + self.spec.stop.grace;
-        let mut signalled = asked;
-        let mut asked = asked;
-        loop {
-            // Orphans reparented to us since the last look belong to this tree too: a grandchild
-            // that double-forked a moment ago must not outlive the stop.
-            self.adopt_orphans(tree);
-            if exit.is_some() && tree.survivors() == 0 {
-                return exit.unwrap_or(Exit::Code(0));
-            }
-            if asked && exit.is_some() {
-                // The root honoured `Shutdown`; what it left behind gets the stop signal.
-                asked = false;
-                signalled = false;
-            }
-            if now && sig != libc::SIGKILL {
-                sig = libc::SIGKILL;
-                signalled = false;
-                tree.sample(false);
-                self.event(
-                    exit.is_none().then_some(root),
-                    Kind::Killed {
-                        processes: tree.pids().count(),
-                    },
-                );
-            }
-            if !signalled {
-                tree.signal(sig, exit.is_none());
-                signalled = true;
-            } else if sig == libc::SIGKILL {
-                // New forks or adoptions since the last round: SIGKILL is idempotent.
-                tree.signal(sig, false);
-            } else if !asked {
-                // Late arrivals get the stop signal too; while the root is honouring `Shutdown`,
-                // its tree is left alone.
-                tree.signal_new(sig);
-            }
-            tokio::select! {
-                e = &mut *exit_rx, if exit.is_none() => { exit = Some(e.unwrap_or(Exit::Signal(libc::SIGKILL))); }
-                () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                () = sleep_until(deadline), if !now => now = true,
-                cmd = cmds.recv() => if matches!(cmd, Some(Command::Kill) | None) { now = true; },
-            }
-        }
     }
 
     /// Adds to the tree the orphans reparented to the supervisor that belong to this worker.
@@ -415,10 +449,14 @@ impl Ctx {
                 }
             }
             let stamp = ipc.segment.heartbeat_ns();
-            match policy::heartbeat(monotonic_ns(), stamp, self.spec.heartbeat_timeout) {
+            match policy::heartbeat(
+                monotonic_ns(),
+                stamp,
+                self.spec.heartbeat.map(|h| h.timeout),
+            ) {
                 Heartbeat::Unwatched | Heartbeat::Fresh { .. } => {}
                 Heartbeat::Stale { age } => {
-                    let timeout = self.spec.heartbeat_timeout.unwrap_or_default();
+                    let timeout = self.spec.heartbeat.map(|h| h.timeout).unwrap_or_default();
                     self.event(
                         Some(pid),
                         Kind::Finding {
@@ -512,7 +550,8 @@ impl Ctx {
     }
 
     /// Sends `Shutdown` to a worker that speaks the protocol; true if it went out.
-    fn ask_to_stop(&self, w: &Watch) -> bool {
+    pub(super) fn ask_to_stop(&self, i: &Incarnation) -> bool {
+        let w = &i.w;
         let Some(ipc) = &w.ipc else { return false };
         if !w.session.speaks() {
             return false;

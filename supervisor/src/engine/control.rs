@@ -1,0 +1,249 @@
+//! What operators ask of the engine: control-socket requests, and the signals the supervisor
+//! receives. Every answer says what was done, or why nothing was.
+
+use std::rc::Rc;
+
+use super::Engine;
+use crate::admin::{Request, Response};
+use crate::events::Reason;
+use crate::plan::StopMode;
+use crate::signals::{Disposition, Received, Sig};
+use crate::status::Phase;
+use crate::worker::Command;
+
+impl Engine {
+    /// Answers a control-socket request.
+    pub(super) fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status {
+                workers: self.status(),
+            },
+            Request::Restart { program, instance } => self.restart(&program, instance),
+            Request::Signal {
+                program,
+                instance,
+                signal,
+            } => match Sig::from_raw(signal) {
+                Some(sig) => self.signal(&program, instance, sig),
+                None => error(format!("no signal numbered {signal}")),
+            },
+            Request::Stop { program } => {
+                if !self.known(&program) {
+                    return error(format!("no program named {program}"));
+                }
+                let mut n = 0;
+                for s in self.slots.values_mut().filter(|s| s.spec.name == program) {
+                    s.doomed = true;
+                    if s.cmds.send(Command::Stop { signal: None }).is_ok() {
+                        n += 1;
+                    }
+                }
+                // A roll under way must not start what was just stopped.
+                self.rolls.retain(|r| r.program != program);
+                self.held.insert(program.clone());
+                ok(format!("stopping {n} instance(s) of {program}"))
+            }
+            Request::Start { program } => self.start_held(&program),
+            Request::Reload => match self.reload() {
+                Ok(message) => ok(message),
+                Err(message) => error(message),
+            },
+            Request::Ready => match self.readiness() {
+                Ok(()) => ok("ready".into()),
+                Err(message) => error(message),
+            },
+        }
+    }
+
+    fn known(&self, program: &str) -> bool {
+        self.plan.programs.iter().any(|p| p.name == program)
+    }
+
+    /// `restart NAME[/INSTANCE]`: one instance at once, or a whole program one instance at a
+    /// time. Refused while the supervisor or the program is stopping for good.
+    fn restart(&mut self, program: &str, instance: Option<u32>) -> Response {
+        if self.stopping > 0 {
+            return error("supervise is stopping; restart refused".into());
+        }
+        if !self.known(program) && !self.slots.values().any(|s| s.spec.name == program) {
+            return error(format!("no program named {program}"));
+        }
+        if self.held.contains(program) {
+            return error(format!(
+                "{program} is stopped (supervise stop); start it instead"
+            ));
+        }
+        let target =
+            |s: &&super::Slot| s.spec.name == program && instance.is_none_or(|i| i == s.instance);
+        if let Some(s) = self
+            .slots
+            .values()
+            .filter(target)
+            .find(|s| s.doomed || s.shared.for_good.get())
+        {
+            return error(format!(
+                "{program}/{} is stopping for good; restart refused",
+                s.instance
+            ));
+        }
+        let n = self.slots.values().filter(target).count();
+        if instance.is_none() && n > 1 {
+            self.roll(program, None);
+            return ok(format!(
+                "restarting {program} one instance at a time, each after the one before is up"
+            ));
+        }
+        let sent = self
+            .slots
+            .values()
+            .filter(target)
+            .filter(|s| s.cmds.send(Command::Restart(Reason::Manual)).is_ok())
+            .count();
+        if sent == 0 {
+            error(format!(
+                "no running instance of {program}{}",
+                instance.map_or(String::new(), |i| format!("/{i}"))
+            ))
+        } else {
+            ok(format!("restarting {sent} instance(s) of {program}"))
+        }
+    }
+
+    /// `start NAME` of a program stopped with `stop`.
+    fn start_held(&mut self, program: &str) -> Response {
+        if self.stopping > 0 {
+            return error("supervise is stopping; start refused".into());
+        }
+        let Some(spec) = self
+            .plan
+            .programs
+            .iter()
+            .find(|p| p.name == program)
+            .cloned()
+        else {
+            return error(format!("no program named {program}"));
+        };
+        if self.slots.values().any(|s| s.spec.name == program) {
+            return error(format!(
+                "{program} is running (or still stopping); stop it first"
+            ));
+        }
+        self.held.remove(program);
+        // A fresh start: the restart history and a fatal verdict are forgotten (the counters
+        // are not: they only ever grow).
+        self.programs.remove(program);
+        let spec = Rc::new(spec);
+        for i in 0..spec.replicas {
+            self.start(&spec, i);
+        }
+        ok(format!(
+            "started {} instance(s) of {program}",
+            spec.replicas
+        ))
+    }
+
+    /// `signal NAME[/INSTANCE] SIG`.
+    fn signal(&self, program: &str, instance: Option<u32>, sig: Sig) -> Response {
+        if !self.known(program) && !self.slots.values().any(|s| s.spec.name == program) {
+            return error(format!("no program named {program}"));
+        }
+        let mut n = 0;
+        for s in self
+            .slots
+            .values()
+            .filter(|s| s.spec.name == program && instance.is_none_or(|i| i == s.instance))
+        {
+            if deliver(s, sig) {
+                n += 1;
+            }
+        }
+        if n == 0 {
+            error(format!(
+                "no running instance of {program}{}",
+                instance.map_or(String::new(), |i| format!("/{i}"))
+            ))
+        } else {
+            ok(format!("sent {sig} to {n} instance(s) of {program}"))
+        }
+    }
+
+    /// A signal to the supervisor (see [`crate::signals`]).
+    pub(super) fn on_signal(&mut self, got: Received) {
+        tracing::info!(signal = %got.sig, from = got.from, "received");
+        match crate::signals::disposition(got.sig) {
+            Some(Disposition::Stop) => self.stop_all(got.sig),
+            Some(Disposition::Reload) if self.plan.source.is_some() => {
+                if let Err(e) = self.reload() {
+                    tracing::error!(error = %e, "reload failed; keeping the running config");
+                }
+            }
+            Some(Disposition::Reload | Disposition::Forward) if got.for_workers() => {
+                self.forward(got.sig);
+            }
+            Some(Disposition::Reload | Disposition::Forward) => tracing::warn!(
+                signal = %got.sig,
+                "the supervisor's own trouble (a resource limit, its terminal); not forwarded"
+            ),
+            None => {}
+        }
+    }
+
+    /// TERM, INT or QUIT: the first stops everything gracefully, the second kills at once. In
+    /// single-command mode without `--stop-signal`, the workers get the very signal received.
+    pub(super) fn stop_all(&mut self, sig: Sig) {
+        self.stopping += 1;
+        let cmd = if self.stopping == 1 {
+            Command::Stop {
+                signal: self.plan.forward_stop.then_some(sig),
+            }
+        } else {
+            Command::Kill
+        };
+        tracing::info!(signal = %sig, count = self.stopping, "stopping all workers");
+        self.rolls.clear();
+        for s in self.slots.values_mut() {
+            s.doomed = true;
+            let _ = s.cmds.send(cmd);
+        }
+        self.kill_strays(if self.stopping == 1 {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        });
+    }
+
+    /// Forwards a signal to every running worker.
+    pub(super) fn forward(&self, sig: Sig) {
+        for s in self.slots.values() {
+            deliver(s, sig);
+        }
+    }
+}
+
+/// Sends `sig` to a running instance as its stop mode says: its process group, or its own
+/// process only. False if it has no process.
+fn deliver(s: &super::Slot, sig: Sig) -> bool {
+    let Some(pid) = s.shared.pid.get() else {
+        return false;
+    };
+    if s.shared.phase.get() == Phase::Stopped {
+        return false;
+    }
+    // SAFETY: kill(2)/killpg(2) on a worker's pid (its group id too) while it is unreaped, so
+    // neither can have been reused: the task clears `pid` when the reaper hands it the exit.
+    let r = unsafe {
+        match s.spec.stop.mode {
+            StopMode::Group => libc::killpg(pid, sig.raw()),
+            StopMode::Main => libc::kill(pid, sig.raw()),
+        }
+    };
+    r == 0
+}
+
+fn ok(message: String) -> Response {
+    Response::Ok { message }
+}
+
+fn error(message: String) -> Response {
+    Response::Error { message }
+}

@@ -1,0 +1,443 @@
+//! Signals by number, realtime ones included, and what the supervisor does with each one it
+//! receives.
+//!
+//! `nix::sys::signal::Signal` knows only the 31 classic signals; a stop signal may be any signal
+//! Linux has, `RTMIN+N` included (systemd's `KillSignal=` accepts them too), so signals are plain
+//! numbers here, checked once when parsed.
+//!
+//! The supervisor's own signals ([`Disposition`]): TERM, INT and QUIT stop everything (a second
+//! one kills), HUP reloads (or is forwarded in single-command mode), and every other catchable
+//! signal is forwarded to the workers, so none of them can terminate or suspend the supervisor.
+//! Faults (SEGV, BUS, FPE, ILL, TRAP, ABRT) keep their default action: they are the supervisor's
+//! own crash, not a request; CHLD is the reaper's; KILL and STOP cannot be caught.
+
+use std::fmt;
+
+/// A signal number, valid on this system (1 to `SIGRTMAX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sig(i32);
+
+/// The classic signals and their names, as `kill -l` spells them (without `SIG`).
+const NAMES: [(i32, &str); 31] = [
+    (libc::SIGHUP, "HUP"),
+    (libc::SIGINT, "INT"),
+    (libc::SIGQUIT, "QUIT"),
+    (libc::SIGILL, "ILL"),
+    (libc::SIGTRAP, "TRAP"),
+    (libc::SIGABRT, "ABRT"),
+    (libc::SIGBUS, "BUS"),
+    (libc::SIGFPE, "FPE"),
+    (libc::SIGKILL, "KILL"),
+    (libc::SIGUSR1, "USR1"),
+    (libc::SIGSEGV, "SEGV"),
+    (libc::SIGUSR2, "USR2"),
+    (libc::SIGPIPE, "PIPE"),
+    (libc::SIGALRM, "ALRM"),
+    (libc::SIGTERM, "TERM"),
+    (libc::SIGSTKFLT, "STKFLT"),
+    (libc::SIGCHLD, "CHLD"),
+    (libc::SIGCONT, "CONT"),
+    (libc::SIGSTOP, "STOP"),
+    (libc::SIGTSTP, "TSTP"),
+    (libc::SIGTTIN, "TTIN"),
+    (libc::SIGTTOU, "TTOU"),
+    (libc::SIGURG, "URG"),
+    (libc::SIGXCPU, "XCPU"),
+    (libc::SIGXFSZ, "XFSZ"),
+    (libc::SIGVTALRM, "VTALRM"),
+    (libc::SIGPROF, "PROF"),
+    (libc::SIGWINCH, "WINCH"),
+    (libc::SIGIO, "IO"),
+    (libc::SIGPWR, "PWR"),
+    (libc::SIGSYS, "SYS"),
+];
+
+/// Other spellings accepted on input.
+const ALIASES: [(&str, i32); 3] = [
+    ("IOT", libc::SIGABRT),
+    ("POLL", libc::SIGIO),
+    ("CLD", libc::SIGCHLD),
+];
+
+fn rtmin() -> i32 {
+    libc::SIGRTMIN()
+}
+
+fn rtmax() -> i32 {
+    libc::SIGRTMAX()
+}
+
+impl Sig {
+    pub const HUP: Sig = Sig(libc::SIGHUP);
+    pub const INT: Sig = Sig(libc::SIGINT);
+    pub const QUIT: Sig = Sig(libc::SIGQUIT);
+    pub const ABRT: Sig = Sig(libc::SIGABRT);
+    pub const KILL: Sig = Sig(libc::SIGKILL);
+    pub const TERM: Sig = Sig(libc::SIGTERM);
+
+    /// The signal numbered `n`, if this system has it.
+    #[must_use]
+    pub fn from_raw(n: i32) -> Option<Sig> {
+        (1..=rtmax()).contains(&n).then_some(Sig(n))
+    }
+
+    #[must_use]
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// Parses `TERM`, `SIGTERM`, `term`, `15`, `RTMIN`, `RTMIN+3`, `SIGRTMAX-1`.
+    pub fn parse(s: &str) -> Result<Sig, String> {
+        let t = s.trim();
+        let bad = || {
+            format!(
+                "unknown signal {s:?}; use a name (TERM, INT, QUIT, HUP, USR1, RTMIN+3), or a number from 1 to {}",
+                rtmax()
+            )
+        };
+        if let Ok(n) = t.parse::<i32>() {
+            return Sig::from_raw(n).ok_or_else(bad);
+        }
+        let upper = t.to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        if let Some(&(n, _)) = NAMES.iter().find(|(_, m)| *m == name) {
+            return Ok(Sig(n));
+        }
+        if let Some(&(_, n)) = ALIASES.iter().find(|(m, _)| *m == name) {
+            return Ok(Sig(n));
+        }
+        let realtime = |base: i32, rest: &str| -> Option<i32> {
+            if rest.is_empty() {
+                return Some(base);
+            }
+            let (sign, digits) = rest.split_at(1);
+            let k: i32 = digits.parse().ok().filter(|_| digits.len() <= 3)?;
+            match sign {
+                "+" => Some(base + k),
+                "-" => Some(base - k),
+                _ => None,
+            }
+        };
+        let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+            realtime(rtmin(), rest)
+        } else if let Some(rest) = name.strip_prefix("RTMAX") {
+            realtime(rtmax(), rest)
+        } else {
+            None
+        };
+        n.filter(|n| (rtmin()..=rtmax()).contains(n))
+            .map(Sig)
+            .ok_or_else(bad)
+    }
+
+    /// The name without `SIG`: `TERM`, `RTMIN+3`, or the number for one without a name.
+    #[must_use]
+    pub fn name(self) -> String {
+        if let Some((_, n)) = NAMES.iter().find(|(n, _)| *n == self.0) {
+            return (*n).to_owned();
+        }
+        let (lo, hi) = (rtmin(), rtmax());
+        if self.0 == lo {
+            "RTMIN".to_owned()
+        } else if self.0 == hi {
+            "RTMAX".to_owned()
+        } else if (lo..hi).contains(&self.0) {
+            format!("RTMIN+{}", self.0 - lo)
+        } else {
+            self.0.to_string()
+        }
+    }
+}
+
+impl fmt::Display for Sig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIG{}", self.name())
+    }
+}
+
+/// What the supervisor does with a signal it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Stop every worker gracefully and exit; a second stop signal kills.
+    Stop,
+    /// Reload the config (`-c`), or forward to the program in single-command mode.
+    Reload,
+    /// Forward to the workers.
+    Forward,
+}
+
+/// Signals that keep their default action: faults in the supervisor itself, the reaper's CHLD,
+/// SIGPIPE (ignored by the Rust runtime; a closed pipe is an error return), and the two that
+/// cannot be caught.
+const NOT_HANDLED: [i32; 10] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGCHLD,
+    libc::SIGPIPE,
+    libc::SIGKILL,
+    libc::SIGSTOP,
+];
+
+/// What the supervisor does with `sig`, or `None` for the signals it leaves alone.
+#[must_use]
+pub fn disposition(sig: Sig) -> Option<Disposition> {
+    match sig.0 {
+        n if NOT_HANDLED.contains(&n) => None,
+        libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => Some(Disposition::Stop),
+        libc::SIGHUP => Some(Disposition::Reload),
+        // The realtime signals glibc keeps for itself (32, 33) are never sent by anyone else.
+        n if n > 31 && n < rtmin() => None,
+        _ => Some(Disposition::Forward),
+    }
+}
+
+/// Every signal the supervisor takes over.
+pub fn handled() -> impl Iterator<Item = Sig> {
+    (1..=rtmax()).map(Sig).filter(|&s| disposition(s).is_some())
+}
+
+/// The set of every handled signal.
+fn handled_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset/sigaddset on a set we own, with valid signal numbers.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in handled() {
+            libc::sigaddset(&mut set, s.0);
+        }
+    }
+    set
+}
+
+/// The signal mask the supervisor started with, restored in every child it starts.
+static ORIGINAL_MASK: std::sync::OnceLock<libc::sigset_t> = std::sync::OnceLock::new();
+
+/// Blocks every handled signal in the calling thread, so they wait for [`Intake`] instead of
+/// taking their default action. Call before any other thread starts: threads inherit the mask,
+/// and a signal for the process goes to a thread that does not block it. Children inherit it
+/// too, across `exec`: every child must call [`restore_in_child`] between fork and exec.
+pub fn block() -> std::io::Result<()> {
+    let set = handled_set();
+    // SAFETY: sigset_t is plain data, filled in by pthread_sigmask.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pthread_sigmask with a valid set and a valid old-set pointer.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+    if r != 0 {
+        return Err(std::io::Error::from_raw_os_error(r));
+    }
+    let _ = ORIGINAL_MASK.set(old);
+    Ok(())
+}
+
+/// Gives a child about to `exec` the signal mask the supervisor started with, so a worker is
+/// not born with the supervisor's signals blocked. Async-signal-safe (one atomic load and one
+/// syscall): for `pre_exec`.
+pub fn restore_in_child() -> std::io::Result<()> {
+    let Some(mask) = ORIGINAL_MASK.get() else {
+        return Ok(());
+    };
+    // SAFETY: sigprocmask with a valid set; async-signal-safe.
+    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A signal the supervisor received, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub sig: Sig,
+    /// The sending process (0 for the kernel).
+    pub from: i32,
+    /// `si_code`: ≤ 0 when a process sent it (kill, sigqueue, tgkill), > 0 when the kernel did
+    /// (a terminal's keys and resizes, a resource limit, a timer).
+    pub code: i32,
+}
+
+impl Received {
+    /// Whether a signal to forward is about the workers at all. One the supervisor brought on
+    /// itself (sent by its own pid; XFSZ or XCPU for its own resource limits; TTIN/TTOU for its
+    /// own terminal access; SYS from a seccomp filter on it) would be wrong to pass on: a
+    /// worker would die of the supervisor's trouble. A terminal's signals (INT, QUIT, TSTP,
+    /// WINCH, HUP, CONT) come from the kernel too, and are meant for the whole job.
+    #[must_use]
+    pub fn for_workers(self) -> bool {
+        if self.from == i32::try_from(std::process::id()).unwrap_or(0) && self.code <= 0 {
+            return false;
+        }
+        self.code <= 0
+            || matches!(
+                self.sig.0,
+                libc::SIGINT
+                    | libc::SIGQUIT
+                    | libc::SIGTSTP
+                    | libc::SIGWINCH
+                    | libc::SIGHUP
+                    | libc::SIGCONT
+            )
+    }
+}
+
+/// The supervisor's signals, read from a signalfd: each arrives once, in order, with its
+/// sender, and none can interrupt anything.
+#[derive(Debug)]
+pub struct Intake {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl Intake {
+    /// Opens the signalfd for every handled signal ([`block`] them first).
+    pub fn open() -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        let set = handled_set();
+        // SAFETY: signalfd(-1, ...) creates a new fd from a valid set, or returns -1.
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd; we own it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an `OwnedFd` stays open while owned and always returns the same number, as
+        // `register_with_interest` requires of its inner value.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok(Self { fd })
+    }
+
+    /// The next signal.
+    pub async fn recv(&self) -> std::io::Result<Received> {
+        use std::os::fd::AsRawFd;
+        loop {
+            let mut guard = self.fd.readable().await?;
+            // SAFETY: signalfd_siginfo is plain data.
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: read into a buffer of exactly one signalfd_siginfo, which we own.
+            let n = unsafe {
+                libc::read(
+                    guard.get_inner().as_raw_fd(),
+                    std::ptr::addr_of_mut!(info).cast(),
+                    size,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    guard.clear_ready();
+                    continue;
+                }
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if usize::try_from(n).ok() != Some(size) {
+                continue;
+            }
+            let Some(sig) = i32::try_from(info.ssi_signo).ok().and_then(Sig::from_raw) else {
+                continue;
+            };
+            return Ok(Received {
+                sig,
+                from: i32::try_from(info.ssi_pid).unwrap_or(0),
+                code: info.ssi_code,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for n in 1..=rtmax() {
+            let s = Sig(n);
+            if (32..rtmin()).contains(&n) {
+                continue;
+            }
+            assert_eq!(Sig::parse(&s.name()), Ok(s), "{n}");
+            assert_eq!(Sig::parse(&s.to_string()), Ok(s), "{n}");
+            assert_eq!(Sig::parse(&n.to_string()), Ok(s), "{n}");
+        }
+    }
+
+    #[test]
+    fn spellings() {
+        for (text, n) in [
+            ("TERM", libc::SIGTERM),
+            ("sigterm", libc::SIGTERM),
+            (" term ", libc::SIGTERM),
+            ("15", libc::SIGTERM),
+            ("IOT", libc::SIGABRT),
+            ("RTMIN", rtmin()),
+            ("rtmin+3", rtmin() + 3),
+            ("SIGRTMAX-1", rtmax() - 1),
+            ("RTMAX", rtmax()),
+        ] {
+            assert_eq!(Sig::parse(text), Ok(Sig(n)), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "65",
+            "TERMX",
+            "RTMIN+99",
+            "RTMAX+1",
+            "RTMIN-1",
+            "RTMIN*2",
+            "RTMIN+",
+            "RTMIN+0001",
+        ] {
+            assert!(Sig::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Sig(rtmin() + 3).name(), "RTMIN+3");
+        assert_eq!(Sig::TERM.to_string(), "SIGTERM");
+    }
+
+    #[test]
+    fn dispositions() {
+        assert_eq!(disposition(Sig::TERM), Some(Disposition::Stop));
+        assert_eq!(disposition(Sig::INT), Some(Disposition::Stop));
+        assert_eq!(disposition(Sig::QUIT), Some(Disposition::Stop));
+        assert_eq!(disposition(Sig::HUP), Some(Disposition::Reload));
+        for n in [
+            libc::SIGUSR1,
+            libc::SIGALRM,
+            libc::SIGVTALRM,
+            libc::SIGPWR,
+            libc::SIGSYS,
+            libc::SIGXCPU,
+            libc::SIGXFSZ,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGCONT,
+            libc::SIGWINCH,
+            rtmin(),
+            rtmax(),
+        ] {
+            assert_eq!(disposition(Sig(n)), Some(Disposition::Forward), "{n}");
+        }
+        for n in [
+            libc::SIGSEGV,
+            libc::SIGCHLD,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            32,
+        ] {
+            assert_eq!(disposition(Sig(n)), None, "{n}");
+        }
+        assert!(handled().all(|s| s != Sig::KILL));
+    }
+}
