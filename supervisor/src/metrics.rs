@@ -356,19 +356,22 @@ pub fn render(workers: &[WorkerStatus]) -> String {
                 family.get_or_create(&base).set(v);
             }
         }
-        if let Some(c) = w.cpu_seconds {
-            f.cpu.get_or_create(&base).inc_by(c.max(0.0));
-        }
+        f.cpu
+            .get_or_create(&base)
+            .inc_by(w.totals.cpu_seconds.max(0.0));
         if let Some(ms) = w.heartbeat_age_ms {
             f.heartbeat_age.get_or_create(&base).set(ms as f64 / 1000.0);
         }
         for (name, &value) in &w.counters {
-            let label = with("name", &label_value(name));
             if w.gauges.contains(name) {
+                let label = with("name", &label_value(name));
                 f.sdk_gauge.get_or_create(&label).set(value);
-            } else {
-                f.sdk_counter.get_or_create(&label).inc_by(value);
             }
+        }
+        // Counters over every incarnation: they never go backwards.
+        for (name, &value) in &w.totals.counters {
+            let label = with("name", &label_value(name));
+            f.sdk_counter.get_or_create(&label).inc_by(value);
         }
     }
     let mut reg = Registry::with_prefix("supervise");

@@ -85,6 +85,90 @@ pub struct WorkerStatus {
     /// The tree's TCP and UDP sockets (while running, once the first dump has seen it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<NetStatus>,
+    /// What the instance's processes have used and moved over the supervisor's whole life,
+    /// every incarnation included: never goes backwards (the metrics' `_total` families).
+    #[serde(default)]
+    pub totals: Totals,
+}
+
+impl WorkerStatus {
+    /// An instance with no process and nothing known about it.
+    #[must_use]
+    pub fn new(program: &str, instance: u32) -> Self {
+        Self {
+            program: program.to_owned(),
+            instance,
+            pid: None,
+            state: Phase::Stopped,
+            ready: false,
+            uptime_s: None,
+            restarts: 0,
+            restarts_by_reason: restarts_by_reason(&[0; Reason::ALL.len()]),
+            rss_bytes: None,
+            pss_bytes: None,
+            cpu_percent: None,
+            cpu_seconds: None,
+            threads: None,
+            fds: None,
+            processes: None,
+            heap_bytes: None,
+            heartbeat_age_ms: None,
+            counters: BTreeMap::new(),
+            gauges: std::collections::BTreeSet::new(),
+            speaks: false,
+            findings: Vec::new(),
+            disk: None,
+            net: None,
+            totals: Totals::default(),
+        }
+    }
+}
+
+/// Counts that only grow, over every incarnation of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub cpu_seconds: f64,
+    /// Storage-layer bytes (/proc/PID/io).
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub blkio_delay_s: f64,
+    /// TCP bytes acknowledged by peers, and received.
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    /// The worker's own SDK counters (not its gauges), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Totals {
+    /// Adds `other` to these.
+    pub fn add(&mut self, other: &Totals) {
+        self.cpu_seconds += other.cpu_seconds.max(0.0);
+        self.read_bytes = self.read_bytes.saturating_add(other.read_bytes);
+        self.write_bytes = self.write_bytes.saturating_add(other.write_bytes);
+        self.blkio_delay_s += other.blkio_delay_s.max(0.0);
+        self.sent_bytes = self.sent_bytes.saturating_add(other.sent_bytes);
+        self.received_bytes = self.received_bytes.saturating_add(other.received_bytes);
+        for (k, v) in &other.counters {
+            let e = self.counters.entry(k.clone()).or_default();
+            *e = e.saturating_add(*v);
+        }
+    }
+
+    /// Raises every count of these to at least `floor`'s (a count never shown lower than
+    /// before: a member that exited takes its share out of a sum over the live ones).
+    pub fn at_least(&mut self, floor: &Totals) {
+        self.cpu_seconds = self.cpu_seconds.max(floor.cpu_seconds);
+        self.read_bytes = self.read_bytes.max(floor.read_bytes);
+        self.write_bytes = self.write_bytes.max(floor.write_bytes);
+        self.blkio_delay_s = self.blkio_delay_s.max(floor.blkio_delay_s);
+        self.sent_bytes = self.sent_bytes.max(floor.sent_bytes);
+        self.received_bytes = self.received_bytes.max(floor.received_bytes);
+        for (k, v) in &floor.counters {
+            let e = self.counters.entry(k.clone()).or_default();
+            *e = (*e).max(*v);
+        }
+    }
 }
 
 /// A worker tree's sockets, as `status --json` shows them (the `net` object).

@@ -18,7 +18,7 @@ use crate::policy::{self, History};
 use crate::probe::tree::TreeSample;
 use crate::reaper::{Exit, Reaper};
 use crate::signals::Sig;
-use crate::status::Phase;
+use crate::status::{Phase, Totals};
 
 /// What the engine can ask of a worker task. Every command is fed to the instance's lifecycle,
 /// whatever phase it is in: none is ever dropped.
@@ -55,13 +55,18 @@ pub struct End {
     pub fatal: bool,
 }
 
-/// Restart counts of one instance (program and instance number), kept by the engine for the
-/// supervisor's whole life: they never go backwards, across `stop`/`start` and reloads.
+/// The counts of one instance (program and instance number) that the engine keeps for the
+/// supervisor's whole life: restarts, and [`Totals`] over every incarnation. None of them ever
+/// goes backwards, across restarts, `stop`/`start` and reloads.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub restarts: Cell<u32>,
     /// The same, by reason (indexed by [`Reason::index`]).
     pub by: Cell<[u64; Reason::ALL.len()]>,
+    /// The totals of the incarnations that ended.
+    carried: RefCell<Totals>,
+    /// The totals last shown.
+    shown: RefCell<Totals>,
 }
 
 impl Counters {
@@ -70,6 +75,20 @@ impl Counters {
         let mut by = self.by.get();
         by[reason.index()] = by[reason.index()].saturating_add(1);
         self.by.set(by);
+    }
+
+    /// The lifetime totals, given the running incarnation's own (zero when none runs).
+    pub fn totals(&self, current: &Totals) -> Totals {
+        let mut t = self.carried.borrow().clone();
+        t.add(current);
+        t.at_least(&self.shown.borrow());
+        self.shown.replace(t.clone());
+        t
+    }
+
+    /// An incarnation ended with these totals: they are carried into every later figure.
+    fn carry(&self, last: &Totals) {
+        self.carried.borrow_mut().add(last);
     }
 }
 
@@ -108,6 +127,37 @@ pub struct Shared {
     pub counters: Rc<Counters>,
     /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
     pub findings: RefCell<Vec<&'static str>>,
+}
+
+impl Shared {
+    /// The running incarnation's own totals (zero when none runs).
+    #[must_use]
+    pub fn current_totals(&self) -> Totals {
+        let mut t = Totals::default();
+        if self.started.get().is_none() {
+            return t;
+        }
+        if let Some(s) = self.last.get() {
+            t.cpu_seconds = s.cpu_seconds;
+        }
+        let d = self.disk.get();
+        t.read_bytes = d.read_bytes;
+        t.write_bytes = d.write_bytes;
+        t.blkio_delay_s = d.blkio_delay_s;
+        if let Some(n) = self.net.borrow().as_ref() {
+            t.sent_bytes = n.acked_total;
+            t.received_bytes = n.received_total;
+        }
+        if let Some(r) = self.report.borrow().as_ref() {
+            t.counters = r
+                .metrics
+                .iter()
+                .filter(|(k, _)| !r.gauges.contains(*k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+        }
+        t
+    }
 }
 
 /// State of a program shared by its replicas.
@@ -363,3 +413,34 @@ fn rand01() -> f64 {
 }
 
 mod running;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(cpu: f64, sent: u64, requests: u64) -> Totals {
+        Totals {
+            cpu_seconds: cpu,
+            sent_bytes: sent,
+            counters: [("requests".to_owned(), requests)].into(),
+            ..Totals::default()
+        }
+    }
+
+    #[test]
+    fn lifetime_totals_never_go_backwards() {
+        let c = Counters::default();
+        assert_eq!(c.totals(&totals(1.0, 100, 5)), totals(1.0, 100, 5));
+        // A member exits: the sum over live members drops; what was shown stays.
+        assert_eq!(c.totals(&totals(0.5, 100, 5)), totals(1.0, 100, 5));
+        assert_eq!(c.totals(&totals(1.5, 150, 7)), totals(1.5, 150, 7));
+        // The incarnation ends; the next starts from zero on its own counts.
+        c.carry(&totals(1.5, 150, 7));
+        assert_eq!(c.totals(&Totals::default()), totals(1.5, 150, 7));
+        assert_eq!(c.totals(&totals(0.25, 10, 1)), totals(1.75, 160, 8));
+        c.count(Reason::Manual);
+        c.count(Reason::Manual);
+        assert_eq!(c.restarts.get(), 2);
+        assert_eq!(c.by.get()[Reason::Manual.index()], 2);
+    }
+}

@@ -89,6 +89,7 @@ impl Engine {
                     net: last
                         .and(sh.net.borrow().as_ref())
                         .map(status::NetStatus::from),
+                    totals: sh.counters.totals(&sh.current_totals()),
                 }
             })
             .collect();
@@ -100,30 +101,20 @@ impl Engine {
                     .iter()
                     .find(|p| &p.name == name)
                     .map_or(0, |p| p.replicas);
-                out.extend((0..replicas).map(|instance| status::WorkerStatus {
-                    program: name.clone(),
-                    instance,
-                    pid: None,
-                    state: crate::status::Phase::Stopped,
-                    ready: false,
-                    uptime_s: None,
-                    restarts: 0,
-                    restarts_by_reason: crate::status::restarts_by_reason(&[0; Reason::ALL.len()]),
-                    rss_bytes: None,
-                    pss_bytes: None,
-                    cpu_percent: None,
-                    cpu_seconds: None,
-                    threads: None,
-                    fds: None,
-                    processes: None,
-                    heap_bytes: None,
-                    heartbeat_age_ms: None,
-                    counters: std::collections::BTreeMap::new(),
-                    gauges: std::collections::BTreeSet::new(),
-                    speaks: false,
-                    findings: Vec::new(),
-                    disk: None,
-                    net: None,
+                out.extend((0..replicas).map(|instance| {
+                    // What the instance did before it was stopped still counts.
+                    let counters = self.counters.get(&(name.clone(), instance));
+                    let restarts = counters.map_or(0, |c| c.restarts.get());
+                    let by = counters.map_or([0; Reason::ALL.len()], |c| c.by.get());
+                    let totals = counters.map_or_else(status::Totals::default, |c| {
+                        c.totals(&status::Totals::default())
+                    });
+                    status::WorkerStatus {
+                        restarts,
+                        restarts_by_reason: crate::status::restarts_by_reason(&by),
+                        totals,
+                        ..status::WorkerStatus::new(name, instance)
+                    }
                 }));
             }
         }

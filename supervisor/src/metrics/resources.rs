@@ -28,13 +28,22 @@ pub(super) fn register(reg: &mut Registry, workers: &[WorkerStatus]) {
             ("program".into(), w.program.clone()),
             ("instance".into(), w.instance.to_string()),
         ];
-        if let Some(d) = &w.disk {
-            f.deleted.get_or_create(&base).set(d.deleted_bytes);
-            f.io_read.get_or_create(&base).inc_by(d.read_bytes);
-            f.io_write.get_or_create(&base).inc_by(d.write_bytes);
+        // Counters over every incarnation (they never go backwards), from the first probe of
+        // the instance on: one not yet probed has no such series.
+        let t = &w.totals;
+        if w.disk.is_some() || t.read_bytes > 0 || t.write_bytes > 0 || t.blkio_delay_s > 0.0 {
+            f.io_read.get_or_create(&base).inc_by(t.read_bytes);
+            f.io_write.get_or_create(&base).inc_by(t.write_bytes);
             f.blkio
                 .get_or_create(&base)
-                .inc_by(d.blkio_delay_s.max(0.0));
+                .inc_by(t.blkio_delay_s.max(0.0));
+        }
+        if w.net.is_some() || t.sent_bytes > 0 || t.received_bytes > 0 {
+            f.sent.get_or_create(&base).inc_by(t.sent_bytes);
+            f.received.get_or_create(&base).inc_by(t.received_bytes);
+        }
+        if let Some(d) = &w.disk {
+            f.deleted.get_or_create(&base).set(d.deleted_bytes);
         }
         if let Some(n) = &w.net {
             for (state, count) in [
@@ -47,8 +56,6 @@ pub(super) fn register(reg: &mut Registry, workers: &[WorkerStatus]) {
                 l.push(("state".into(), state.into()));
                 f.sockets.get_or_create(&l).set(u64::from(count));
             }
-            f.sent.get_or_create(&base).inc_by(n.sent_bytes);
-            f.received.get_or_create(&base).inc_by(n.received_bytes);
             if let (Some(mean), Some(max)) = (n.rtt_ms, n.rtt_max_ms) {
                 f.rtt.get_or_create(&base).set(mean / 1000.0);
                 f.rtt_max.get_or_create(&base).set(max / 1000.0);

@@ -7,8 +7,6 @@ use crate::status::restarts_by_reason;
 
 fn worker(program: &str, instance: u32) -> WorkerStatus {
     WorkerStatus {
-        program: program.into(),
-        instance,
         pid: Some(1234),
         state: Phase::Running,
         ready: true,
@@ -16,7 +14,6 @@ fn worker(program: &str, instance: u32) -> WorkerStatus {
         restarts: 3,
         restarts_by_reason: restarts_by_reason(&[2, 0, 1, 0, 0, 0]),
         rss_bytes: Some(10 << 20),
-        pss_bytes: None,
         cpu_percent: Some(1.0),
         cpu_seconds: Some(0.25),
         threads: Some(4),
@@ -24,12 +21,12 @@ fn worker(program: &str, instance: u32) -> WorkerStatus {
         processes: Some(2),
         heap_bytes: Some(1 << 20),
         heartbeat_age_ms: Some(1500),
-        counters: BTreeMap::new(),
-        gauges: BTreeSet::new(),
         speaks: true,
-        findings: Vec::new(),
-        disk: None,
-        net: None,
+        totals: crate::status::Totals {
+            cpu_seconds: 0.25,
+            ..crate::status::Totals::default()
+        },
+        ..WorkerStatus::new(program, instance)
     }
 }
 
@@ -63,6 +60,7 @@ fn renders_parseable_openmetrics_with_every_family() {
     let mut w = worker("api", 0);
     w.counters = [("bytes_in".to_owned(), 42), ("queue".to_owned(), 7)].into();
     w.gauges = ["queue".to_owned()].into();
+    w.totals.counters = [("bytes_in".to_owned(), 42)].into();
     let stopped = WorkerStatus {
         pid: None,
         state: Phase::Stopped,
@@ -147,6 +145,7 @@ fn hostile_metric_names_cannot_break_the_exposition() {
     ];
     let mut w = worker("api", 0);
     w.counters = names.iter().map(|n| ((*n).to_owned(), 5)).collect();
+    w.totals.counters = w.counters.clone();
     let text = render(&[w]);
     assert_eq!(text.lines().filter(|l| *l == "# EOF").count(), 1, "{text}");
     let got: BTreeSet<String> = samples(&text, "supervise_worker_sdk_counter")
@@ -225,6 +224,12 @@ fn sockets_traffic_and_disk_are_exposed_per_worker() {
         write_bytes_per_s: 0.0,
         blkio_delay_s: 0.25,
     });
+    // The counters come from the instance's lifetime totals.
+    a.totals.read_bytes = 4096;
+    a.totals.write_bytes = 8192;
+    a.totals.blkio_delay_s = 0.25;
+    a.totals.sent_bytes = 1000;
+    a.totals.received_bytes = 2000;
     a.net = Some(crate::status::NetStatus {
         listening: 1,
         established: 7,

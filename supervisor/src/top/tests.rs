@@ -8,29 +8,19 @@ use crate::status::WorkerStatus;
 
 fn worker(program: &str, instance: u32, rss_mib: u64, cpu: f64) -> WorkerStatus {
     WorkerStatus {
-        program: program.to_owned(),
-        instance,
         pid: Some(1000 + i32::try_from(instance).expect("small")),
         state: Phase::Running,
-        ready: false,
         uptime_s: Some(125.0),
         restarts: 3,
         restarts_by_reason: std::collections::BTreeMap::new(),
         rss_bytes: Some(rss_mib << 20),
-        pss_bytes: None,
         cpu_percent: Some(cpu),
-        cpu_seconds: None,
         threads: Some(4),
         fds: Some(9),
         processes: Some(1),
-        heap_bytes: None,
         heartbeat_age_ms: Some(250),
-        counters: std::collections::BTreeMap::new(),
-        gauges: std::collections::BTreeSet::new(),
-        speaks: false,
         findings: vec!["fd_growth".to_owned(), "leak".to_owned()],
-        disk: None,
-        net: None,
+        ..WorkerStatus::new(program, instance)
     }
 }
 

@@ -296,10 +296,16 @@ impl Ctx {
                 "processes of the tree outlived SIGKILL (stuck in the kernel?); no longer waited for"
             );
         }
+        let w = &mut i.w;
+        // The last word from the segment, else the last good read.
+        if let Some(ipc) = w.ipc.as_ref().filter(|_| w.session.speaks()) {
+            refresh_report(ipc, &mut w.snap, &mut self.shared.report.borrow_mut());
+        }
+        self.shared.counters.carry(&self.shared.current_totals());
         self.shared.pid.set(None);
         self.shared.started.set(None);
         self.shared.members.borrow_mut().clear();
-        self.roots.borrow_mut().remove(&i.w.pid);
+        self.roots.borrow_mut().remove(&w.pid);
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
         let [out, err] = i.forwarders;
@@ -313,21 +319,13 @@ impl Ctx {
             Exit::Code(c) => (Some(c), None),
             Exit::Signal(s) => (None, Some(s)),
         };
-        let w = &mut i.w;
         self.event(
             Some(w.pid),
             Kind::Exited {
                 code,
                 signal,
                 uptime_s: (i.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                report: {
-                    // The last word from the segment, else the last good read.
-                    let mut report = self.shared.report.borrow_mut();
-                    if let Some(ipc) = w.ipc.as_ref().filter(|_| w.session.speaks()) {
-                        refresh_report(ipc, &mut w.snap, &mut report);
-                    }
-                    report.clone()
-                },
+                report: self.shared.report.borrow().clone(),
             },
         );
     }
