@@ -104,6 +104,9 @@ pub struct Sup {
     pub dir: tempfile::TempDir,
     pub events: PathBuf,
     status: Option<ExitStatus>,
+    /// The program started by [`run_example`]: what is left of it is killed once the
+    /// supervisor is gone (the caller's guard is dropped before this, being bound after it).
+    program: Option<String>,
 }
 
 impl Sup {
@@ -129,6 +132,7 @@ impl Sup {
             dir,
             events,
             status: None,
+            program: None,
         }
     }
 
@@ -290,6 +294,13 @@ impl Drop for Sup {
                 let _ = self.child.wait();
             }
         }
+        // A supervisor that outlived its test may have started processes after the guard ran.
+        if let Some(name) = self.program.take() {
+            wait_until(Duration::from_secs(2), || {
+                drop(ProgramGuard(name.clone()));
+                pids_of_program(&name).is_empty()
+            });
+        }
     }
 }
 
@@ -329,7 +340,9 @@ pub fn run_example(
     all.push("--");
     all.push(&program);
     all.extend_from_slice(args);
-    (Sup::start(&all), name, guard)
+    let mut sup = Sup::start(&all);
+    sup.program = Some(name.clone());
+    (sup, name, guard)
 }
 
 /// Like [`run_example`], with the control socket at [`Sup::socket`], and core dumps off (see
@@ -344,7 +357,7 @@ pub fn run_example_ctl(
     let name = unique(prefix);
     let guard = ProgramGuard(name.clone());
     let program = example(example_name);
-    let sup = Sup::start_with(&[], |cmd, dir| {
+    let mut sup = Sup::start_with(&[], |cmd, dir| {
         no_core_dumps(cmd);
         cmd.arg("--admin")
             .arg(dir.join("ctl.sock"))
@@ -357,6 +370,7 @@ pub fn run_example_ctl(
                 None => a.into(),
             }));
     });
+    sup.program = Some(name.clone());
     (sup, name, guard)
 }
 
