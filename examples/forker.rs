@@ -15,6 +15,10 @@
 //! Flags:
 //! - `--setsid`: the grandchild calls setsid() to escape the process group (and session).
 //! - `--hold MIB`: MiB the grandchild allocates and touches (whole MiB; default 64).
+//! - `--grandchild-ignores-term`: the grandchild sets SIGTERM to SIG_IGN before it reports its
+//!   pid, so once the worker's line is out, only SIGKILL (or another signal) ends it.
+//! - `--exit-after MS`: instead of sleeping forever, the worker exits MS milliseconds after its
+//!   line, with `--exit-code` (default 3), leaving the grandchild behind.
 //!
 //! Output goes to stdout (inherited by all three processes), flushed line by line. If the
 //! worker cannot write it, it exits quietly (code 0) for a pipe whose reader has gone and with
@@ -50,6 +54,18 @@ struct Args {
     #[arg(long, value_name = "MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(0..=MAX_MIB))]
     hold: u64,
+
+    /// The grandchild ignores SIGTERM.
+    #[arg(long)]
+    grandchild_ignores_term: bool,
+
+    /// The worker exits this many milliseconds after its line instead of sleeping forever.
+    #[arg(long, value_name = "MS")]
+    exit_after: Option<u64>,
+
+    /// Exit code of the worker with `--exit-after`.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    exit_code: u8,
 }
 
 /// Reports a failed setup step on stderr and exits with code 1.
@@ -98,18 +114,19 @@ fn main() {
     // than only async-signal-safe calls.
     match unsafe { libc::fork() } {
         -1 => fail("fork", io::Error::last_os_error()),
-        0 => child(read_end, write_end, args.setsid, hold_bytes),
+        0 => child(read_end, write_end, &args, hold_bytes),
         child_pid => {
             // Only the child and the grandchild keep the write end, so a grandchild that dies
             // before sending its pid shows up here as end of file rather than a hang.
             drop(write_end);
-            worker(child_pid, read_end)
+            worker(child_pid, read_end, &args)
         }
     }
 }
 
-/// The original process: reaps the child, learns the grandchild's pid, reports it, sleeps.
-fn worker(child_pid: libc::pid_t, read_end: OwnedFd) -> ! {
+/// The original process: reaps the child, learns the grandchild's pid, reports it, sleeps (or
+/// exits, with `--exit-after`).
+fn worker(child_pid: libc::pid_t, read_end: OwnedFd, args: &Args) -> ! {
     let mut status: libc::c_int = 0;
     loop {
         // SAFETY: `status` is a valid c_int for waitpid to write; `child_pid` is our own child.
@@ -141,11 +158,15 @@ fn worker(child_pid: libc::pid_t, read_end: OwnedFd) -> ! {
         }
         fail("cannot write to stdout", err);
     }
+    if let Some(ms) = args.exit_after {
+        thread::sleep(Duration::from_millis(ms));
+        process::exit(i32::from(args.exit_code));
+    }
     sleep_forever()
 }
 
 /// The child: forks the grandchild and exits at once, orphaning it.
-fn child(read_end: OwnedFd, write_end: OwnedFd, setsid: bool, hold_bytes: u64) -> ! {
+fn child(read_end: OwnedFd, write_end: OwnedFd, args: &Args, hold_bytes: u64) -> ! {
     drop(read_end);
     // SAFETY: as for the first fork: this process is a copy of a single-threaded one, so it has
     // exactly one thread too.
@@ -157,18 +178,25 @@ fn child(read_end: OwnedFd, write_end: OwnedFd, setsid: bool, hold_bytes: u64) -
             // flushing, which belong to the worker process this one was copied from.
             unsafe { libc::_exit(1) }
         }
-        0 => grandchild(write_end, setsid, hold_bytes),
+        0 => grandchild(write_end, args, hold_bytes),
         // SAFETY: as above.
         _ => unsafe { libc::_exit(0) },
     }
 }
 
-/// The grandchild: optionally a new session, then holds memory, reports and sleeps forever.
-fn grandchild(write_end: OwnedFd, setsid: bool, hold_bytes: u64) -> ! {
+/// The grandchild: optionally a new session and TERM ignored, then holds memory, reports and
+/// sleeps forever.
+fn grandchild(write_end: OwnedFd, args: &Args, hold_bytes: u64) -> ! {
     // SAFETY: setsid has no memory-safety preconditions. It cannot fail here (EPERM is for
     // process group leaders, and this fresh process is not one), but is checked anyway.
-    if setsid && unsafe { libc::setsid() } == -1 {
+    if args.setsid && unsafe { libc::setsid() } == -1 {
         fail("setsid", io::Error::last_os_error());
+    }
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal context.
+    if args.grandchild_ignores_term
+        && unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) } == libc::SIG_ERR
+    {
+        fail("ignoring SIGTERM", io::Error::last_os_error());
     }
 
     let bytes = usize::try_from(hold_bytes).unwrap_or(usize::MAX);

@@ -15,14 +15,16 @@
 //!   default 0).
 //! - `--free-every SECS`: free everything every SECS seconds and grow again from `--start` (a
 //!   sawtooth: allocate/free cycles, not a leak).
+//! - `--ignore-term`: set SIGTERM to SIG_IGN at start, so that a stop by TERM must end in SIGKILL.
 //!
 //! Output, on stdout, flushed line by line: `leaky pid=<pid> held_mib=<n>` once right after the
 //! `--start` allocation and then once a second, where `<n>` is the memory it holds in whole MiB
 //! (rounded down; the process's RSS is that plus a few MiB of runtime).
 //!
-//! It leaves its signal dispositions alone, so SIGTERM kills it unless its parent started it
-//! with TERM ignored or blocked. If stdout is a pipe whose reader has gone, it exits quietly with
-//! code 0; if memory cannot be had, Rust's allocator aborts it (SIGABRT) with a message on stderr.
+//! Without `--ignore-term` it leaves its signal dispositions alone, so SIGTERM kills it unless its
+//! parent started it with TERM ignored or blocked. If stdout is a pipe whose reader has gone, it
+//! exits quietly with code 0; if memory cannot be had, Rust's allocator aborts it (SIGABRT) with a
+//! message on stderr.
 
 use std::hint::black_box;
 use std::io::{self, Write};
@@ -66,6 +68,10 @@ struct Args {
     /// shape of a program that allocates and frees in cycles (not a leak).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     free_every: Option<u64>,
+
+    /// Ignore SIGTERM, so that only another signal (or SIGKILL) ends it.
+    #[arg(long)]
+    ignore_term: bool,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -134,6 +140,13 @@ fn main() {
         Args::command()
             .error(ErrorKind::ArgumentConflict, "--start must not exceed --max")
             .exit();
+    }
+
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal context.
+    if args.ignore_term && unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) } == libc::SIG_ERR {
+        let err = io::Error::last_os_error();
+        let _ = writeln!(io::stderr(), "leaky: cannot ignore SIGTERM: {err}");
+        process::exit(1);
     }
 
     let pid = process::id();

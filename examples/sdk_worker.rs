@@ -14,6 +14,8 @@
 //!   total held goes to the gauge `leaked_mib`.
 //! - `--hang-after MS`: stop calling `heartbeat()` after this long, while staying alive.
 //! - `--ignore-shutdown`: keep running after a `Shutdown` request.
+//! - `--ignore-signals`: set TERM, INT, QUIT, HUP, ABRT, USR1 and USR2 to SIG_IGN at start, so
+//!   that none of them ends it (a hung worker that outlives its heartbeat signal).
 //! - `--ready-after MS`: say `Ready` after this long (default 0).
 //! - `--raw-echo`: skip the SDK; send every packet that arrives on fd 3 straight back, unread.
 //!   The floor the channel benchmark compares the SDK's ping/pong with.
@@ -41,6 +43,8 @@ struct Args {
     hang_after: Option<u64>,
     #[arg(long)]
     ignore_shutdown: bool,
+    #[arg(long)]
+    ignore_signals: bool,
     #[arg(long, value_name = "MS", default_value_t = 0)]
     ready_after: u64,
     #[arg(long)]
@@ -65,6 +69,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if args.raw_echo {
         raw_echo();
+    }
+    if args.ignore_signals {
+        for signal in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGHUP,
+            libc::SIGABRT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal context.
+            if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
     }
     let client = child_sdk::Client::from_env()?;
     println!(

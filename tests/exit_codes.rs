@@ -1,10 +1,12 @@
-//! In single-command mode the worker's exit status becomes the supervisor's (128+N for signal N).
+//! In single-command mode the worker's exit status becomes the supervisor's (128+N for signal N),
+//! whether the run ends by itself, by a signal to the supervisor or by going fatal; config mode
+//! exits 1 on fatal.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{example, supervise_bin, Sup};
+use common::{example, run_example, supervise_bin, unique, ProgramGuard, Sup};
 
 fn run(args: &[&str]) -> (Option<i32>, Sup) {
     let crasher = example("crasher");
@@ -52,4 +54,43 @@ fn usage_errors_exit_2() {
         );
         assert!(!out.stderr.is_empty());
     }
+}
+
+#[test]
+fn sigint_reaches_the_program_and_its_status_is_ours() {
+    // crasher does not handle INT: it dies of the INT the supervisor passes on, as under a shell.
+    let (mut sup, _name, _guard) = run_example("int", &[], "crasher", &["--after", "100000"]);
+    sup.wait_stdout("crasher pid=", 1, Duration::from_secs(10));
+    sup.signal(libc::SIGINT);
+    let status = sup.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", sup.dump());
+    assert_eq!(sup.of("exited")[0]["signal"], libc::SIGINT);
+}
+
+#[test]
+fn a_fatal_program_passes_on_its_last_status() {
+    // Single-command mode, as tini: the crash loop goes fatal and its exit code is ours.
+    let (mut sup, _name, _guard) = run_example(
+        "fatal",
+        &["--backoff-first", "0s"],
+        "crasher",
+        &["--code", "3", "--after", "0"],
+    );
+    let status = sup.wait_exit(Duration::from_secs(20));
+    assert_eq!(sup.of("fatal").len(), 1, "{}", sup.dump());
+    assert_eq!(status.code(), Some(3), "{}", sup.dump());
+}
+
+#[test]
+fn a_fatal_program_in_config_mode_exits_1() {
+    let name = unique("cfgfatal");
+    let _guard = ProgramGuard(name.clone());
+    let mut sup = Sup::with_config(&format!(
+        "[program.{name}]\ncommand = [\"{}\", \"--code\", \"3\", \"--after\", \"0\"]\n\
+         backoff = {{ first = \"0s\" }}\nintensity = {{ max = 2, within = \"60s\" }}\n",
+        example("crasher")
+    ));
+    let status = sup.wait_exit(Duration::from_secs(20));
+    assert_eq!(sup.of("fatal").len(), 1, "{}", sup.dump());
+    assert_eq!(status.code(), Some(1), "{}", sup.dump());
 }

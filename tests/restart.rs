@@ -32,8 +32,12 @@ fn crash_loop_backs_off_then_goes_fatal() {
         &["--code", "3", "--after", "50"],
     );
     let status = sup.wait_exit(Duration::from_secs(30));
-    // As tini: a single command that goes fatal leaves with its own last status.
-    assert_eq!(status.code(), Some(3), "fatal exits 3\n{}", sup.dump());
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "single-command mode: fatal passes on the program's last status\n{}",
+        sup.dump()
+    );
     let started = sup.of("started");
     let exited = sup.of("exited");
     let restarting = sup.of("restarting");

@@ -1,10 +1,15 @@
-//! Signals to the supervisor: HUP reloads the config, USR1/USR2 are forwarded to the workers.
+//! Signals to the supervisor: HUP reloads the config (and is forwarded in single-command mode),
+//! QUIT stops gracefully, every other catchable signal is forwarded to the workers and never
+//! ends or suspends the supervisor; `supervise signal` sends one to chosen instances.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{alive, example, pid_of, run_example, unique, wait_until, ProgramGuard, Sup};
+use common::{
+    alive, ctl_output, example, pid_of, pids_of_program, proc_state, run_example, run_example_ctl,
+    sigcount_log, status_json, times_received, unique, wait_until, ProgramGuard, Sup,
+};
 
 fn config(programs: &[(&str, &str, u32)]) -> String {
     let leaky = example("leaky");
@@ -120,5 +125,207 @@ fn usr1_is_forwarded_to_workers() {
             .all(|e| e["signal"] == libc::SIGUSR1),
         "{}",
         sup.dump()
+    );
+}
+
+/// `sigcount` under supervise with a control socket: (supervisor, program name, guard, root).
+fn recorder(prefix: &str, flags: &[&str], args: &[&str]) -> (Sup, String, ProgramGuard, i32) {
+    let mut all = vec!["--log", "@/sig.log"];
+    all.extend_from_slice(args);
+    let (sup, name, guard) = run_example_ctl(prefix, flags, "sigcount", &all);
+    let root = pid_of(&sup.wait_event("started", LONG));
+    sup.wait_stdout("sigcount ready", 1, LONG);
+    (sup, name, guard, root)
+}
+
+/// Waits until `pid` has logged `signal` `n` times; on timeout, says what became of the
+/// supervisor.
+fn wait_received(sup: &Sup, pid: i32, signal: &str, n: usize) {
+    let ok = wait_until(Duration::from_secs(5), || {
+        times_received(&sup.path("sig.log"), pid, signal) >= n
+    });
+    assert!(
+        ok,
+        "{pid} never got {signal} (#{n}); supervise alive: {}, state {:?}\n{:?}\n{}",
+        alive(sup.pid()),
+        proc_state(sup.pid()),
+        sigcount_log(&sup.path("sig.log")),
+        sup.dump()
+    );
+}
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[test]
+fn other_signals_are_forwarded_and_never_end_the_supervisor() {
+    let (sup, _name, _guard, root) = recorder("fwd", &[], &[]);
+    let rt = libc::SIGRTMIN() + 5;
+    for (signal, name) in [
+        (libc::SIGALRM, "ALRM"),
+        (libc::SIGVTALRM, "VTALRM"),
+        (libc::SIGWINCH, "WINCH"),
+        (libc::SIGUSR1, "USR1"),
+        (libc::SIGPWR, "PWR"),
+        (libc::SIGSYS, "SYS"),
+        (libc::SIGXCPU, "XCPU"),
+        (libc::SIGXFSZ, "XFSZ"),
+        (libc::SIGURG, "URG"),
+        (libc::SIGPROF, "PROF"),
+        (rt, "RTMIN+5"),
+    ] {
+        sup.signal(signal);
+        wait_received(&sup, root, name, 1);
+        assert!(alive(sup.pid()), "supervise died of {name}\n{}", sup.dump());
+    }
+    let workers = status_json(&sup.socket());
+    assert_eq!(workers[0]["state"], "running", "{workers:?}");
+    assert_eq!(sup.of("started").len(), 1, "{}", sup.dump());
+}
+
+#[test]
+fn terminal_stop_signals_do_not_suspend_the_supervisor() {
+    let (sup, _name, _guard, root) = recorder("tstp", &[], &[]);
+    for (signal, name) in [
+        (libc::SIGTSTP, "TSTP"),
+        (libc::SIGTTIN, "TTIN"),
+        (libc::SIGTTOU, "TTOU"),
+    ] {
+        sup.signal(signal);
+        // The worker getting it shows the supervisor handled it (a stopped one forwards nothing).
+        wait_received(&sup, root, name, 1);
+        assert_ne!(
+            proc_state(sup.pid()),
+            Some('T'),
+            "supervise was stopped by {name}\n{}",
+            sup.dump()
+        );
+        // Only asked once it is known not to be stopped: a stopped supervisor would never answer.
+        assert!(!status_json(&sup.socket()).is_empty());
+    }
+    sup.signal(libc::SIGCONT);
+    wait_received(&sup, root, "CONT", 1);
+    assert!(alive(sup.pid()));
+}
+
+#[test]
+fn quit_stops_gracefully() {
+    let (mut sup, name, _guard, root) = recorder("quit", &["--grace", "4s"], &["--linger", "300"]);
+    sup.signal(libc::SIGQUIT);
+    let status = sup.wait_exit(LONG);
+    // Single-command mode: the program got the very signal, once, and died of it by itself;
+    // its status is the supervisor's.
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGQUIT),
+        "{status:?}\n{}",
+        sup.dump()
+    );
+    let log = sup.path("sig.log");
+    assert_eq!(
+        (
+            times_received(&log, root, "QUIT"),
+            times_received(&log, root, "TERM")
+        ),
+        (1, 0),
+        "{:?}\n{}",
+        sigcount_log(&log),
+        sup.dump()
+    );
+    assert!(sup.of("killed").is_empty(), "{}", sup.dump());
+    assert_eq!(sup.of("stopped").len(), 1, "{}", sup.dump());
+    assert!(pids_of_program(&name).is_empty());
+}
+
+#[test]
+fn hup_reaches_the_program_in_single_command_mode() {
+    let (sup, _name, _guard, root) = recorder("hup", &[], &[]);
+    sup.signal(libc::SIGHUP);
+    wait_received(&sup, root, "HUP", 1);
+    sup.signal(libc::SIGHUP);
+    wait_received(&sup, root, "HUP", 2);
+    assert!(alive(sup.pid()));
+    assert!(sup.of("exited").is_empty(), "{}", sup.dump());
+}
+
+#[test]
+fn the_signal_command_reaches_the_chosen_instances() {
+    let (sup, name, _guard) = run_example_ctl(
+        "sigcmd",
+        &["--replicas", "2", "--sample-every", "200ms"],
+        "sigcount",
+        &["--log", "@/sig.log", "--children", "1"],
+    );
+    sup.wait_nth(2, LONG, "two starts", |e| e["event"] == "started");
+    sup.wait_stdout("sigcount ready", 2, LONG);
+    let root = |instance: u64| {
+        pid_of(
+            &sup.of("started")
+                .into_iter()
+                .find(|e| e["instance"] == instance)
+                .expect("started"),
+        )
+    };
+    let (r0, r1) = (root(0), root(1));
+    // Each root's child: the members of the program that are no root.
+    assert!(wait_until(LONG, || pids_of_program(&name).len() == 4));
+    let children: Vec<i32> = pids_of_program(&name)
+        .into_iter()
+        .filter(|p| *p != r0 && *p != r1)
+        .collect();
+
+    // The whole program: every process of both instances (group mode: the process groups).
+    let (code, stdout, stderr) = ctl_output(&sup.socket(), &["signal", &name, "USR1"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}\n{}", sup.dump());
+    assert!(!stdout.trim().is_empty(), "no message");
+    for &pid in [r0, r1].iter().chain(&children) {
+        wait_received(&sup, pid, "USR1", 1);
+    }
+
+    // One instance: only its processes.
+    let (code, stdout, stderr) =
+        ctl_output(&sup.socket(), &["signal", &format!("{name}/1"), "USR2"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}\n{}", sup.dump());
+    wait_received(&sup, r1, "USR2", 1);
+    // WINCH sent to instance 0 after USR2 was (or was not) shows up after it: once instance 0
+    // logged WINCH, a USR2 sent to it earlier would be in the log too.
+    let (code, _, stderr) = ctl_output(&sup.socket(), &["signal", &format!("{name}/0"), "WINCH"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    wait_received(&sup, r0, "WINCH", 1);
+    assert_eq!(
+        times_received(&sup.path("sig.log"), r0, "USR2"),
+        0,
+        "instance 0 got the USR2 meant for instance 1\n{:?}",
+        sigcount_log(&sup.path("sig.log"))
+    );
+    assert_eq!(times_received(&sup.path("sig.log"), r1, "WINCH"), 0);
+
+    // An unknown program is an error, not a silent success.
+    let (code, _, stderr) = ctl_output(&sup.socket(), &["signal", "nosuchprogram", "USR1"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.trim().is_empty());
+}
+
+#[test]
+fn the_signal_command_follows_the_stop_mode() {
+    // In `main` mode the signal goes to the worker's root only.
+    let (sup, name, _guard, root) =
+        recorder("sigmain", &["--stop-mode", "main"], &["--children", "1"]);
+    assert!(wait_until(LONG, || pids_of_program(&name).len() == 2));
+    let child = pids_of_program(&name)
+        .into_iter()
+        .find(|&p| p != root)
+        .expect("child");
+    let (code, stdout, stderr) = ctl_output(&sup.socket(), &["signal", &name, "USR1"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}\n{}", sup.dump());
+    wait_received(&sup, root, "USR1", 1);
+    // WINCH straight to the child, after: once it is logged, a USR1 sent before would be too.
+    // SAFETY: kill(2) on a live process of this test's program.
+    unsafe { libc::kill(child, libc::SIGWINCH) };
+    wait_received(&sup, child, "WINCH", 1);
+    assert_eq!(
+        times_received(&sup.path("sig.log"), child, "USR1"),
+        0,
+        "{:?}",
+        sigcount_log(&sup.path("sig.log"))
     );
 }

@@ -104,6 +104,9 @@ pub struct Sup {
     pub dir: tempfile::TempDir,
     pub events: PathBuf,
     status: Option<ExitStatus>,
+    /// The program started by [`run_example`]: what is left of it is killed once the
+    /// supervisor is gone (the caller's guard is dropped before this, being bound after it).
+    program: Option<String>,
 }
 
 impl Sup {
@@ -129,6 +132,7 @@ impl Sup {
             dir,
             events,
             status: None,
+            program: None,
         }
     }
 
@@ -192,12 +196,46 @@ impl Sup {
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
         let mut found = None;
-        let ok = wait_until(timeout, || {
+        let mut gone = false;
+        wait_until(timeout, || {
+            // Looked at before the events: once it has exited, no event can come any more.
+            gone = !alive(self.pid());
             found = self.events().into_iter().filter(|e| pred(e)).nth(n - 1);
-            found.is_some()
+            found.is_some() || gone
         });
-        assert!(ok, "timed out waiting for {what} (#{n})\n{}", self.dump());
-        found.expect("found")
+        let Some(found) = found else {
+            let why = if gone {
+                "supervise exited"
+            } else {
+                "timed out"
+            };
+            panic!("{why} waiting for {what} (#{n})\n{}", self.dump());
+        };
+        found
+    }
+
+    /// Waits until the supervisor's stdout holds `n` lines containing `needle`.
+    pub fn wait_stdout(&self, needle: &str, n: usize, timeout: Duration) {
+        let count = || {
+            fs::read_to_string(self.path("stdout"))
+                .map_or(0, |s| s.lines().filter(|l| l.contains(needle)).count())
+        };
+        let mut gone = false;
+        wait_until(timeout, || {
+            gone = !alive(self.pid());
+            count() >= n || gone
+        });
+        if count() < n {
+            let why = if gone {
+                "supervise exited"
+            } else {
+                "timed out"
+            };
+            panic!(
+                "{why} waiting for {n} stdout lines with {needle:?}\n{}",
+                self.dump()
+            );
+        }
     }
 
     /// Waits for the first event of `kind`.
@@ -256,6 +294,13 @@ impl Drop for Sup {
                 let _ = self.child.wait();
             }
         }
+        // A supervisor that outlived its test may have started processes after the guard ran.
+        if let Some(name) = self.program.take() {
+            wait_until(Duration::from_secs(2), || {
+                drop(ProgramGuard(name.clone()));
+                pids_of_program(&name).is_empty()
+            });
+        }
     }
 }
 
@@ -295,7 +340,91 @@ pub fn run_example(
     all.push("--");
     all.push(&program);
     all.extend_from_slice(args);
-    (Sup::start(&all), name, guard)
+    let mut sup = Sup::start(&all);
+    sup.program = Some(name.clone());
+    (sup, name, guard)
+}
+
+/// Like [`run_example`], with the control socket at [`Sup::socket`], and core dumps off (see
+/// [`no_core_dumps`]) for tests whose signals may dump core. An argument of the worker that
+/// starts with `@/` names a file in the run's temp dir (`@/sig.log` is `Sup::path("sig.log")`).
+pub fn run_example_ctl(
+    prefix: &str,
+    flags: &[&str],
+    example_name: &str,
+    args: &[&str],
+) -> (Sup, String, ProgramGuard) {
+    let name = unique(prefix);
+    let guard = ProgramGuard(name.clone());
+    let program = example(example_name);
+    let mut sup = Sup::start_with(&[], |cmd, dir| {
+        no_core_dumps(cmd);
+        cmd.arg("--admin")
+            .arg(dir.join("ctl.sock"))
+            .args(["--name", &name])
+            .args(flags)
+            .arg("--")
+            .arg(&program)
+            .args(args.iter().map(|a| match a.strip_prefix("@/") {
+                Some(file) => dir.join(file).into_os_string(),
+                None => a.into(),
+            }));
+    });
+    sup.program = Some(name.clone());
+    (sup, name, guard)
+}
+
+/// Starts `cmd` with RLIMIT_CORE 0, which its children inherit: a supervisor or worker killed by
+/// QUIT, ABRT, SYS, XCPU or XFSZ leaves no core file in the working directory.
+pub fn no_core_dumps(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls setrlimit, a plain system call (async-signal-safe), on a
+    // local value.
+    unsafe {
+        cmd.pre_exec(|| {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &zero) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The one-letter state of a process (`R`, `S`, `T`, `Z`, ...), if it exists.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The status an `exited` event describes, as a shell reports it: the code, or 128+signal.
+pub fn shell_status(exited: &Value) -> Option<i32> {
+    let n = |k: &str| exited[k].as_i64().and_then(|v| i32::try_from(v).ok());
+    n("code").or_else(|| n("signal").map(|s| 128 + s))
+}
+
+/// The lines of a `sigcount --log` file: (pid, role, signal name).
+pub fn sigcount_log(path: &Path) -> Vec<(i32, String, String)> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pid = f.next()?.parse().ok()?;
+            Some((pid, f.next()?.to_owned(), f.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// How many times `pid` recorded `signal` (a sigcount name: `TERM`, `RTMIN+3`) in `path`.
+pub fn times_received(path: &Path, pid: i32, signal: &str) -> usize {
+    sigcount_log(path)
+        .iter()
+        .filter(|(p, _, s)| *p == pid && s == signal)
+        .count()
 }
 
 /// Runs `supervise --admin SOCKET ARGS` (a control-socket client): success, and stdout on
@@ -314,6 +443,21 @@ pub fn ctl(socket: &Path, args: &[&str]) -> (bool, String) {
     })
     .into_owned();
     (out.status.success(), text)
+}
+
+/// Runs `supervise --admin SOCKET ARGS`: the exit code, stdout and stderr.
+pub fn ctl_output(socket: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(supervise_bin())
+        .arg("--admin")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run client");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `supervise status --json` against `socket`: one object per worker instance.
