@@ -4,16 +4,28 @@
 //! # Theory of operation
 //! The binary parses flags or a config into a [`plan::Plan`]. The engine ([`engine`]) runs on a
 //! single-threaded tokio runtime on the main thread: workers are forked from that thread only, so
-//! `PR_SET_PDEATHSIG` stays armed for the supervisor's whole life. Each worker instance is a local
-//! task ([`worker`]) that spawns the process ([`spawn`]), samples its whole process tree from /proc
-//! ([`probe`]), asks the pure [`policy`] what to do, and reports what happened as [`events`].
-//! Exit statuses come from one reaper that calls `waitpid(-1)` on SIGCHLD: the supervisor is a
-//! child subreaper, so orphans of its workers are reparented to it, attributed back to their worker
-//! and reaped.
+//! `PR_SET_PDEATHSIG` stays armed for the supervisor's whole life.
+//!
+//! Each worker instance is a local task ([`worker`]) that carries out what the instance's pure
+//! state machine ([`lifecycle`]) decides: spawn ([`spawn`]), ask to stop (`Shutdown` over the
+//! channel), signal, kill, report, wait. It feeds the machine every input — the engine's
+//! commands, the process's exit, each sample's verdict, timers — so no command is ever read and
+//! dropped. While a process runs, the task samples its whole tree from /proc ([`probe`]), reads
+//! its shared-memory segment and its channel ([`channel`], [`session`]), and asks the pure
+//! policies ([`policy`], [`leak`], [`crosscheck`]) what the samples mean. What happened goes out
+//! as [`events`]; what is known about each instance is the [`status`] model that the control
+//! socket ([`admin`]), `top`, the metrics and the history read.
+//!
+//! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
+//! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed
+//! back to their worker ([`orphans`]) and reaped. Every other signal the supervisor handles is
+//! read from a signalfd ([`signals`]): stop, reload, or forward to the workers. A lifeline
+//! process ([`lifeline`]) kills what the death signal cannot reach if the supervisor is
+//! SIGKILLed.
 //!
 //! # Caveats
-//! Linux only. The channel and shared-memory segment of the design are not built yet: workers are
-//! supervised from /proc alone.
+//! Linux only. A process forked after the last look at a tree before the supervisor is
+//! SIGKILLed can escape the lifeline. Workers run as the supervisor's user.
 
 pub mod admin;
 pub mod alert;

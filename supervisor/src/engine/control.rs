@@ -68,11 +68,6 @@ impl Engine {
         if !self.known(program) && !self.slots.values().any(|s| s.spec.name == program) {
             return error(format!("no program named {program}"));
         }
-        if self.held.contains(program) {
-            return error(format!(
-                "{program} is stopped (supervise stop); start it instead"
-            ));
-        }
         let target =
             |s: &&super::Slot| s.spec.name == program && instance.is_none_or(|i| i == s.instance);
         if let Some(s) = self
@@ -84,6 +79,11 @@ impl Engine {
             return error(format!(
                 "{program}/{} is stopping for good; restart refused",
                 s.instance
+            ));
+        }
+        if self.held.contains(program) {
+            return error(format!(
+                "{program} is stopped (supervise stop); start it instead"
             ));
         }
         let n = self.slots.values().filter(target).count();

@@ -80,8 +80,6 @@ pub(super) struct Incarnation {
     w: Watch,
     /// The root's exit, until it is reaped.
     exit_rx: Option<oneshot::Receiver<Exit>>,
-    /// The root's exit, once it is reaped.
-    exit: Option<Exit>,
     started: Instant,
     /// When to sample next.
     next: tokio::time::Instant,
@@ -193,21 +191,38 @@ impl Ctx {
                 snap: segment::Snapshot::default(),
             },
             exit_rx: Some(exit_rx),
-            exit: None,
             started,
             next: tokio::time::Instant::now(),
             forwarders,
         })
     }
 
-    /// The root was reaped: its pid is no longer ours to signal.
+    /// The root was reaped: its pid is no longer ours to signal. Its exit is reported now,
+    /// with its last self-report, even if what it left behind still has to be stopped.
     pub(super) fn reaped(&self, inc: &mut Option<Incarnation>, exit: Exit) {
         let Some(i) = inc else { return };
         i.exit_rx = None;
-        i.exit = Some(exit);
         i.w.tree.root_reaped();
         self.shared.pid.set(None);
         self.roots.borrow_mut().remove(&i.w.pid);
+        let w = &mut i.w;
+        // The last word from the segment, else the last good read.
+        if let Some(ipc) = w.ipc.as_ref().filter(|_| w.session.speaks()) {
+            refresh_report(ipc, &mut w.snap, &mut self.shared.report.borrow_mut());
+        }
+        let (code, signal) = match exit {
+            Exit::Code(c) => (Some(c), None),
+            Exit::Signal(s) => (None, Some(s)),
+        };
+        self.event(
+            Some(w.pid),
+            Kind::Exited {
+                code,
+                signal,
+                uptime_s: (i.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                report: self.shared.report.borrow().clone(),
+            },
+        );
     }
 
     /// While running: the next sample's verdict, or what the channel brings. `None` when there
@@ -283,10 +298,10 @@ impl Ctx {
         !i.root_unreaped() && left == 0
     }
 
-    /// The incarnation is over (its tree is gone, or given up on): drain its output, report its
-    /// exit, forget it.
+    /// The incarnation is over (its tree is gone, or given up on): carry its totals, drain its
+    /// output, forget it.
     pub(super) async fn ended(&self, inc: &mut Option<Incarnation>) {
-        let Some(mut i) = inc.take() else { return };
+        let Some(i) = inc.take() else { return };
         let left = i.w.tree.pids().filter(|&p| p != i.w.pid).count();
         if left > 0 {
             tracing::warn!(
@@ -296,16 +311,9 @@ impl Ctx {
                 "processes of the tree outlived SIGKILL (stuck in the kernel?); no longer waited for"
             );
         }
-        let w = &mut i.w;
-        // The last word from the segment, else the last good read.
-        if let Some(ipc) = w.ipc.as_ref().filter(|_| w.session.speaks()) {
-            refresh_report(ipc, &mut w.snap, &mut self.shared.report.borrow_mut());
-        }
         self.shared.counters.carry(&self.shared.current_totals());
-        self.shared.pid.set(None);
         self.shared.started.set(None);
         self.shared.members.borrow_mut().clear();
-        self.roots.borrow_mut().remove(&w.pid);
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
         let [out, err] = i.forwarders;
@@ -314,20 +322,6 @@ impl Ctx {
             let _ = err.await;
         })
         .await;
-        let Some(exit) = i.exit else { return };
-        let (code, signal) = match exit {
-            Exit::Code(c) => (Some(c), None),
-            Exit::Signal(s) => (None, Some(s)),
-        };
-        self.event(
-            Some(w.pid),
-            Kind::Exited {
-                code,
-                signal,
-                uptime_s: (i.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                report: self.shared.report.borrow().clone(),
-            },
-        );
     }
 
     /// Adds to the tree the orphans reparented to the supervisor that belong to this worker.
