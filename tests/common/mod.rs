@@ -332,17 +332,13 @@ pub fn run_example(
     example_name: &str,
     args: &[&str],
 ) -> (Sup, String, ProgramGuard) {
-    let name = unique(prefix);
-    let guard = ProgramGuard(name.clone());
-    let program = example(example_name);
-    let mut all = vec!["--name", name.as_str()];
-    all.extend_from_slice(flags);
-    all.push("--");
-    all.push(&program);
-    all.extend_from_slice(args);
-    let mut sup = Sup::start(&all);
-    sup.program = Some(name.clone());
-    (sup, name, guard)
+    run_named(prefix, example_name, |cmd, _, name, program| {
+        cmd.args(["--name", name])
+            .args(flags)
+            .arg("--")
+            .arg(program)
+            .args(args);
+    })
 }
 
 /// Like [`run_example`], with the control socket at [`Sup::socket`], and core dumps off (see
@@ -354,22 +350,32 @@ pub fn run_example_ctl(
     example_name: &str,
     args: &[&str],
 ) -> (Sup, String, ProgramGuard) {
-    let name = unique(prefix);
-    let guard = ProgramGuard(name.clone());
-    let program = example(example_name);
-    let mut sup = Sup::start_with(&[], |cmd, dir| {
+    run_named(prefix, example_name, |cmd, dir, name, program| {
         no_core_dumps(cmd);
         cmd.arg("--admin")
             .arg(dir.join("ctl.sock"))
-            .args(["--name", &name])
+            .args(["--name", name])
             .args(flags)
             .arg("--")
-            .arg(&program)
+            .arg(program)
             .args(args.iter().map(|a| match a.strip_prefix("@/") {
                 Some(file) => dir.join(file).into_os_string(),
                 None => a.into(),
             }));
-    });
+    })
+}
+
+/// Starts a supervisor of an example under a program name unique to this test; `build` adds
+/// the arguments, given the run's dir, the name and the example's path.
+fn run_named(
+    prefix: &str,
+    example_name: &str,
+    build: impl FnOnce(&mut Command, &Path, &str, &str),
+) -> (Sup, String, ProgramGuard) {
+    let name = unique(prefix);
+    let guard = ProgramGuard(name.clone());
+    let program = example(example_name);
+    let mut sup = Sup::start_with(&[], |cmd, dir| build(cmd, dir, &name, &program));
     sup.program = Some(name.clone());
     (sup, name, guard)
 }

@@ -101,8 +101,8 @@ impl Engine {
             .count();
         if sent == 0 {
             error(format!(
-                "no running instance of {program}{}",
-                instance.map_or(String::new(), |i| format!("/{i}"))
+                "no running instance of {}",
+                named(program, instance)
             ))
         } else {
             ok(format!("restarting {sent} instance(s) of {program}"))
@@ -159,8 +159,8 @@ impl Engine {
         }
         if n == 0 {
             error(format!(
-                "no running instance of {program}{}",
-                instance.map_or(String::new(), |i| format!("/{i}"))
+                "no running instance of {}",
+                named(program, instance)
             ))
         } else {
             ok(format!("sent {sig} to {n} instance(s) of {program}"))
@@ -238,6 +238,14 @@ fn deliver(s: &super::Slot, sig: Sig) -> bool {
         }
     };
     r == 0
+}
+
+/// `NAME` or `NAME/INSTANCE`, as the operator typed it.
+fn named(program: &str, instance: Option<u32>) -> String {
+    match instance {
+        Some(i) => format!("{program}/{i}"),
+        None => program.to_owned(),
+    }
 }
 
 fn ok(message: String) -> Response {
