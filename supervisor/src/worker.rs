@@ -413,6 +413,7 @@ fn rand01() -> f64 {
 }
 
 mod running;
+mod verdict;
 
 #[cfg(test)]
 mod tests {

@@ -11,17 +11,18 @@ use tokio::time::sleep_until;
 use child_sdk::proto::{self, Limits, SupervisorMsg};
 use child_sdk::segment;
 
+use super::verdict::{millis, refresh_report};
 use super::Ctx;
 use crate::channel::{self, Channel, Packet};
-use crate::crosscheck::{Claims, CrossCheck};
-use crate::events::{Kind, Reason, Report};
-use crate::leak::{LeakVerdict, LeakWatch};
+use crate::crosscheck::CrossCheck;
+use crate::events::Kind;
+use crate::leak::LeakWatch;
 use crate::lifecycle::{Input, Whom};
 use crate::logs::{Source, Stream};
 use crate::orphans;
-use crate::plan::{Measure, OnLeak};
-use crate::policy::{self, Heartbeat, MemoryVerdict, MemoryWatch, PressureWatch};
-use crate::probe::tree::{Reach, Tree, TreeSample};
+use crate::plan::Measure;
+use crate::policy::{MemoryWatch, PressureWatch};
+use crate::probe::tree::{Reach, Tree};
 use crate::reaper::Exit;
 use crate::session::{Action, Session, Welcome};
 use crate::signals::Sig;
@@ -58,21 +59,21 @@ impl Ipc {
 
 /// The state of one running incarnation between events.
 pub(super) struct Watch {
-    pid: i32,
-    tree: Tree,
-    memory: MemoryWatch,
-    pressure: PressureWatch,
+    pub(super) pid: i32,
+    pub(super) tree: Tree,
+    pub(super) memory: MemoryWatch,
+    pub(super) pressure: PressureWatch,
     /// Recent (time, bytes) samples: the growth rate for adaptive sampling is measured against
     /// the oldest one, so a worker that grows in steps is not mistaken for flat between steps.
-    recent: VecDeque<(Instant, u64)>,
-    session: Session,
-    ipc: Option<Ipc>,
+    pub(super) recent: VecDeque<(Instant, u64)>,
+    pub(super) session: Session,
+    pub(super) ipc: Option<Ipc>,
     /// A future heartbeat was reported once already.
-    implausible_heartbeat: bool,
-    cross: CrossCheck,
-    leak: Option<LeakWatch>,
+    pub(super) implausible_heartbeat: bool,
+    pub(super) cross: CrossCheck,
+    pub(super) leak: Option<LeakWatch>,
     /// The segment's last read, kept so each tick's read reuses its allocations.
-    snap: segment::Snapshot,
+    pub(super) snap: segment::Snapshot,
 }
 
 /// One running process of a worker instance and everything watched about it.
@@ -347,165 +348,6 @@ impl Ctx {
         tree
     }
 
-    /// One sample: the tree from /proc, the segment, and the policies over both. `Ok(delay)` until
-    /// the next sample, or the reason to restart now.
-    fn tick(&self, w: &mut Watch) -> Result<Duration, Reason> {
-        let pid = w.pid;
-        for p in self.shared.adopt.borrow_mut().drain(..) {
-            w.tree.adopt(p);
-        }
-        let s = w
-            .tree
-            .sample(self.spec.memory.is_some_and(|m| m.measure == Measure::Pss));
-        self.shared.last.set(Some(s));
-        {
-            let mut members = self.shared.members.borrow_mut();
-            members.clear();
-            members.extend(w.tree.pids());
-        }
-        let bytes = measured(&s);
-        if let Some(spec) = &self.spec.memory {
-            match w.memory.observe(spec, bytes) {
-                MemoryVerdict::Ok => {}
-                MemoryVerdict::Over { count } | MemoryVerdict::Restart { count } => {
-                    self.event(
-                        Some(pid),
-                        Kind::MemoryOver {
-                            bytes,
-                            limit: spec.max,
-                            measure: spec.measure.as_str(),
-                            count,
-                            of: spec.count,
-                        },
-                    );
-                    if count >= spec.count {
-                        return Err(Reason::Memory);
-                    }
-                }
-            }
-            if w.pressure.observe(spec, bytes) && w.session.speaks() {
-                self.event(
-                    Some(pid),
-                    Kind::MemoryPressure {
-                        bytes,
-                        limit: spec.max,
-                    },
-                );
-                let msg = SupervisorMsg::MemoryPressure {
-                    bytes,
-                    limit: spec.max,
-                };
-                self.send(w, &msg);
-            }
-        }
-        if let Some(policy) = &self.spec.leak {
-            let watch = w.leak.get_or_insert_with(|| LeakWatch::new(policy.spec));
-            if let LeakVerdict::Leak {
-                slope_bytes_per_s,
-                growth_over_window,
-                samples,
-            } = watch.observe(s.at, bytes)
-            {
-                self.event(
-                    Some(pid),
-                    Kind::Finding {
-                        kind: "leak",
-                        detail: "the tree's memory grows steadily at or above the leak rate".into(),
-                        numbers: [
-                            ("slope_bytes_per_s", slope_bytes_per_s.max(0.0) as u64),
-                            ("growth_over_window_bytes", growth_over_window),
-                            ("window_ms", millis(policy.spec.within)),
-                            ("samples", samples as u64),
-                        ]
-                        .into(),
-                    },
-                );
-                match policy.on_leak {
-                    OnLeak::Restart => return Err(Reason::Leak),
-                    // Warned: judge afresh from here, so the next warning needs a new window.
-                    OnLeak::Warn => w.leak = None,
-                }
-            }
-        }
-        let mut claims = Claims {
-            heap: None,
-            ready: w.session.ready,
-        };
-        if let Some(ipc) = &w.ipc {
-            if w.session.speaks() {
-                let mut report = self.shared.report.borrow_mut();
-                if let Some(heap_reported) = refresh_report(ipc, &mut w.snap, &mut report) {
-                    claims.heap = heap_reported
-                        .then(|| report.as_ref().map(|r| r.heap_bytes))
-                        .flatten();
-                }
-            }
-            let stamp = ipc.segment.heartbeat_ns();
-            match policy::heartbeat(
-                monotonic_ns(),
-                stamp,
-                self.spec.heartbeat.map(|h| h.timeout),
-            ) {
-                Heartbeat::Unwatched | Heartbeat::Fresh { .. } => {}
-                Heartbeat::Stale { age } => {
-                    let timeout = self.spec.heartbeat.map(|h| h.timeout).unwrap_or_default();
-                    self.event(
-                        Some(pid),
-                        Kind::Finding {
-                            kind: "hung",
-                            detail: "the heartbeat stopped while the process is alive".into(),
-                            numbers: [
-                                ("heartbeat_age_ms", millis(age)),
-                                ("timeout_ms", millis(timeout)),
-                            ]
-                            .into(),
-                        },
-                    );
-                    return Err(Reason::Hung);
-                }
-                Heartbeat::Future { ahead } => {
-                    if !w.implausible_heartbeat {
-                        w.implausible_heartbeat = true;
-                        self.event(
-                            Some(pid),
-                            Kind::Finding {
-                                kind: "implausible_report",
-                                detail: "heartbeat stamp ahead of the clock".into(),
-                                numbers: [("ahead_ms", millis(ahead))].into(),
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        for f in w.cross.observe(&s, claims) {
-            self.event(
-                Some(pid),
-                Kind::Finding {
-                    kind: f.kind,
-                    detail: f.detail,
-                    numbers: f.numbers,
-                },
-            );
-        }
-        while w
-            .recent
-            .front()
-            .is_some_and(|&(t, _)| s.at.duration_since(t) > 2 * self.sample_every)
-        {
-            w.recent.pop_front();
-        }
-        let limit = self.spec.memory.map(|m| m.max);
-        let delay = policy::next_sample(
-            self.sample_every,
-            limit,
-            w.recent.front().copied(),
-            (s.at, bytes),
-        );
-        w.recent.push_back((s.at, bytes));
-        Ok(delay)
-    }
-
     /// Carries out what the session decided about a packet.
     fn act(&self, w: &mut Watch, actions: Vec<Action>) {
         for a in actions {
@@ -529,7 +371,7 @@ impl Ctx {
     }
 
     /// Sends without waiting: a worker that does not read its channel loses the message.
-    fn send(&self, w: &Watch, msg: &SupervisorMsg) {
+    pub(super) fn send(&self, w: &Watch, msg: &SupervisorMsg) {
         let Some(ipc) = &w.ipc else { return };
         match proto::encode_vec(msg) {
             Ok(bytes) => {
@@ -555,85 +397,10 @@ impl Ctx {
     }
 }
 
-/// Reads the segment into `snap` (reused: no allocation per tick) and brings `report` up to date
-/// from it, rebuilding its maps only when the set of metric names changed. Returns whether the
-/// heap figures are really published (the worker installed the SDK's counting allocator), or
-/// `None` if the segment does not validate (a scribbling worker), leaving `report` as it was.
-fn refresh_report(
-    ipc: &Ipc,
-    snap: &mut segment::Snapshot,
-    report: &mut Option<Report>,
-) -> Option<bool> {
-    ipc.segment.read_into(snap).ok()?;
-    let r = report.get_or_insert_with(|| Report {
-        heap_bytes: 0,
-        heap_peak: 0,
-        allocations: 0,
-        requests: 0,
-        errors: 0,
-        in_flight: 0,
-        metrics: std::collections::BTreeMap::new(),
-        gauges: std::collections::BTreeSet::new(),
-        heartbeat_age_ms: None,
-    });
-    r.heap_bytes = snap.heap_bytes;
-    r.heap_peak = snap.heap_peak;
-    r.allocations = snap.allocations;
-    r.requests = snap.requests;
-    r.errors = snap.errors;
-    r.in_flight = snap.in_flight;
-    r.heartbeat_age_ms = (snap.heartbeat_ns != 0)
-        .then(|| monotonic_ns().saturating_sub(snap.heartbeat_ns) / 1_000_000);
-    let same_names = r.metrics.len() == snap.metrics.len()
-        && snap.metrics.iter().all(|m| r.metrics.contains_key(&m.name));
-    if same_names {
-        for m in &snap.metrics {
-            if let Some(v) = r.metrics.get_mut(&m.name) {
-                *v = m.value;
-            }
-        }
-    } else {
-        r.metrics = snap
-            .metrics
-            .iter()
-            .map(|m| (m.name.clone(), m.value))
-            .collect();
-    }
-    if !same_names {
-        r.gauges = snap
-            .metrics
-            .iter()
-            .filter(|m| m.kind == segment::MetricKind::Gauge)
-            .map(|m| m.name.clone())
-            .collect();
-    }
-    Some(snap.heap_reported())
-}
-
 /// The next packet of the channel, if there is one.
 async fn recv(ipc: &mut Option<Ipc>) -> std::io::Result<Packet<'_>> {
     match ipc {
         Some(ipc) => ipc.channel.recv().await,
         None => std::future::pending().await,
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock the SDK stamps heartbeats with.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// The figure compared with the limit.
-fn measured(s: &TreeSample) -> u64 {
-    s.pss.unwrap_or(s.rss)
 }
