@@ -16,6 +16,9 @@
 //! - `--ignore-shutdown`: keep running after a `Shutdown` request.
 //! - `--ignore-signals`: set TERM, INT, QUIT, HUP, ABRT, USR1 and USR2 to SIG_IGN at start, so
 //!   that none of them ends it (a hung worker that outlives its heartbeat signal).
+//! - `--events-on-shutdown N`: once asked to stop, send N events (`draining N`) over the channel,
+//!   one after the other with blocking sends, before leaving: a worker that says a lot while it
+//!   winds down.
 //! - `--ready-after MS`: say `Ready` after this long (default 0).
 //! - `--raw-echo`: skip the SDK; send every packet that arrives on fd 3 straight back, unread.
 //!   The floor the channel benchmark compares the SDK's ping/pong with.
@@ -45,6 +48,8 @@ struct Args {
     ignore_shutdown: bool,
     #[arg(long)]
     ignore_signals: bool,
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    events_on_shutdown: u32,
     #[arg(long, value_name = "MS", default_value_t = 0)]
     ready_after: u64,
     #[arg(long)]
@@ -154,6 +159,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             if c.shutdown_requested() && !args.ignore_shutdown {
+                for n in 0..args.events_on_shutdown {
+                    c.event(child_sdk::proto::Level::Info, &format!("draining {n}"))?;
+                }
                 println!("sdk_worker shutdown");
                 return Ok(());
             }

@@ -55,6 +55,26 @@ fn counters_are_read_back_and_shutdown_is_honoured() {
 }
 
 #[test]
+fn a_worker_that_says_a_lot_while_it_stops_is_heard_out() {
+    // The channel holds only a few packets: a supervisor that stopped reading it during the stop
+    // would leave the worker blocked in send(2) until the grace ran out and SIGKILL came.
+    let (mut sup, _name, _guard) = run_example(
+        "drain",
+        &["--grace", "20s"],
+        "sdk_worker",
+        &["--events-on-shutdown", "200"],
+    );
+    sup.wait_event("ready", Duration::from_secs(10));
+    sup.signal(libc::SIGTERM);
+    let status = sup.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", sup.dump());
+    assert!(sup.of("killed").is_empty(), "{}", sup.dump());
+    let said = sup.of("worker_event");
+    assert_eq!(said.len(), 200, "{}", sup.dump());
+    assert_eq!(said[199]["text"], "draining 199");
+}
+
+#[test]
 fn a_stale_heartbeat_is_hung_and_restarted() {
     let (sup, _name, _guard) = run_example(
         "hang",

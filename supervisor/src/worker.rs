@@ -331,6 +331,8 @@ impl Ctx {
         let deadline = life.deadline().map(tokio::time::Instant::from_std);
         let stopping = life.is_stopping();
         let running = life.status() == Phase::Running;
+        // Kept across turns of the loop: a worker's packets must not put off the next look.
+        let mut next_poll = tokio::time::Instant::now() + STOP_POLL;
         loop {
             let (exit_rx, watched) = running::parts(inc);
             tokio::select! {
@@ -344,12 +346,13 @@ impl Ctx {
                     return Input::Exited(exit);
                 }
                 () = sleep_until_opt(deadline) => return Input::Timer,
-                input = self.watch(watched), if running => {
+                input = self.watch(watched, running), if running || stopping => {
                     if let Some(input) = input {
                         return input;
                     }
                 }
-                () = tokio::time::sleep(STOP_POLL), if stopping => {
+                () = tokio::time::sleep_until(next_poll), if stopping => {
+                    next_poll += STOP_POLL;
                     if let Some(i) = inc.as_mut() {
                         if self.poll_stop(i) {
                             self.ended(inc).await;

@@ -226,18 +226,21 @@ impl Ctx {
         );
     }
 
-    /// While running: the next sample's verdict, or what the channel brings. `None` when there
-    /// is nothing for the lifecycle (a sample that found nothing wrong, a packet handled).
+    /// While running: the next sample's verdict (with `sample`), or what the channel brings
+    /// (read during a stop too, so a worker saying goodbye never blocks on a full queue). `None`
+    /// when there is nothing for the lifecycle (a sample that found nothing wrong, a packet
+    /// handled).
     pub(super) async fn watch(
         &self,
         parts: Option<(&mut Watch, &mut tokio::time::Instant)>,
+        sample: bool,
     ) -> Option<Input> {
         let Some((w, next)) = parts else {
             return std::future::pending().await;
         };
         let listening = w.ipc.is_some();
         tokio::select! {
-            () = sleep_until(*next) => match self.tick(w) {
+            () = sleep_until(*next), if sample => match self.tick(w) {
                 Ok(delay) if delay < self.sample_every => {
                     *next = tokio::time::Instant::now() + delay;
                     None
@@ -265,6 +268,8 @@ impl Ctx {
                 let speaks = self.shared.speaks.get();
                 (speaks != spoke).then_some(Input::Speaks(speaks))
             }
+            // Neither sampling nor a channel to read: nothing will come from here.
+            else => std::future::pending().await,
         }
     }
 
@@ -359,14 +364,23 @@ impl Ctx {
                     }
                     self.event(Some(w.pid), kind);
                 }
-                Action::Close => w.ipc = None,
+                Action::Close => self.close(w),
             }
         }
-        self.shared.speaks.set(w.session.speaks());
         if w.session.closed() {
-            // The worker closed its end (or broke the protocol): /proc alone from now on. The
-            // segment's mapping goes with it; nothing more is read from it.
-            w.ipc = None;
+            self.close(w);
+        }
+        self.shared.speaks.set(w.session.speaks());
+    }
+
+    /// The worker closed its end (or broke the protocol): /proc alone from now on. The segment's
+    /// mapping goes with the channel, after a last look at what a worker that spoke the protocol
+    /// published there (a worker closes its channel as it exits).
+    fn close(&self, w: &mut Watch) {
+        if let Some(ipc) = w.ipc.take() {
+            if self.shared.speaks.get() {
+                refresh_report(&ipc, &mut w.snap, &mut self.shared.report.borrow_mut());
+            }
         }
     }
 
