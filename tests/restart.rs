@@ -101,9 +101,11 @@ fn always_restarts_a_clean_exit() {
         "crasher",
         &["--code", "0", "--after", "10"],
     );
-    sup.wait_exit(Duration::from_secs(20));
+    let status = sup.wait_exit(Duration::from_secs(20));
     assert_eq!(sup.of("started").len(), 3, "{}", sup.dump());
     assert!(sup.of("restarting").iter().all(|e| e["delay_ms"] == 0));
+    // The program exited 0 every time, yet supervise gave up on it: that is no success.
+    assert_eq!(status.code(), Some(1), "{}", sup.dump());
 }
 
 #[test]

@@ -265,9 +265,10 @@ impl Engine {
 
     fn exit_code(&self) -> i32 {
         if self.any_fatal {
-            // As tini: the program's own status, so a wrapper is invisible to whoever reads it.
-            return match self.fatal_exit {
-                Some(exit) if self.plan.single => exit.as_shell_code(),
+            // As tini: the program's own status, so a wrapper is invisible to whoever reads it;
+            // but giving up is never a success, even on a program that kept exiting 0.
+            return match self.fatal_exit.map(crate::reaper::Exit::as_shell_code) {
+                Some(code) if self.plan.single && code != 0 => code,
                 _ => EXIT_FATAL,
             };
         }
