@@ -60,3 +60,35 @@ fn unreadable_file() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("/nonexistent/supervise.toml: cannot read config"));
 }
+
+#[test]
+fn replicas_beyond_the_bound() {
+    fails_with(
+        "[program.a]\ncommand = [\"touch\", \"MARKER\"]\nreplicas = 100000\n",
+        "3: program.a.replicas: must be between 1 and 10000, got 100000",
+    );
+}
+
+#[test]
+fn replicas_beyond_the_open_files_limit() {
+    // 30 one-process instances need about 364 open files in the supervisor: more than 256.
+    let (path, stderr) = common::refused_with(
+        "[program.small]\ncommand = [\"touch\", \"MARKER\"]\n\
+         [program.big]\ncommand = [\"touch\", \"MARKER\"]\nreplicas = 29\n",
+        |cmd| common::open_files_limit(cmd, 256, 256),
+    );
+    let want = format!("{path}:3: program.big.replicas: 30 instances need about 364 open files");
+    assert!(stderr.contains(&want), "expected {want:?} in {stderr:?}");
+    assert!(stderr.contains("limit of 256"), "{stderr}");
+    // Single-command mode: the flag is named, and nothing runs either.
+    let mut cmd = std::process::Command::new(supervise_bin());
+    cmd.args(["--replicas", "30", "--", "true"]);
+    common::open_files_limit(&mut cmd, 256, 256);
+    let out = cmd.output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--replicas: 30 instances need about 364 open files"),
+        "{stderr}"
+    );
+}

@@ -236,6 +236,49 @@ pub struct MemorySpec {
     pub warn_at: Option<f64>,
 }
 
+/// Most replicas of one program: beyond this, starting (and stopping) them all takes longer than
+/// an operator waits, and the supervisor's own memory grows past what it is for.
+pub const MAX_REPLICAS: u32 = 10_000;
+/// Open files the supervisor holds for one running instance whose tree is one process: two
+/// output pipes, the channel, the segment, the kept-open /proc files and a pidfd (measured: 10).
+/// Each further process of a tree takes about 6 more.
+pub const FDS_PER_INSTANCE: u64 = 10;
+/// Open files the supervisor holds for itself (control socket, signalfd, epoll, logs, /proc).
+pub const FDS_BASE: u64 = 64;
+
+/// Whether `instances` one-process trees fit in `limit` open files (the hard `RLIMIT_NOFILE`,
+/// which the supervisor raises its own soft limit to). `Err` says what they need.
+pub fn fd_budget(instances: u64, limit: u64) -> Result<(), String> {
+    let need = instances
+        .saturating_mul(FDS_PER_INSTANCE)
+        .saturating_add(FDS_BASE);
+    if need <= limit {
+        Ok(())
+    } else {
+        Err(format!(
+            "{instances} instances need about {need} open files in the supervisor, more than its \
+             limit of {limit} (ulimit -Hn): raise the limit or run fewer replicas"
+        ))
+    }
+}
+
+/// The hard limit on open files (`u64::MAX` when unlimited or unknown).
+#[must_use]
+pub fn nofile_limit() -> u64 {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) if hard != libc::RLIM_INFINITY => hard,
+        _ => u64::MAX,
+    }
+}
+
+fn check_replicas(n: u32) -> Result<u32, String> {
+    if (1..=MAX_REPLICAS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between 1 and {MAX_REPLICAS}, got {n}"))
+    }
+}
+
 pub const DEFAULT_MEMORY_FOR: u32 = 3;
 pub const DEFAULT_HYSTERESIS: f64 = 0.05;
 pub const DEFAULT_SAMPLE_EVERY: Duration = Duration::from_secs(1);

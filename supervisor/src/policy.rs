@@ -92,13 +92,25 @@ impl Rules<'_> {
     }
 }
 
-/// `first * factor^n`, capped at `max`, then spread by `±jitter` (never above `max`).
+/// `first * factor^n`, capped at `max`, then spread by `±jitter` (never above `max`). Saturating:
+/// however many restarts `n` counts, a zero `first` stays zero and a growing delay stops at `max`
+/// (computed in logarithms, so `factor^n` never overflows to infinity, nor `0 × ∞` to NaN).
 #[must_use]
 pub fn backoff_delay(b: &Backoff, n: u32, rand01: f64) -> Duration {
-    let base = b.first.as_secs_f64() * b.factor.powi(i32::try_from(n).unwrap_or(i32::MAX));
-    let capped = base.min(b.max.as_secs_f64());
-    let spread = 1.0 + b.jitter * (2.0 * rand01.clamp(0.0, 1.0) - 1.0);
-    Duration::from_secs_f64((capped * spread).clamp(0.0, b.max.as_secs_f64()))
+    let first = b.first.as_secs_f64();
+    let max = b.max.as_secs_f64();
+    if first <= 0.0 || max <= 0.0 {
+        return Duration::ZERO;
+    }
+    let log = first.ln() + f64::from(n) * b.factor.max(1.0).ln();
+    let capped = if log >= max.ln() { max } else { log.exp() };
+    let spread = 1.0 + b.jitter.clamp(0.0, 1.0) * (2.0 * rand01.clamp(0.0, 1.0) - 1.0);
+    let secs = (capped * spread).clamp(0.0, max);
+    if secs.is_finite() {
+        Duration::try_from_secs_f64(secs).map_or(b.max, |d| d.min(b.max))
+    } else {
+        b.max
+    }
 }
 
 /// Memory verdict for one sample.

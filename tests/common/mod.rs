@@ -400,6 +400,37 @@ pub fn no_core_dumps(cmd: &mut Command) {
     }
 }
 
+/// Starts `cmd` with `RLIMIT_NOFILE` set to `soft`/`hard` (lowering needs no privilege; raising
+/// the hard limit needs root).
+pub fn open_files_limit(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls setrlimit, a plain system call (async-signal-safe), on a
+    // local value.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// This process's `RLIMIT_NOFILE` as (soft, hard).
+pub fn open_files() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (lim.rlim_cur, lim.rlim_max)
+}
+
 /// The one-letter state of a process (`R`, `S`, `T`, `Z`, ...), if it exists.
 pub fn proc_state(pid: i32) -> Option<char> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -479,16 +510,20 @@ pub fn status_json(socket: &Path) -> Vec<Value> {
 /// exit code 2 and that no program ran (a `MARKER` in the config becomes a file that a spawned
 /// `touch` would create), and returns the config's path as the messages name it, and stderr.
 pub fn refused(config: &str) -> (String, String) {
+    refused_with(config, |_| {})
+}
+
+/// Like [`refused`], letting the caller adjust the command first (limits, environment).
+pub fn refused_with(config: &str, adjust: impl FnOnce(&mut Command)) -> (String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
     let marker = dir.path().join("ran");
     let config = config.replace("MARKER", marker.to_str().expect("utf-8"));
     fs::write(&path, config).expect("write");
-    let out = Command::new(supervise_bin())
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let mut cmd = Command::new(supervise_bin());
+    cmd.arg("-c").arg(&path);
+    adjust(&mut cmd);
+    let out = cmd.output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!marker.exists(), "something was spawned");

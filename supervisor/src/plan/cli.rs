@@ -7,11 +7,12 @@ use std::time::Duration;
 use crate::signals::Sig;
 
 use super::{
-    check_history_max, check_name, check_sample_every, check_warn_at, load_config, parse_duration,
-    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
-    LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode,
-    StopMode, StopSpec, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
-    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    check_history_max, check_name, check_replicas, check_sample_every, check_warn_at, fd_budget,
+    load_config, nofile_limit, parse_duration, parse_signal, parse_size, Backoff, EventsTarget,
+    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan,
+    PlanError, ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HISTORY_MAX,
+    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
+    DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -293,6 +294,9 @@ impl Cli {
                 .unwrap_or_else(|| "worker".to_owned()),
         };
         check_name(&name).map_err(|m| PlanError::flag("--name", m))?;
+        check_replicas(self.replicas.get()).map_err(|m| PlanError::flag("--replicas", m))?;
+        fd_budget(u64::from(self.replicas.get()), nofile_limit())
+            .map_err(|m| PlanError::flag("--replicas", m))?;
         if self.backoff_max < self.backoff_first {
             return Err(PlanError::flag(
                 "--backoff-max",

@@ -10,12 +10,13 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
-    check_factor, check_history_max, check_jitter, check_name, check_sample_every, check_warn_at,
-    parse_duration, parse_metrics_addr, parse_signal, parse_size, Backoff, EventsTarget,
-    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy,
-    OnLeak, OnViolation, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
-    DEFAULT_HEARTBEAT_GRACE, DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS,
-    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    check_factor, check_history_max, check_jitter, check_name, check_replicas, check_sample_every,
+    check_warn_at, fd_budget, nofile_limit, parse_duration, parse_metrics_addr, parse_signal,
+    parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec,
+    Measure, MemorySpec, NetPolicy, OnLeak, OnViolation, Plan, PlanError, ProgramSpec, RestartMode,
+    StopMode, StopSpec, DEFAULT_HEARTBEAT_GRACE, DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX,
+    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
+    DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
 };
 
 #[derive(Debug, Deserialize)]
@@ -111,8 +112,8 @@ struct RawProgram {
     cwd: Option<PathBuf>,
     #[serde(default)]
     env: BTreeMap<String, String>,
-    #[serde(default = "one")]
-    replicas: NonZeroU32,
+    #[serde(default)]
+    replicas: Replicas,
     #[serde(default)]
     restart: Option<RestartMode>,
     #[serde(default)]
@@ -129,8 +130,25 @@ struct RawProgram {
     net: Option<RawNet>,
 }
 
-fn one() -> NonZeroU32 {
-    NonZeroU32::MIN
+/// A replica count, 1 to [`MAX_REPLICAS`].
+#[derive(Debug, Clone, Copy)]
+struct Replicas(u32);
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Replicas {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        u32::try_from(n)
+            .map_err(|_| format!("must be between 1 and {MAX_REPLICAS}, got {n}"))
+            .and_then(check_replicas)
+            .map(Replicas)
+            .map_err(de::Error::custom)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -499,7 +517,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             command: command.0,
             cwd: p.cwd,
             env: p.env.into_iter().collect(),
-            replicas: p.replicas.get(),
+            replicas: p.replicas.0,
             restart: p.restart.unwrap_or(RestartMode::OnFailure),
             backoff,
             intensity,
@@ -513,6 +531,17 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             leak,
             net,
         });
+    }
+    // Every instance costs the supervisor open files: a config that cannot all run is refused
+    // now, not half-way through starting it.
+    let instances: u64 = programs.iter().map(|p| u64::from(p.replicas)).sum();
+    if let Err(m) = fd_budget(instances, nofile_limit()) {
+        let big = programs.iter().max_by_key(|p| p.replicas);
+        return Err(at(
+            big.and_then(|p| program_line(src, &p.name)),
+            big.map_or_else(String::new, |p| format!("program.{}.replicas", p.name)),
+            m,
+        ));
     }
     let log = raw.log.map(|l| LogSpec {
         dir: l.dir,

@@ -498,3 +498,34 @@ fn report_subcommand_parses() {
         "-o is required"
     );
 }
+
+#[test]
+fn replicas_are_bounded() {
+    for (src, want) in [
+        ("replicas = 0\n", "must be between 1 and 10000, got 0"),
+        (
+            "replicas = 10001\n",
+            "must be between 1 and 10000, got 10001",
+        ),
+        ("replicas = -3\n", "must be between 1 and 10000, got -3"),
+    ] {
+        let e = err(&format!("[program.a]\ncommand = [\"x\"]\n{src}"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(3), "program.a.replicas"),
+            "{e}"
+        );
+        assert!(e.message.contains(want), "{e}");
+    }
+    let e = cli(&["supervise", "--replicas", "10001", "--", "x"]).expect_err("too many");
+    assert_eq!(e.key, "--replicas");
+}
+
+#[test]
+fn fd_budget_counts_every_instance() {
+    assert!(fd_budget(96, 1024).is_ok());
+    let e = fd_budget(97, 1024).expect_err("over");
+    assert!(e.contains("97 instances need about 1034 open files"), "{e}");
+    assert!(fd_budget(u64::MAX, u64::MAX).is_ok());
+    assert!(fd_budget(u64::MAX, 1 << 40).is_err());
+}

@@ -411,3 +411,55 @@ fn pressure_warns_once_per_crossing() {
         "no warn_at, no warning"
     );
 }
+
+proptest::proptest! {
+    /// However many restarts, however steep the factor: a zero first delay stays zero, a delay
+    /// never exceeds `max`, and without jitter it never shrinks as restarts add up.
+    #[test]
+    fn backoff_saturates(
+        n in 0u32..=1_000_000,
+        factor in 1.0f64..=100.0,
+        first_ms in 0u64..=60_000,
+        extra_ms in 0u64..=3_600_000,
+        jitter in 0.0f64..=1.0,
+        rand in 0.0f64..1.0,
+    ) {
+        let b = Backoff {
+            first: Duration::from_millis(first_ms),
+            max: Duration::from_millis(first_ms + extra_ms),
+            factor,
+            jitter,
+        };
+        let d = backoff_delay(&b, n, rand);
+        proptest::prop_assert!(d <= b.max);
+        if first_ms == 0 {
+            proptest::prop_assert_eq!(d, Duration::ZERO);
+        }
+        let steady = Backoff { jitter: 0.0, ..b };
+        let (now, next) = (backoff_delay(&steady, n, rand), backoff_delay(&steady, n.saturating_add(1), rand));
+        // Rounding of exp(ln(...)) may wobble by a few nanoseconds, never more.
+        proptest::prop_assert!(next + Duration::from_nanos(64) >= now, "{now:?} then {next:?}");
+    }
+}
+
+#[test]
+fn zero_backoff_stays_zero_after_any_number_of_restarts() {
+    let b = Backoff {
+        first: Duration::ZERO,
+        ..Backoff::default()
+    };
+    for n in [0, 1, 1023, 1024, 1025, 100_000, u32::MAX] {
+        assert_eq!(backoff_delay(&b, n, 0.5), Duration::ZERO, "{n}");
+    }
+    let b = Backoff::default();
+    for n in [30, 1024, 1025, u32::MAX] {
+        let d = backoff_delay(&b, n, 0.5);
+        assert_eq!(d, b.max, "{n}");
+    }
+    // A huge max does not overflow the conversion either.
+    let b = Backoff {
+        max: Duration::from_secs(u64::MAX),
+        ..Backoff::default()
+    };
+    assert!(backoff_delay(&b, u32::MAX, 0.99) <= b.max);
+}
