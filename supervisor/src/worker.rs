@@ -331,6 +331,17 @@ impl Ctx {
         let deadline = life.deadline().map(tokio::time::Instant::from_std);
         let stopping = life.is_stopping();
         let running = life.status() == Phase::Running;
+        // The first look at a tree being stopped is at once, without a timer (tokio rounds even
+        // a zero-length sleep up to its next 1 ms tick): a root that just exited may have left
+        // nothing behind, and the next start must not wait for a poll.
+        if stopping {
+            if let Some(i) = inc.as_mut() {
+                if self.poll_stop(i) {
+                    self.ended(inc).await;
+                    return Input::TreeGone;
+                }
+            }
+        }
         // Kept across turns of the loop: a worker's packets must not put off the next look.
         let mut next_poll = tokio::time::Instant::now() + STOP_POLL;
         loop {
