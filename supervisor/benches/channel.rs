@@ -191,6 +191,9 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         stop: StopSpec::default(),
         memory: None,
         heartbeat: None,
+        ready: None,
+        health: None,
+        after: Vec::new(),
         leak: None,
         net: None,
     };
@@ -199,7 +202,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         channel: theirs,
         segment,
     };
-    let spawned = spawn(&spec, 0, Some(&inherit)).expect("spawn sdk_worker");
+    let spawned = spawn(&spec, 0, Some(&inherit), None).expect("spawn sdk_worker");
     // The parent must not keep the child's ends: the child alone holds them from now on.
     drop(inherit);
     let child = Child {

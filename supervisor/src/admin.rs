@@ -232,7 +232,9 @@ pub fn table(workers: &[WorkerStatus]) -> String {
             beyond[1],
             beyond[2],
             beyond[3],
-            w.findings.join(","),
+            w.waiting_for
+                .as_ref()
+                .map_or_else(|| w.findings.join(","), |x| format!("waiting for {x}")),
         );
     }
     out

@@ -73,11 +73,13 @@ struct Engine {
     alerter: Option<Arc<crate::alert::Alerter>>,
     /// Where the orphan scan reads our children each tick.
     main_children: orphans::MainChildren,
+    /// Programs not started yet because what they start after is not up.
+    waiting: std::collections::BTreeMap<String, Rc<ProgramSpec>>,
+    /// On a stop of everything: programs left running until what depends on them is gone.
+    stop_later: std::collections::BTreeSet<String>,
+    /// The command that stop sends.
+    stop_cmd: Command,
 }
-
-/// An SDK worker that has not said hello this long after it started is taken as not speaking the
-/// protocol, and ready when running (for `/readyz`).
-const HELLO_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the plan to its end and returns the process exit code.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
@@ -123,6 +125,9 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             history: None,
             alerter: engine_alerter,
             main_children: orphans::MainChildren::new(),
+            waiting: std::collections::BTreeMap::new(),
+            stop_later: std::collections::BTreeSet::new(),
+            stop_cmd: Command::Stop { signal: None },
         };
         engine.main().await
     });
@@ -192,10 +197,7 @@ impl Engine {
         }
         self.resources.watch(self.plan.watch_dirs.clone());
         for spec in self.plan.programs.clone() {
-            let spec = Rc::new(spec);
-            for i in 0..spec.replicas {
-                self.start(&spec, i);
-            }
+            self.start_program(Rc::new(spec));
         }
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
         let serving = match admin::bind(&admin_path) {
@@ -216,8 +218,13 @@ impl Engine {
         // While a roll is under way, how often it looks whether its replacement is up.
         let mut roll_tick = tokio::time::interval(Duration::from_millis(50));
         roll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While programs wait for what they start after, how often that is looked at.
+        let mut order_tick = tokio::time::interval(Duration::from_millis(50));
+        order_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-        while !self.tasks.is_empty() || (!self.held.is_empty() && self.stopping == 0) {
+        while !self.tasks.is_empty()
+            || ((!self.held.is_empty() || !self.waiting.is_empty()) && self.stopping == 0)
+        {
             tokio::select! {
                 Some(call) = calls.recv() => {
                     let response = self.handle(call.request);
@@ -243,6 +250,7 @@ impl Engine {
                     }
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
+                _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
             }
         }
         // Alerts of the last events (a `fatal` that ends the run) go out before the sweep kills
@@ -342,6 +350,10 @@ impl Engine {
                 s.doomed = true;
                 let _ = s.cmds.send(Command::Stop { signal: None });
             }
+        }
+        if self.stopping > 0 {
+            // What this one started after may stop now.
+            self.advance_stop();
         }
         if let Some(next) = slot.replacement {
             if self.stopping == 0 {
@@ -451,11 +463,7 @@ impl Engine {
         for spec in &new.programs {
             let spec_rc = Rc::new(spec.clone());
             match old.get(&spec.name) {
-                None => {
-                    for i in 0..spec.replicas {
-                        self.start(&spec_rc, i);
-                    }
-                }
+                None => self.start_program(spec_rc),
                 Some(o) if o == spec => {}
                 Some(o)
                     if ProgramSpec {
@@ -521,6 +529,7 @@ fn unix_ms() -> u64 {
 }
 
 mod control;
+mod order;
 mod resources;
 mod roll;
 mod status;

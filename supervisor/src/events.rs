@@ -24,17 +24,23 @@ pub enum Reason {
     Leak,
     /// Its sockets broke the network policy (`net.on_violation = "restart" | "kill"`).
     Net,
+    /// It was not ready within its `start_timeout`.
+    NotReady,
+    /// Its health check failed `failures` times in a row.
+    Unhealthy,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (the index of [`Reason::index`]).
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Exit,
         Reason::Memory,
         Reason::Manual,
         Reason::Hung,
         Reason::Leak,
         Reason::Net,
+        Reason::NotReady,
+        Reason::Unhealthy,
     ];
 
     #[must_use]
@@ -46,6 +52,8 @@ impl Reason {
             Reason::Hung => "hung",
             Reason::Leak => "leak",
             Reason::Net => "net",
+            Reason::NotReady => "not_ready",
+            Reason::Unhealthy => "unhealthy",
         }
     }
 
@@ -95,8 +103,9 @@ pub enum Kind {
     /// A process reparented to the supervisor that no worker could claim (`program` is
     /// `supervise`, `pid` is the orphan's). It is reaped when it exits and killed at shutdown.
     Orphan,
-    /// The worker said `Ready` over the channel.
-    Ready,
+    /// The worker is ready: it said `Ready` over the channel (`by` is `sdk`), or its readiness
+    /// rule says so (`notify`, `fd`, `tcp`, `http`, `exec`).
+    Ready { by: &'static str },
     /// The worker broke the protocol; past a budget its channel is closed (`closed: true`) and it
     /// is supervised from /proc alone.
     ProtocolError {
@@ -165,7 +174,7 @@ impl Kind {
             },
             Kind::Stopped,
             Kind::Orphan,
-            Kind::Ready,
+            Kind::Ready { by: "sdk" },
             Kind::ProtocolError {
                 error: s(),
                 count: 0,
@@ -232,7 +241,7 @@ impl Kind {
             Kind::Fatal { .. } => 7,
             Kind::Stopped => 8,
             Kind::Orphan => 9,
-            Kind::Ready => 10,
+            Kind::Ready { .. } => 10,
             Kind::ProtocolError { .. } => 11,
             Kind::Finding { .. } => 12,
             Kind::WorkerEvent { .. } => 13,

@@ -30,6 +30,7 @@
 pub mod admin;
 pub mod alert;
 pub mod channel;
+pub mod checks;
 pub mod crosscheck;
 pub mod disk;
 pub mod engine;

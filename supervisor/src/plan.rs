@@ -62,6 +62,12 @@ pub struct ProgramSpec {
     pub leak: Option<LeakPolicy>,
     /// `[program.NAME.net]`: what the tree's sockets may do.
     pub net: Option<NetPolicy>,
+    /// `[program.NAME.ready]`: how the worker says it is ready (none: running is ready).
+    pub ready: Option<ReadySpec>,
+    /// `[program.NAME.health]`: a liveness check.
+    pub health: Option<HealthSpec>,
+    /// Programs that must be ready before this one starts (and stop after it).
+    pub after: Vec<String>,
 }
 
 /// A program's network policy, checked against its tree's sockets every tick.
@@ -457,9 +463,15 @@ fn check_sample_every(d: Duration) -> Result<Duration, String> {
     }
 }
 
+mod checks;
 mod cli;
 mod config;
 
+pub use checks::{
+    parse_check_flag, parse_ready_flag, Check, HealthSpec, ReadyHow, ReadySpec,
+    DEFAULT_HEALTH_EVERY, DEFAULT_HEALTH_FAILURES, DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_EVERY,
+    DEFAULT_READY_TIMEOUT,
+};
 pub use cli::{Cli, Control};
 pub use config::{load_config, parse_config};
 

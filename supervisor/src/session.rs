@@ -182,7 +182,7 @@ impl Session {
             }
             (Phase::Greeted, ChildMsg::Ready) if !self.ready => {
                 self.ready = true;
-                out.push(Action::Event(Kind::Ready));
+                out.push(Action::Event(Kind::Ready { by: "sdk" }));
             }
             (Phase::Greeted, ChildMsg::Status { text }) => self.status = Some(text),
             (Phase::Greeted, ChildMsg::Event { level, text }) => {

@@ -29,13 +29,25 @@ pub struct Inherit {
     pub segment: OwnedFd,
 }
 
+/// The write end of an s6-style readiness pipe, to be placed at fd `at` in the worker.
+#[derive(Debug)]
+pub struct ReadyPipe {
+    pub write: OwnedFd,
+    pub at: i32,
+}
+
 /// The fd numbers the worker finds them at.
 pub const CHANNEL_FD: i32 = 3;
 pub const SEGMENT_FD: i32 = 4;
 
 /// Starts one instance of `spec`. Errors are the exec's own (not found, permission denied, bad
 /// cwd), reported by std through its close-on-exec error pipe.
-pub fn spawn(spec: &ProgramSpec, instance: u32, inherit: Option<&Inherit>) -> io::Result<Spawned> {
+pub fn spawn(
+    spec: &ProgramSpec,
+    instance: u32,
+    inherit: Option<&Inherit>,
+    ready: Option<&ReadyPipe>,
+) -> io::Result<Spawned> {
     let (program, args) = spec
         .command
         .split_first()
@@ -52,11 +64,27 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, inherit: Option<&Inherit>) -> io
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    let fds = inherit.map(|i| (i.channel.as_raw_fd(), i.segment.as_raw_fd()));
-    if fds.is_some() {
+    // (our fd, the number the worker finds it at); built before the fork, only read after it.
+    let mut places: Vec<(i32, i32)> = Vec::with_capacity(3);
+    if let Some(i) = inherit {
         cmd.env(child_sdk::ENV_CONTROL_FD, CHANNEL_FD.to_string())
             .env(child_sdk::ENV_SEGMENT_FD, SEGMENT_FD.to_string());
+        places.push((i.channel.as_raw_fd(), CHANNEL_FD));
+        places.push((i.segment.as_raw_fd(), SEGMENT_FD));
     }
+    if let Some(r) = ready {
+        // Held open in the supervisor, so std's exec-error pipe can never be created at that
+        // number and then be overwritten in the child.
+        reserve_fd(r.at)?;
+        places.push((r.write.as_raw_fd(), r.at));
+    }
+    // Above every target: placing one copy can never clobber another.
+    let high = places
+        .iter()
+        .map(|&(_, at)| at + 1)
+        .max()
+        .unwrap_or(0)
+        .max(10);
     // SAFETY: getpid is async-signal-safe; it runs here in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
@@ -71,16 +99,17 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, inherit: Option<&Inherit>) -> io
             if libc::getppid() != parent {
                 return Err(io::Error::other("supervisor exited during spawn"));
             }
-            if let Some((channel, segment)) = fds {
-                // Move both above the target numbers first, so that placing one cannot clobber
-                // the other; dup2 then clears close-on-exec on the copies at 3 and 4.
-                let high_channel = libc::fcntl(channel, libc::F_DUPFD_CLOEXEC, 10);
-                let high_segment = libc::fcntl(segment, libc::F_DUPFD_CLOEXEC, 10);
-                if high_channel < 0
-                    || high_segment < 0
-                    || libc::dup2(high_channel, CHANNEL_FD) < 0
-                    || libc::dup2(high_segment, SEGMENT_FD) < 0
-                {
+            // Move every source above every target first, then dup2 each into place (which
+            // clears close-on-exec on the copy the worker keeps).
+            let mut moved = [-1i32; 3];
+            for (k, &(from, _)) in places.iter().enumerate().take(moved.len()) {
+                moved[k] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, high);
+                if moved[k] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (k, &(_, at)) in places.iter().enumerate().take(moved.len()) {
+                if libc::dup2(moved[k], at) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -111,6 +140,32 @@ pub fn become_subreaper() -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Keeps `fd` open in the supervisor (on /dev/null, close-on-exec) if nothing holds it. Never
+/// replaces an open fd (other threads open files too): `F_DUPFD_CLOEXEC` takes the lowest free
+/// number from `fd` up, so it lands on `fd` only if `fd` is free.
+fn reserve_fd(fd: i32) -> io::Result<()> {
+    // SAFETY: F_GETFD only queries the fd.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+        return Ok(());
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd, never one in use.
+    let got = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, fd) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if got != fd {
+        // Someone took `fd` meanwhile: held either way.
+        // SAFETY: `got` is the fd we just created and own.
+        unsafe { libc::close(got) };
+    }
+    // A placeholder at `fd` stays open for the supervisor's life.
+    Ok(())
 }
 
 /// Makes sure fds 0 to 4 are open (on /dev/null if they were not), so that no fd the supervisor

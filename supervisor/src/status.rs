@@ -19,17 +19,20 @@ pub enum Phase {
     Backoff,
     Stopped,
     Fatal,
+    /// Not started yet: what it starts after is not up (see `waiting_for`).
+    Waiting,
 }
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Phase::Starting,
         Phase::Running,
         Phase::Stopping,
         Phase::Backoff,
         Phase::Stopped,
         Phase::Fatal,
+        Phase::Waiting,
     ];
 
     #[must_use]
@@ -41,6 +44,7 @@ impl Phase {
             Phase::Backoff => "backoff",
             Phase::Stopped => "stopped",
             Phase::Fatal => "fatal",
+            Phase::Waiting => "waiting",
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct WorkerStatus {
     /// The tree's TCP and UDP sockets (while running, once the first dump has seen it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<NetStatus>,
+    /// For a program not started yet: what it waits for (`db/0 (not ready)`, `db (fatal)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// What the instance's processes have used and moved over the supervisor's whole life,
     /// every incarnation included: never goes backwards (the metrics' `_total` families).
     #[serde(default)]
@@ -119,6 +126,7 @@ impl WorkerStatus {
             findings: Vec::new(),
             disk: None,
             net: None,
+            waiting_for: None,
             totals: Totals::default(),
         }
     }

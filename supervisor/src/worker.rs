@@ -129,7 +129,43 @@ pub struct Shared {
     pub findings: RefCell<Vec<&'static str>>,
 }
 
+/// Where an instance stands for whoever waits for it to be up (a roll, `/readyz`, a program
+/// that starts after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Up {
+    Yes,
+    /// Running, not ready yet (by its readiness rule, or its `Ready` if it speaks the protocol).
+    NotReady,
+    No,
+}
+
+/// A worker that has not said hello this long after it started is taken as not speaking the
+/// protocol, and ready when running (it has no readiness rule).
+pub const HELLO_GRACE: Duration = Duration::from_secs(1);
+
 impl Shared {
+    /// Whether the instance is up; `rule` tells whether its program has a readiness rule (then
+    /// the rule alone decides).
+    #[must_use]
+    pub fn up(&self, rule: bool) -> Up {
+        let Some(started) = self.started.get() else {
+            return Up::No;
+        };
+        if self.phase.get() != Phase::Running {
+            return Up::No;
+        }
+        let ready = if rule || self.speaks.get() {
+            self.ready.get()
+        } else {
+            started.elapsed() >= HELLO_GRACE
+        };
+        if ready {
+            Up::Yes
+        } else {
+            Up::NotReady
+        }
+    }
+
     /// The running incarnation's own totals (zero when none runs).
     #[must_use]
     pub fn current_totals(&self) -> Totals {
@@ -426,6 +462,7 @@ fn rand01() -> f64 {
     })
 }
 
+mod ready;
 mod running;
 mod verdict;
 

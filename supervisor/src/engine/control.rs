@@ -123,9 +123,10 @@ impl Engine {
         else {
             return error(format!("no program named {program}"));
         };
-        if self.slots.values().any(|s| s.spec.name == program) {
+        if self.slots.values().any(|s| s.spec.name == program) || self.waiting.contains_key(program)
+        {
             return error(format!(
-                "{program} is running (or still stopping); stop it first"
+                "{program} is running (or still stopping, or waiting to start); stop it first"
             ));
         }
         self.held.remove(program);
@@ -133,13 +134,12 @@ impl Engine {
         // are not: they only ever grow).
         self.programs.remove(program);
         let spec = Rc::new(spec);
-        for i in 0..spec.replicas {
-            self.start(&spec, i);
+        let replicas = spec.replicas;
+        self.start_program(spec);
+        match self.waiting.get(program).and_then(|s| self.blocked_by(s)) {
+            Some(what) => ok(format!("{program} will start once {what} is up")),
+            None => ok(format!("started {replicas} instance(s) of {program}")),
         }
-        ok(format!(
-            "started {} instance(s) of {program}",
-            spec.replicas
-        ))
     }
 
     /// `signal NAME[/INSTANCE] SIG`.
@@ -201,10 +201,9 @@ impl Engine {
         };
         tracing::info!(signal = %sig, count = self.stopping, "stopping all workers");
         self.rolls.clear();
-        for s in self.slots.values_mut() {
-            s.doomed = true;
-            let _ = s.cmds.send(cmd);
-        }
+        // Dependents first, what they start after once they are gone.
+        self.stop_cmd = cmd;
+        self.stop_in_order(cmd);
         self.kill_strays(if self.stopping == 1 {
             libc::SIGTERM
         } else {

@@ -12,11 +12,10 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::{Engine, HELLO_GRACE};
+use super::Engine;
 use crate::events::{Event, Kind, Reason};
 use crate::plan::ProgramSpec;
-use crate::status::Phase;
-use crate::worker::Command;
+use crate::worker::{Command, Up};
 
 /// How long one replica has to come up before the roll stops.
 pub(super) const ROLL_WAIT: Duration = Duration::from_secs(60);
@@ -42,14 +41,6 @@ impl Roll {
             waiting: None,
         }
     }
-}
-
-/// Where the instance a roll waits for stands.
-enum Up {
-    Yes,
-    /// Running, but it speaks the protocol and has not said `Ready` yet.
-    NotReady,
-    No,
 }
 
 impl Engine {
@@ -160,25 +151,9 @@ impl Engine {
         else {
             return Up::No;
         };
-        let sh = &s.shared;
-        let Some(started) = sh.started.get().filter(|&t| t >= since) else {
-            return Up::No;
-        };
-        if sh.phase.get() != Phase::Running {
+        if s.shared.started.get().is_none_or(|t| t < since) {
             return Up::No;
         }
-        if sh.speaks.get() {
-            return if sh.ready.get() {
-                Up::Yes
-            } else {
-                Up::NotReady
-            };
-        }
-        // A worker that has not said hello by now is taken as not speaking the protocol.
-        if started.elapsed() >= HELLO_GRACE {
-            Up::Yes
-        } else {
-            Up::NotReady
-        }
+        s.shared.up(s.spec.ready.is_some())
     }
 }

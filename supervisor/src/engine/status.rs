@@ -1,8 +1,9 @@
 //! What the engine reports about its workers: the `status` snapshot and the readiness verdict.
 
-use super::{Engine, HELLO_GRACE};
+use super::Engine;
 use crate::events::Reason;
 use crate::status;
+use crate::worker::Up;
 
 impl Engine {
     /// `/readyz`: every program not stopped by an operator has all its replicas running and,
@@ -15,6 +16,10 @@ impl Engine {
             if self.held.contains(&spec.name) {
                 continue;
             }
+            if self.waiting.contains_key(&spec.name) {
+                let what = self.blocked_by(spec).unwrap_or_else(|| "its turn".into());
+                return Err(format!("{}: waiting for {what}", spec.name));
+            }
             for i in 0..spec.replicas {
                 let name = &spec.name;
                 let Some(s) = self
@@ -25,19 +30,30 @@ impl Engine {
                     return Err(format!("{name}/{i}: not running"));
                 };
                 let sh = &s.shared;
-                let phase = sh.phase.get();
-                if phase != crate::status::Phase::Running {
-                    return Err(format!("{name}/{i}: {}", phase.as_str()));
-                }
-                if sh.speaks.get() && !sh.ready.get() {
-                    return Err(format!("{name}/{i}: not ready yet"));
-                }
-                if !sh.speaks.get() && sh.started.get().is_none_or(|t| t.elapsed() < HELLO_GRACE) {
-                    return Err(format!("{name}/{i}: just started"));
+                match sh.up(s.spec.ready.is_some()) {
+                    Up::Yes => {}
+                    Up::NotReady => return Err(format!("{name}/{i}: not ready yet")),
+                    Up::No => return Err(format!("{name}/{i}: {}", sh.phase.get().as_str())),
                 }
             }
         }
         Ok(())
+    }
+
+    /// An instance with no process: what it did before still counts.
+    fn idle_status(&self, program: &str, instance: u32) -> status::WorkerStatus {
+        let counters = self.counters.get(&(program.to_owned(), instance));
+        let restarts = counters.map_or(0, |c| c.restarts.get());
+        let by = counters.map_or([0; Reason::ALL.len()], |c| c.by.get());
+        let totals = counters.map_or_else(status::Totals::default, |c| {
+            c.totals(&status::Totals::default())
+        });
+        status::WorkerStatus {
+            restarts,
+            restarts_by_reason: crate::status::restarts_by_reason(&by),
+            totals,
+            ..status::WorkerStatus::new(program, instance)
+        }
     }
 
     /// Every instance, running or not, in program and instance order.
@@ -54,7 +70,7 @@ impl Engine {
                     instance: s.instance,
                     pid: sh.pid.get(),
                     state: sh.phase.get(),
-                    ready: sh.ready.get(),
+                    ready: sh.up(s.spec.ready.is_some()) == Up::Yes,
                     uptime_s: sh
                         .started
                         .get()
@@ -89,10 +105,20 @@ impl Engine {
                     net: last
                         .and(sh.net.borrow().as_ref())
                         .map(status::NetStatus::from),
+                    waiting_for: None,
                     totals: sh.counters.totals(&sh.current_totals()),
                 }
             })
             .collect();
+        for spec in self.waiting.values() {
+            let what = self.blocked_by(spec).unwrap_or_else(|| "its turn".into());
+            out.extend((0..spec.replicas).map(|instance| {
+                let mut w = self.idle_status(&spec.name, instance);
+                w.state = crate::status::Phase::Waiting;
+                w.waiting_for = Some(what.clone());
+                w
+            }));
+        }
         for name in &self.held {
             if !out.iter().any(|w| &w.program == name) {
                 let replicas = self
@@ -101,21 +127,7 @@ impl Engine {
                     .iter()
                     .find(|p| &p.name == name)
                     .map_or(0, |p| p.replicas);
-                out.extend((0..replicas).map(|instance| {
-                    // What the instance did before it was stopped still counts.
-                    let counters = self.counters.get(&(name.clone(), instance));
-                    let restarts = counters.map_or(0, |c| c.restarts.get());
-                    let by = counters.map_or([0; Reason::ALL.len()], |c| c.by.get());
-                    let totals = counters.map_or_else(status::Totals::default, |c| {
-                        c.totals(&status::Totals::default())
-                    });
-                    status::WorkerStatus {
-                        restarts,
-                        restarts_by_reason: crate::status::restarts_by_reason(&by),
-                        totals,
-                        ..status::WorkerStatus::new(name, instance)
-                    }
-                }));
+                out.extend((0..replicas).map(|instance| self.idle_status(name, instance)));
             }
         }
         out.sort_by(|a, b| (&a.program, a.instance).cmp(&(&b.program, b.instance)));

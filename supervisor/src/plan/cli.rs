@@ -95,6 +95,18 @@ pub struct Cli {
     /// Signal sent to a hung worker's own process (a core dump or stack trace where it allows).
     #[arg(long, value_name = "SIG", default_value = "ABRT", value_parser = parse_signal)]
     pub heartbeat_signal: Sig,
+    /// How the worker says it is ready: `notify` (systemd's READY=1), `fd:N` (s6: a newline on
+    /// fd N), `tcp://HOST:PORT`, `http://HOST:PORT/PATH` or `exec:CMD ARGS` (checked every second)
+    /// [default: running is ready].
+    #[arg(long, value_name = "SPEC", value_parser = super::parse_ready_flag)]
+    pub ready: Option<super::ReadyHow>,
+    /// Restart a worker not ready this long after it started (reason `not_ready`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub start_timeout: Option<Duration>,
+    /// A liveness check while the worker runs: `tcp://HOST:PORT`, `http://HOST:PORT/PATH` or
+    /// `exec:CMD ARGS`, every 10s; 3 failures in a row restart it (reason `unhealthy`).
+    #[arg(long, value_name = "SPEC", value_parser = super::parse_check_flag)]
+    pub health: Option<super::Check>,
     /// Time a hung worker has after the heartbeat signal before its tree is SIGKILLed.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub heartbeat_grace: Duration,
@@ -205,6 +217,9 @@ const PROGRAM_FLAGS: &[&str] = &[
     "heartbeat_timeout",
     "heartbeat_signal",
     "heartbeat_grace",
+    "ready",
+    "start_timeout",
+    "health",
     "leak",
     "on_leak",
 ];
@@ -328,6 +343,9 @@ impl Cli {
                 "needs --heartbeat-timeout",
             ));
         }
+        if self.start_timeout.is_some() && self.ready.is_none() {
+            return Err(PlanError::flag("--start-timeout", "needs --ready"));
+        }
         if self.heartbeat_timeout.is_some_and(|t| t.is_zero()) {
             return Err(PlanError::flag(
                 "--heartbeat-timeout",
@@ -370,6 +388,19 @@ impl Cli {
                     on_leak: self.on_leak,
                 }),
                 net: None,
+                ready: self.ready.clone().map(|how| super::ReadySpec {
+                    how,
+                    every: super::DEFAULT_READY_EVERY,
+                    timeout: super::DEFAULT_READY_TIMEOUT,
+                    start_timeout: self.start_timeout,
+                }),
+                health: self.health.clone().map(|check| super::HealthSpec {
+                    check,
+                    every: super::DEFAULT_HEALTH_EVERY,
+                    timeout: super::DEFAULT_HEALTH_TIMEOUT,
+                    failures: super::DEFAULT_HEALTH_FAILURES,
+                }),
+                after: Vec::new(),
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,

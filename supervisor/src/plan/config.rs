@@ -128,6 +128,12 @@ struct RawProgram {
     heartbeat: Option<RawHeartbeat>,
     #[serde(default)]
     net: Option<RawNet>,
+    #[serde(default)]
+    ready: Option<super::checks::RawReady>,
+    #[serde(default)]
+    health: Option<super::checks::RawHealth>,
+    #[serde(default)]
+    after: Vec<String>,
 }
 
 /// A replica count, 1 to [`MAX_REPLICAS`].
@@ -208,7 +214,7 @@ struct RawHeartbeat {
 macro_rules! parsed_str {
     ($name:ident, $t:ty, $expecting:literal, $parse:expr) => {
         #[derive(Debug, Clone, Copy)]
-        struct $name($t);
+        pub(super) struct $name(pub(super) $t);
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)
@@ -380,6 +386,32 @@ fn program_line(src: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The line of `key` of program `name`: `key = …` inside `[program.NAME]`, or the table
+/// `[program.NAME.key]`; else the program's own line.
+fn program_key_line(src: &str, name: &str, key: &str) -> Option<usize> {
+    let table = format!("program.{name}");
+    let sub = format!("program.{name}.{key}");
+    let mut inside = false;
+    for (i, l) in src.lines().enumerate() {
+        let t = l.trim();
+        if let Some(header) = t.strip_prefix('[') {
+            let header = header.trim_start_matches('[').trim_end_matches(']').trim();
+            if header == sub {
+                return Some(i + 1);
+            }
+            inside = header == table;
+            continue;
+        }
+        if inside
+            && t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']))
+        {
+            return Some(i + 1);
+        }
+    }
+    program_line(src, name)
+}
+
 /// The line of a top-level `key = …` (before the first table), for errors about it.
 fn top_key_line(src: &str, key: &str) -> Option<usize> {
     src.lines()
@@ -512,6 +544,28 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             .map(|n| net_policy(n, &format!("program.{name}.net")))
             .transpose()
             .map_err(|(key, m)| at(line, key, m))?;
+        let ready = p
+            .ready
+            .map(super::checks::RawReady::spec)
+            .transpose()
+            .map_err(|(sub, m)| {
+                at(
+                    program_key_line(src, &name, "ready"),
+                    sub_key(&format!("program.{name}.ready"), &sub),
+                    m,
+                )
+            })?;
+        let health = p
+            .health
+            .map(super::checks::RawHealth::spec)
+            .transpose()
+            .map_err(|(sub, m)| {
+                at(
+                    program_key_line(src, &name, "health"),
+                    sub_key(&format!("program.{name}.health"), &sub),
+                    m,
+                )
+            })?;
         programs.push(ProgramSpec {
             name,
             command: command.0,
@@ -530,8 +584,18 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             }),
             leak,
             net,
+            ready,
+            health,
+            after: p.after,
         });
     }
+    check_order(&programs).map_err(|(name, m)| {
+        at(
+            program_key_line(src, &name, "after"),
+            format!("program.{name}.after"),
+            m,
+        )
+    })?;
     // Every instance costs the supervisor open files: a config that cannot all run is refused
     // now, not half-way through starting it.
     let instances: u64 = programs.iter().map(|p| u64::from(p.replicas)).sum();
@@ -633,6 +697,63 @@ fn section_line(src: &str, name: &str, nth: usize) -> Option<usize> {
 }
 
 /// Validates `[program.NAME.net]`; errors name the key (under `key`) and say what is wrong.
+/// `key.sub`, or `key` for an error about the table as a whole.
+fn sub_key(key: &str, sub: &str) -> String {
+    if sub.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{key}.{sub}")
+    }
+}
+
+/// Every `after` names a program, none its own, and there is no cycle. `Err((program, message))`.
+fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
+    let known = |n: &str| programs.iter().any(|p| p.name == n);
+    for p in programs {
+        for dep in &p.after {
+            if dep == &p.name {
+                return Err((p.name.clone(), "a program cannot start after itself".into()));
+            }
+            if !known(dep) {
+                return Err((p.name.clone(), format!("no program named {dep:?}")));
+            }
+        }
+    }
+    // Depth-first search for a cycle, reporting its path.
+    fn visit<'a>(
+        name: &'a str,
+        programs: &'a [ProgramSpec],
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::HashSet<&'a str>,
+    ) -> Result<(), (String, String)> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        if let Some(i) = path.iter().position(|&p| p == name) {
+            let mut cycle: Vec<&str> = path[i..].to_vec();
+            cycle.push(name);
+            return Err((
+                name.to_owned(),
+                format!("a cycle: {}", cycle.join(" after ")),
+            ));
+        }
+        path.push(name);
+        if let Some(p) = programs.iter().find(|p| p.name == name) {
+            for dep in &p.after {
+                visit(dep, programs, path, done)?;
+            }
+        }
+        path.pop();
+        done.insert(name);
+        Ok(())
+    }
+    let mut done = std::collections::HashSet::new();
+    for p in programs {
+        visit(&p.name, programs, &mut Vec::new(), &mut done)?;
+    }
+    Ok(())
+}
+
 fn net_policy(n: RawNet, key: &str) -> Result<NetPolicy, (String, String)> {
     let allow = n
         .allow

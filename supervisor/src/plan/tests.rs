@@ -1,4 +1,5 @@
 use super::*;
+use crate::plan::{Check, ReadyHow, ReadySpec};
 use crate::signals::Sig;
 use clap::Parser;
 use std::path::Path;
@@ -528,4 +529,85 @@ fn fd_budget_counts_every_instance() {
     assert!(e.contains("97 instances need about 1034 open files"), "{e}");
     assert!(fd_budget(u64::MAX, u64::MAX).is_ok());
     assert!(fd_budget(u64::MAX, 1 << 40).is_err());
+}
+
+#[test]
+fn readiness_health_and_order() {
+    let plan = parse_config(
+        "[program.db]\ncommand = [\"x\"]\nready = { notify = true, start_timeout = \"30s\" }\n\
+         [program.api]\ncommand = [\"y\"]\nafter = [\"db\"]\n\
+         [program.api.ready]\nhttp = \"http://127.0.0.1:8080/ready\"\nevery = \"500ms\"\n\
+         [program.api.health]\ntcp = \"127.0.0.1:8080\"\nfailures = 5\n",
+        None,
+    )
+    .expect("valid");
+    let api = plan.programs.iter().find(|p| p.name == "api").expect("api");
+    assert_eq!(api.after, ["db"]);
+    assert_eq!(
+        api.ready,
+        Some(ReadySpec {
+            how: ReadyHow::Check(Check::Http {
+                host: "127.0.0.1".into(),
+                port: 8080,
+                path: "/ready".into()
+            }),
+            every: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            start_timeout: None,
+        })
+    );
+    let h = api.health.as_ref().expect("health");
+    assert_eq!((h.failures, h.every), (5, Duration::from_secs(10)));
+    let db = plan.programs.iter().find(|p| p.name == "db").expect("db");
+    assert_eq!(db.ready.as_ref().map(|r| &r.how), Some(&ReadyHow::Notify));
+    for (src, line, key, msg) in [
+        (
+            "[program.a]\ncommand = [\"x\"]\nready = { tcp = \"h:1\", exec = [\"y\"] }\n",
+            3,
+            "program.a.ready",
+            "give one of",
+        ),
+        (
+            "[program.a]\ncommand = [\"x\"]\nready = { every = \"1s\" }\n",
+            3,
+            "program.a.ready",
+            "needs one of",
+        ),
+        (
+            "[program.a]\ncommand = [\"x\"]\nready = { fd = 1 }\n",
+            3,
+            "program.a.ready.fd",
+            "must be an fd number from 3",
+        ),
+        (
+            "[program.a]\ncommand = [\"x\"]\n[program.a.health]\nhttp = \"https://x/\"\n",
+            3,
+            "program.a.health.http",
+            "plain http",
+        ),
+        (
+            "[program.a]\ncommand = [\"x\"]\nafter = [\"b\"]\n",
+            3,
+            "program.a.after",
+            "no program named \"b\"",
+        ),
+        (
+            "[program.a]\ncommand = [\"x\"]\nafter = [\"b\"]\n[program.b]\ncommand = [\"x\"]\nafter = [\"c\"]\n[program.c]\ncommand = [\"x\"]\nafter = [\"a\"]\n",
+            3,
+            "program.a.after",
+            "a cycle: a after b after c after a",
+        ),
+        (
+            "[program.a]\ncommand = [\"x\"]\nafter = [\"a\"]\n",
+            3,
+            "program.a.after",
+            "cannot start after itself",
+        ),
+    ] {
+        let e = err(src);
+        assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{e}");
+        assert!(e.message.contains(msg), "{e}");
+    }
+    let e = cli(&["supervise", "--start-timeout", "5s", "--", "x"]).expect_err("needs --ready");
+    assert_eq!(e.key, "--start-timeout");
 }

@@ -64,7 +64,7 @@ fn hello_is_welcomed_then_ready_is_an_event() {
     assert!(s.speaks());
     assert_eq!(
         feed(&mut s, &msg(&ChildMsg::Ready), WORKER),
-        [Action::Event(Kind::Ready)]
+        [Action::Event(Kind::Ready { by: "sdk" })]
     );
     assert!(s.ready);
     feed(

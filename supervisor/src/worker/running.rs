@@ -15,12 +15,12 @@ use super::verdict::{millis, refresh_report};
 use super::Ctx;
 use crate::channel::{self, Channel, Packet};
 use crate::crosscheck::CrossCheck;
-use crate::events::Kind;
+use crate::events::{Kind, Reason};
 use crate::leak::LeakWatch;
 use crate::lifecycle::{Input, Whom};
 use crate::logs::{Source, Stream};
 use crate::orphans;
-use crate::plan::Measure;
+use crate::plan::{Measure, ReadyHow};
 use crate::policy::{MemoryWatch, PressureWatch};
 use crate::probe::tree::{Reach, Tree};
 use crate::reaper::Exit;
@@ -74,6 +74,8 @@ pub(super) struct Watch {
     pub(super) leak: Option<LeakWatch>,
     /// The segment's last read, kept so each tick's read reuses its allocations.
     pub(super) snap: segment::Snapshot,
+    /// Readiness rule, start timeout and health check.
+    pub(super) checks: super::ready::Checks,
 }
 
 /// One running process of a worker instance and everything watched about it.
@@ -126,10 +128,34 @@ impl Ctx {
     /// Spawns a new incarnation: channel and segment, fork and exec, output forwarders.
     pub(super) fn spawn(&self, src: &Arc<Source>) -> Result<Incarnation, String> {
         self.shared.last_pid.set(None);
-        let (ipc, inherit) = Ipc::prepare().unzip();
-        let spawned = crate::spawn::spawn(&self.spec, self.instance, inherit.as_ref());
+        // s6's notification fd: a pipe whose write end the worker finds at that number.
+        let ready_fd = match self.spec.ready.as_ref().map(|r| &r.how) {
+            Some(&ReadyHow::Fd(at)) => {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| format!("cannot make the readiness pipe: {e}"))?;
+                Some((read, crate::spawn::ReadyPipe { write, at }))
+            }
+            _ => None,
+        };
+        // A notification fd at 3 or 4 takes the place of the channel or the segment.
+        let takes_ipc_fds = ready_fd.as_ref().is_some_and(|(_, p)| {
+            p.at == crate::spawn::CHANNEL_FD || p.at == crate::spawn::SEGMENT_FD
+        });
+        let (ipc, inherit) = if takes_ipc_fds {
+            (None, None)
+        } else {
+            Ipc::prepare().unzip()
+        };
+        let (ready_read, ready_pipe) = ready_fd.unzip();
+        let spawned = crate::spawn::spawn(
+            &self.spec,
+            self.instance,
+            inherit.as_ref(),
+            ready_pipe.as_ref(),
+        );
         // The worker's ends now live in the worker; ours must not keep them open.
         drop(inherit);
+        drop(ready_pipe);
         let child = spawned.map_err(|e| e.to_string())?;
         let pid = child.pid;
         let exit_rx = self.reaper.watch(pid);
@@ -190,6 +216,13 @@ impl Ctx {
                 cross: CrossCheck::default(),
                 leak: None,
                 snap: segment::Snapshot::default(),
+                checks: super::ready::Checks::new(
+                    self.spec.ready.clone(),
+                    self.spec.health.clone(),
+                    ready_read,
+                    self.reaper.clone(),
+                    self.roots.clone(),
+                ),
             },
             exit_rx: Some(exit_rx),
             started,
@@ -268,8 +301,43 @@ impl Ctx {
                 let speaks = self.shared.speaks.get();
                 (speaks != spoke).then_some(Input::Speaks(speaks))
             }
+            verdict = w.checks.next(), if sample => self.on_verdict(w, verdict),
             // Neither sampling nor a channel to read: nothing will come from here.
             else => std::future::pending().await,
+        }
+    }
+
+    /// What a readiness or health verdict means for the worker.
+    fn on_verdict(&self, w: &mut Watch, verdict: super::ready::Verdict) -> Option<Input> {
+        use super::ready::Verdict;
+        match verdict {
+            Verdict::Ready(by) => {
+                self.shared.ready.set(true);
+                self.event(Some(w.pid), Kind::Ready { by });
+                None
+            }
+            Verdict::NotReady(waited) => {
+                self.event(
+                    Some(w.pid),
+                    Kind::Finding {
+                        kind: "not_ready",
+                        detail: "not ready within its start timeout".into(),
+                        numbers: [("start_timeout_ms", millis(waited))].into(),
+                    },
+                );
+                Some(Input::Restart(Reason::NotReady))
+            }
+            Verdict::Unhealthy(failures, error) => {
+                self.event(
+                    Some(w.pid),
+                    Kind::Finding {
+                        kind: "unhealthy",
+                        detail: format!("health check failed: {error}"),
+                        numbers: [("failures", u64::from(failures))].into(),
+                    },
+                );
+                Some(Input::Restart(Reason::Unhealthy))
+            }
         }
     }
 
@@ -359,7 +427,8 @@ impl Ctx {
             match a {
                 Action::Reply(msg) => self.send(w, &msg),
                 Action::Event(kind) => {
-                    if kind == Kind::Ready {
+                    // With a readiness rule, the rule alone decides.
+                    if matches!(kind, Kind::Ready { .. }) && self.spec.ready.is_none() {
                         self.shared.ready.set(true);
                     }
                     self.event(Some(w.pid), kind);

@@ -1,0 +1,242 @@
+//! A running worker's readiness and health: its readiness rule (an s6 notification fd, a check
+//! tried every `every`, or systemd's `READY=1`), its start timeout, and its liveness check. Each
+//! check runs as a task of its own and reports back, so a slow one never holds up the worker's
+//! other inputs.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use crate::orphans::Roots;
+use crate::plan::{Check, HealthSpec, ReadyHow, ReadySpec};
+use crate::reaper::Reaper;
+
+/// What the checks found that matters to the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Ready, by this rule (`fd`, `tcp`, `http`, `exec`).
+    Ready(&'static str),
+    /// Not ready when the start timeout ran out.
+    NotReady(Duration),
+    /// The health check failed this many times in a row; the last error.
+    Unhealthy(u32, String),
+}
+
+/// Which check a result is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Ready,
+    Health,
+}
+
+/// A check's result, for the check it was.
+type Outcome = (Which, Result<(), String>);
+
+/// The readiness and health state of one running incarnation.
+pub(super) struct Checks {
+    ready: Option<ReadySpec>,
+    health: Option<HealthSpec>,
+    /// The rule said so (or there is no rule).
+    is_ready: bool,
+    /// The read end of an s6 notification pipe, until it says ready or closes.
+    fd: Option<AsyncFd<OwnedFd>>,
+    next_ready: Option<Instant>,
+    next_health: Option<Instant>,
+    start_deadline: Option<Instant>,
+    failures: u32,
+    in_flight: [Option<tokio::task::JoinHandle<()>>; 2],
+    results: (
+        mpsc::UnboundedSender<Outcome>,
+        mpsc::UnboundedReceiver<Outcome>,
+    ),
+    reaper: Rc<Reaper>,
+    roots: Roots,
+}
+
+impl Drop for Checks {
+    fn drop(&mut self) {
+        for h in self.in_flight.iter().flatten() {
+            h.abort();
+        }
+    }
+}
+
+impl Checks {
+    /// The state at start; `fd` is the read end of the notification pipe (`ReadyHow::Fd`).
+    pub(super) fn new(
+        ready: Option<ReadySpec>,
+        health: Option<HealthSpec>,
+        fd: Option<OwnedFd>,
+        reaper: Rc<Reaper>,
+        roots: Roots,
+    ) -> Self {
+        let now = Instant::now();
+        let fd = fd.and_then(|fd| {
+            set_nonblocking(&fd).ok()?;
+            // SAFETY: an `OwnedFd` stays open while owned and always returns the same number.
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+        });
+        let next_ready = ready
+            .as_ref()
+            .filter(|r| matches!(r.how, ReadyHow::Check(_)))
+            .map(|_| now);
+        Self {
+            is_ready: ready.is_none(),
+            start_deadline: ready
+                .as_ref()
+                .and_then(|r| r.start_timeout)
+                .map(|t| now + t),
+            next_health: health.as_ref().map(|h| now + h.every),
+            ready,
+            health,
+            fd,
+            next_ready,
+            failures: 0,
+            in_flight: [None, None],
+            results: mpsc::unbounded_channel(),
+            reaper,
+            roots,
+        }
+    }
+
+    /// The worker became ready some other way (systemd's `READY=1`).
+    pub(super) fn mark_ready(&mut self) {
+        self.is_ready = true;
+        self.start_deadline = None;
+    }
+
+    /// The next verdict. Cancel-safe: state changes only after a branch has fired.
+    pub(super) async fn next(&mut self) -> Verdict {
+        loop {
+            let health_due = self
+                .next_health
+                .filter(|_| self.is_ready && self.in_flight[1].is_none());
+            let ready_due = self
+                .next_ready
+                .filter(|_| !self.is_ready && self.in_flight[0].is_none());
+            tokio::select! {
+                biased;
+                Some((which, result)) = self.results.1.recv() => {
+                    if let Some(v) = self.finished(which, result) {
+                        return v;
+                    }
+                }
+                got = readable(self.fd.as_ref()), if self.fd.is_some() && !self.is_ready => {
+                    match got {
+                        Ok(true) => {
+                            self.fd = None;
+                            self.mark_ready();
+                            return Verdict::Ready("fd");
+                        }
+                        Ok(false) => {}
+                        // Closed without a newline, or unreadable: it will never say it.
+                        Err(()) => self.fd = None,
+                    }
+                }
+                () = sleep_until_opt(self.start_deadline), if !self.is_ready => {
+                    self.start_deadline = None;
+                    let waited = self.ready.as_ref().and_then(|r| r.start_timeout).unwrap_or_default();
+                    return Verdict::NotReady(waited);
+                }
+                () = sleep_until_opt(ready_due) => {
+                    if let Some(r) = &self.ready {
+                        self.next_ready = Some(Instant::now() + r.every);
+                        if let ReadyHow::Check(c) = &r.how {
+                            let (c, t) = (c.clone(), r.timeout);
+                            self.launch(Which::Ready, c, t);
+                        }
+                    }
+                }
+                () = sleep_until_opt(health_due) => {
+                    if let Some(h) = &self.health {
+                        self.next_health = Some(Instant::now() + h.every);
+                        let (c, t) = (h.check.clone(), h.timeout);
+                        self.launch(Which::Health, c, t);
+                    }
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self, which: Which, check: Check, timeout: Duration) {
+        let tx = self.results.0.clone();
+        let (reaper, roots) = (self.reaper.clone(), self.roots.clone());
+        let task = tokio::task::spawn_local(async move {
+            let result = crate::checks::run(&check, timeout, &reaper, &roots).await;
+            let _ = tx.send((which, result));
+        });
+        self.in_flight[which as usize] = Some(task);
+    }
+
+    fn finished(&mut self, which: Which, result: Result<(), String>) -> Option<Verdict> {
+        self.in_flight[which as usize] = None;
+        match (which, result) {
+            (Which::Ready, Ok(())) if !self.is_ready => {
+                self.mark_ready();
+                let by = match self.ready.as_ref().map(|r| &r.how) {
+                    Some(ReadyHow::Check(Check::Tcp { .. })) => "tcp",
+                    Some(ReadyHow::Check(Check::Http { .. })) => "http",
+                    _ => "exec",
+                };
+                Some(Verdict::Ready(by))
+            }
+            (Which::Ready, _) => None,
+            (Which::Health, Ok(())) => {
+                self.failures = 0;
+                None
+            }
+            (Which::Health, Err(e)) => {
+                self.failures += 1;
+                let limit = self.health.as_ref().map_or(u32::MAX, |h| h.failures);
+                (self.failures >= limit).then(|| {
+                    self.next_health = None;
+                    Verdict::Unhealthy(self.failures, e)
+                })
+            }
+        }
+    }
+}
+
+/// Reads what is there: `Ok(true)` once a newline came, `Err` at end of file or on an error.
+async fn readable(fd: Option<&AsyncFd<OwnedFd>>) -> Result<bool, ()> {
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    let mut guard = fd.readable().await.map_err(|_| ())?;
+    let mut buf = [0u8; 64];
+    // SAFETY: read into a buffer we own, of its length, from an open fd.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    match n {
+        0 => Err(()),
+        n if n > 0 => Ok(buf[..usize::try_from(n).unwrap_or(0)].contains(&b'\n')),
+        _ => {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                guard.clear_ready();
+                Ok(false)
+            } else if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(())
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
