@@ -202,7 +202,15 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         channel: theirs,
         segment,
     };
-    let spawned = spawn(&spec, 0, Some(&inherit), None).expect("spawn sdk_worker");
+    let spawned = spawn(
+        &spec,
+        0,
+        supervisor::spawn::With {
+            inherit: Some(&inherit),
+            ..Default::default()
+        },
+    )
+    .expect("spawn sdk_worker");
     // The parent must not keep the child's ends: the child alone holds them from now on.
     drop(inherit);
     let child = Child {

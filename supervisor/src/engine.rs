@@ -79,6 +79,10 @@ struct Engine {
     stop_later: std::collections::BTreeSet<String>,
     /// The command that stop sends.
     stop_cmd: Command,
+    /// The notify socket's path, given to every worker.
+    notify_path: Option<Rc<std::path::Path>>,
+    /// What the notify socket dropped.
+    notify_dropped: notified::Dropped,
 }
 
 /// Runs the plan to its end and returns the process exit code.
@@ -128,6 +132,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             waiting: std::collections::BTreeMap::new(),
             stop_later: std::collections::BTreeSet::new(),
             stop_cmd: Command::Stop { signal: None },
+            notify_path: None,
+            notify_dropped: notified::Dropped::default(),
         };
         engine.main().await
     });
@@ -196,10 +202,23 @@ impl Engine {
             self.history = Some(history);
         }
         self.resources.watch(self.plan.watch_dirs.clone());
+        let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
+        // Before any worker starts: each is told where it is.
+        let mut notify = match crate::notify::NotifySocket::bind(&crate::notify::path_beside(
+            &admin_path,
+        )) {
+            Ok(n) => {
+                self.notify_path = Some(Rc::from(n.path()));
+                Some(n)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no notify socket: NOTIFY_SOCKET is not set for the workers");
+                None
+            }
+        };
         for spec in self.plan.programs.clone() {
             self.start_program(Rc::new(spec));
         }
-        let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
         let serving = match admin::bind(&admin_path) {
             Ok(listener) => {
                 tokio::task::spawn_local(admin::serve(listener, calls_tx));
@@ -251,6 +270,7 @@ impl Engine {
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
+                got = recv_notify(notify.as_mut()) => self.on_notify(got),
             }
         }
         // Alerts of the last events (a `fatal` that ends the run) go out before the sweep kills
@@ -313,6 +333,7 @@ impl Engine {
             sample_every: self.plan.sample_every,
             roots: self.roots.clone(),
             lifeline: self.lifeline.clone(),
+            notify: self.notify_path.clone(),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -521,6 +542,16 @@ impl Engine {
     }
 }
 
+/// The notify socket's next datagram; never, without one.
+async fn recv_notify(
+    notify: Option<&mut crate::notify::NotifySocket>,
+) -> std::io::Result<crate::notify::Datagram> {
+    match notify {
+        Some(n) => n.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -529,6 +560,7 @@ fn unix_ms() -> u64 {
 }
 
 mod control;
+mod notified;
 mod order;
 mod resources;
 mod roll;

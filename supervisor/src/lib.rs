@@ -42,6 +42,7 @@ pub mod lifeline;
 pub mod logs;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod orphans;
 pub mod plan;
 pub mod policy;

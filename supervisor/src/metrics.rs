@@ -306,6 +306,7 @@ struct Families {
     heartbeat_age: Family<Labels, GaugeF>,
     sdk_counter: Family<Labels, CounterU>,
     sdk_gauge: Family<Labels, GaugeU>,
+    status_text: Family<Labels, GaugeU>,
 }
 
 /// The snapshot as an OpenMetrics text exposition (ending in `# EOF`).
@@ -368,6 +369,11 @@ pub fn render(workers: &[WorkerStatus]) -> String {
                 f.sdk_gauge.get_or_create(&label).set(value);
             }
         }
+        if let Some(text) = &w.status_text {
+            f.status_text
+                .get_or_create(&with("status", &label_value(text)))
+                .set(1);
+        }
         // Counters over every incarnation: they never go backwards.
         for (name, &value) in &w.totals.counters {
             let label = with("name", &label_value(name));
@@ -407,6 +413,12 @@ pub fn render(workers: &[WorkerStatus]) -> String {
         "time since the running process started",
         Unit::Seconds,
         f.uptime.clone(),
+    );
+    gauge(
+        &mut reg,
+        "worker_status_info",
+        "what the worker last said with STATUS= on the notify socket, as a label",
+        &f.status_text,
     );
     reg.register(
         "worker_restarts",

@@ -42,12 +42,21 @@ pub const SEGMENT_FD: i32 = 4;
 
 /// Starts one instance of `spec`. Errors are the exec's own (not found, permission denied, bad
 /// cwd), reported by std through its close-on-exec error pipe.
-pub fn spawn(
-    spec: &ProgramSpec,
-    instance: u32,
-    inherit: Option<&Inherit>,
-    ready: Option<&ReadyPipe>,
-) -> io::Result<Spawned> {
+/// What a worker gets besides its command: the channel and segment, an s6 readiness pipe, and
+/// the supervisor's notify socket.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct With<'a> {
+    pub inherit: Option<&'a Inherit>,
+    pub ready: Option<&'a ReadyPipe>,
+    pub notify: Option<&'a std::path::Path>,
+}
+
+pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Spawned> {
+    let With {
+        inherit,
+        ready,
+        notify,
+    } = with;
     let (program, args) = spec
         .command
         .split_first()
@@ -63,6 +72,17 @@ pub fn spawn(
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
+    }
+    if let Some(path) = notify {
+        cmd.env("NOTIFY_SOCKET", path);
+        // sd_watchdog_enabled(3): ping at least this often (no WATCHDOG_PID: it would have to be
+        // set after the fork, which only async-signal-safe code may do; without it, the main
+        // process is the one meant).
+        match spec.heartbeat {
+            Some(h) => cmd.env("WATCHDOG_USEC", h.timeout.as_micros().to_string()),
+            None => cmd.env_remove("WATCHDOG_USEC"),
+        };
+        cmd.env_remove("WATCHDOG_PID");
     }
     // (our fd, the number the worker finds it at); built before the fork, only read after it.
     let mut places: Vec<(i32, i32)> = Vec::with_capacity(3);

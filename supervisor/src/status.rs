@@ -89,6 +89,14 @@ pub struct WorkerStatus {
     /// The tree's TCP and UDP sockets (while running, once the first dump has seen it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<NetStatus>,
+    /// What the worker last said with `STATUS=` on the notify socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+    /// `MAINPID=` (a process of its tree), and `ERRNO=`, from the notify socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
     /// For a program not started yet: what it waits for (`db/0 (not ready)`, `db (fatal)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
@@ -126,6 +134,9 @@ impl WorkerStatus {
             findings: Vec::new(),
             disk: None,
             net: None,
+            status_text: None,
+            main_pid: None,
+            errno: None,
             waiting_for: None,
             totals: Totals::default(),
         }

@@ -123,10 +123,29 @@ pub struct Shared {
     pub started: Cell<Option<Instant>>,
     /// The pid of the latest process, running or not (for the events that follow its exit).
     pub last_pid: Cell<Option<i32>>,
+    /// What the worker said on the notify socket (this incarnation).
+    pub notified: RefCell<Notified>,
     /// Restarts of this instance during the supervisor's life.
     pub counters: Rc<Counters>,
     /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
     pub findings: RefCell<Vec<&'static str>>,
+}
+
+/// What a worker said on the notify socket, this incarnation.
+#[derive(Debug, Default, Clone)]
+pub struct Notified {
+    /// `STATUS=`.
+    pub status: Option<String>,
+    /// `MAINPID=`, if that process is in the tree.
+    pub main_pid: Option<i32>,
+    /// `ERRNO=`.
+    pub errno: Option<i32>,
+    /// The last `WATCHDOG=1`, CLOCK_MONOTONIC ns (0: never).
+    pub watchdog_ns: u64,
+    /// `WATCHDOG=trigger` came.
+    pub triggered: bool,
+    /// `EXTEND_TIMEOUT_USEC=`: the start timeout does not run out before this.
+    pub extended_until: Option<Instant>,
 }
 
 /// Where an instance stands for whoever waits for it to be up (a roll, `/readyz`, a program
@@ -216,6 +235,8 @@ pub struct Ctx {
     pub roots: orphans::Roots,
     /// Kills the trees' escaped descendants if the supervisor is SIGKILLed.
     pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
+    /// The supervisor's notify socket, given to the worker as `NOTIFY_SOCKET`.
+    pub notify: Option<Rc<std::path::Path>>,
 }
 
 /// Remembers a finding's kind among the instance's latest (at most 8 kept).
@@ -438,6 +459,17 @@ pub(crate) fn on_grid(every: Duration) -> tokio::time::Instant {
         .as_nanos();
     let at = earliest.div_ceil(period).saturating_mul(period);
     epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock the SDK stamps heartbeats with.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// A uniform number in [0, 1) for backoff jitter; quality does not matter, independence between

@@ -105,6 +105,9 @@ impl Engine {
                     net: last
                         .and(sh.net.borrow().as_ref())
                         .map(status::NetStatus::from),
+                    status_text: sh.notified.borrow().status.clone(),
+                    main_pid: sh.notified.borrow().main_pid,
+                    errno: sh.notified.borrow().errno,
                     waiting_for: None,
                     totals: sh.counters.totals(&sh.current_totals()),
                 }

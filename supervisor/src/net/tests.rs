@@ -137,7 +137,30 @@ fn holder(fd: &impl AsRawFd) -> Child {
             Ok(())
         });
     }
-    cmd.spawn().expect("spawn sleep")
+    let child = cmd.spawn().expect("spawn sleep");
+    // Until it has exec'd and its loader is done, the child holds other fds than stdio and fd 3
+    // (copies of this test process's, the loader's own): a probe that looked then would see a
+    // different fd table a moment later.
+    let (comm, fds) = (
+        format!("/proc/{}/comm", child.id()),
+        format!("/proc/{}/fd", child.id()),
+    );
+    let table = || {
+        let mut v: Vec<_> = std::fs::read_dir(&fds)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert!(
+        eventually(|| {
+            let before = table();
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::read_to_string(&comm).is_ok_and(|c| c == "sleep\n") && table() == before
+        }),
+        "sleep never settled"
+    );
+    child
 }
 
 struct Reap(Vec<Child>);

@@ -135,7 +135,13 @@ fn cells(w: &WorkerStatus, history: &[u64]) -> Vec<String> {
     ]
     .into_iter()
     .chain(crate::admin::beyond_memory(w))
-    .chain([w.findings.last().cloned().unwrap_or_default()])
+    .chain([w
+        .waiting_for
+        .as_ref()
+        .map(|x| format!("waiting for {x}"))
+        .or_else(|| w.status_text.clone())
+        .or_else(|| w.findings.last().cloned())
+        .unwrap_or_default()])
     .collect()
 }
 

@@ -55,6 +55,9 @@ pub(super) struct Checks {
     ),
     reaper: Rc<Reaper>,
     roots: Roots,
+    /// Where systemd's `READY=1` and `EXTEND_TIMEOUT_USEC=` land (the engine reads the notify
+    /// socket).
+    shared: Rc<super::Shared>,
 }
 
 impl Drop for Checks {
@@ -73,6 +76,7 @@ impl Checks {
         fd: Option<OwnedFd>,
         reaper: Rc<Reaper>,
         roots: Roots,
+        shared: Rc<super::Shared>,
     ) -> Self {
         let now = Instant::now();
         let fd = fd.and_then(|fd| {
@@ -100,11 +104,12 @@ impl Checks {
             results: mpsc::unbounded_channel(),
             reaper,
             roots,
+            shared,
         }
     }
 
-    /// The worker became ready some other way (systemd's `READY=1`).
-    pub(super) fn mark_ready(&mut self) {
+    /// The rule is satisfied.
+    fn mark_ready(&mut self) {
         self.is_ready = true;
         self.start_deadline = None;
     }
@@ -112,6 +117,10 @@ impl Checks {
     /// The next verdict. Cancel-safe: state changes only after a branch has fired.
     pub(super) async fn next(&mut self) -> Verdict {
         loop {
+            if !self.is_ready && self.shared.ready.get() {
+                // `READY=1` came (the engine read it).
+                self.mark_ready();
+            }
             let health_due = self
                 .next_health
                 .filter(|_| self.is_ready && self.in_flight[1].is_none());
@@ -138,6 +147,16 @@ impl Checks {
                     }
                 }
                 () = sleep_until_opt(self.start_deadline), if !self.is_ready => {
+                    if self.shared.ready.get() {
+                        self.mark_ready();
+                        continue;
+                    }
+                    // `EXTEND_TIMEOUT_USEC=`: the worker asked for more time.
+                    let extended = self.shared.notified.borrow().extended_until;
+                    if let Some(until) = extended.map(Instant::from_std).filter(|&u| u > Instant::now()) {
+                        self.start_deadline = Some(until);
+                        continue;
+                    }
                     self.start_deadline = None;
                     let waited = self.ready.as_ref().and_then(|r| r.start_timeout).unwrap_or_default();
                     return Verdict::NotReady(waited);

@@ -150,8 +150,11 @@ impl Ctx {
         let spawned = crate::spawn::spawn(
             &self.spec,
             self.instance,
-            inherit.as_ref(),
-            ready_pipe.as_ref(),
+            crate::spawn::With {
+                inherit: inherit.as_ref(),
+                ready: ready_pipe.as_ref(),
+                notify: self.notify.as_deref(),
+            },
         );
         // The worker's ends now live in the worker; ours must not keep them open.
         drop(inherit);
@@ -166,6 +169,7 @@ impl Ctx {
         self.shared.ready.set(false);
         self.shared.speaks.set(false);
         self.shared.report.replace(None);
+        self.shared.notified.replace(super::Notified::default());
         self.shared.disk.set(crate::disk::WorkerDisk::default());
         self.shared.net.replace(None);
         self.roots.borrow_mut().insert(pid);
@@ -222,6 +226,7 @@ impl Ctx {
                     ready_read,
                     self.reaper.clone(),
                     self.roots.clone(),
+                    self.shared.clone(),
                 ),
             },
             exit_rx: Some(exit_rx),

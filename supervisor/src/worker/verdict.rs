@@ -7,7 +7,7 @@ use child_sdk::proto::SupervisorMsg;
 use child_sdk::segment;
 
 use super::running::{Ipc, Watch};
-use super::Ctx;
+use super::{monotonic_ns, Ctx};
 use crate::crosscheck::Claims;
 use crate::events::{Kind, Reason, Report};
 use crate::leak::{LeakVerdict, LeakWatch};
@@ -109,41 +109,55 @@ impl Ctx {
                         .flatten();
                 }
             }
-            let stamp = ipc.segment.heartbeat_ns();
-            match policy::heartbeat(
-                monotonic_ns(),
-                stamp,
-                self.spec.heartbeat.map(|h| h.timeout),
-            ) {
-                Heartbeat::Unwatched | Heartbeat::Fresh { .. } => {}
-                Heartbeat::Stale { age } => {
-                    let timeout = self.spec.heartbeat.map(|h| h.timeout).unwrap_or_default();
+        }
+        // The heartbeat: the segment's stamp (SDK workers) or the last `WATCHDOG=1` on the notify
+        // socket, whichever is later; `WATCHDOG=trigger` is a hang said outright.
+        let segment_stamp = w.ipc.as_ref().map_or(0, |ipc| ipc.segment.heartbeat_ns());
+        let (notify_stamp, triggered) = {
+            let n = self.shared.notified.borrow();
+            (n.watchdog_ns, n.triggered)
+        };
+        let timeout = self.spec.heartbeat.map(|h| h.timeout);
+        let verdict = if triggered {
+            Heartbeat::Stale {
+                age: timeout.unwrap_or_default(),
+            }
+        } else {
+            policy::heartbeat(monotonic_ns(), segment_stamp.max(notify_stamp), timeout)
+        };
+        match verdict {
+            Heartbeat::Unwatched | Heartbeat::Fresh { .. } => {}
+            Heartbeat::Stale { age } => {
+                let detail = if triggered {
+                    "the worker said WATCHDOG=trigger"
+                } else {
+                    "the heartbeat stopped while the process is alive"
+                };
+                self.event(
+                    Some(pid),
+                    Kind::Finding {
+                        kind: "hung",
+                        detail: detail.into(),
+                        numbers: [
+                            ("heartbeat_age_ms", millis(age)),
+                            ("timeout_ms", millis(timeout.unwrap_or_default())),
+                        ]
+                        .into(),
+                    },
+                );
+                return Err(Reason::Hung);
+            }
+            Heartbeat::Future { ahead } => {
+                if !w.implausible_heartbeat {
+                    w.implausible_heartbeat = true;
                     self.event(
                         Some(pid),
                         Kind::Finding {
-                            kind: "hung",
-                            detail: "the heartbeat stopped while the process is alive".into(),
-                            numbers: [
-                                ("heartbeat_age_ms", millis(age)),
-                                ("timeout_ms", millis(timeout)),
-                            ]
-                            .into(),
+                            kind: "implausible_report",
+                            detail: "heartbeat stamp ahead of the clock".into(),
+                            numbers: [("ahead_ms", millis(ahead))].into(),
                         },
                     );
-                    return Err(Reason::Hung);
-                }
-                Heartbeat::Future { ahead } => {
-                    if !w.implausible_heartbeat {
-                        w.implausible_heartbeat = true;
-                        self.event(
-                            Some(pid),
-                            Kind::Finding {
-                                kind: "implausible_report",
-                                detail: "heartbeat stamp ahead of the clock".into(),
-                                numbers: [("ahead_ms", millis(ahead))].into(),
-                            },
-                        );
-                    }
                 }
             }
         }
@@ -233,17 +247,6 @@ pub(super) fn refresh_report(
 
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock the SDK stamps heartbeats with.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// The figure compared with the limit.

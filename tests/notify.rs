@@ -1,0 +1,231 @@
+//! systemd's notify protocol from unmodified programs: the real `systemd-notify`, a Python
+//! worker speaking the protocol by hand, and `redis-server --supervised systemd`; and a notify
+//! socket that hostile datagrams cannot abuse.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{example, status_json, unique, wait_until, ProgramGuard, Sup};
+
+const LONG: Duration = Duration::from_secs(15);
+
+/// Where `sup` put its notify socket (beside its control socket).
+fn notify_socket(sup: &Sup) -> PathBuf {
+    sup.path(&format!("supervise-notify.{}.sock", sup.pid()))
+}
+
+/// The path of `tool` on PATH, or `None` (then the test says it is skipped).
+fn tool(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn config(name: &str, command: &[&str], extra: &str) -> String {
+    let argv: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
+    format!("[program.{name}]\ncommand = [{}]\n{extra}", argv.join(", "))
+}
+
+#[test]
+fn systemd_notify_from_a_shell_worker() {
+    let Some(notify) = tool("systemd-notify") else {
+        eprintln!("skipped: systemd-notify is not installed");
+        return;
+    };
+    let name = unique("sdnotify");
+    let _guard = ProgramGuard(name.clone());
+    let script = format!(
+        "sleep 1; {} --ready --status='serving 3 clients'; echo notify-exit=$?; exec sleep 1000",
+        notify.display()
+    );
+    let sup = Sup::with_config(&config(
+        &name,
+        &["/bin/sh", "-c", &script],
+        "ready = { notify = true }\n",
+    ));
+    sup.wait_socket(LONG);
+    // Not ready before it says so.
+    assert!(status_json(&sup.socket())
+        .iter()
+        .all(|w| w["ready"] == false));
+    let e = sup.wait_event("ready", LONG);
+    assert_eq!(e["by"], "notify", "{}", sup.dump());
+    // systemd-notify waited for its barrier and left with 0.
+    sup.wait_stdout("notify-exit=", 1, LONG);
+    let stdout = std::fs::read_to_string(sup.path("stdout")).expect("stdout");
+    assert!(stdout.contains("notify-exit=0"), "{stdout}");
+    assert!(wait_until(LONG, || status_json(&sup.socket()).iter().any(
+        |w| w["ready"] == true && w["status_text"] == "serving 3 clients"
+    )));
+}
+
+/// A worker in Python that speaks the protocol with a plain socket, as many programs do.
+const PYTHON_WORKER: &str = r#"
+import os, socket, sys, time
+addr = os.environ["NOTIFY_SOCKET"]
+if addr.startswith("@"):
+    addr = "\0" + addr[1:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+def say(m):
+    s.sendto(m.encode(), addr)
+print("watchdog_usec=" + os.environ.get("WATCHDOG_USEC", "-"), flush=True)
+say("STATUS=warming up")
+time.sleep(0.5)
+say("READY=1\nSTATUS=ready")
+end = time.time() + 1.5
+while time.time() < end:
+    say("WATCHDOG=1")
+    time.sleep(0.2)
+print("pings stopped", flush=True)
+time.sleep(1000)
+"#;
+
+#[test]
+fn a_python_worker_says_ready_and_status_then_its_watchdog_pings_stop() {
+    let Some(python) = tool("python3") else {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    };
+    let name = unique("pynotify");
+    let _guard = ProgramGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("worker.py");
+    std::fs::write(&script, PYTHON_WORKER).expect("script");
+    let python = python.display().to_string();
+    let script = script.display().to_string();
+    let sup = Sup::with_config(&config(
+        &name,
+        &[&python, &script],
+        "ready = { notify = true }\nheartbeat = { timeout = \"1s\", grace = \"1s\" }\n",
+    ));
+    sup.wait_socket(LONG);
+    let e = sup.wait_event("ready", LONG);
+    assert_eq!(e["by"], "notify");
+    let stdout = || std::fs::read_to_string(sup.path("stdout")).unwrap_or_default();
+    assert!(stdout().contains("watchdog_usec=1000000"), "{}", stdout());
+    assert!(wait_until(LONG, || status_json(&sup.socket())
+        .iter()
+        .any(|w| w["status_text"] == "ready")));
+    // While it pings, it is not hung; once it stops, it is.
+    let hung = sup.wait_nth(1, LONG, "hung", |e| {
+        e["event"] == "finding" && e["kind"] == "hung"
+    });
+    assert!(
+        stdout().contains("pings stopped"),
+        "hung while pinging\n{}",
+        sup.dump()
+    );
+    assert_eq!(hung["timeout_ms"], 1000);
+    let r = sup.wait_nth(1, LONG, "restart", |e| e["event"] == "restarting");
+    assert_eq!(r["reason"], "hung", "{}", sup.dump());
+}
+
+#[test]
+fn redis_supervised_by_systemd_protocol_is_seen_ready() {
+    let Some(redis) = tool("redis-server") else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let name = unique("redis");
+    let _guard = ProgramGuard(name.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = redis.display().to_string();
+    let sup = Sup::with_config(&config(
+        &name,
+        &[
+            &redis,
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--supervised",
+            "systemd",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        "ready = { notify = true, start_timeout = \"10s\" }\n",
+    ));
+    let e = sup.wait_event("ready", LONG);
+    assert_eq!(e["by"], "notify", "{}", sup.dump());
+    // Ready means it answers.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port")))
+        .expect("connect");
+    use std::io::{Read, Write};
+    conn.write_all(b"PING\r\n").expect("ping");
+    let mut buf = [0u8; 7];
+    conn.read_exact(&mut buf).expect("pong");
+    assert_eq!(&buf, b"+PONG\r\n");
+}
+
+/// fds open in `pid`.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+fn send_with_fd(socket: &Path, text: &[u8]) {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let client = std::os::unix::net::UnixDatagram::unbound().expect("client");
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    let fds = [r.as_raw_fd(), w.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let addr = UnixAddr::new(socket).expect("addr");
+    let _ = sendmsg(
+        client.as_raw_fd(),
+        &[std::io::IoSlice::new(text)],
+        &cmsg,
+        MsgFlags::empty(),
+        Some(&addr),
+    );
+}
+
+#[test]
+fn hostile_datagrams_change_nothing() {
+    let name = unique("notifyhostile");
+    let _guard = ProgramGuard(name.clone());
+    let sleeper = example("crasher");
+    let sup = Sup::with_config(&config(
+        &name,
+        &[&sleeper, "--after", "1000000"],
+        "ready = { notify = true }\n",
+    ));
+    sup.wait_socket(LONG);
+    sup.wait_event("started", LONG);
+    let socket = notify_socket(&sup);
+    assert!(socket.exists(), "{}", socket.display());
+    let before = fd_count(sup.pid());
+    // From this test process: in no worker's tree. Garbage, oversized, fd-carrying.
+    let client = std::os::unix::net::UnixDatagram::unbound().expect("client");
+    for _ in 0..50 {
+        let _ = client.send_to(b"READY=1\nSTATUS=i am not your worker", &socket);
+        let _ = client.send_to(b"\xff\xfe\x00garbage", &socket);
+        let _ = client.send_to(&vec![b'A'; 70_000], &socket);
+        send_with_fd(&socket, b"FDSTORE=1\nREADY=1");
+    }
+    // Dropped and counted, once.
+    let f = sup.wait_nth(1, LONG, "notify_dropped", |e| {
+        e["event"] == "finding" && e["kind"] == "notify_dropped"
+    });
+    assert_eq!(f["program"], "supervise");
+    std::thread::sleep(Duration::from_millis(500));
+    // Nobody was made ready, no status was taken, and no fd stayed with the supervisor.
+    assert!(sup.of("ready").is_empty(), "{}", sup.dump());
+    assert!(status_json(&sup.socket())
+        .iter()
+        .all(|w| w["ready"] == false && w["status_text"].is_null()));
+    let after = fd_count(sup.pid());
+    assert!(after <= before + 2, "fds {before} -> {after}");
+}
