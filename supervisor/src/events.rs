@@ -130,6 +130,9 @@ pub enum Kind {
         reason: Option<Reason>,
         for_good: bool,
     },
+    /// (`program` is `supervise`) the events file could not be written for a while (a full
+    /// disk) and `count` events were lost; the first line written once it works again.
+    EventsLost { count: u64 },
 }
 
 impl Kind {
@@ -193,11 +196,12 @@ impl Kind {
                 reason: None,
                 for_good: true,
             },
+            Kind::EventsLost { count: 0 },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "started",
         "spawn_failed",
         "exited",
@@ -216,6 +220,7 @@ impl Kind {
         "roll_halted",
         "log_error",
         "stopping",
+        "events_lost",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -240,6 +245,7 @@ impl Kind {
             Kind::RollHalted { .. } => 15,
             Kind::LogError { .. } => 16,
             Kind::Stopping { .. } => 17,
+            Kind::EventsLost { .. } => 18,
         };
         Self::NAMES[i]
     }

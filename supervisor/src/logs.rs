@@ -7,6 +7,10 @@
 //! byte budget per destination until they are written: when one falls behind, readers stop reading
 //! the pipes and the workers block in `write(2)`, so memory stays bounded and no line is dropped.
 //! Events take no permits (they are few and must never wait).
+//!
+//! A destination that fails is retried: a log file after a second (its lines meanwhile dropped
+//! and counted), the events file likewise, with an `events_lost` event as its first line once it
+//! can be written again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -22,6 +26,10 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::events::{Event, Kind};
 use crate::plan::{EventsTarget, LogSpec};
+
+mod events_file;
+
+use events_file::EventsFile;
 
 /// Longest line forwarded as one; longer ones are cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -104,7 +112,7 @@ impl Lane {
 pub struct Output {
     console: Lane,
     files: Option<Lane>,
-    events: Option<mpsc::UnboundedSender<String>>,
+    events: Option<std::sync::mpsc::Sender<String>>,
     /// Offered every event (`[alert]`); it filters, queues and never blocks.
     alerts: Option<Arc<crate::alert::Alerter>>,
 }
@@ -166,37 +174,30 @@ impl Output {
         let events = match events {
             None => None,
             Some(target) => {
-                let mut w: Box<dyn Write + Send> = match target {
-                    EventsTarget::Stderr => Box::new(io::stderr()),
-                    EventsTarget::File(path) => Box::new(
-                        OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .map_err(|e| {
-                                io::Error::new(
-                                    e.kind(),
-                                    format!("events file {}: {e}", path.display()),
-                                )
-                            })?,
+                let sink = match target {
+                    EventsTarget::Stderr => EventsFile::new(target.clone(), Box::new(io::stderr())),
+                    EventsTarget::File(path) => EventsFile::new(
+                        target.clone(),
+                        Box::new(
+                            OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(path)
+                                .map_err(|e| {
+                                    io::Error::new(
+                                        e.kind(),
+                                        format!("events file {}: {e}", path.display()),
+                                    )
+                                })?,
+                        ),
                     ),
                 };
-                let mut ok = true;
-                let (tx, t) = writer_thread(
-                    "events",
-                    move |line: String| {
-                        if ok
-                            && w.write_all(line.as_bytes())
-                                .and_then(|()| w.flush())
-                                .is_err()
-                        {
-                            ok = false;
-                            tracing::warn!("cannot write events; continuing without them");
-                        }
-                    },
-                    || {},
-                )?;
-                threads.push(t);
+                let (tx, rx) = std::sync::mpsc::channel();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("events".into())
+                        .spawn(move || sink.run(&rx))?,
+                );
                 Some(tx)
             }
         };
@@ -413,7 +414,7 @@ struct LogFiles {
     spec: LogSpec,
     files: HashMap<(String, u32, Stream), LogFile>,
     /// Where a write failure is reported.
-    events: Option<mpsc::UnboundedSender<String>>,
+    events: Option<std::sync::mpsc::Sender<String>>,
 }
 
 impl LogFiles {

@@ -173,7 +173,7 @@ impl Sup {
 
     /// All events written so far (a partly written last line is left for later).
     pub fn events(&self) -> Vec<Value> {
-        let text = fs::read_to_string(&self.events).unwrap_or_default();
+        let text = read_regular(&self.events);
         text.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
@@ -245,7 +245,7 @@ impl Sup {
 
     /// Events, stdout and stderr, for failure messages.
     pub fn dump(&self) -> String {
-        let read = |n: &str| fs::read_to_string(self.path(n)).unwrap_or_default();
+        let read = |n: &str| read_regular(&self.path(n));
         let tail = |s: String| {
             let lines: Vec<&str> = s.lines().collect();
             lines[lines.len().saturating_sub(40)..].join("\n")
@@ -304,6 +304,16 @@ impl Drop for Sup {
     }
 }
 
+/// The text of a regular file, or nothing: a path that leads to a device (`/dev/full`, which
+/// some tests put where a file is expected) is never read, as it would never end.
+fn read_regular(path: &Path) -> String {
+    if fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        fs::read_to_string(path).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 /// The pid of an event as an i32.
 pub fn pid_of(e: &Value) -> i32 {
     e["pid"]
@@ -333,6 +343,25 @@ pub fn run_example(
     args: &[&str],
 ) -> (Sup, String, ProgramGuard) {
     run_named(prefix, example_name, |cmd, _, name, program| {
+        cmd.args(["--name", name])
+            .args(flags)
+            .arg("--")
+            .arg(program)
+            .args(args);
+    })
+}
+
+/// Like [`run_example`], after `prepare` has had the run's dir (to put files where the flags
+/// point, before supervise starts).
+pub fn run_example_in(
+    prefix: &str,
+    flags: &[&str],
+    example_name: &str,
+    args: &[&str],
+    prepare: impl FnOnce(&Path),
+) -> (Sup, String, ProgramGuard) {
+    run_named(prefix, example_name, |cmd, dir, name, program| {
+        prepare(dir);
         cmd.args(["--name", name])
             .args(flags)
             .arg("--")
