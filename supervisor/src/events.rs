@@ -2,11 +2,13 @@
 //!
 //! Every event has `ts` (RFC 3339, UTC, milliseconds), `event`, `program`, `instance` and `pid`
 //! (`null` when no process is involved), plus the fields of its kind. The README documents the
-//! schema; [`Kind`] is its single definition.
+//! schema; [`Kind`] is its single definition. [`human`] words them for people, one line each.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+pub mod human;
 
 /// Why a worker is being restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

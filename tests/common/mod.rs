@@ -118,10 +118,22 @@ impl Sup {
 
     /// Like [`Sup::start`], letting the caller adjust the command (stdio, env) first.
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command, &Path)) -> Self {
+        Self::launch(true, args, adjust)
+    }
+
+    /// Like [`Sup::start_with`] without `--events`: what supervise says on its own.
+    pub fn without_events(args: &[&str], adjust: impl FnOnce(&mut Command, &Path)) -> Self {
+        Self::launch(false, args, adjust)
+    }
+
+    fn launch(events_flag: bool, args: &[&str], adjust: impl FnOnce(&mut Command, &Path)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let events = dir.path().join("events.jsonl");
         let mut cmd = Command::new(supervise_bin());
-        cmd.arg("--events").arg(&events).args(args);
+        if events_flag {
+            cmd.arg("--events").arg(&events);
+        }
+        cmd.args(args);
         cmd.stdin(Stdio::null())
             .stdout(fs::File::create(dir.path().join("stdout")).expect("stdout file"))
             .stderr(fs::File::create(dir.path().join("stderr")).expect("stderr file"));
@@ -241,6 +253,11 @@ impl Sup {
     /// Waits for the first event of `kind`.
     pub fn wait_event(&self, kind: &str, timeout: Duration) -> Value {
         self.wait_nth(1, timeout, kind, |e| e["event"] == kind)
+    }
+
+    /// What supervise wrote on its stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.path("stderr")).unwrap_or_default()
     }
 
     /// Events, stdout and stderr, for failure messages.

@@ -61,8 +61,13 @@ impl EventsFile {
             }
         }
         // One last try, so a count still pending is not lost with the supervisor.
-        if self.lost > 0 {
-            self.resume(Instant::now());
+        if self.lost > 0 && !self.resume(Instant::now()) {
+            tracing::error!(
+                events = %self.describe(),
+                lost = self.lost,
+                "{} events could not be written",
+                self.lost
+            );
         }
     }
 
