@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod alert;
 pub mod channel;
+pub mod connections;
 pub mod crosscheck;
 pub mod disk;
 pub mod engine;
