@@ -4,8 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -159,6 +161,84 @@ fn healthz_answers_while_slow_clients_trickle() {
     assert!(
         ok >= ANSWERED,
         "/healthz answered {ok} of {PROBES} probes\n{}",
+        sup.dump()
+    );
+    drop(slow);
+    assert!(common::alive(sup.pid()));
+}
+/// Connects without waiting: a server whose backlog is full refuses at once (`EAGAIN`) where a
+/// blocking connect would wait for it for good.
+fn connect_now(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    let s = UnixStream::from(fd);
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+fn status(socket: &Path) -> bool {
+    let Ok(mut s) = connect_now(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = s.set_write_timeout(Some(PROBE_TIMEOUT));
+    if s.write_all(b"{\"cmd\":\"status\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    let _ = BufReader::new(s).read_line(&mut line);
+    line.starts_with("{\"result\":\"status\"")
+}
+
+#[test]
+fn the_control_socket_answers_while_slow_clients_trickle() {
+    let name = unique("slowctl");
+    let _guard = ProgramGuard(name.clone());
+    let leaky = example("leaky");
+    // With the common default of 1024 open files and a few hundred more slow clients, a
+    // supervisor that takes every connection runs out of descriptors; 128 shows it with 200.
+    let sup = Sup::start_with(&[], |cmd, dir| {
+        use std::os::unix::process::CommandExt;
+        cmd.arg("--admin")
+            .arg(dir.join("ctl.sock"))
+            .args(["--name", &name, "--", &leaky, "--rate", "0"]);
+        // SAFETY: the closure only calls setrlimit, a plain system call (async-signal-safe),
+        // on a local value.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 128,
+                    rlim_max: 128,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    sup.wait_socket(Duration::from_secs(10));
+    sup.wait_event("started", Duration::from_secs(10));
+    let socket = sup.socket();
+    assert!(status(&socket), "status before the slow clients");
+    let target = socket.clone();
+    let slow = SlowClients::start(b"{\"cmd\":\"status\"", move || {
+        let s = connect_now(&target)?;
+        s.set_write_timeout(Some(Duration::from_millis(200)))?;
+        Ok(s)
+    });
+    slow.wait_connected();
+    let ok = probe(|| status(&socket));
+    assert!(
+        ok >= ANSWERED,
+        "the control socket answered {ok} of {PROBES} requests\n{}",
         sup.dump()
     );
     drop(slow);
