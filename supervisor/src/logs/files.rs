@@ -1,6 +1,7 @@
 //! Worker output files (`--log-dir`): one per worker stream, rotated by size, written by the
 //! "logs" thread. A failing write (a full disk) drops the file's lines for a second, then tries
-//! again, and notes how many it dropped once it can write.
+//! again, and notes how many it dropped once it can write. Each failed try is a `log_error`
+//! event; supervise's line on stderr says it once per episode.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +20,9 @@ struct LogFile {
     /// Set after a failure: lines are dropped until this instant, then opening is tried again.
     retry_at: Option<Instant>,
     dropped: u64,
+    /// Failing since the last line written: stderr has been told once (the events are told of
+    /// every failed try).
+    failing: bool,
 }
 
 /// The log files of every worker stream, owned by the "logs" thread.
@@ -78,6 +82,7 @@ impl LogFiles {
             size: 0,
             retry_at: None,
             dropped: 0,
+            failing: false,
         });
         if let Some(t) = f.retry_at {
             if Instant::now() < t {
@@ -87,7 +92,7 @@ impl LogFiles {
             f.retry_at = None;
         }
         match f.append(spec, read_at.map(stamp).as_deref(), bytes) {
-            Ok(()) => {}
+            Ok(()) => f.failing = false,
             Err(e) => {
                 f.dropped += 1;
                 self.failed(&key, &e);
@@ -111,9 +116,10 @@ impl LogFiles {
                 error: e.to_string(),
             },
         );
-        if let Some(notes) = &self.notes {
+        if let Some(notes) = self.notes.as_ref().filter(|_| !f.failing) {
             notes.event(&ev);
         }
+        f.failing = true;
         if let Some(tx) = &self.events {
             let _ = tx.send(ev.to_line());
         }
@@ -239,5 +245,59 @@ mod tests {
                 .ends_with(&format!("line 099 {}", "x".repeat(90))),
             "{last}"
         );
+    }
+
+    #[test]
+    fn stamped_lines_and_a_failure_told_once_per_episode() {
+        use std::time::UNIX_EPOCH;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = LogSpec {
+            dir: dir.path().to_owned(),
+            max: 1 << 20,
+            keep: 1,
+        };
+        let (events, events_rx) = std::sync::mpsc::channel();
+        let (tx, mut notes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let notes = Notes::new(tx, crate::events::human::Style::default());
+        let mut w = LogFiles::new(spec, Some(events), Some(notes));
+        let src = Source::new("p", 0);
+        let at = Some(UNIX_EPOCH + Duration::from_millis(1500));
+        // A directory where the file should be: every open fails.
+        let live = dir.path().join("p.0.stdout.log");
+        std::fs::create_dir(&live).expect("mkdir");
+        let key = ("p".to_owned(), 0, Stream::Stdout);
+        let retry_now = |w: &mut LogFiles| {
+            if let Some(f) = w.files.get_mut(&key) {
+                f.retry_at = None;
+            }
+        };
+        for _ in 0..3 {
+            w.write(&src, Stream::Stdout, b"lost", at);
+            retry_now(&mut w);
+        }
+        assert_eq!(events_rx.try_iter().count(), 3, "an event per failed try");
+        let mut told = Vec::new();
+        while let Ok(super::super::Msg::Note(text)) = notes_rx.try_recv() {
+            told.push(text);
+        }
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains(" p[0] cannot write "), "{told:?}");
+        std::fs::remove_dir(&live).expect("rmdir");
+        w.write(&src, Stream::Stdout, b"kept", at);
+        w.flush_all();
+        assert_eq!(
+            std::fs::read_to_string(&live).expect("read"),
+            "supervise: 3 lines dropped while this log could not be written\n\
+             1970-01-01T00:00:01.500Z kept\n"
+        );
+        // A new episode is told again.
+        std::fs::remove_file(&live).expect("rm");
+        std::fs::create_dir(&live).expect("mkdir");
+        w.files.get_mut(&key).expect("file").out = None;
+        w.write(&src, Stream::Stdout, b"lost", None);
+        assert!(matches!(
+            notes_rx.try_recv(),
+            Ok(super::super::Msg::Note(_))
+        ));
     }
 }
