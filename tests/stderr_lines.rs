@@ -338,3 +338,18 @@ fn colours_on_a_terminal_unless_no_color() {
     assert!(plain.contains("cmd[0] cannot run"), "{plain:?}");
     assert!(!plain.contains('\x1b'), "{plain:?}");
 }
+
+#[test]
+fn events_on_stderr_are_not_told_twice() {
+    let (sup, name, _guard) = crash_loop(&["--events", "-"]);
+    let stderr = sup.stderr();
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{stderr}")))
+        .collect();
+    let exited = events
+        .iter()
+        .filter(|e| e["event"] == "exited" && e["program"] == name.as_str())
+        .count();
+    assert_eq!(exited, 3, "{stderr}");
+}
