@@ -6,17 +6,13 @@ cd "$(dirname "$0")"
 cargo build --release --quiet -p supervisor --bin supervise --examples
 events=$(mktemp)
 trap 'rm -f "$events"' EXIT
-echo "supervise --memory-max 64MiB --memory-for 1 -- leaky --rate 20   (events are JSON lines)"
-tail -n +1 -f "$events" &
-tailer=$!
+echo "supervise --memory-max 64MiB --memory-for 1 -- leaky --rate 20"
 target/release/supervise --events "$events" --memory-max 64MiB --memory-for 1 --max-restarts 10 \
     -- target/release/examples/leaky --rate 20 &
 sup=$!
 sleep "${DEMO_SECONDS:-12}"
 kill -INT "$sup"
 wait "$sup" || true
-sleep 0.3
-kill "$tailer" 2>/dev/null || true
 restarts=$(grep -c '"reason":"memory"' "$events" || true)
 peak=$(grep -o '"event":"memory_over","bytes":[0-9]*' "$events" | grep -o '[0-9]*$' | sort -n | tail -1)
 echo

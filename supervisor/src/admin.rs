@@ -3,7 +3,10 @@
 //!
 //! One JSON request per connection, one JSON response back, each a single line. Requests are
 //! handled by the engine's own loop (through a channel), so they see and change the same state
-//! the workers do, with no locks.
+//! the workers do, with no locks. At most [`MAX_CONNECTIONS`] are served at once, so clients
+//! cannot take every file descriptor the supervisor has; at the cap, the connection that has
+//! waited longest for its request is closed to let a new one in (see [`crate::connections`]),
+//! so clients that trickle their requests cannot lock `supervise status` out.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,10 +17,18 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::connections::{Conn, Connections};
 use crate::status::WorkerStatus;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 4096;
+/// Time a client has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time a whole exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; past it, the one that has waited longest for its request is
+/// closed to make room.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,14 +124,17 @@ pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
 
 /// Serves the socket: each connection's request goes to the engine through `calls`.
 pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::UnboundedSender<Call>) {
+    let conns = Connections::new(MAX_CONNECTIONS);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of fds or similar: do not spin on the error.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let calls = calls.clone();
-        tokio::task::spawn_local(async move {
+        conns.spawn(move |conn| async move {
             // A client that connects and says nothing must not hold a task forever.
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, calls)).await;
+            let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, answer(stream, calls, &conn)).await;
         });
     }
 }
@@ -128,11 +142,14 @@ pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::UnboundedSen
 async fn answer(
     stream: tokio::net::UnixStream,
     calls: mpsc::UnboundedSender<Call>,
+    conn: &Conn,
 ) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-    reader.read_line(&mut line).await?;
+    let got = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    conn.request_read();
+    got.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let response = match serde_json::from_str::<Request>(line.trim()) {
         Err(e) => Response::Error {
             message: format!("bad request: {e}"),

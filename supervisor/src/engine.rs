@@ -89,7 +89,7 @@ struct Engine {
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
     // Before any thread starts, so every thread inherits the mask (see `signals::block`).
     signals::block()?;
-    let (mut output, thread) = Output::start(plan.events.as_ref(), plan.log.as_ref())?;
+    let (mut output, thread) = Output::start(&plan)?;
     // Set before any worker starts, so every output handle offers its events.
     let alerter = plan
         .alert

@@ -2,11 +2,13 @@
 //!
 //! Every event has `ts` (RFC 3339, UTC, milliseconds), `event`, `program`, `instance` and `pid`
 //! (`null` when no process is involved), plus the fields of its kind. The README documents the
-//! schema; [`Kind`] is its single definition.
+//! schema; [`Kind`] is its single definition. [`human`] words them for people, one line each.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+pub mod human;
 
 /// Why a worker is being restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,6 +141,9 @@ pub enum Kind {
         reason: Option<Reason>,
         for_good: bool,
     },
+    /// (`program` is `supervise`) the events file could not be written for a while (a full
+    /// disk) and `count` events were lost; the first line written once it works again.
+    EventsLost { count: u64 },
 }
 
 impl Kind {
@@ -202,11 +207,12 @@ impl Kind {
                 reason: None,
                 for_good: true,
             },
+            Kind::EventsLost { count: 0 },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "started",
         "spawn_failed",
         "exited",
@@ -225,6 +231,7 @@ impl Kind {
         "roll_halted",
         "log_error",
         "stopping",
+        "events_lost",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -249,6 +256,7 @@ impl Kind {
             Kind::RollHalted { .. } => 15,
             Kind::LogError { .. } => 16,
             Kind::Stopping { .. } => 17,
+            Kind::EventsLost { .. } => 18,
         };
         Self::NAMES[i]
     }

@@ -13,8 +13,10 @@
 //! dropped. While a process runs, the task samples its whole tree from /proc ([`probe`]), reads
 //! its shared-memory segment and its channel ([`channel`], [`session`]), and asks the pure
 //! policies ([`policy`], [`leak`], [`crosscheck`]) what the samples mean. What happened goes out
-//! as [`events`]; what is known about each instance is the [`status`] model that the control
-//! socket ([`admin`]), `top`, the metrics and the history read.
+//! as [`events`], as JSON lines and as one line for people each on stderr, written with the
+//! workers' output by writer threads ([`logs`]) so no stalled destination holds up the engine;
+//! what is known about each instance is the [`status`] model that the control socket
+//! ([`admin`]), `top`, the metrics and the history read.
 //!
 //! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
 //! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed
@@ -31,6 +33,7 @@ pub mod admin;
 pub mod alert;
 pub mod channel;
 pub mod checks;
+pub mod connections;
 pub mod crosscheck;
 pub mod disk;
 pub mod engine;

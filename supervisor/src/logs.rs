@@ -1,4 +1,4 @@
-//! Worker output and events, written by dedicated threads.
+//! Worker output, supervise's own lines and events, written by dedicated threads.
 //!
 //! Writing to our stdout/stderr, to log files or to the events file can block (a full pipe, a slow
 //! disk). None of that may stall the engine, which runs on one thread and must keep sampling, so
@@ -6,22 +6,36 @@
 //! stalled console cannot hold up the log files or the events. Worker lines hold permits of a
 //! byte budget per destination until they are written: when one falls behind, readers stop reading
 //! the pipes and the workers block in `write(2)`, so memory stays bounded and no line is dropped.
-//! Events take no permits (they are few and must never wait).
+//! Events take no permits (they are few and must never wait). Supervise's own lines about them
+//! (see [`crate::events::human`]) go to stderr through the console thread, in order with the
+//! worker lines there; they never wait either, and past a small budget they are dropped and
+//! counted rather than queued without end.
+//!
+//! A destination that fails is retried: a log file after a second (its lines meanwhile dropped
+//! and counted), the events file likewise, with an `events_lost` event as its first line once it
+//! can be written again.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::OpenOptions;
+use std::io::{self, IsTerminal as _};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::events::{Event, Kind};
-use crate::plan::{EventsTarget, LogSpec};
+use crate::events::{human, Event};
+use crate::plan::{EventsTarget, Plan};
+
+mod console;
+mod events_file;
+mod files;
+
+use console::{Console, Notes};
+pub use console::{TracingLine, TracingLines};
+use events_file::EventsFile;
+use files::LogFiles;
 
 /// Longest line forwarded as one; longer ones are cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -72,29 +86,44 @@ struct Line {
     src: Arc<Source>,
     stream: Stream,
     bytes: Arc<[u8]>,
+    /// When it was read, with `--timestamps`.
+    read_at: Option<SystemTime>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What a writer thread is sent: worker lines, and (the console's) supervise's own lines.
+enum Msg {
+    Line(Line),
+    Note(String),
 }
 
 /// One destination: a channel to its thread and the byte budget of lines in flight.
 #[derive(Debug, Clone)]
 struct Lane {
-    tx: mpsc::UnboundedSender<Line>,
+    tx: mpsc::UnboundedSender<Msg>,
     budget: Arc<Semaphore>,
 }
 
 impl Lane {
-    async fn send(&self, src: &Arc<Source>, stream: Stream, bytes: &Arc<[u8]>) -> bool {
+    async fn send(
+        &self,
+        src: &Arc<Source>,
+        stream: Stream,
+        bytes: &Arc<[u8]>,
+        read_at: Option<SystemTime>,
+    ) -> bool {
         let cost = u32::try_from(bytes.len().clamp(1, MAX_LINE)).unwrap_or(1);
         let Ok(permit) = self.budget.clone().acquire_many_owned(cost).await else {
             return false;
         };
         self.tx
-            .send(Line {
+            .send(Msg::Line(Line {
                 src: src.clone(),
                 stream,
                 bytes: bytes.clone(),
+                read_at,
                 _permit: permit,
-            })
+            }))
             .is_ok()
     }
 }
@@ -104,9 +133,13 @@ impl Lane {
 pub struct Output {
     console: Lane,
     files: Option<Lane>,
-    events: Option<mpsc::UnboundedSender<String>>,
+    events: Option<std::sync::mpsc::Sender<String>>,
+    /// Supervise's own line for each event, unless `--quiet`.
+    notes: Option<Notes>,
     /// Offered every event (`[alert]`); it filters, queues and never blocks.
     alerts: Option<Arc<crate::alert::Alerter>>,
+    /// `--timestamps`: worker lines carry the time they were read.
+    timestamps: bool,
 }
 
 /// Joins the writer threads once every [`Output`] handle is gone.
@@ -117,6 +150,8 @@ impl OutputThreads {
     /// Waits until everything sent has been written, for at most `limit`: a console nobody reads
     /// must not keep the supervisor from exiting. Call after dropping all handles.
     pub fn join(self, limit: Duration) {
+        // `tracing` holds a handle too: from here on its lines go straight to stderr.
+        console::release_tracing();
         let end = Instant::now() + limit;
         while self.0.iter().any(|t| !t.is_finished()) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(5));
@@ -127,12 +162,14 @@ impl OutputThreads {
     }
 }
 
-fn writer_thread<M: Send + 'static>(
+/// Starts a thread that hands each message of `rx` to `handle`, and calls `flush` after each
+/// burst.
+fn writer_thread(
     name: &str,
-    mut handle: impl FnMut(M) + Send + 'static,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    mut handle: impl FnMut(Msg) + Send + 'static,
     mut flush: impl FnMut() + Send + 'static,
-) -> io::Result<(mpsc::UnboundedSender<M>, JoinHandle<()>)> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<M>();
+) -> io::Result<JoinHandle<()>> {
     let t = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -145,107 +182,119 @@ fn writer_thread<M: Send + 'static>(
                 flush();
             }
         })?;
-    Ok((tx, t))
+    Ok(t)
 }
 
-fn lane(tx: mpsc::UnboundedSender<Line>) -> Lane {
+fn lane(tx: mpsc::UnboundedSender<Msg>) -> Lane {
     Lane {
         tx,
         budget: Arc::new(Semaphore::new(BUDGET)),
     }
 }
 
+/// Whether lines for people on our stderr get colours: only on a terminal, and never with
+/// `NO_COLOR` set to anything (<https://no-color.org>).
+#[must_use]
+pub fn colour_on_stderr() -> bool {
+    io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 impl Output {
     /// Opens the events file and the log dir (errors here are the user's to fix, before anything
     /// runs) and starts the threads.
-    pub fn start(
-        events: Option<&EventsTarget>,
-        log: Option<&LogSpec>,
-    ) -> io::Result<(Self, OutputThreads)> {
+    pub fn start(plan: &Plan) -> io::Result<(Self, OutputThreads)> {
         let mut threads = Vec::new();
-        let events = match events {
+        let events = match &plan.events {
             None => None,
             Some(target) => {
-                let mut w: Box<dyn Write + Send> = match target {
-                    EventsTarget::Stderr => Box::new(io::stderr()),
-                    EventsTarget::File(path) => Box::new(
-                        OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .map_err(|e| {
-                                io::Error::new(
-                                    e.kind(),
-                                    format!("events file {}: {e}", path.display()),
-                                )
-                            })?,
+                let sink = match target {
+                    EventsTarget::Stderr => EventsFile::new(target.clone(), Box::new(io::stderr())),
+                    EventsTarget::File(path) => EventsFile::new(
+                        target.clone(),
+                        Box::new(
+                            OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(path)
+                                .map_err(|e| {
+                                    io::Error::new(
+                                        e.kind(),
+                                        format!("events file {}: {e}", path.display()),
+                                    )
+                                })?,
+                        ),
                     ),
                 };
-                let mut ok = true;
-                let (tx, t) = writer_thread(
-                    "events",
-                    move |line: String| {
-                        if ok
-                            && w.write_all(line.as_bytes())
-                                .and_then(|()| w.flush())
-                                .is_err()
-                        {
-                            ok = false;
-                            tracing::warn!("cannot write events; continuing without them");
-                        }
-                    },
-                    || {},
-                )?;
-                threads.push(t);
+                let (tx, rx) = std::sync::mpsc::channel();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("events".into())
+                        .spawn(move || sink.run(&rx))?,
+                );
                 Some(tx)
             }
         };
-        let files = match log {
+        let (console_tx, console_rx) = mpsc::unbounded_channel::<Msg>();
+        let says = Notes::new(
+            console_tx.clone(),
+            human::Style {
+                colour: colour_on_stderr(),
+                millis: plan.timestamps,
+            },
+        );
+        // The events themselves on stderr (`--events -`) say it all there: no second telling.
+        let notes =
+            (!plan.quiet && plan.events != Some(EventsTarget::Stderr)).then(|| says.clone());
+        let files = match &plan.log {
             None => None,
             Some(spec) => {
                 std::fs::create_dir_all(&spec.dir).map_err(|e| {
                     io::Error::new(e.kind(), format!("log dir {}: {e}", spec.dir.display()))
                 })?;
-                let logs = Rc2::new(LogFiles {
-                    spec: spec.clone(),
-                    files: HashMap::new(),
-                    events: events.clone(),
-                });
+                let logs = Rc2::new(LogFiles::new(spec.clone(), events.clone(), notes.clone()));
                 let flusher = logs.clone();
-                let (tx, t) = writer_thread(
+                let (tx, rx) = mpsc::unbounded_channel();
+                let t = writer_thread(
                     "logs",
-                    move |l: Line| logs.with(|f| f.write(&l.src, l.stream, &l.bytes)),
+                    rx,
+                    move |m: Msg| {
+                        if let Msg::Line(l) = m {
+                            logs.with(|f| f.write(&l.src, l.stream, &l.bytes, l.read_at));
+                        }
+                    },
                     move || flusher.with(LogFiles::flush_all),
                 )?;
                 threads.push(t);
                 Some(lane(tx))
             }
         };
-        let console = Console {
-            stdout: Some(BufWriter::with_capacity(64 * 1024, io::stdout())),
-            stderr: Some(BufWriter::with_capacity(64 * 1024, io::stderr())),
-        };
-        let console = Rc2::new(console);
+        let console = Rc2::new(Console::new(says.budget()));
         let flusher = console.clone();
-        let (tx, t) = writer_thread(
+        threads.push(writer_thread(
             "console",
-            move |l: Line| console.with(|c| c.write(&l)),
+            console_rx,
+            move |m: Msg| console.with(|c| c.write(m)),
             move || flusher.with(Console::flush),
-        )?;
-        threads.push(t);
+        )?);
+        says.carry_tracing();
         Ok((
             Self {
-                console: lane(tx),
+                console: lane(console_tx),
                 files,
                 events,
+                notes,
                 alerts: None,
+                timestamps: plan.timestamps,
             },
             OutputThreads(threads),
         ))
     }
 
-    /// Queues an event line, and offers it to the alerter; never blocks.
+    /// Queues an event line, its line for people, and offers it to the alerter; never blocks.
     pub fn event(&self, e: &Event<'_>) {
+        if let Some(notes) = &self.notes {
+            notes.event(e);
+        }
         if self.events.is_none() && self.alerts.is_none() {
             return;
         }
@@ -274,6 +323,7 @@ impl Output {
         // the engine's thread free to sample everyone on time.
         let mut buf = vec![0u8; READ_SMALL];
         let mut line: Vec<u8> = Vec::new();
+        let mut read_at = None;
         loop {
             let n = match pipe.read(&mut buf).await {
                 Ok(0) => break,
@@ -281,6 +331,8 @@ impl Output {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
+            // A line is stamped with the time the read that completed it returned.
+            read_at = self.timestamps.then(SystemTime::now);
             if n == buf.len() && buf.len() < READ_LARGE {
                 buf.resize(READ_LARGE, 0);
             }
@@ -302,7 +354,7 @@ impl Output {
                     }
                 }
                 if !self
-                    .send_line(&src, stream, std::mem::take(&mut line))
+                    .send_line(&src, stream, std::mem::take(&mut line), read_at)
                     .await
                 {
                     return;
@@ -310,19 +362,30 @@ impl Output {
             }
         }
         if !line.is_empty() {
-            self.send_line(&src, stream, line).await;
+            self.send_line(&src, stream, line, read_at).await;
         }
     }
 
-    async fn send_line(&self, src: &Arc<Source>, stream: Stream, bytes: Vec<u8>) -> bool {
+    async fn send_line(
+        &self,
+        src: &Arc<Source>,
+        stream: Stream,
+        bytes: Vec<u8>,
+        read_at: Option<SystemTime>,
+    ) -> bool {
         let bytes: Arc<[u8]> = bytes.into();
         if let Some(files) = &self.files {
-            if !files.send(src, stream, &bytes).await {
+            if !files.send(src, stream, &bytes, read_at).await {
                 return false;
             }
         }
-        self.console.send(src, stream, &bytes).await
+        self.console.send(src, stream, &bytes, read_at).await
     }
+}
+
+/// `2026-11-28T20:33:49.123Z `: the stamp `--timestamps` puts before a worker line.
+fn stamp(t: SystemTime) -> String {
+    format!("{} ", humantime::format_rfc3339_millis(t))
 }
 
 /// State owned by one writer thread and shared by its handle and flush closures (both run on that
@@ -347,262 +410,5 @@ impl<T> Rc2<T> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut g);
-    }
-}
-
-struct Console {
-    stdout: Option<BufWriter<io::Stdout>>,
-    stderr: Option<BufWriter<io::Stderr>>,
-}
-
-impl Console {
-    fn write(&mut self, l: &Line) {
-        let slot = match l.stream {
-            Stream::Stdout => &mut self.stdout as &mut dyn ConsoleSlot,
-            Stream::Stderr => &mut self.stderr,
-        };
-        slot.write_line(&l.src.prefix, &l.bytes);
-    }
-
-    fn flush(&mut self) {
-        (&mut self.stdout as &mut dyn ConsoleSlot).flush_or_close();
-        (&mut self.stderr as &mut dyn ConsoleSlot).flush_or_close();
-    }
-}
-
-/// Our stdout or stderr, `None` once it failed (a closed pipe): forwarding there stops, log
-/// files and supervision go on.
-trait ConsoleSlot {
-    fn write_line(&mut self, prefix: &[u8], line: &[u8]);
-    fn flush_or_close(&mut self);
-}
-
-impl<W: Write> ConsoleSlot for Option<W> {
-    fn write_line(&mut self, prefix: &[u8], line: &[u8]) {
-        if let Some(w) = self {
-            if w.write_all(prefix)
-                .and_then(|()| w.write_all(line))
-                .and_then(|()| w.write_all(b"\n"))
-                .is_err()
-            {
-                *self = None;
-            }
-        }
-    }
-
-    fn flush_or_close(&mut self) {
-        if let Some(w) = self {
-            if w.flush().is_err() {
-                *self = None;
-            }
-        }
-    }
-}
-
-struct LogFile {
-    path: PathBuf,
-    out: Option<BufWriter<File>>,
-    size: u64,
-    /// Set after a failure: lines are dropped until this instant, then opening is tried again.
-    retry_at: Option<Instant>,
-    dropped: u64,
-}
-
-/// The log files of every worker stream, owned by the "logs" thread.
-struct LogFiles {
-    spec: LogSpec,
-    files: HashMap<(String, u32, Stream), LogFile>,
-    /// Where a write failure is reported.
-    events: Option<mpsc::UnboundedSender<String>>,
-}
-
-impl LogFiles {
-    fn flush_all(&mut self) {
-        let mut failed = Vec::new();
-        for (key, f) in &mut self.files {
-            if let Some(out) = f.out.as_mut() {
-                if let Err(e) = out.flush() {
-                    failed.push((key.clone(), e));
-                }
-            }
-        }
-        for (key, e) in failed {
-            self.failed(&key, &e);
-        }
-    }
-
-    fn write(&mut self, src: &Source, stream: Stream, bytes: &[u8]) {
-        let spec = &self.spec;
-        let key = (src.program.clone(), src.instance, stream);
-        let f = self.files.entry(key.clone()).or_insert_with(|| LogFile {
-            path: spec.dir.join(format!(
-                "{}.{}.{}.log",
-                src.program,
-                src.instance,
-                stream.as_str()
-            )),
-            out: None,
-            size: 0,
-            retry_at: None,
-            dropped: 0,
-        });
-        if let Some(t) = f.retry_at {
-            if Instant::now() < t {
-                f.dropped += 1;
-                return;
-            }
-            f.retry_at = None;
-        }
-        match f.append(spec, bytes) {
-            Ok(()) => {}
-            Err(e) => {
-                f.dropped += 1;
-                self.failed(&key, &e);
-            }
-        }
-    }
-
-    /// A write failed (disk full, permissions): report it, drop lines for a second, then retry.
-    fn failed(&mut self, key: &(String, u32, Stream), e: &io::Error) {
-        let Some(f) = self.files.get_mut(key) else {
-            return;
-        };
-        f.out = None;
-        f.retry_at = Some(Instant::now() + Duration::from_secs(1));
-        if let Some(tx) = &self.events {
-            let ev = Event::now(
-                &key.0,
-                key.1,
-                None,
-                Kind::LogError {
-                    path: f.path.display().to_string(),
-                    error: e.to_string(),
-                },
-            );
-            let _ = tx.send(ev.to_line());
-        }
-    }
-}
-
-impl LogFile {
-    /// Appends one line, rotating first when it would not fit.
-    fn append(&mut self, spec: &LogSpec, bytes: &[u8]) -> io::Result<()> {
-        let need = bytes.len() as u64 + 1;
-        if self.out.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            self.size = file.metadata()?.len();
-            self.out = Some(BufWriter::with_capacity(64 * 1024, file));
-        }
-        if self.size > 0 && self.size + need > spec.max {
-            if let Some(mut out) = self.out.take() {
-                out.flush()?;
-            }
-            rotate(&self.path, spec.keep)?;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            self.size = 0;
-            self.out = Some(BufWriter::with_capacity(64 * 1024, file));
-        }
-        let Some(out) = self.out.as_mut() else {
-            return Ok(());
-        };
-        if self.dropped > 0 {
-            let note = format!(
-                "supervise: {} lines dropped while this log could not be written\n",
-                self.dropped
-            );
-            out.write_all(note.as_bytes())?;
-            self.size += note.len() as u64;
-            self.dropped = 0;
-        }
-        out.write_all(bytes)?;
-        out.write_all(b"\n")?;
-        self.size += need;
-        Ok(())
-    }
-}
-
-/// Shifts `path.N` to `path.N+1` (dropping those past `keep`) and `path` to `path.1`.
-fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
-    let numbered = |n: u32| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(format!(".{n}"));
-        PathBuf::from(p)
-    };
-    if keep == 0 {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
-    }
-    let _ = std::fs::remove_file(numbered(keep));
-    for n in (1..keep).rev() {
-        match std::fs::rename(numbered(n), numbered(n + 1)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    std::fs::rename(path, numbered(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotation_keeps_n_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("a.log");
-        for i in 0..5 {
-            std::fs::write(&p, format!("gen {i}")).expect("write");
-            rotate(&p, 2).expect("rotate");
-        }
-        assert!(!p.exists());
-        let read =
-            |n: u32| std::fs::read_to_string(dir.path().join(format!("a.log.{n}"))).expect("read");
-        assert_eq!(read(1), "gen 4");
-        assert_eq!(read(2), "gen 3");
-        assert!(!dir.path().join("a.log.3").exists());
-    }
-
-    #[test]
-    fn writer_rotates_by_size() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spec = LogSpec {
-            dir: dir.path().to_owned(),
-            max: 1024,
-            keep: 2,
-        };
-        let mut w = LogFiles {
-            spec,
-            files: HashMap::new(),
-            events: None,
-        };
-        let src = Source::new("p", 0);
-        for i in 0..100 {
-            w.write(
-                &src,
-                Stream::Stdout,
-                format!("line {i:03} {}", "x".repeat(90)).as_bytes(),
-            );
-        }
-        w.flush_all();
-        let live = dir.path().join("p.0.stdout.log");
-        let size = |p: &std::path::Path| std::fs::metadata(p).expect("exists").len();
-        assert!(size(&live) <= 1024);
-        assert!(size(&dir.path().join("p.0.stdout.log.1")) <= 1024);
-        assert!(size(&dir.path().join("p.0.stdout.log.2")) <= 1024);
-        assert!(!dir.path().join("p.0.stdout.log.3").exists());
-        let last = std::fs::read_to_string(&live).expect("read");
-        assert!(
-            last.trim_end()
-                .ends_with(&format!("line 099 {}", "x".repeat(90))),
-            "{last}"
-        );
     }
 }

@@ -42,7 +42,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("SUPERVISE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(supervisor::logs::TracingLines)
+        .with_ansi(supervisor::logs::colour_on_stderr())
         .with_target(false)
         .init();
     if let Some(control) = &cli.control {

@@ -10,8 +10,10 @@
 //! per connection and `Connection: close` need none of a general server, and every limit is plain
 //! to see: the request head is read for at most [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes (then
 //! `408`/`431`), a whole exchange is cut after [`EXCHANGE_TIMEOUT`], at most [`MAX_CONNECTIONS`]
-//! are served at once (more are closed at once), the body of a request is never read, and
-//! anything that is not a well-formed request line gets `400`.
+//! are served at once, the body of a request is never read, and anything that is not a
+//! well-formed request line gets `400`. At the cap a new connection is still served: the one
+//! that has waited longest for its request head is closed instead (see [`crate::connections`]),
+//! so clients that trickle their heads cannot starve the health probes.
 //!
 //! # Caveats
 //! No TLS and no authentication: the default address is loopback; bind `0.0.0.0` only where the
@@ -34,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{Call, Request, Response};
+use crate::connections::{Conn, Connections};
 use crate::events::Reason;
 use crate::status::Phase;
 use crate::status::WorkerStatus;
@@ -41,10 +44,11 @@ use crate::status::WorkerStatus;
 /// Longest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time one whole exchange may take (a client that does not read its answer is cut off).
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once.
+/// Connections served at once; past it, the one that has waited longest for its request head
+/// is closed to make room.
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// `Content-Type` of `/metrics`.
@@ -95,22 +99,18 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves the listener until the runtime ends.
 pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<Call>, health: Rc<Health>) {
-    let open = Rc::new(Cell::new(0usize));
+    let conns = Connections::new(MAX_CONNECTIONS);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of fds or similar: do not spin on the error.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if open.get() >= MAX_CONNECTIONS {
-            drop(stream);
-            continue;
-        }
-        open.set(open.get() + 1);
-        let (calls, health, open) = (calls.clone(), health.clone(), open.clone());
-        tokio::task::spawn_local(async move {
-            let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &calls, &health)).await;
-            open.set(open.get() - 1);
+        let (calls, health) = (calls.clone(), health.clone());
+        conns.spawn(move |conn| async move {
+            let _ =
+                tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &calls, &health, &conn))
+                    .await;
         });
     }
 }
@@ -140,8 +140,11 @@ async fn exchange(
     mut stream: TcpStream,
     calls: &mpsc::UnboundedSender<Call>,
     health: &Health,
+    conn: &Conn,
 ) -> io::Result<()> {
-    let answer = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
+    conn.request_read();
+    let answer = match head {
         Err(_) => Answer::text(408, "request timeout"),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => Answer::text(431, "request head too large"),

@@ -20,6 +20,11 @@ pub struct Plan {
     pub sample_every: Duration,
     /// Where events go, if anywhere.
     pub events: Option<EventsTarget>,
+    /// No line on stderr for each event (`--quiet`).
+    pub quiet: bool,
+    /// Worker lines, on the console and in log files, start with the time they were read
+    /// (`--timestamps`).
+    pub timestamps: bool,
     /// Worker output files, if configured.
     pub log: Option<LogSpec>,
     /// True for `supervise -- CMD`: the worker's exit code becomes ours.
@@ -295,6 +300,7 @@ pub const DEFAULT_HISTORY_MAX: u64 = 64 * 1024 * 1024;
 /// Smallest history size limit accepted.
 pub const MIN_HISTORY_MAX: u64 = 64 * 1024;
 
+/// Where `--events` go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventsTarget {
     Stderr,

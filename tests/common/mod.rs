@@ -118,10 +118,22 @@ impl Sup {
 
     /// Like [`Sup::start`], letting the caller adjust the command (stdio, env) first.
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command, &Path)) -> Self {
+        Self::launch(true, args, adjust)
+    }
+
+    /// Like [`Sup::start_with`] without `--events`: what supervise says on its own.
+    pub fn without_events(args: &[&str], adjust: impl FnOnce(&mut Command, &Path)) -> Self {
+        Self::launch(false, args, adjust)
+    }
+
+    fn launch(events_flag: bool, args: &[&str], adjust: impl FnOnce(&mut Command, &Path)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let events = dir.path().join("events.jsonl");
         let mut cmd = Command::new(supervise_bin());
-        cmd.arg("--events").arg(&events).args(args);
+        if events_flag {
+            cmd.arg("--events").arg(&events);
+        }
+        cmd.args(args);
         cmd.stdin(Stdio::null())
             .stdout(fs::File::create(dir.path().join("stdout")).expect("stdout file"))
             .stderr(fs::File::create(dir.path().join("stderr")).expect("stderr file"));
@@ -173,7 +185,7 @@ impl Sup {
 
     /// All events written so far (a partly written last line is left for later).
     pub fn events(&self) -> Vec<Value> {
-        let text = fs::read_to_string(&self.events).unwrap_or_default();
+        let text = read_regular(&self.events);
         text.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
@@ -243,9 +255,14 @@ impl Sup {
         self.wait_nth(1, timeout, kind, |e| e["event"] == kind)
     }
 
+    /// What supervise wrote on its stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.path("stderr")).unwrap_or_default()
+    }
+
     /// Events, stdout and stderr, for failure messages.
     pub fn dump(&self) -> String {
-        let read = |n: &str| fs::read_to_string(self.path(n)).unwrap_or_default();
+        let read = |n: &str| read_regular(&self.path(n));
         let tail = |s: String| {
             let lines: Vec<&str> = s.lines().collect();
             lines[lines.len().saturating_sub(40)..].join("\n")
@@ -304,6 +321,16 @@ impl Drop for Sup {
     }
 }
 
+/// The text of a regular file, or nothing: a path that leads to a device (`/dev/full`, which
+/// some tests put where a file is expected) is never read, as it would never end.
+fn read_regular(path: &Path) -> String {
+    if fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        fs::read_to_string(path).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 /// The pid of an event as an i32.
 pub fn pid_of(e: &Value) -> i32 {
     e["pid"]
@@ -333,6 +360,25 @@ pub fn run_example(
     args: &[&str],
 ) -> (Sup, String, ProgramGuard) {
     run_named(prefix, example_name, |cmd, _, name, program| {
+        cmd.args(["--name", name])
+            .args(flags)
+            .arg("--")
+            .arg(program)
+            .args(args);
+    })
+}
+
+/// Like [`run_example`], after `prepare` has had the run's dir (to put files where the flags
+/// point, before supervise starts).
+pub fn run_example_in(
+    prefix: &str,
+    flags: &[&str],
+    example_name: &str,
+    args: &[&str],
+    prepare: impl FnOnce(&Path),
+) -> (Sup, String, ProgramGuard) {
+    run_named(prefix, example_name, |cmd, dir, name, program| {
+        prepare(dir);
         cmd.args(["--name", name])
             .args(flags)
             .arg("--")

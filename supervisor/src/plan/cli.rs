@@ -125,6 +125,14 @@ pub struct Cli {
     /// Write events as JSON lines to FILE (`-` for stderr).
     #[arg(long, value_name = "FILE")]
     pub events: Option<String>,
+    /// No line on stderr for each start, exit, restart, failure and finding (the events file
+    /// still has them all).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Start each worker line (forwarded and in log files) with the time it was read
+    /// (RFC 3339, UTC, milliseconds).
+    #[arg(long)]
+    pub timestamps: bool,
     /// Also write each worker's output to size-rotated files in DIR.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
@@ -252,6 +260,8 @@ impl Cli {
         if let Some(ev) = &self.events {
             plan.events = Some(EventsTarget::parse(ev));
         }
+        plan.quiet |= self.quiet;
+        plan.timestamps |= self.timestamps;
         if let Some(dir) = self.log_dir {
             let base = plan.log.take();
             plan.log = Some(LogSpec {
@@ -404,6 +414,8 @@ impl Cli {
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
+            quiet: false,
+            timestamps: false,
             log: None,
             single: true,
             forward_stop: self.stop_signal.is_none(),

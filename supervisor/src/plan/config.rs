@@ -27,6 +27,10 @@ struct RawConfig {
     #[serde(default)]
     events: Option<String>,
     #[serde(default)]
+    quiet: bool,
+    #[serde(default)]
+    timestamps: bool,
+    #[serde(default)]
     log: Option<RawLog>,
     #[serde(default)]
     metrics: Option<MetricsAddr>,
@@ -671,6 +675,8 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         programs,
         sample_every: raw.sample.map_or(DEFAULT_SAMPLE_EVERY, |s| s.every.0),
         events: raw.events.as_deref().map(EventsTarget::parse),
+        quiet: raw.quiet,
+        timestamps: raw.timestamps,
         log,
         single: false,
         forward_stop: false,

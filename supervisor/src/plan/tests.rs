@@ -611,3 +611,19 @@ fn readiness_health_and_order() {
     let e = cli(&["supervise", "--start-timeout", "5s", "--", "x"]).expect_err("needs --ready");
     assert_eq!(e.key, "--start-timeout");
 }
+
+#[test]
+fn quiet_and_timestamps_from_flags_or_config() {
+    let plan = cli(&["supervise", "--", "x"]).expect("plan");
+    assert!(!plan.quiet && !plan.timestamps);
+    let plan = cli(&["supervise", "-q", "--timestamps", "--", "x"]).expect("plan");
+    assert!(plan.quiet && plan.timestamps);
+    let plan = parse_config(
+        "quiet = true\ntimestamps = true\n[program.a]\ncommand = [\"x\"]\n",
+        None,
+    )
+    .expect("valid");
+    assert!(plan.quiet && plan.timestamps);
+    let e = err("quiet = \"yes\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "quiet"), "{e}");
+}
