@@ -3,7 +3,9 @@
 # watch it get restarted each time it crosses the limit, then stop everything as Ctrl-C would.
 set -euo pipefail
 cd "$(dirname "$0")"
-cargo build --release --quiet -p supervisor --bin supervise --examples
+echo "Building supervise and the example workers in release mode (about two minutes on a fresh" \
+    "clone; cargo shows its progress)..." >&2
+cargo build --release -p supervisor --bin supervise --examples
 events=$(mktemp)
 trap 'rm -f "$events"' EXIT
 echo "supervise --memory-max 64MiB --memory-for 1 -- leaky --rate 20"

@@ -83,10 +83,14 @@ struct Engine {
     notify_path: Option<Rc<std::path::Path>>,
     /// What the notify socket dropped.
     notify_dropped: notified::Dropped,
+    /// The service manager that runs supervise, when it asked to be told (`NOTIFY_SOCKET`).
+    manager: Option<crate::notify::Manager>,
 }
 
 /// Runs the plan to its end and returns the process exit code.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
+    // Before any thread starts: it edits the environment.
+    let manager = crate::notify::Manager::from_env();
     // Before any thread starts, so every thread inherits the mask (see `signals::block`).
     signals::block()?;
     let (mut output, thread) = Output::start(&plan)?;
@@ -134,6 +138,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             stop_cmd: Command::Stop { signal: None },
             notify_path: None,
             notify_dropped: notified::Dropped::default(),
+            manager,
         };
         engine.main().await
     });
@@ -237,6 +242,13 @@ impl Engine {
         // While a roll is under way, how often it looks whether its replacement is up.
         let mut roll_tick = tokio::time::interval(Duration::from_millis(50));
         roll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The service manager's watchdog, when it wants pings: the loop turning is the proof of
+        // life.
+        let mut watchdog = self
+            .manager
+            .as_ref()
+            .and_then(|m| m.watchdog_every)
+            .map(|every| tokio::time::interval(every.max(Duration::from_millis(10))));
         // While programs wait for what they start after, how often that is looked at.
         let mut order_tick = tokio::time::interval(Duration::from_millis(50));
         order_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -260,8 +272,14 @@ impl Engine {
                         self.stop_all(Sig::TERM);
                     }
                 },
+                _ = tick_opt(watchdog.as_mut()) => {
+                    if let Some(m) = &self.manager {
+                        m.watchdog();
+                    }
+                }
                 _ = orphan_scan.tick() => {
                     self.health.tick();
+                    self.tell_manager();
                     self.scan_orphans();
                     self.probe_resources();
                     if let Some(h) = &self.history {
@@ -474,6 +492,10 @@ impl Engine {
         }
         let new = plan::load_config(&path).map_err(|e| e.to_string())?;
         tracing::info!(config = %path.display(), "reloading");
+        if let Some(m) = &mut self.manager {
+            // READY=1 again once every program is up (the next sampling tick looks).
+            m.reloading();
+        }
         let old: HashMap<String, ProgramSpec> = self
             .plan
             .programs
@@ -539,6 +561,16 @@ impl Engine {
             self.roll(&spec.name.clone(), Some(spec));
         }
         Ok(format!("reloaded {}", path.display()))
+    }
+}
+
+/// The next tick of an optional interval; never, without one.
+async fn tick_opt(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -169,6 +169,24 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             output,
             program,
         } => return report(file, output, program.as_deref()),
+        Control::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "supervise",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Control::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("supervise: man: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Control::Top => {
             return match supervisor::top::run(path) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -215,6 +215,111 @@ pub fn path_beside(admin: &Path) -> PathBuf {
     dir.join(format!("supervise-notify.{}.sock", std::process::id()))
 }
 
+/// The supervisor's own line to *its* service manager: when systemd (or another manager that
+/// speaks the protocol) runs supervise with `Type=notify`, supervise says `READY=1` once every
+/// program is up, `STATUS=` as that changes, `STOPPING=1`, `RELOADING=1`, and pings
+/// `WATCHDOG=1` when the manager asked for it (`WATCHDOG_USEC`).
+#[derive(Debug)]
+pub struct Manager {
+    socket: std::os::unix::net::UnixDatagram,
+    addr: std::os::unix::net::SocketAddr,
+    /// Half the manager's watchdog period, when it wants pings.
+    pub watchdog_every: Option<Duration>,
+    last_status: String,
+    ready: bool,
+}
+
+impl Manager {
+    /// From the supervisor's own environment, which it then clears of `NOTIFY_SOCKET`,
+    /// `WATCHDOG_USEC` and `WATCHDOG_PID`: they are for supervise, not for what it starts (its
+    /// workers get its own socket). Call before any thread starts.
+    #[must_use]
+    pub fn from_env() -> Option<Self> {
+        let path = std::env::var_os("NOTIFY_SOCKET");
+        let usec = std::env::var("WATCHDOG_USEC").ok();
+        let for_pid = std::env::var("WATCHDOG_PID").ok();
+        for key in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            std::env::remove_var(key);
+        }
+        let path = path?;
+        let addr = manager_addr(path.as_encoded_bytes())?;
+        let socket = std::os::unix::net::UnixDatagram::unbound().ok()?;
+        socket.set_nonblocking(true).ok()?;
+        let mine = for_pid.is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
+        let watchdog_every = usec
+            .and_then(|u| u.parse::<u64>().ok())
+            .filter(|&u| u > 0 && mine)
+            .map(|u| Duration::from_micros(u) / 2);
+        Some(Self {
+            socket,
+            addr,
+            watchdog_every,
+            last_status: String::new(),
+            ready: false,
+        })
+    }
+
+    fn send(&self, text: &str) {
+        // Never waits: a manager that does not read loses the message, no more.
+        if let Err(e) = self.socket.send_to_addr(text.as_bytes(), &self.addr) {
+            tracing::debug!(error = %e, "cannot notify the service manager");
+        }
+    }
+
+    /// Everything is up (`status` says how): `READY=1` once, and `STATUS=` when it changes.
+    pub fn up(&mut self, status: &str) {
+        if !self.ready {
+            self.ready = true;
+            self.last_status = status.to_owned();
+            self.send(&format!("READY=1\nSTATUS={status}"));
+        } else {
+            self.status(status);
+        }
+    }
+
+    pub fn status(&mut self, status: &str) {
+        if self.last_status != status {
+            self.last_status = status.to_owned();
+            self.send(&format!("STATUS={status}"));
+        }
+    }
+
+    pub fn stopping(&self) {
+        self.send("STOPPING=1");
+    }
+
+    /// A reload starts; the next [`Manager::up`] says `READY=1` again.
+    pub fn reloading(&mut self) {
+        self.ready = false;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let usec = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+            + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000;
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+    }
+
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1");
+    }
+}
+
+/// `NOTIFY_SOCKET` as an address: a path, or `@name` in the abstract namespace.
+fn manager_addr(bytes: &[u8]) -> Option<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    match bytes.split_first() {
+        Some((b'@', name)) => std::os::unix::net::SocketAddr::from_abstract_name(name).ok(),
+        Some((b'/', _)) => {
+            use std::os::unix::ffi::OsStrExt;
+            std::os::unix::net::SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(bytes)).ok()
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

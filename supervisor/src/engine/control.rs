@@ -192,6 +192,11 @@ impl Engine {
     /// single-command mode without `--stop-signal`, the workers get the very signal received.
     pub(super) fn stop_all(&mut self, sig: Sig) {
         self.stopping += 1;
+        if self.stopping == 1 {
+            if let Some(m) = &self.manager {
+                m.stopping();
+            }
+        }
         let cmd = if self.stopping == 1 {
             Command::Stop {
                 signal: self.plan.forward_stop.then_some(sig),

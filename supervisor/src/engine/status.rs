@@ -40,6 +40,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Tells the service manager that runs supervise (if it asked) where things stand:
+    /// `READY=1` once every program is up, and a one-line `STATUS=`.
+    pub(super) fn tell_manager(&mut self) {
+        if self.manager.is_none() || self.stopping > 0 {
+            return;
+        }
+        let up = self.readiness();
+        let running = self
+            .slots
+            .values()
+            .filter(|s| s.shared.pid.get().is_some())
+            .count();
+        let status = match &up {
+            Ok(()) => format!("{running} instances up"),
+            Err(why) => format!("{running} instances running; not ready: {why}"),
+        };
+        if let Some(m) = &mut self.manager {
+            match up {
+                Ok(()) => m.up(&status),
+                Err(_) => m.status(&status),
+            }
+        }
+    }
+
     /// An instance with no process: what it did before still counts.
     fn idle_status(&self, program: &str, instance: u32) -> status::WorkerStatus {
         let counters = self.counters.get(&(program.to_owned(), instance));

@@ -21,7 +21,7 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -191,6 +191,14 @@ pub enum Control {
     Reload,
     /// A live view of every worker, refreshed every second (q quits).
     Top,
+    /// Print a shell completion script (e.g. `supervise completions bash >
+    /// /etc/bash_completion.d/supervise`). Needs no running supervisor.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `supervise man | man -l -`). Needs no running supervisor.
+    Man,
     /// Draw a history file (--history) as an SVG: memory and CPU over time, restarts marked.
     /// Needs no running supervisor.
     Report {

@@ -627,3 +627,10 @@ fn quiet_and_timestamps_from_flags_or_config() {
     let e = err("quiet = \"yes\"\n[program.a]\ncommand = [\"x\"]\n");
     assert_eq!((e.line, e.key.as_str()), (Some(1), "quiet"), "{e}");
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let plan = parse_config(include_str!("../../../contrib/supervise.toml"), None).expect("valid");
+    assert_eq!(plan.programs.len(), 1);
+    assert!(plan.metrics.is_some());
+}
