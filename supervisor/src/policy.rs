@@ -95,7 +95,13 @@ impl Rules<'_> {
 /// `first * factor^n`, capped at `max`, then spread by `±jitter` (never above `max`).
 #[must_use]
 pub fn backoff_delay(b: &Backoff, n: u32, rand01: f64) -> Duration {
-    let base = b.first.as_secs_f64() * b.factor.powi(i32::try_from(n).unwrap_or(i32::MAX));
+    // factor^n is infinite past ~1,000 restarts in the window: a zero first delay stays zero
+    // (0 × ∞ would be NaN, which `min` below turns into `max`).
+    let base = if b.first.is_zero() {
+        0.0
+    } else {
+        b.first.as_secs_f64() * b.factor.powi(i32::try_from(n).unwrap_or(i32::MAX))
+    };
     let capped = base.min(b.max.as_secs_f64());
     let spread = 1.0 + b.jitter * (2.0 * rand01.clamp(0.0, 1.0) - 1.0);
     Duration::from_secs_f64((capped * spread).clamp(0.0, b.max.as_secs_f64()))
