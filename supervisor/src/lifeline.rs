@@ -58,6 +58,8 @@ impl Lifeline {
 /// The lifeline process itself: `supervise __lifeline`. Returns when stdin closes, after killing
 /// every registered process that is still alive.
 pub fn serve() {
+    // It holds a pidfd per process it protects (as supervise does, and its workers do not).
+    let _ = crate::spawn::raise_fd_limit();
     let mut held: Vec<OwnedFd> = Vec::new();
     for line in BufReader::new(io::stdin().lock()).lines() {
         let Ok(line) = line else { break };
