@@ -1,12 +1,14 @@
 //! Stopping: a worker that ignores TERM is SIGKILLed after the grace; SIGTERM to the supervisor
-//! leaves no descendant alive; SIGKILL to the supervisor leaves no worker alive.
+//! leaves no descendant alive; SIGKILL to the supervisor leaves no worker alive, nor any
+//! descendant, even one forked since the last sample.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{
-    alive, example, pid_of, pids_of_program, run_example, unique, wait_until, ProgramGuard, Sup,
+    alive, example, forker_grandchild, pid_of, pids_of_program, run_example, unique, wait_until,
+    ProgramGuard, Sup,
 };
 
 #[test]
@@ -150,6 +152,30 @@ fn sigkill_to_supervise_leaves_no_grandchild_either() {
     // Let a few samples and orphan scans attribute the grandchild to the worker.
     std::thread::sleep(Duration::from_millis(1500));
     sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),
+        "left behind: {:?}",
+        pids_of_program(&name)
+    );
+}
+
+#[test]
+fn a_grandchild_forked_since_the_last_sample_dies_with_a_sigkilled_supervisor() {
+    // Sampling every 20 s: after the sample at spawn, the next is at least 10 s away. The
+    // grandchild, forked 1 s in, stays in the worker's process group; nothing has looked at the
+    // tree since it appeared when the supervisor is SIGKILLed.
+    let (sup, name, _guard) = run_example(
+        "late",
+        &["--sample-every", "20s"],
+        "forker",
+        &["--hold", "1", "--fork-after", "1000"],
+    );
+    let grandchild = forker_grandchild(&sup, &name);
+    sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(grandchild)),
+        "the grandchild {grandchild}, forked since the last sample, outlived a SIGKILLed supervisor"
+    );
     assert!(
         wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),
         "left behind: {:?}",

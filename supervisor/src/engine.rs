@@ -147,14 +147,26 @@ impl Engine {
         // SIGCHLD must be handled before the first spawn, or an early exit is noticed late.
         let sigchld = signal(SignalKind::child())?;
         let intake = signals::Intake::open()?;
-        match crate::lifeline::Lifeline::start() {
-            Ok(l) => {
+        // Its exit, if it dies before us (the reaper must know of it before it first reaps).
+        let mut lifeline_exit = None;
+        match crate::lifeline::Lifeline::start(self.output.clone()) {
+            Ok((l, reports)) => {
                 // A child of ours but no worker: orphan scans must leave it alone.
                 self.roots.borrow_mut().insert(l.pid);
-                self.lifeline = Some(Rc::new(l));
+                lifeline_exit = Some(self.reaper.watch(l.pid));
+                let l = Rc::new(l);
+                tokio::task::spawn_local(l.clone().listen(reports));
+                self.lifeline = Some(l);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "no lifeline: descendants could outlive a SIGKILLed supervisor")
+                let detail = format!("cannot start the lifeline ({e}): processes that left their worker will outlive a SIGKILLed supervisor");
+                tracing::warn!(%detail, "no lifeline");
+                self.output.event(&Event::now(
+                    "supervise",
+                    0,
+                    None,
+                    Kind::LifelineError { detail },
+                ));
             }
         }
         let reaper = self.reaper.clone();
@@ -241,6 +253,15 @@ impl Engine {
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
                     }
+                    if let Some(l) = &self.lifeline {
+                        l.flush();
+                    }
+                }
+                exit = until_exit(lifeline_exit.as_mut()) => {
+                    lifeline_exit = None;
+                    if let Some(l) = &self.lifeline {
+                        l.exited(exit);
+                    }
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
             }
@@ -252,6 +273,9 @@ impl Engine {
             while a.pending() > 0 && tokio::time::Instant::now() < end {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+        if let Some(l) = &self.lifeline {
+            l.closing();
         }
         self.sweep().await;
         if let Some(h) = self.history.take() {
@@ -510,6 +534,15 @@ impl Engine {
             self.roll(&spec.name.clone(), Some(spec));
         }
         Ok(format!("reloaded {}", path.display()))
+    }
+}
+
+/// A watched process's exit; never without one.
+async fn until_exit(rx: Option<&mut tokio::sync::oneshot::Receiver<Exit>>) -> Exit {
+    match rx {
+        // The reaper dropped the sender: it has stopped, and so has the loop.
+        Some(rx) => rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)),
+        None => std::future::pending().await,
     }
 }
 

@@ -130,6 +130,10 @@ pub enum Kind {
         reason: Option<Reason>,
         for_good: bool,
     },
+    /// (`program` is `supervise`, `pid` the lifeline's) the lifeline cannot protect what it
+    /// should: processes that left their worker could outlive a SIGKILLed supervisor. Once per
+    /// kind of failure (cannot start, cannot watch a process, not reading, gone).
+    LifelineError { detail: String },
 }
 
 impl Kind {
@@ -193,11 +197,12 @@ impl Kind {
                 reason: None,
                 for_good: true,
             },
+            Kind::LifelineError { detail: s() },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "started",
         "spawn_failed",
         "exited",
@@ -216,6 +221,7 @@ impl Kind {
         "roll_halted",
         "log_error",
         "stopping",
+        "lifeline_error",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -240,6 +246,7 @@ impl Kind {
             Kind::RollHalted { .. } => 15,
             Kind::LogError { .. } => 16,
             Kind::Stopping { .. } => 17,
+            Kind::LifelineError { .. } => 18,
         };
         Self::NAMES[i]
     }
