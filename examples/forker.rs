@@ -26,6 +26,10 @@
 //!   (reparented to the nearest subreaper, a supervisor), forks the grandchild (after
 //!   `--fork-after`) and exits: so the grandchild's parent is a process the subreaper reaps
 //!   without ever having spawned it.
+//! - `--grandchild-forks`: the grandchild (after `--setsid`, before it holds memory) forks a
+//!   child of its own, which stays in its group and session, prints `forker great-grandchild
+//!   pid=<pid>` (before or after the grandchild's line) and sleeps forever. It exists once the
+//!   worker's line is out.
 //!
 //! Output goes to stdout (inherited by all three processes), flushed line by line. If the
 //! worker cannot write it, it exits quietly (code 0) for a pipe whose reader has gone and with
@@ -81,6 +85,10 @@ struct Args {
     /// The child forks a relay and exits; the relay, orphaned, forks the grandchild and exits.
     #[arg(long)]
     relay: bool,
+
+    /// The grandchild forks a child of its own, which sleeps forever.
+    #[arg(long)]
+    grandchild_forks: bool,
 }
 
 /// Reports a failed setup step on stderr and exits with code 1.
@@ -237,6 +245,22 @@ fn grandchild(write_end: OwnedFd, args: &Args, hold_bytes: u64) -> ! {
         && unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) } == libc::SIG_ERR
     {
         fail("ignoring SIGTERM", io::Error::last_os_error());
+    }
+
+    if args.grandchild_forks {
+        // SAFETY: as for the first fork: this process is a copy of a single-threaded one.
+        match unsafe { libc::fork() } {
+            -1 => fail("fork (great-grandchild)", io::Error::last_os_error()),
+            0 => {
+                drop(write_end);
+                let _ = say(format_args!(
+                    "forker great-grandchild pid={}",
+                    process::id()
+                ));
+                sleep_forever()
+            }
+            _ => {}
+        }
     }
 
     let bytes = usize::try_from(hold_bytes).unwrap_or(usize::MAX);

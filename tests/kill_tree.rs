@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    alive, example, forker_grandchild, pid_of, pids_of_program, run_example, unique, wait_until,
-    ProgramGuard, Sup,
+    alive, example, forker_grandchild, lifeline_of, pid_of, pidfds_of, pids_of_program,
+    run_example, unique, wait_until, ProgramGuard, Sup,
 };
 
 #[test]
@@ -176,6 +176,69 @@ fn a_grandchild_forked_since_the_last_sample_dies_with_a_sigkilled_supervisor() 
         wait_until(Duration::from_secs(5), || !alive(grandchild)),
         "the grandchild {grandchild}, forked since the last sample, outlived a SIGKILLed supervisor"
     );
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),
+        "left behind: {:?}",
+        pids_of_program(&name)
+    );
+}
+
+#[test]
+fn an_orphan_that_leaves_the_session_is_known_as_soon_as_its_parent_exits() {
+    // The relay, reparented to the supervisor, forks the grandchild (which calls setsid, leaving
+    // the worker's group and session) and exits: the supervisor reaps a process it never
+    // spawned, so it looks for orphans at once rather than at the next tick, at least 10 s away.
+    let (sup, name, _guard) = run_example(
+        "relay",
+        &["--sample-every", "20s"],
+        "forker",
+        &["--hold", "1", "--relay", "--setsid", "--fork-after", "1000"],
+    );
+    let grandchild = forker_grandchild(&sup, &name);
+    let lifeline = lifeline_of(sup.pid()).expect("the lifeline");
+    assert!(
+        wait_until(Duration::from_secs(3), || pidfds_of(lifeline)
+            .contains(&grandchild)),
+        "the lifeline was not told of the grandchild {grandchild} (it holds pidfds of {:?})\n{}",
+        pidfds_of(lifeline),
+        sup.dump()
+    );
+    sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(grandchild)),
+        "the grandchild {grandchild} outlived a SIGKILLed supervisor"
+    );
+}
+
+#[test]
+fn what_an_orphan_forks_in_its_new_session_dies_too() {
+    // As above, and the grandchild forks at once after setsid: its child, in the grandchild's
+    // new session, was never seen by anyone, but the session was (with the grandchild, by the
+    // look its parent's exit set off).
+    let (sup, name, _guard) = run_example(
+        "session",
+        &["--sample-every", "20s"],
+        "forker",
+        &[
+            "--hold",
+            "1",
+            "--relay",
+            "--setsid",
+            "--grandchild-forks",
+            "--fork-after",
+            "1000",
+        ],
+    );
+    let grandchild = forker_grandchild(&sup, &name);
+    let lifeline = lifeline_of(sup.pid()).expect("the lifeline");
+    assert!(
+        wait_until(Duration::from_secs(3), || pidfds_of(lifeline)
+            .contains(&grandchild)),
+        "the lifeline was not told of the grandchild {grandchild}\n{}",
+        sup.dump()
+    );
+    assert_eq!(pids_of_program(&name).len(), 3, "{}", sup.dump());
+    sup.signal(libc::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),
         "left behind: {:?}",
