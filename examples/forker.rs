@@ -19,6 +19,17 @@
 //!   pid, so once the worker's line is out, only SIGKILL (or another signal) ends it.
 //! - `--exit-after MS`: instead of sleeping forever, the worker exits MS milliseconds after its
 //!   line, with `--exit-code` (default 3), leaving the grandchild behind.
+//! - `--fork-after MS`: the grandchild is forked MS milliseconds after the worker starts rather
+//!   than at once (the process that forks it waits first): a descendant that appears between
+//!   two samples of the tree, after the first one.
+//! - `--relay`: the child forks a relay process and exits at once; the relay, an orphan by then
+//!   (reparented to the nearest subreaper, a supervisor), forks the grandchild (after
+//!   `--fork-after`) and exits: so the grandchild's parent is a process the subreaper reaps
+//!   without ever having spawned it.
+//! - `--grandchild-forks`: the grandchild (after `--setsid`, before it holds memory) forks a
+//!   child of its own, which stays in its group and session, prints `forker great-grandchild
+//!   pid=<pid>` (before or after the grandchild's line) and sleeps forever. It exists once the
+//!   worker's line is out.
 //!
 //! Output goes to stdout (inherited by all three processes), flushed line by line. If the
 //! worker cannot write it, it exits quietly (code 0) for a pipe whose reader has gone and with
@@ -66,6 +77,18 @@ struct Args {
     /// Exit code of the worker with `--exit-after`.
     #[arg(long, value_name = "N", default_value_t = 3)]
     exit_code: u8,
+
+    /// Fork the grandchild this many milliseconds after the start rather than at once.
+    #[arg(long, value_name = "MS")]
+    fork_after: Option<u64>,
+
+    /// The child forks a relay and exits; the relay, orphaned, forks the grandchild and exits.
+    #[arg(long)]
+    relay: bool,
+
+    /// The grandchild forks a child of its own, which sleeps forever.
+    #[arg(long)]
+    grandchild_forks: bool,
 }
 
 /// Reports a failed setup step on stderr and exits with code 1.
@@ -165,9 +188,34 @@ fn worker(child_pid: libc::pid_t, read_end: OwnedFd, args: &Args) -> ! {
     sleep_forever()
 }
 
-/// The child: forks the grandchild and exits at once, orphaning it.
+/// The child: forks the grandchild (or, with `--relay`, a relay that forks it) and exits,
+/// orphaning it.
 fn child(read_end: OwnedFd, write_end: OwnedFd, args: &Args, hold_bytes: u64) -> ! {
     drop(read_end);
+    if !args.relay {
+        fork_grandchild(write_end, args, hold_bytes);
+    }
+    // SAFETY: as for the first fork: this process is a copy of a single-threaded one, so it has
+    // exactly one thread too.
+    match unsafe { libc::fork() } {
+        -1 => {
+            let err = io::Error::last_os_error();
+            let _ = writeln!(io::stderr(), "forker: fork (relay): {err}");
+            // SAFETY: _exit ends this process at once, skipping exit handlers and stdio
+            // flushing, which belong to the worker process this one was copied from.
+            unsafe { libc::_exit(1) }
+        }
+        0 => fork_grandchild(write_end, args, hold_bytes),
+        // SAFETY: as above.
+        _ => unsafe { libc::_exit(0) },
+    }
+}
+
+/// Waits `--fork-after`, forks the grandchild and exits at once, orphaning it.
+fn fork_grandchild(write_end: OwnedFd, args: &Args, hold_bytes: u64) -> ! {
+    if let Some(ms) = args.fork_after {
+        thread::sleep(Duration::from_millis(ms));
+    }
     // SAFETY: as for the first fork: this process is a copy of a single-threaded one, so it has
     // exactly one thread too.
     match unsafe { libc::fork() } {
@@ -197,6 +245,22 @@ fn grandchild(write_end: OwnedFd, args: &Args, hold_bytes: u64) -> ! {
         && unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) } == libc::SIG_ERR
     {
         fail("ignoring SIGTERM", io::Error::last_os_error());
+    }
+
+    if args.grandchild_forks {
+        // SAFETY: as for the first fork: this process is a copy of a single-threaded one.
+        match unsafe { libc::fork() } {
+            -1 => fail("fork (great-grandchild)", io::Error::last_os_error()),
+            0 => {
+                drop(write_end);
+                let _ = say(format_args!(
+                    "forker great-grandchild pid={}",
+                    process::id()
+                ));
+                sleep_forever()
+            }
+            _ => {}
+        }
     }
 
     let bytes = usize::try_from(hold_bytes).unwrap_or(usize::MAX);

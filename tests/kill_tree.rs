@@ -1,12 +1,14 @@
 //! Stopping: a worker that ignores TERM is SIGKILLed after the grace; SIGTERM to the supervisor
-//! leaves no descendant alive; SIGKILL to the supervisor leaves no worker alive.
+//! leaves no descendant alive; SIGKILL to the supervisor leaves no worker alive, nor any
+//! descendant, even one forked since the last sample.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{
-    alive, example, pid_of, pids_of_program, run_example, unique, wait_until, ProgramGuard, Sup,
+    alive, example, forker_grandchild, lifeline_of, pid_of, pidfds_of, pids_of_program,
+    run_example, unique, wait_until, ProgramGuard, Sup,
 };
 
 #[test]
@@ -149,6 +151,93 @@ fn sigkill_to_supervise_leaves_no_grandchild_either() {
     );
     // Let a few samples and orphan scans attribute the grandchild to the worker.
     std::thread::sleep(Duration::from_millis(1500));
+    sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),
+        "left behind: {:?}",
+        pids_of_program(&name)
+    );
+}
+
+#[test]
+fn a_grandchild_forked_since_the_last_sample_dies_with_a_sigkilled_supervisor() {
+    // Sampling every 20 s: after the sample at spawn, the next is at least 10 s away. The
+    // grandchild, forked 1 s in, stays in the worker's process group; nothing has looked at the
+    // tree since it appeared when the supervisor is SIGKILLed.
+    let (sup, name, _guard) = run_example(
+        "late",
+        &["--sample-every", "20s"],
+        "forker",
+        &["--hold", "1", "--fork-after", "1000"],
+    );
+    let grandchild = forker_grandchild(&sup, &name);
+    sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(grandchild)),
+        "the grandchild {grandchild}, forked since the last sample, outlived a SIGKILLed supervisor"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),
+        "left behind: {:?}",
+        pids_of_program(&name)
+    );
+}
+
+#[test]
+fn an_orphan_that_leaves_the_session_is_known_as_soon_as_its_parent_exits() {
+    // The relay, reparented to the supervisor, forks the grandchild (which calls setsid, leaving
+    // the worker's group and session) and exits: the supervisor reaps a process it never
+    // spawned, so it looks for orphans at once rather than at the next tick, at least 10 s away.
+    let (sup, name, _guard) = run_example(
+        "relay",
+        &["--sample-every", "20s"],
+        "forker",
+        &["--hold", "1", "--relay", "--setsid", "--fork-after", "1000"],
+    );
+    let grandchild = forker_grandchild(&sup, &name);
+    let lifeline = lifeline_of(sup.pid()).expect("the lifeline");
+    assert!(
+        wait_until(Duration::from_secs(3), || pidfds_of(lifeline)
+            .contains(&grandchild)),
+        "the lifeline was not told of the grandchild {grandchild} (it holds pidfds of {:?})\n{}",
+        pidfds_of(lifeline),
+        sup.dump()
+    );
+    sup.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(grandchild)),
+        "the grandchild {grandchild} outlived a SIGKILLed supervisor"
+    );
+}
+
+#[test]
+fn what_an_orphan_forks_in_its_new_session_dies_too() {
+    // As above, and the grandchild forks at once after setsid: its child, in the grandchild's
+    // new session, was never seen by anyone, but the session was (with the grandchild, by the
+    // look its parent's exit set off).
+    let (sup, name, _guard) = run_example(
+        "session",
+        &["--sample-every", "20s"],
+        "forker",
+        &[
+            "--hold",
+            "1",
+            "--relay",
+            "--setsid",
+            "--grandchild-forks",
+            "--fork-after",
+            "1000",
+        ],
+    );
+    let grandchild = forker_grandchild(&sup, &name);
+    let lifeline = lifeline_of(sup.pid()).expect("the lifeline");
+    assert!(
+        wait_until(Duration::from_secs(3), || pidfds_of(lifeline)
+            .contains(&grandchild)),
+        "the lifeline was not told of the grandchild {grandchild}\n{}",
+        sup.dump()
+    );
+    assert_eq!(pids_of_program(&name).len(), 3, "{}", sup.dump());
     sup.signal(libc::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),

@@ -10,7 +10,7 @@ use common::{example, pids_of_program, unique, wait_until, ProgramGuard, Sup};
 /// Open files one one-process instance costs the supervisor, and its own (see
 /// `plan::fd_budget`: a config that cannot all run is refused).
 const PER_INSTANCE: u64 = 10;
-const BASE: u64 = 64;
+const BASE: u64 = 32;
 
 #[test]
 fn term_during_a_mass_start_stops_starting() {

@@ -48,6 +48,8 @@ struct Engine {
     orphans_seen: HashSet<i32>,
     /// Orphans no worker could claim: killed at shutdown.
     strays: HashSet<i32>,
+    /// Orphans that lead a group or session the lifeline watches for them, until they are gone.
+    orphan_leaders: HashSet<i32>,
     /// Stop signals (TERM, INT, QUIT) received: the first stops, the second kills.
     stopping: u32,
     any_fatal: bool,
@@ -87,6 +89,9 @@ struct Engine {
     manager: Option<crate::notify::Manager>,
 }
 
+/// The shortest time between two orphan scans that orphans' exits trigger.
+const ORPHAN_SCAN_GAP: Duration = Duration::from_millis(10);
+
 /// Runs the plan to its end and returns the process exit code.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
     // Before any thread starts: it edits the environment.
@@ -119,6 +124,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             next_id: 0,
             orphans_seen: HashSet::new(),
             strays: HashSet::new(),
+            orphan_leaders: HashSet::new(),
             stopping: 0,
             any_fatal: false,
             fatal_exit: None,
@@ -163,18 +169,36 @@ impl Engine {
         // SIGCHLD must be handled before the first spawn, or an early exit is noticed late.
         let sigchld = signal(SignalKind::child())?;
         let intake = signals::Intake::open()?;
-        match crate::lifeline::Lifeline::start() {
-            Ok(l) => {
+        // Its exit, if it dies before us (the reaper must know of it before it first reaps).
+        let mut lifeline_exit = None;
+        match crate::lifeline::Lifeline::start(self.output.clone()) {
+            Ok((l, reports)) => {
                 // A child of ours but no worker: orphan scans must leave it alone.
                 self.roots.borrow_mut().insert(l.pid);
-                self.lifeline = Some(Rc::new(l));
+                lifeline_exit = Some(self.reaper.watch(l.pid));
+                let l = Rc::new(l);
+                tokio::task::spawn_local(l.clone().listen(reports));
+                self.lifeline = Some(l);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "no lifeline: descendants could outlive a SIGKILLed supervisor")
+                let detail = format!("cannot start the lifeline ({e}): processes that left their worker will outlive a SIGKILLed supervisor");
+                tracing::warn!(%detail, "no lifeline");
+                self.output.event(&Event::now(
+                    "supervise",
+                    0,
+                    None,
+                    Kind::LifelineError { detail },
+                ));
             }
         }
+        // An exit of a process nobody awaits is an orphan's: one was reparented to us, and its
+        // own orphans may be now. They are looked for at once, not at the next tick.
+        let orphan_exited = Rc::new(tokio::sync::Notify::new());
         let reaper = self.reaper.clone();
-        tokio::task::spawn_local(async move { reaper.run(sigchld, |_| {}).await });
+        let notify = orphan_exited.clone();
+        tokio::task::spawn_local(async move {
+            reaper.run(sigchld, |_| notify.notify_one()).await;
+        });
         let (calls_tx, mut calls) = mpsc::unbounded_channel();
         // Bound before any worker starts: a bad or busy address changes nothing (exit 2).
         if let Some(addr) = self.plan.metrics {
@@ -252,6 +276,10 @@ impl Engine {
         // While programs wait for what they start after, how often that is looked at.
         let mut order_tick = tokio::time::interval(Duration::from_millis(50));
         order_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Orphan scans on orphans' exits, at most one per ORPHAN_SCAN_GAP: a fork bomb of
+        // orphans cannot make the loop spin.
+        let mut last_scan = tokio::time::Instant::now();
+        let mut scan_due: Option<tokio::time::Instant> = None;
 
         while !self.tasks.is_empty()
             || ((!self.held.is_empty() || !self.waiting.is_empty()) && self.stopping == 0)
@@ -281,9 +309,33 @@ impl Engine {
                     self.health.tick();
                     self.tell_manager();
                     self.scan_orphans();
+                    last_scan = tokio::time::Instant::now();
                     self.probe_resources();
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
+                    }
+                    if let Some(l) = &self.lifeline {
+                        l.flush();
+                    }
+                }
+                () = orphan_exited.notified(), if scan_due.is_none() => {
+                    let now = tokio::time::Instant::now();
+                    if now >= last_scan + ORPHAN_SCAN_GAP {
+                        self.scan_orphans();
+                        last_scan = now;
+                    } else {
+                        scan_due = Some(last_scan + ORPHAN_SCAN_GAP);
+                    }
+                }
+                () = sleep_until_some(scan_due) => {
+                    scan_due = None;
+                    self.scan_orphans();
+                    last_scan = tokio::time::Instant::now();
+                }
+                exit = until_exit(lifeline_exit.as_mut()) => {
+                    lifeline_exit = None;
+                    if let Some(l) = &self.lifeline {
+                        l.exited(exit);
                     }
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
@@ -298,6 +350,9 @@ impl Engine {
             while a.pending() > 0 && tokio::time::Instant::now() < end {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+        if let Some(l) = &self.lifeline {
+            l.closing();
         }
         self.sweep().await;
         if let Some(h) = self.history.take() {
@@ -406,81 +461,6 @@ impl Engine {
         }
     }
 
-    fn kill_strays(&mut self, sig: i32) {
-        for &pid in &self.strays {
-            // SAFETY: strays are our own unreaped children, so the pid cannot have been reused.
-            unsafe { libc::kill(pid, sig) };
-        }
-    }
-
-    /// Orphans reparented to us (we are a subreaper) are handed to the worker they belong to
-    /// (see [`orphans`]); those no worker claims are reported once and killed at shutdown.
-    fn scan_orphans(&mut self) {
-        let children = self.main_children.read();
-        self.orphans_seen
-            .retain(|p| children.binary_search(p).is_ok());
-        self.strays.retain(|p| children.binary_search(p).is_ok());
-        let mut roots: HashSet<i32> = self
-            .slots
-            .values()
-            .filter_map(|s| s.shared.pid.get())
-            .collect();
-        // An alert command (and its process group) is the alerter's to wait for.
-        let alert_group = self.alerter.as_ref().and_then(|a| a.child_pid());
-        roots.extend(alert_group);
-        // The lifeline is a child of ours but nobody's orphan.
-        roots.extend(self.lifeline.as_ref().map(|l| l.pid));
-        for &pid in &children {
-            if roots.contains(&pid) || !self.orphans_seen.insert(pid) {
-                continue;
-            }
-            let Some(pgid) = orphans::pgid_of(pid) else {
-                continue;
-            };
-            if alert_group == Some(pgid) {
-                continue;
-            }
-            let owner = self.slots.values().find(|s| {
-                orphans::Owner {
-                    root: s.shared.pid.get(),
-                    name: &s.spec.name,
-                    instance: s.instance,
-                }
-                .claims(pid, pgid)
-            });
-            match owner {
-                Some(s) => s.shared.adopt.borrow_mut().push(pid),
-                None => {
-                    self.strays.insert(pid);
-                    self.output
-                        .event(&Event::now("supervise", 0, Some(pid), Kind::Orphan));
-                }
-            }
-        }
-    }
-
-    /// Before exiting: nothing we started may outlive us. Kill every child left (strays, and
-    /// orphans reparented during the last stops) until none is left, for at most two seconds.
-    async fn sweep(&mut self) {
-        let end = tokio::time::Instant::now() + Duration::from_secs(2);
-        loop {
-            let mut left = orphans::our_children();
-            // A running alert command (its process group) is delivering the last alerts: the
-            // alerter waits for it, with its own deadline, after the engine is done.
-            if let Some(group) = self.alerter.as_ref().and_then(|a| a.child_pid()) {
-                left.retain(|&p| orphans::pgid_of(p) != Some(group));
-            }
-            if left.is_empty() || tokio::time::Instant::now() >= end {
-                return;
-            }
-            for pid in left {
-                // SAFETY: our own unreaped children: the pid cannot have been reused.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     /// HUP: re-read the config. Removed programs stop, new ones start, changed ones are replaced
     /// one replica at a time; unchanged ones keep running. A bad config changes nothing.
     fn reload(&mut self) -> Result<String, String> {
@@ -574,12 +554,29 @@ async fn tick_opt(interval: Option<&mut tokio::time::Interval>) {
     }
 }
 
+/// Completes at `at`; never with `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The notify socket's next datagram; never, without one.
 async fn recv_notify(
     notify: Option<&mut crate::notify::NotifySocket>,
 ) -> std::io::Result<crate::notify::Datagram> {
     match notify {
         Some(n) => n.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A watched process's exit; never without one.
+async fn until_exit(rx: Option<&mut tokio::sync::oneshot::Receiver<Exit>>) -> Exit {
+    match rx {
+        // The reaper dropped the sender: it has stopped, and so has the loop.
+        Some(rx) => rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)),
         None => std::future::pending().await,
     }
 }
@@ -594,6 +591,7 @@ fn unix_ms() -> u64 {
 mod control;
 mod notified;
 mod order;
+mod orphan_scan;
 mod resources;
 mod roll;
 mod status;

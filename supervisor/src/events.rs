@@ -144,6 +144,10 @@ pub enum Kind {
     /// (`program` is `supervise`) the events file could not be written for a while (a full
     /// disk) and `count` events were lost; the first line written once it works again.
     EventsLost { count: u64 },
+    /// (`program` is `supervise`, `pid` the lifeline's) the lifeline cannot protect what it
+    /// should: processes that left their worker could outlive a SIGKILLed supervisor. Once per
+    /// kind of failure (cannot start, cannot watch a process, not reading, gone).
+    LifelineError { detail: String },
 }
 
 impl Kind {
@@ -208,11 +212,12 @@ impl Kind {
                 for_good: true,
             },
             Kind::EventsLost { count: 0 },
+            Kind::LifelineError { detail: s() },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 19] = [
+    pub const NAMES: [&'static str; 20] = [
         "started",
         "spawn_failed",
         "exited",
@@ -232,6 +237,7 @@ impl Kind {
         "log_error",
         "stopping",
         "events_lost",
+        "lifeline_error",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -257,6 +263,7 @@ impl Kind {
             Kind::LogError { .. } => 16,
             Kind::Stopping { .. } => 17,
             Kind::EventsLost { .. } => 18,
+            Kind::LifelineError { .. } => 19,
         };
         Self::NAMES[i]
     }

@@ -21,13 +21,15 @@
 //! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
 //! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed
 //! back to their worker ([`orphans`]) and reaped. Every other signal the supervisor handles is
-//! read from a signalfd ([`signals`]): stop, reload, or forward to the workers. A lifeline
-//! process ([`lifeline`]) kills what the death signal cannot reach if the supervisor is
-//! SIGKILLed.
+//! read from a signalfd ([`signals`]): stop, reload, or forward to the workers. An exit of a
+//! process nobody awaits (an orphan's) sets off a look for new orphans at once. A lifeline
+//! process ([`lifeline`]), told of every tree member and orphan and of the groups and sessions
+//! they lead, kills what the death signal cannot reach if the supervisor is SIGKILLed.
 //!
 //! # Caveats
-//! Linux only. A process forked after the last look at a tree before the supervisor is
-//! SIGKILLed can escape the lifeline. Workers run as the supervisor's user.
+//! Linux only. A process that leaves its worker's process group (`setsid`, `setpgid`) after
+//! the supervisor's last look at the tree, and before the supervisor is SIGKILLed, can escape
+//! the lifeline (see the README's "The lifeline"). Workers run as the supervisor's user.
 
 pub mod admin;
 pub mod alert;

@@ -49,6 +49,11 @@ fn main() -> ExitCode {
     if let Some(control) = &cli.control {
         return client(control, cli.admin.clone());
     }
+    // Run mode only: a supervisor holds a few fds per process it tracks (the workers get the
+    // limit back, see `spawn`).
+    if let Err(e) = supervisor::spawn::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
     let explicit =
         |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let plan = match cli.into_plan(&explicit) {

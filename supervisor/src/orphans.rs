@@ -71,18 +71,17 @@ pub struct Owner<'a> {
     pub instance: u32,
 }
 
-/// The process group of `pid`, or `None` if it is gone: one read of /proc/PID/stat, parsed
-/// after the last `)` since `comm` may hold anything.
+/// The process group of `pid`, or `None` if it is gone.
 #[must_use]
 pub fn pgid_of(pid: i32) -> Option<i32> {
+    stat_of(pid).map(|s| s.pgrp)
+}
+
+/// What /proc/PID/stat says of `pid`, or `None` if it is gone: one read.
+#[must_use]
+pub fn stat_of(pid: i32) -> Option<crate::probe::parse::Stat> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    // After "comm)": " state ppid pgrp ..."
-    let mut fields = stat[close + 1..]
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty());
-    let pgrp = fields.nth(2)?;
-    std::str::from_utf8(pgrp).ok()?.parse().ok()
+    crate::probe::parse::stat(&stat)
 }
 
 impl Owner<'_> {

@@ -254,8 +254,9 @@ pub const MAX_REPLICAS: u32 = 10_000;
 /// output pipes, the channel, the segment, the kept-open /proc files and a pidfd (measured: 10).
 /// Each further process of a tree takes about 6 more.
 pub const FDS_PER_INSTANCE: u64 = 10;
-/// Open files the supervisor holds for itself (control socket, signalfd, epoll, logs, /proc).
-pub const FDS_BASE: u64 = 64;
+/// Open files the supervisor holds for itself (control and notify sockets, signalfd, epoll, the
+/// lifeline's pipe, events file, /proc; measured: 24), with room to spare.
+pub const FDS_BASE: u64 = 32;
 
 /// Whether `instances` one-process trees fit in `limit` open files (the hard `RLIMIT_NOFILE`,
 /// which the supervisor raises its own soft limit to). `Err` says what they need.

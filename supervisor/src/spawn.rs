@@ -6,11 +6,16 @@
 //! `SUPERVISE_NAME` and `SUPERVISE_INSTANCE`, and `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the supervisor even when the supervisor is
 //! SIGKILLed. The death signal fires when the *thread* that forked exits (prctl(2)), which is why
 //! workers are only ever spawned from the main thread.
+//!
+//! Supervise raises its own soft `RLIMIT_NOFILE` to the hard limit (as systemd does for itself):
+//! it holds a few fds per tracked process. Workers get back the soft limit supervise started
+//! with, between fork and exec, so running under supervise changes nothing for them.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::plan::ProgramSpec;
 
@@ -108,7 +113,7 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
     // SAFETY: getpid is async-signal-safe; it runs here in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, sigprocmask, getppid, fcntl, dup2).
+    // functions (prctl, sigprocmask, getppid, fcntl, dup2, setrlimit).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -133,7 +138,8 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
                     return Err(io::Error::last_os_error());
                 }
             }
-            Ok(())
+            // Last: the fd moves above need the raised limit when the supervisor's fds are high.
+            restore_fd_limit_in_child()
         });
     }
     let mut child = cmd
@@ -149,6 +155,52 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         stdout: stdout.into(),
         stderr: stderr.into(),
     })
+}
+
+/// The `RLIMIT_NOFILE` supervise started with, before [`raise_fd_limit`].
+static ORIGINAL_NOFILE: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, and remembers the limit as it was for
+/// [`restore_fd_limit_in_child`]. Returns the new soft limit. For supervise's run mode and the
+/// lifeline only: a client subcommand has no use for it.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let _ = ORIGINAL_NOFILE.set(lim);
+    if lim.rlim_cur >= lim.rlim_max {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the rlimit we own; raising the soft limit up to the hard one
+    // needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(raised.rlim_cur)
+}
+
+/// Gives a child about to `exec` the `RLIMIT_NOFILE` supervise started with (nothing when it was
+/// never raised). Async-signal-safe (one atomic load and one syscall): for `pre_exec`.
+pub fn restore_fd_limit_in_child() -> io::Result<()> {
+    let Some(lim) = ORIGINAL_NOFILE.get() else {
+        return Ok(());
+    };
+    // SAFETY: setrlimit reads a valid rlimit; lowering the soft limit (the hard one is the same
+    // as at start) needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, lim) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Makes the supervisor a child subreaper, so orphans of its workers are reparented to it rather

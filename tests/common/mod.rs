@@ -575,3 +575,101 @@ pub fn refused_with(config: &str, adjust: impl FnOnce(&mut Command)) -> (String,
     assert!(!marker.exists(), "something was spawned");
     (path.display().to_string(), stderr)
 }
+
+/// Starts `cmd` with RLIMIT_NOFILE at `soft`/`hard`, which its children inherit.
+pub fn fd_limit(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls setrlimit, a plain system call (async-signal-safe), on a
+    // local value.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The soft and hard `Max open files` of a process, from /proc/PID/limits.
+pub fn fd_limits_of(pid: i32) -> Option<(u64, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut f = line["Max open files".len()..].split_whitespace();
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// The supervisor's lifeline (`supervise __lifeline`, a child of `sup`), once it is there.
+pub fn lifeline_of(sup: i32) -> Option<i32> {
+    let mut found = None;
+    wait_until(Duration::from_secs(5), || {
+        found = fs::read_dir(format!("/proc/{sup}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .find(|c| {
+                fs::read(format!("/proc/{c}/cmdline"))
+                    .is_ok_and(|b| b.split(|&x| x == 0).any(|a| a == b"__lifeline"))
+            });
+        found.is_some()
+    });
+    found
+}
+
+/// How many fds `pid` has open.
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// The pids `pid` holds a pidfd for (the `Pid:` line of each fd's fdinfo).
+pub fn pidfds_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(link) = fs::read_link(format!(
+            "/proc/{pid}/fd/{}",
+            e.file_name().to_string_lossy()
+        )) else {
+            continue;
+        };
+        if !link.to_string_lossy().contains("pidfd") {
+            continue;
+        }
+        if let Ok(info) = fs::read_to_string(e.path()) {
+            out.extend(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("Pid:"))
+                    .and_then(|p| p.trim().parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// The grandchild's pid from a `forker` run's output (its `forker worker ... grandchild=<pid>`
+/// line), once the worker has printed it.
+pub fn forker_grandchild(sup: &Sup, name: &str) -> i32 {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), || {
+        found = fs::read_to_string(sup.path("stdout")).ok().and_then(|s| {
+            s.lines()
+                .filter(|l| l.starts_with(&format!("{name}[")))
+                .find_map(|l| l.split_once("grandchild=")?.1.trim().parse().ok())
+        });
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no grandchild line for {name}\n{}", sup.dump()))
+}

@@ -1,7 +1,8 @@
 //! Running an alert command: the event on its stdin, a deadline, and nothing left behind.
 //!
 //! The command runs in a process group of its own with `PR_SET_PDEATHSIG(SIGKILL)` (so it dies
-//! with the supervisor) and `SUPERVISE_EVENT` set to the event kind. Its stdin, stdout+stderr and
+//! with the supervisor), the fd limit supervise started with, and `SUPERVISE_EVENT` set to the
+//! event kind. Its stdin, stdout+stderr and
 //! a pidfd (pidfd_open(2)) are polled together until it exits or the deadline passes; then its
 //! whole group is SIGKILLed (a command that exited normally may have left background
 //! processes: an alert hook must not leave anything behind) and it is reaped through the pidfd
@@ -65,14 +66,15 @@ pub fn run(
         .stdout(Stdio::from(out_w.try_clone()?))
         .stderr(Stdio::from(out_w))
         .process_group(0);
-    // SAFETY: runs in the forked child before exec and calls only prctl(2) and sigprocmask(2),
-    // which are async-signal-safe.
+    // SAFETY: runs in the forked child before exec and calls only prctl(2), sigprocmask(2) and
+    // setrlimit(2), which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            crate::signals::restore_in_child()
+            crate::signals::restore_in_child()?;
+            crate::spawn::restore_fd_limit_in_child()
         });
     }
     let spawned = cmd.spawn();

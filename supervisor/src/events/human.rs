@@ -66,7 +66,10 @@ pub fn line(e: &Event<'_>, style: Style) -> Option<String> {
 /// Events about supervise itself rather than a worker instance.
 fn of_supervise(e: &Event<'_>) -> bool {
     match &e.kind {
-        Kind::Orphan | Kind::Listening { .. } | Kind::EventsLost { .. } => true,
+        Kind::Orphan
+        | Kind::Listening { .. }
+        | Kind::EventsLost { .. }
+        | Kind::LifelineError { .. } => true,
         Kind::Finding { .. } => e.program == "supervise",
         _ => false,
     }
@@ -201,6 +204,7 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
             reason: Some(r), ..
         } => (Tone::Warn, format!("stopping to restart ({})", r.as_str())),
         Kind::Stopping { reason: None, .. } => (Tone::Plain, "stopping".to_owned()),
+        Kind::LifelineError { detail } => (Tone::Bad, format!("lifeline: {detail}")),
         Kind::EventsLost { count } => (
             Tone::Warn,
             format!(

@@ -233,6 +233,21 @@ fn jitter_stays_within_bounds() {
     assert_eq!(backoff_delay(&zero, 3, 0.7), Duration::ZERO);
 }
 
+#[test]
+fn zero_backoff_stays_zero_however_many_restarts() {
+    // factor^n overflows to infinity past n = 1023 (2^1024): 0 × ∞ must not become `max`.
+    let zero = Backoff {
+        first: Duration::ZERO,
+        jitter: 0.1,
+        ..backoff()
+    };
+    for n in [1023, 1024, 5000, u32::MAX] {
+        assert_eq!(backoff_delay(&zero, n, 0.5), Duration::ZERO, "{n}");
+    }
+    // A non-zero one is capped at max, never NaN.
+    assert_eq!(backoff_delay(&backoff(), u32::MAX, 0.5), backoff().max);
+}
+
 fn mem(max: u64, count: u32) -> MemorySpec {
     MemorySpec {
         max,

@@ -16,6 +16,7 @@ pub struct Stat {
     pub state: u8,
     pub ppid: i32,
     pub pgrp: i32,
+    pub session: i32,
     pub utime: u64,
     pub stime: u64,
     pub num_threads: u64,
@@ -43,6 +44,7 @@ pub fn stat(bytes: &[u8]) -> Option<Stat> {
         match n {
             4 => out.ppid = int(f)?,
             5 => out.pgrp = int(f)?,
+            6 => out.session = int(f)?,
             14 => out.utime = int(f)?,
             15 => out.stime = int(f)?,
             20 => out.num_threads = int(f)?,
@@ -116,6 +118,7 @@ mod tests {
                 state: b'S',
                 ppid: 1,
                 pgrp: 42,
+                session: 42,
                 utime: 7,
                 stime: 3,
                 num_threads: 5,
@@ -171,6 +174,7 @@ mod tests {
         assert_eq!(ours.state, u8::try_from(theirs.state).expect("ascii"));
         assert_eq!(ours.ppid, theirs.ppid);
         assert_eq!(ours.pgrp, theirs.pgrp);
+        assert_eq!(ours.session, theirs.session);
         assert_eq!((ours.utime, ours.stime), (theirs.utime, theirs.stime));
         assert_eq!(
             ours.num_threads,

@@ -20,6 +20,8 @@ use procfs_core::FromRead;
 pub struct ProcSample {
     pub ppid: i32,
     pub pgid: i32,
+    /// Session id.
+    pub sid: i32,
     /// Process state letter from /proc/PID/stat (`R`, `S`, `D`, `Z`, `T`, ...).
     pub state: u8,
     /// Resident set size, bytes.
@@ -132,6 +134,7 @@ impl ProcFiles {
         Ok(ProcSample {
             ppid: stat.ppid,
             pgid: stat.pgrp,
+            sid: stat.session,
             state: stat.state,
             rss: resident.saturating_mul(page_size()),
             cpu_ticks: stat.utime.saturating_add(stat.stime),

@@ -58,14 +58,38 @@ pub struct Tree {
     /// Samples taken, for [`SLOW_EVERY`].
     samples: u32,
     io_at: Option<Instant>,
-    /// Told `(pid, starttime)` of every member as it joins (the lifeline).
-    on_join: Option<Box<dyn Fn(i32, u64)>>,
+    /// Told of every member as it joins (the lifeline).
+    on_join: Option<OnJoin>,
     /// The root has been reaped: its pid (and so its process group id) may be reused.
     root_reaped: bool,
     /// The stop signal under way, for members found after it went out.
     stop: Option<Delivery>,
     /// SIGKILL to every member, now and as they are found.
     killing: bool,
+}
+
+/// What a tree tells of each member as it joins.
+type OnJoin = Box<dyn Fn(&Joined)>;
+
+/// A process that joined a tree: who it is, and the process group and session it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    pub pid: i32,
+    /// Start time, clock ticks since boot: with the pid, a unique identity.
+    pub starttime: u64,
+    pub pgid: i32,
+    pub sid: i32,
+}
+
+impl Joined {
+    fn of(pid: i32, s: &ProcSample) -> Self {
+        Self {
+            pid,
+            starttime: s.starttime,
+            pgid: s.pgid,
+            sid: s.sid,
+        }
+    }
 }
 
 /// Who a stop signal is for (see [`Tree::stop_signal`]).
@@ -121,10 +145,10 @@ impl Tree {
         t
     }
 
-    /// Calls `f(pid, starttime)` for every member from now on (the root included).
-    pub fn on_join(&mut self, f: impl Fn(i32, u64) + 'static) {
+    /// Calls `f` for every member from now on (the root included).
+    pub fn on_join(&mut self, f: impl Fn(&Joined) + 'static) {
         for (pid, m) in &self.members {
-            f(*pid, m.last.starttime);
+            f(&Joined::of(*pid, &m.last));
         }
         self.on_join = Some(Box::new(f));
     }
@@ -143,7 +167,7 @@ impl Tree {
             Ok(files) => match files.sample(&mut self.buf) {
                 Ok(last) => {
                     if let Some(f) = &self.on_join {
-                        f(pid, last.starttime);
+                        f(&Joined::of(pid, &last));
                     }
                     self.members.insert(
                         pid,

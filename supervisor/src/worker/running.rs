@@ -417,11 +417,13 @@ impl Ctx {
             tree.adopt(pid);
         }
     }
-    /// The tree of a new worker, reporting every member to the lifeline.
+    /// The tree of a new worker, reporting every member to the lifeline (and, once the tree is
+    /// dropped, that the groups and sessions its members led are no longer the worker's).
     fn new_tree(&self, pid: i32) -> Tree {
         let mut tree = Tree::new(pid);
         if let Some(lifeline) = self.lifeline.clone() {
-            tree.on_join(move |p, start| lifeline.watch(p, start));
+            let watch = crate::lifeline::TreeWatch::new(lifeline);
+            tree.on_join(move |m| watch.join(m));
         }
         tree
     }
