@@ -231,13 +231,25 @@ impl PressureWatch {
 
 /// Shortest interval between two samples of one worker.
 pub const MIN_SAMPLE: Duration = Duration::from_millis(20);
+/// Between two samples of a tree over its limit: confirmation (`for = N`) comes fast, so the
+/// default `for = 3` acts within about a tenth of a second of the crossing instead of three
+/// periods (while a spike shorter than `(N - 1) × CONFIRM_EVERY` is still forgiven).
+pub const CONFIRM_EVERY: Duration = Duration::from_millis(40);
 
 /// When to sample next: every `every`, but sooner as the tree approaches its limit, so that a
 /// fast leak is caught within a few tens of milliseconds of crossing it instead of up to a whole
 /// period late. The estimate is the growth since `since`, a reference sample (the caller passes
 /// its oldest recent one, so growth in steps is not mistaken for a plateau between steps): the
-/// next sample comes after a quarter of the time the tree needs, at that rate, to reach the limit. Over the limit,
-/// the pace goes back to `every`, so `for = N` keeps meaning "N periods over the limit".
+/// next sample comes after a quarter of the time the tree needs, at that rate, to reach the
+/// limit. Over the limit, the next sample comes after [`CONFIRM_EVERY`]: `for = N` means N
+/// samples in a row over the limit, taken that fast.
+///
+/// What it assumes: growth continues at the rate seen since `since`. A tree that was flat and
+/// starts growing right after a sample is seen again only at the next regular sample: a leak of
+/// R bytes/s starting D bytes below the limit crosses unseen if R × `every` > D, and is caught
+/// up to R × `every` − D over the limit (plus the confirmation samples). A steady leak is caught
+/// within about a quarter of the time it takes to cross the last stretch, however fast it is
+/// (down to [`MIN_SAMPLE`]).
 #[must_use]
 pub fn next_sample(
     every: Duration,
@@ -245,10 +257,13 @@ pub fn next_sample(
     since: Option<(Instant, u64)>,
     now: (Instant, u64),
 ) -> Duration {
+    let (t1, b1) = now;
+    if limit.is_some_and(|l| b1 > l) {
+        return CONFIRM_EVERY.min(every);
+    }
     let (Some(limit), Some((t0, b0))) = (limit, since) else {
         return every;
     };
-    let (t1, b1) = now;
     if b1 >= limit || b1 <= b0 {
         return every;
     }

@@ -1,3 +1,5 @@
+use std::collections::VecDeque;
+
 use super::*;
 use crate::plan::Measure;
 
@@ -349,16 +351,97 @@ fn sampling_speeds_up_near_the_limit() {
         ),
         MIN_SAMPLE
     );
-    // Over the limit: back to the period.
+    // Over the limit: confirmation comes fast, growing or not.
+    for before in [99 * mib, 101 * mib, 120 * mib] {
+        assert_eq!(
+            next_sample(
+                every,
+                Some(100 * mib),
+                Some((t, before)),
+                (t + S, 101 * mib)
+            ),
+            CONFIRM_EVERY
+        );
+    }
+    // ... never slower than the period itself.
     assert_eq!(
         next_sample(
-            every,
+            Duration::from_millis(10),
             Some(100 * mib),
-            Some((t, 99 * mib)),
-            (t + S, 101 * mib)
+            None,
+            (t, 101 * mib)
         ),
-        every
+        Duration::from_millis(10)
     );
+}
+
+/// The sampler and the memory watch together, on a simulated tree that grows at `rate` bytes/s
+/// from `start` (with `flat` seconds of no growth first): how long after crossing `limit` the
+/// restart comes, and the tree's size then. Samples take no time.
+fn simulate(rate: f64, start: u64, flat: f64, limit: u64, count: u32) -> (Duration, u64) {
+    let every = Duration::from_secs(1);
+    let spec = MemorySpec {
+        max: limit,
+        measure: crate::plan::Measure::Rss,
+        count,
+        hysteresis: 0.05,
+        warn_at: None,
+    };
+    let t0 = Instant::now();
+    let size = |t: f64| start + (rate * (t - flat).max(0.0)) as u64;
+    let crossing = flat + (limit - start) as f64 / rate;
+    let mut watch = MemoryWatch::default();
+    let mut recent: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut t = 0.0f64;
+    loop {
+        let now = t0 + Duration::from_secs_f64(t);
+        let b = size(t);
+        if let MemoryVerdict::Restart { .. } = watch.observe(&spec, b) {
+            return (Duration::from_secs_f64((t - crossing).max(0.0)), b);
+        }
+        while recent
+            .front()
+            .is_some_and(|&(r, _)| now.duration_since(r) > 2 * every)
+        {
+            recent.pop_front();
+        }
+        let d = next_sample(every, Some(limit), recent.front().copied(), (now, b));
+        recent.push_back((now, b));
+        t += d.as_secs_f64();
+        assert!(t < 3600.0, "never restarted");
+    }
+}
+
+#[test]
+fn the_default_for_3_stops_a_steady_leak_within_a_tenth_of_a_second_of_the_limit() {
+    let mib = 1u64 << 20;
+    let limit = 100 * mib;
+    // A steady leak, whatever its phase against the samples: 10 MiB/s from well below.
+    for start in [20, 37, 50, 63, 80] {
+        let (over, peak) = simulate(10.0 * mib as f64, start * mib, 0.0, limit, 3);
+        assert!(over <= Duration::from_millis(150), "{start}: {over:?}");
+        assert!(peak <= 102 * mib, "{start}: {} MiB", peak / mib);
+    }
+    // Faster steady leaks too, as long as one regular sample sees them growing before they cross
+    // (R x every < the limit here): then the last stretch is sampled ever closer.
+    for rate in [1u64, 10, 50, 80, 99] {
+        let (over, _) = simulate((rate * mib) as f64, 0, 0.0, limit, 3);
+        assert!(over <= Duration::from_millis(150), "{rate} MiB/s: {over:?}");
+    }
+}
+
+#[test]
+fn what_the_schedule_cannot_see_a_leak_that_starts_right_after_a_sample() {
+    let mib = 1u64 << 20;
+    let limit = 100 * mib;
+    // Flat at 95 MiB, then 20 MiB/s from just after a sample: crossing 0.25 s later, unseen
+    // until the next regular sample at 1 s, 15 MiB over (R x every - D), then 2 confirmations.
+    let (over, peak) = simulate(20.0 * mib as f64, 95 * mib, 1.001, limit, 3);
+    assert!(over >= Duration::from_millis(700), "{over:?}");
+    assert!(peak >= 115 * mib, "{} MiB", peak / mib);
+    // The same leak starting further below (D > R x every) is seen growing first, and caught.
+    let (over, _) = simulate(20.0 * mib as f64, 50 * mib, 1.001, limit, 3);
+    assert!(over <= Duration::from_millis(150), "{over:?}");
 }
 
 #[test]
