@@ -144,6 +144,10 @@ pub enum Kind {
     /// (`program` is `supervise`) the events file could not be written for a while (a full
     /// disk) and `count` events were lost; the first line written once it works again.
     EventsLost { count: u64 },
+    /// The worker's own process exited 0 within its first second and left `processes` running
+    /// (`pids`): it forked into the background, as a daemon does, instead of staying in the
+    /// foreground. What it left is stopped with it, as after any exit.
+    Daemonized { processes: usize, pids: Vec<i32> },
 }
 
 impl Kind {
@@ -208,11 +212,15 @@ impl Kind {
                 for_good: true,
             },
             Kind::EventsLost { count: 0 },
+            Kind::Daemonized {
+                processes: 1,
+                pids: vec![2],
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 19] = [
+    pub const NAMES: [&'static str; 20] = [
         "started",
         "spawn_failed",
         "exited",
@@ -232,6 +240,7 @@ impl Kind {
         "log_error",
         "stopping",
         "events_lost",
+        "daemonized",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -257,6 +266,7 @@ impl Kind {
             Kind::LogError { .. } => 16,
             Kind::Stopping { .. } => 17,
             Kind::EventsLost { .. } => 18,
+            Kind::Daemonized { .. } => 19,
         };
         Self::NAMES[i]
     }
