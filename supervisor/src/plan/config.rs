@@ -121,17 +121,17 @@ struct RawProgram {
     #[serde(default)]
     clear_env: bool,
     #[serde(default)]
-    user: Option<super::identity::UserName>,
+    user: Option<super::identity::raw::UserName>,
     #[serde(default)]
-    group: Option<super::identity::GroupName>,
+    group: Option<super::identity::raw::GroupName>,
     #[serde(default)]
-    umask: Option<super::identity::Umask>,
+    umask: Option<super::identity::raw::Umask>,
     #[serde(default)]
-    nice: Option<super::identity::Nice>,
+    nice: Option<super::identity::raw::Nice>,
     #[serde(default)]
-    oom_score_adj: Option<super::identity::OomScoreAdj>,
+    oom_score_adj: Option<super::identity::raw::OomScoreAdj>,
     #[serde(default)]
-    rlimits: Option<super::identity::RawRlimits>,
+    rlimits: Option<super::identity::raw::RawRlimits>,
     #[serde(default)]
     replicas: Replicas,
     #[serde(default)]
@@ -587,12 +587,16 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                     m,
                 )
             })?;
-        let super::identity::Credentials {
-            switch,
-            env: user_env,
-        } = super::identity::credentials(
-            p.user.as_ref().map(|u| &u.0),
-            p.group.as_ref().map(|g| (g.0, g.1.as_str())),
+        let identity = super::identity::raw::from_config(
+            super::identity::raw::RawIdentity {
+                user: p.user,
+                group: p.group,
+                umask: p.umask,
+                nice: p.nice,
+                oom_score_adj: p.oom_score_adj,
+                rlimits: p.rlimits,
+                clear_env: p.clear_env,
+            },
             euid,
             egid,
         )
@@ -621,15 +625,6 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             None => Vec::new(),
         };
         env.extend(p.env);
-        let identity = super::Identity {
-            switch,
-            user_env,
-            umask: p.umask.map(|u| u.0),
-            nice: p.nice.map(|n| n.0),
-            oom_score_adj: p.oom_score_adj.map(|o| o.0),
-            rlimits: p.rlimits.map(|r| r.0).unwrap_or_default(),
-            clear_env: p.clear_env,
-        };
         programs.push(ProgramSpec {
             name,
             command: command.0,
