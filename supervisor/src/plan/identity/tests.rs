@@ -220,3 +220,119 @@ fn env_file_and_env() {
         "{e}"
     );
 }
+
+fn cli(args: &[&str]) -> Result<crate::plan::Plan, PlanError> {
+    use clap::FromArgMatches;
+    let matches = <crate::plan::Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(args)
+        .map_err(|e| PlanError {
+            file: None,
+            line: None,
+            key: "clap".into(),
+            message: e.to_string(),
+        })?;
+    let cli = crate::plan::Cli::from_arg_matches(&matches).expect("matches");
+    let explicit =
+        |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    cli.into_plan(&explicit)
+}
+
+#[test]
+fn flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("app.env");
+    std::fs::write(&env_file, "A=1\nexport B=\"two\"\nA=3\n").expect("write");
+    let env_path = env_file.to_str().expect("utf-8");
+    let plan = cli(&[
+        "supervise",
+        "--umask",
+        "027",
+        "--nice",
+        "-3",
+        "--oom-score-adj",
+        "-500",
+        "--rlimit",
+        "nofile=100:200",
+        "--rlimit",
+        "core=0",
+        "--env-file",
+        env_path,
+        "--clear-env",
+        "--",
+        "x",
+    ])
+    .expect("plan");
+    let p = &plan.programs[0];
+    let id = &p.identity;
+    assert_eq!(
+        (id.umask, id.nice, id.oom_score_adj, id.clear_env),
+        (Some(0o027), Some(-3), Some(-500), true)
+    );
+    let limits: Vec<String> = id
+        .rlimits
+        .iter()
+        .map(|r| format!("{}={}", r.name(), r.value()))
+        .collect();
+    assert_eq!(limits, ["nofile=100:200", "core=0"]);
+    // A later line wins, in the place of the first.
+    assert_eq!(
+        p.env,
+        [
+            ("A".to_owned(), "3".to_owned()),
+            ("B".to_owned(), "two".to_owned())
+        ]
+    );
+
+    let key = |args: &[&str]| cli(args).expect_err("refused").key;
+    assert_eq!(
+        key(&[
+            "supervise",
+            "--rlimit",
+            "core=0",
+            "--rlimit",
+            "core=1",
+            "--",
+            "x"
+        ]),
+        "--rlimit"
+    );
+    assert_eq!(key(&["supervise", "--nice", "20", "--", "x"]), "clap");
+    assert_eq!(
+        key(&["supervise", "--rlimit", "cores=0", "--", "x"]),
+        "clap"
+    );
+    assert_eq!(
+        key(&["supervise", "--user", "no-such-user-xq", "--", "x"]),
+        "--user"
+    );
+    let missing = dir.path().join("missing.env");
+    assert_eq!(
+        key(&[
+            "supervise",
+            "--env-file",
+            missing.to_str().expect("utf-8"),
+            "--",
+            "x"
+        ]),
+        "--env-file"
+    );
+
+    // Per-program: refused with -c.
+    let config = dir.path().join("s.toml");
+    std::fs::write(&config, "[program.a]\ncommand = [\"x\"]\n").expect("write");
+    let c = config.to_str().expect("utf-8");
+    for flag in [
+        &["--user", "root"][..],
+        &["--group", "0"],
+        &["--umask", "022"],
+        &["--nice", "1"],
+        &["--oom-score-adj", "1"],
+        &["--rlimit", "core=0"],
+        &["--env-file", env_path],
+        &["--clear-env"],
+    ] {
+        let mut args = vec!["supervise", "-c", c];
+        args.extend_from_slice(flag);
+        assert_eq!(key(&args), flag[0], "{flag:?}");
+    }
+}
