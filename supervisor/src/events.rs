@@ -148,6 +148,10 @@ pub enum Kind {
     /// should: processes that left their worker could outlive a SIGKILLed supervisor. Once per
     /// kind of failure (cannot start, cannot watch a process, not reading, gone).
     LifelineError { detail: String },
+    /// The worker's own process exited 0 within its first second and left `processes` running
+    /// (`pids`): it forked into the background, as a daemon does, instead of staying in the
+    /// foreground. What it left is stopped with it, as after any exit.
+    Daemonized { processes: usize, pids: Vec<i32> },
 }
 
 impl Kind {
@@ -213,11 +217,15 @@ impl Kind {
             },
             Kind::EventsLost { count: 0 },
             Kind::LifelineError { detail: s() },
+            Kind::Daemonized {
+                processes: 1,
+                pids: vec![2],
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 20] = [
+    pub const NAMES: [&'static str; 21] = [
         "started",
         "spawn_failed",
         "exited",
@@ -238,6 +246,7 @@ impl Kind {
         "stopping",
         "events_lost",
         "lifeline_error",
+        "daemonized",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -264,6 +273,7 @@ impl Kind {
             Kind::Stopping { .. } => 17,
             Kind::EventsLost { .. } => 18,
             Kind::LifelineError { .. } => 19,
+            Kind::Daemonized { .. } => 20,
         };
         Self::NAMES[i]
     }

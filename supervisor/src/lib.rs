@@ -7,7 +7,8 @@
 //! `PR_SET_PDEATHSIG` stays armed for the supervisor's whole life.
 //!
 //! Each worker instance is a local task ([`worker`]) that carries out what the instance's pure
-//! state machine ([`lifecycle`]) decides: spawn ([`spawn`]), ask to stop (`Shutdown` over the
+//! state machine ([`lifecycle`]) decides: spawn ([`spawn`], which also sets the worker's user,
+//! limits, nice value, OOM score and umask between fork and exec), ask to stop (`Shutdown` over the
 //! channel), signal, kill, report, wait. It feeds the machine every input — the engine's
 //! commands, the process's exit, each sample's verdict, timers — so no command is ever read and
 //! dropped. While a process runs, the task samples its whole tree from /proc ([`probe`]), reads

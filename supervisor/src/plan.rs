@@ -54,7 +54,11 @@ pub struct ProgramSpec {
     /// argv; never empty.
     pub command: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// Added to the environment (or to an empty one, with `identity.clear_env`): `env_file`'s
+    /// variables, then `env`'s, which win.
     pub env: Vec<(String, String)>,
+    /// User, group, umask, nice, OOM score and limits to start it with.
+    pub identity: Identity,
     pub replicas: u32,
     pub restart: RestartMode,
     pub backoff: Backoff,
@@ -473,6 +477,8 @@ fn check_sample_every(d: Duration) -> Result<Duration, String> {
 mod checks;
 mod cli;
 mod config;
+pub mod envfile;
+mod identity;
 
 pub use checks::{
     parse_check_flag, parse_ready_flag, Check, HealthSpec, ReadyHow, ReadySpec,
@@ -481,6 +487,10 @@ pub use checks::{
 };
 pub use cli::{Cli, Control};
 pub use config::{load_config, parse_config};
+pub use identity::{
+    credentials, effective_ids, parse_rlimit_flag, parse_umask, resolve_group, resolve_user,
+    Identity, Rlimit, Switch, Who, RLIMITS, UNLIMITED,
+};
 
 #[cfg(test)]
 mod tests;

@@ -205,6 +205,16 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
         } => (Tone::Warn, format!("stopping to restart ({})", r.as_str())),
         Kind::Stopping { reason: None, .. } => (Tone::Plain, "stopping".to_owned()),
         Kind::LifelineError { detail } => (Tone::Bad, format!("lifeline: {detail}")),
+        Kind::Daemonized { processes, pids } => (
+            Tone::Bad,
+            format!(
+                "forked into the background and exited (daemonized), leaving {processes} {} \
+                 ({}), stopped with it: run it in the foreground (nginx: daemon off;, redis: \
+                 --daemonize no, gunicorn: no --daemon, postgres: not pg_ctl)",
+                plural(*processes as u64, "process", "processes"),
+                pid_list(pids)
+            ),
+        ),
         Kind::EventsLost { count } => (
             Tone::Warn,
             format!(
@@ -213,6 +223,22 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
             ),
         ),
     })
+}
+
+/// `pid 12`, `pids 12, 13, 14`, `pids 12, 13, 14, 15, 16 and 3 more`.
+fn pid_list(pids: &[i32]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = String::from(if pids.len() == 1 { "pid " } else { "pids " });
+    for (i, p) in pids.iter().take(SHOWN).enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{p}");
+    }
+    if pids.len() > SHOWN {
+        let _ = write!(s, " and {} more", pids.len() - SHOWN);
+    }
+    s
 }
 
 fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {

@@ -110,6 +110,36 @@ pub struct Cli {
     /// Time a hung worker has after the heartbeat signal before its tree is SIGKILLed.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub heartbeat_grace: Duration,
+    /// Run the command as this user (a name or a uid; root only): its primary group unless
+    /// --group, its supplementary groups, and HOME, USER, LOGNAME and SHELL.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run the command in this group (a name or a gid; root only).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// The command's umask, in octal (e.g. 027).
+    #[arg(long, value_name = "MODE", value_parser = super::parse_umask)]
+    pub umask: Option<u32>,
+    /// The command's nice value, -20 (most favoured; below 0 needs root) to 19.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: Option<i32>,
+    /// The command's OOM score adjustment, -1000 (never chosen by the OOM killer; below 0 needs
+    /// root) to 1000 (chosen first).
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub oom_score_adj: Option<i32>,
+    /// A resource limit for the command: NAME=VALUE, VALUE a number, `unlimited` or SOFT:HARD
+    /// (nofile=65536, core=0, stack=8388608:unlimited); repeatable.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = super::parse_rlimit_flag)]
+    pub rlimit: Vec<super::Rlimit>,
+    /// Variables for the command from a dotenv file (KEY=VALUE lines), over supervise's own.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Start the command with an empty environment but for --env-file's variables and
+    /// supervise's own (SUPERVISE_*, NOTIFY_SOCKET, WATCHDOG_USEC).
+    #[arg(long)]
+    pub clear_env: bool,
 
     /// /proc sampling period, faster near a memory limit [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -238,6 +268,14 @@ const PROGRAM_FLAGS: &[&str] = &[
     "health",
     "leak",
     "on_leak",
+    "user",
+    "group",
+    "umask",
+    "nice",
+    "oom_score_adj",
+    "rlimit",
+    "env_file",
+    "clear_env",
 ];
 
 impl Cli {
@@ -373,12 +411,20 @@ impl Cli {
         if memory.is_some_and(|m| m.max == 0) {
             return Err(PlanError::flag("--memory-max", "must be more than 0"));
         }
+        let identity = self.identity()?;
+        let env = match &self.env_file {
+            Some(file) => {
+                super::envfile::load(file).map_err(|m| PlanError::flag("--env-file", m))?
+            }
+            None => Vec::new(),
+        };
         Ok(Plan {
             programs: vec![ProgramSpec {
                 name,
                 command: self.command.clone(),
                 cwd: None,
-                env: Vec::new(),
+                env: super::config::dedup_env(env),
+                identity,
                 replicas: self.replicas.get(),
                 restart: self.restart,
                 backoff: Backoff {
@@ -433,6 +479,49 @@ impl Cli {
             history: None,
             alert: None,
             watch_dirs: Vec::new(),
+        })
+    }
+}
+
+impl Cli {
+    /// `--user`, `--group`, `--umask`, `--nice`, `--oom-score-adj`, `--rlimit`, `--clear-env`.
+    fn identity(&self) -> Result<super::Identity, PlanError> {
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| super::resolve_user(&super::Who::parse(u)))
+            .transpose()
+            .map_err(|m| PlanError::flag("--user", m))?;
+        let group = self
+            .group
+            .as_deref()
+            .map(|g| super::resolve_group(&super::Who::parse(g)).map(|gid| (gid, g)))
+            .transpose()
+            .map_err(|m| PlanError::flag("--group", m))?;
+        let (euid, egid) = super::effective_ids();
+        let super::identity::Credentials {
+            switch,
+            env: user_env,
+        } = super::credentials(user.as_ref(), group, euid, egid)
+            .map_err(|(key, m)| PlanError::flag(&format!("--{}", key.name()), m))?;
+        let mut rlimits: Vec<super::Rlimit> = Vec::new();
+        for r in &self.rlimit {
+            if rlimits.iter().any(|l| l.resource == r.resource) {
+                return Err(PlanError::flag(
+                    "--rlimit",
+                    format!("{} is given twice", r.name()),
+                ));
+            }
+            rlimits.push(*r);
+        }
+        Ok(super::Identity {
+            switch,
+            user_env,
+            umask: self.umask,
+            nice: self.nice,
+            oom_score_adj: self.oom_score_adj,
+            rlimits,
+            clear_env: self.clear_env,
         })
     }
 }

@@ -117,6 +117,22 @@ struct RawProgram {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
+    env_file: Option<PathBuf>,
+    #[serde(default)]
+    clear_env: bool,
+    #[serde(default)]
+    user: Option<super::identity::raw::UserName>,
+    #[serde(default)]
+    group: Option<super::identity::raw::GroupName>,
+    #[serde(default)]
+    umask: Option<super::identity::raw::Umask>,
+    #[serde(default)]
+    nice: Option<super::identity::raw::Nice>,
+    #[serde(default)]
+    oom_score_adj: Option<super::identity::raw::OomScoreAdj>,
+    #[serde(default)]
+    rlimits: Option<super::identity::raw::RawRlimits>,
+    #[serde(default)]
     replicas: Replicas,
     #[serde(default)]
     restart: Option<RestartMode>,
@@ -471,6 +487,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         ));
     }
     let mut programs = Vec::with_capacity(raw.program.len());
+    let (euid, egid) = super::identity::effective_ids();
     for (name, p) in raw.program {
         let line = program_line(src, &name);
         check_name(&name).map_err(|m| at(line, format!("program.{name}"), m))?;
@@ -570,11 +587,50 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                     m,
                 )
             })?;
+        let identity = super::identity::raw::from_config(
+            super::identity::raw::RawIdentity {
+                user: p.user,
+                group: p.group,
+                umask: p.umask,
+                nice: p.nice,
+                oom_score_adj: p.oom_score_adj,
+                rlimits: p.rlimits,
+                clear_env: p.clear_env,
+            },
+            euid,
+            egid,
+        )
+        .map_err(|(key, m)| {
+            at(
+                program_key_line(src, &name, key.name()),
+                format!("program.{name}.{}", key.name()),
+                m,
+            )
+        })?;
+        // The env file's variables, then `env`'s: a later one wins.
+        let mut env: Vec<(String, String)> = match &p.env_file {
+            Some(file) => {
+                let file = match path.and_then(Path::parent) {
+                    Some(dir) if file.is_relative() => dir.join(file),
+                    _ => file.clone(),
+                };
+                super::envfile::load(&file).map_err(|m| {
+                    at(
+                        program_key_line(src, &name, "env_file"),
+                        format!("program.{name}.env_file"),
+                        m,
+                    )
+                })?
+            }
+            None => Vec::new(),
+        };
+        env.extend(p.env);
         programs.push(ProgramSpec {
             name,
             command: command.0,
             cwd: p.cwd,
-            env: p.env.into_iter().collect(),
+            env: dedup_env(env),
+            identity,
             replicas: p.replicas.0,
             restart: p.restart.unwrap_or(RestartMode::OnFailure),
             backoff,
@@ -710,6 +766,18 @@ fn sub_key(key: &str, sub: &str) -> String {
     } else {
         format!("{key}.{sub}")
     }
+}
+
+/// Later assignments of a name replace earlier ones, in place of the first.
+pub(super) fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
 }
 
 /// Every `after` names a program, none its own, and there is no cycle. `Err((program, message))`.

@@ -146,6 +146,26 @@ fn the_lifecycle_in_words() {
             "supervise serving /metrics, /healthz and /readyz on http://127.0.0.1:9100",
         ),
         (
+            Kind::SpawnFailed {
+                error: "cannot switch to user nobody: Operation not permitted (os error 1)".into(),
+            },
+            "api[0] cannot switch to user nobody: Operation not permitted",
+        ),
+        (
+            Kind::Daemonized {
+                processes: 1,
+                pids: vec![4712],
+            },
+            "api[0] forked into the background and exited (daemonized), leaving 1 process (pid 4712), stopped with it: run it in the foreground (nginx: daemon off;, redis: --daemonize no, gunicorn: no --daemon, postgres: not pg_ctl)",
+        ),
+        (
+            Kind::Daemonized {
+                processes: 7,
+                pids: vec![1, 2, 3, 4, 5, 6, 7],
+            },
+            "api[0] forked into the background and exited (daemonized), leaving 7 processes (pids 1, 2, 3, 4, 5 and 2 more), stopped with it: run it in the foreground (nginx: daemon off;, redis: --daemonize no, gunicorn: no --daemon, postgres: not pg_ctl)",
+        ),
+        (
             Kind::EventsLost { count: 12 },
             "supervise 12 events were lost while the events file could not be written",
         ),
