@@ -144,6 +144,14 @@ pub enum Kind {
     /// (`program` is `supervise`) the events file could not be written for a while (a full
     /// disk) and `count` events were lost; the first line written once it works again.
     EventsLost { count: u64 },
+    /// A finding that held no longer does (for now, a watched directory back under its limits:
+    /// `program` is `supervise`): `kind` as its `finding` had it, and how many findings of that
+    /// kind still hold (`remaining`: other watched directories still over).
+    Cleared {
+        kind: &'static str,
+        detail: String,
+        remaining: u32,
+    },
 }
 
 impl Kind {
@@ -208,11 +216,16 @@ impl Kind {
                 for_good: true,
             },
             Kind::EventsLost { count: 0 },
+            Kind::Cleared {
+                kind: "disk",
+                detail: s(),
+                remaining: 0,
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 19] = [
+    pub const NAMES: [&'static str; 20] = [
         "started",
         "spawn_failed",
         "exited",
@@ -232,6 +245,7 @@ impl Kind {
         "log_error",
         "stopping",
         "events_lost",
+        "cleared",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -257,6 +271,7 @@ impl Kind {
             Kind::LogError { .. } => 16,
             Kind::Stopping { .. } => 17,
             Kind::EventsLost { .. } => 18,
+            Kind::Cleared { .. } => 19,
         };
         Self::NAMES[i]
     }

@@ -67,7 +67,7 @@ pub fn line(e: &Event<'_>, style: Style) -> Option<String> {
 fn of_supervise(e: &Event<'_>) -> bool {
     match &e.kind {
         Kind::Orphan | Kind::Listening { .. } | Kind::EventsLost { .. } => true,
-        Kind::Finding { .. } => e.program == "supervise",
+        Kind::Finding { .. } | Kind::Cleared { .. } => e.program == "supervise",
         _ => false,
     }
 }
@@ -208,6 +208,9 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
                 plural(*count, "event was", "events were")
             ),
         ),
+        Kind::Cleared { kind, detail, .. } => {
+            (Tone::Good, format!("finding {kind} cleared: {detail}"))
+        }
     })
 }
 

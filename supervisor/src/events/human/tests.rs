@@ -222,3 +222,19 @@ fn durations_and_sizes() {
     assert_eq!(size(512 << 20), "512MiB");
     assert_eq!(size(3 << 30), "3GiB");
 }
+
+#[test]
+fn a_cleared_finding_in_words() {
+    let e = Event {
+        program: "supervise",
+        ..at(Kind::Cleared {
+            kind: "disk",
+            detail: "/var/log/app is back under its limits".into(),
+            remaining: 0,
+        })
+    };
+    assert_eq!(
+        line(&e, Style::default()).as_deref(),
+        Some("2026-11-28T20:33:49Z supervise finding disk cleared: /var/log/app is back under its limits\n")
+    );
+}
