@@ -214,6 +214,29 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
     })
 }
 
+/// An event in words for an alert: who and what (`api[0] gave up after 5 restarts in 1m
+/// (fatal)`), without the time stamp, and how bad by the tone of its line: `critical` (red),
+/// `warning` (yellow) or `info`. The events left out of the lines get their kind's name.
+#[must_use]
+pub fn alert_words(e: &Event<'_>) -> (&'static str, String) {
+    let who = if of_supervise(e) {
+        "supervise".to_owned()
+    } else {
+        format!("{}[{}]", e.program, e.instance)
+    };
+    match describe(&e.kind, e.pid) {
+        Some((tone, text)) => {
+            let severity = match tone {
+                Tone::Bad => "critical",
+                Tone::Warn => "warning",
+                Tone::Plain | Tone::Good => "info",
+            };
+            (severity, format!("{who} {}", printable(&text)))
+        }
+        None => ("info", format!("{who} {}", e.kind.name())),
+    }
+}
+
 fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
     if n == 1 {
         one
