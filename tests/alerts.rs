@@ -370,7 +370,7 @@ fn bad_alert_values_are_refused_naming_the_key() {
 /// The alerts a real Alertmanager at `web` holds active (`GET /api/v2/alerts` leaves out the
 /// resolved ones) for `program`, and their `alertname`s.
 fn alertmanager_alerts(web: &str, program: &str) -> Vec<Value> {
-    let Some((200, body)) = common::http(web, "GET", "/api/v2/alerts", None) else {
+    let Some((200, body)) = common::peers::http(web, "GET", "/api/v2/alerts", None) else {
         return Vec::new();
     };
     let all: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
@@ -381,14 +381,14 @@ fn alertmanager_alerts(web: &str, program: &str) -> Vec<Value> {
 
 #[test]
 fn alertmanager_holds_a_fatal_until_the_program_is_started_again() {
-    let Some(bin) = common::tool(
+    let Some(bin) = common::peers::tool(
         "alertmanager_holds_a_fatal_until_the_program_is_started_again",
         &["alertmanager", "prometheus-alertmanager"],
     ) else {
         return;
     };
-    let web = format!("127.0.0.1:{}", common::free_port());
-    let mut am = common::Daemon::start(&bin, |dir| {
+    let web = format!("127.0.0.1:{}", common::peers::free_port());
+    let mut am = common::peers::Daemon::start(&bin, |dir| {
         let config = dir.join("alertmanager.yml");
         std::fs::write(
             &config,

@@ -521,7 +521,7 @@ fn formats_are_negotiated_and_pass_promtool() {
     let m = parse(&om);
     assert!(m.contains_key("supervise_worker_restarts"), "{m:#?}");
 
-    let Some(promtool_bin) = common::tool(
+    let Some(promtool_bin) = common::peers::tool(
         "formats_are_negotiated_and_pass_promtool (promtool part)",
         &["promtool"],
     ) else {
@@ -551,7 +551,7 @@ fn formats_are_negotiated_and_pass_promtool() {
 
 #[test]
 fn prometheus_scrapes_openmetrics_and_keeps_its_instance_label() {
-    let Some(prometheus) = common::tool(
+    let Some(prometheus) = common::peers::tool(
         "prometheus_scrapes_openmetrics_and_keeps_its_instance_label",
         &["prometheus"],
     ) else {
@@ -561,8 +561,8 @@ fn prometheus_scrapes_openmetrics_and_keeps_its_instance_label() {
         common::run_example("mscrape", &["--metrics", ":0"], "leaky", &["--rate", "0"]);
     let listening = sup.wait_event("listening", Duration::from_secs(10));
     let target = listening["addr"].as_str().expect("addr").to_owned();
-    let web = format!("127.0.0.1:{}", common::free_port());
-    let mut prom = common::Daemon::start(&prometheus, |dir| {
+    let web = format!("127.0.0.1:{}", common::peers::free_port());
+    let mut prom = common::peers::Daemon::start(&prometheus, |dir| {
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -585,7 +585,7 @@ fn prometheus_scrapes_openmetrics_and_keeps_its_instance_label() {
     let mut series = Vec::new();
     let ok = wait_until(Duration::from_secs(20), || {
         let Some((200, body)) =
-            common::http(&web, "GET", "/api/v1/query?query=supervise_worker_up", None)
+            common::peers::http(&web, "GET", "/api/v1/query?query=supervise_worker_up", None)
         else {
             return false;
         };
@@ -593,7 +593,7 @@ fn prometheus_scrapes_openmetrics_and_keeps_its_instance_label() {
         series = v["data"]["result"].as_array().cloned().unwrap_or_default();
         !series.is_empty()
     });
-    let targets = common::http(&web, "GET", "/api/v1/targets", None);
+    let targets = common::peers::http(&web, "GET", "/api/v1/targets", None);
     assert!(
         ok,
         "nothing scraped; targets: {targets:?}\n{}",
@@ -605,7 +605,7 @@ fn prometheus_scrapes_openmetrics_and_keeps_its_instance_label() {
     assert_eq!(labels["instance"], target.as_str(), "{labels}");
     assert!(labels.get("exported_instance").is_none(), "{labels}");
     // It was OpenMetrics: only that format tells Prometheus a family's unit.
-    let (_, meta) = common::http(
+    let (_, meta) = common::peers::http(
         &web,
         "GET",
         "/api/v1/targets/metadata?metric=supervise_worker_rss_bytes",
