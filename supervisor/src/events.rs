@@ -152,6 +152,14 @@ pub enum Kind {
     /// (`pids`): it forked into the background, as a daemon does, instead of staying in the
     /// foreground. What it left is stopped with it, as after any exit.
     Daemonized { processes: usize, pids: Vec<i32> },
+    /// A finding that held no longer does (for now, a watched directory back under its limits:
+    /// `program` is `supervise`): `kind` as its `finding` had it, and how many findings of that
+    /// kind still hold (`remaining`: other watched directories still over).
+    Cleared {
+        kind: &'static str,
+        detail: String,
+        remaining: u32,
+    },
 }
 
 impl Kind {
@@ -221,11 +229,16 @@ impl Kind {
                 processes: 1,
                 pids: vec![2],
             },
+            Kind::Cleared {
+                kind: "disk",
+                detail: s(),
+                remaining: 0,
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 21] = [
+    pub const NAMES: [&'static str; 22] = [
         "started",
         "spawn_failed",
         "exited",
@@ -247,6 +260,7 @@ impl Kind {
         "events_lost",
         "lifeline_error",
         "daemonized",
+        "cleared",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -274,6 +288,7 @@ impl Kind {
             Kind::EventsLost { .. } => 18,
             Kind::LifelineError { .. } => 19,
             Kind::Daemonized { .. } => 20,
+            Kind::Cleared { .. } => 21,
         };
         Self::NAMES[i]
     }

@@ -300,7 +300,7 @@ impl Output {
         }
         let line = e.to_line();
         if let Some(a) = &self.alerts {
-            a.offer(&line, e.kind.name());
+            a.offer_event(e, &line);
         }
         if let Some(tx) = &self.events {
             let _ = tx.send(line);

@@ -673,3 +673,5 @@ pub fn forker_grandchild(sup: &Sup, name: &str) -> i32 {
     });
     found.unwrap_or_else(|| panic!("no grandchild line for {name}\n{}", sup.dump()))
 }
+
+pub mod peers;

@@ -70,7 +70,7 @@ fn of_supervise(e: &Event<'_>) -> bool {
         | Kind::Listening { .. }
         | Kind::EventsLost { .. }
         | Kind::LifelineError { .. } => true,
-        Kind::Finding { .. } => e.program == "supervise",
+        Kind::Finding { .. } | Kind::Cleared { .. } => e.program == "supervise",
         _ => false,
     }
 }
@@ -222,6 +222,9 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
                 plural(*count, "event was", "events were")
             ),
         ),
+        Kind::Cleared { kind, detail, .. } => {
+            (Tone::Good, format!("finding {kind} cleared: {detail}"))
+        }
     })
 }
 
@@ -239,6 +242,29 @@ fn pid_list(pids: &[i32]) -> String {
         let _ = write!(s, " and {} more", pids.len() - SHOWN);
     }
     s
+}
+
+/// An event in words for an alert: who and what (`api[0] gave up after 5 restarts in 1m
+/// (fatal)`), without the time stamp, and how bad by the tone of its line: `critical` (red),
+/// `warning` (yellow) or `info`. The events left out of the lines get their kind's name.
+#[must_use]
+pub fn alert_words(e: &Event<'_>) -> (&'static str, String) {
+    let who = if of_supervise(e) {
+        "supervise".to_owned()
+    } else {
+        format!("{}[{}]", e.program, e.instance)
+    };
+    match describe(&e.kind, e.pid) {
+        Some((tone, text)) => {
+            let severity = match tone {
+                Tone::Bad => "critical",
+                Tone::Warn => "warning",
+                Tone::Plain | Tone::Good => "info",
+            };
+            (severity, format!("{who} {}", printable(&text)))
+        }
+        None => ("info", format!("{who} {}", e.kind.name())),
+    }
 }
 
 fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {

@@ -54,6 +54,8 @@ struct RawAlert {
     #[serde(default)]
     webhook: Option<String>,
     #[serde(default)]
+    alertmanager: Option<String>,
+    #[serde(default)]
     on: Option<Vec<String>>,
     #[serde(default)]
     rate: Option<String>,
@@ -689,9 +691,10 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
     let alert = raw
         .alert
         .map(|a| {
-            crate::alert::AlertSpec::new(
+            crate::alert::AlertSpec::with_alertmanager(
                 a.exec,
                 a.webhook.as_deref(),
+                a.alertmanager.as_deref(),
                 a.on.as_deref(),
                 a.rate.as_deref(),
             )

@@ -242,3 +242,56 @@ fn durations_and_sizes() {
     assert_eq!(size(512 << 20), "512MiB");
     assert_eq!(size(3 << 30), "3GiB");
 }
+
+#[test]
+fn a_cleared_finding_in_words() {
+    let e = Event {
+        program: "supervise",
+        ..at(Kind::Cleared {
+            kind: "disk",
+            detail: "/var/log/app is back under its limits".into(),
+            remaining: 0,
+        })
+    };
+    assert_eq!(
+        line(&e, Style::default()).as_deref(),
+        Some("2026-11-28T20:33:49Z supervise finding disk cleared: /var/log/app is back under its limits\n")
+    );
+}
+
+#[test]
+fn alert_words_and_severity() {
+    let fatal = at(Kind::Fatal {
+        restarts: 5,
+        within_s: 60.0,
+    });
+    assert_eq!(
+        alert_words(&fatal),
+        (
+            "critical",
+            "api[0] gave up after 5 restarts in 60s (fatal)".to_owned()
+        )
+    );
+    let restarting = at(Kind::Restarting {
+        reason: Reason::Exit,
+        delay_ms: 200,
+    });
+    assert_eq!(
+        alert_words(&restarting),
+        ("warning", "api[0] restarting in 200ms (exit)".to_owned())
+    );
+    assert_eq!(
+        alert_words(&at(Kind::Started { command: vec![] })),
+        ("info", "api[0] started with pid 42".to_owned())
+    );
+    let chatter = at(Kind::WorkerEvent {
+        level: "info",
+        text: "hello".into(),
+    });
+    assert_eq!(
+        alert_words(&chatter),
+        ("info", "api[0] worker_event".to_owned())
+    );
+    let listening = at(Kind::Listening { addr: "x".into() });
+    assert!(alert_words(&listening).1.starts_with("supervise serving"));
+}
