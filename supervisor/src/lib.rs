@@ -30,7 +30,8 @@
 //! # Caveats
 //! Linux only. A process that leaves its worker's process group (`setsid`, `setpgid`) after
 //! the supervisor's last look at the tree, and before the supervisor is SIGKILLed, can escape
-//! the lifeline (see the README's "The lifeline"). Workers run as the supervisor's user.
+//! the lifeline (see the README's "The lifeline"). A lifeline that dies is reported, not started
+//! again.
 
 pub mod admin;
 pub mod alert;
