@@ -67,9 +67,18 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Response {
-    Status { workers: Vec<WorkerStatus> },
-    Ok { message: String },
-    Error { message: String },
+    Status {
+        workers: Vec<WorkerStatus>,
+        /// Figures of the supervisor itself (closed sockets, watched directories).
+        #[serde(default)]
+        supervisor: crate::status::SupervisorStatus,
+    },
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// A request on its way to the engine, with where to send the answer.
@@ -253,6 +262,56 @@ pub fn table(workers: &[WorkerStatus]) -> String {
                 .as_ref()
                 .map_or_else(|| w.findings.join(","), |x| format!("waiting for {x}")),
         );
+    }
+    out
+}
+
+/// The lines under the `status` table about the supervisor itself: how closed sockets are
+/// counted (and what no worker could be given), and each watched directory.
+#[must_use]
+pub fn supervisor_lines(s: &crate::status::SupervisorStatus) -> String {
+    use std::fmt::Write as _;
+    let c = &s.closed_sockets;
+    let mut out = String::new();
+    if c.mode == "events" {
+        let _ = writeln!(
+            out,
+            "closed sockets: counted from the kernel's destroy messages; unattributed: {} sockets, {} sent, {} received{}",
+            c.unattributed,
+            short_bytes(c.unattributed_sent_bytes as f64),
+            short_bytes(c.unattributed_received_bytes as f64),
+            if c.lost > 0 {
+                format!("; {} messages lost", c.lost)
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "closed sockets: sampled only, connections shorter than a tick are missed ({})",
+            c.why.as_deref().unwrap_or("not subscribed")
+        );
+    }
+    for d in &s.watched_dirs {
+        let size = d.bytes.map_or_else(
+            || "not measured yet".to_owned(),
+            |b| {
+                format!(
+                    "{}{} allocated",
+                    if d.partial { "at least " } else { "" },
+                    short_bytes(b as f64)
+                )
+            },
+        );
+        let fs = d
+            .fs_used_percent
+            .map_or_else(String::new, |p| format!(", filesystem {p:.1}% used"));
+        let err = d
+            .error
+            .as_ref()
+            .map_or_else(String::new, |e| format!(" ({e})"));
+        let _ = writeln!(out, "watched {}: {size}{fs}{err}", d.path);
     }
     out
 }

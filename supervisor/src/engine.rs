@@ -2,10 +2,12 @@
 //! reloads the config, and decides the exit code.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::signals::{self, Sig};
@@ -21,6 +23,7 @@ use crate::plan::{self, Plan, ProgramSpec};
 use crate::reaper::{Exit, Reaper};
 use crate::spawn::become_subreaper;
 use crate::worker::{Command, Counters, Ctx, End, ProgramState, Shared};
+use resources::DestroyRead;
 
 /// Exit code when a program went fatal.
 pub const EXIT_FATAL: i32 = 1;
@@ -231,6 +234,9 @@ impl Engine {
             self.history = Some(history);
         }
         self.resources.watch(self.plan.watch_dirs.clone());
+        let mut destroy = self.resources.start_net();
+        // This tick period's share of destroy messages is read: wait for the next tick.
+        let mut destroy_paused = false;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
         // Before any worker starts: each is told where it is.
         let mut notify = match crate::notify::NotifySocket::bind(&crate::notify::path_beside(
@@ -311,6 +317,7 @@ impl Engine {
                     self.scan_orphans();
                     last_scan = tokio::time::Instant::now();
                     self.probe_resources();
+                    destroy_paused = false;
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
                     }
@@ -340,6 +347,23 @@ impl Engine {
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
+                got = destroy_ready(destroy.as_ref()), if !destroy_paused => {
+                    let read = self.resources.read_destroyed();
+                    let gone = match got {
+                        Ok(mut guard) => {
+                            if matches!(read, DestroyRead::Empty | DestroyRead::Paused) {
+                                guard.clear_ready();
+                            }
+                            read == DestroyRead::Gone
+                        }
+                        Err(_) => true,
+                    };
+                    destroy_paused = read == DestroyRead::Paused;
+                    if gone {
+                        // The probe reads at each tick, or not at all.
+                        destroy = None;
+                    }
+                }
                 got = recv_notify(notify.as_mut()) => self.on_notify(got),
             }
         }
@@ -541,6 +565,16 @@ impl Engine {
             self.roll(&spec.name.clone(), Some(spec));
         }
         Ok(format!("reloaded {}", path.display()))
+    }
+}
+
+/// The next readiness of an optional fd; never, without one.
+async fn destroy_ready(
+    fd: Option<&AsyncFd<OwnedFd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -215,7 +215,10 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             println!("{message}");
             ExitCode::SUCCESS
         }
-        Ok(Response::Status { workers }) => {
+        Ok(Response::Status {
+            workers,
+            supervisor,
+        }) => {
             if matches!(control, Control::Status { json: true }) {
                 for w in &workers {
                     match serde_json::to_string(w) {
@@ -223,8 +226,15 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                         Err(e) => eprintln!("supervise: {e}"),
                     }
                 }
+                // Last, under a key of its own: readers of the worker lines skip it by the
+                // missing `program`.
+                match serde_json::to_string(&serde_json::json!({ "supervisor": supervisor })) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => eprintln!("supervise: {e}"),
+                }
             } else {
                 print!("{}", admin::table(&workers));
+                print!("{}", admin::supervisor_lines(&supervisor));
             }
             ExitCode::SUCCESS
         }

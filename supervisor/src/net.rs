@@ -227,6 +227,8 @@ pub struct NetProbe<K> {
     acc: Vec<Acc>,
     tick: u64,
     destroy: Option<DestroySocket>,
+    /// The counts of a destroy socket given up.
+    destroy_was: DestroyStats,
     mode: DestroyMode,
     closed: Closed<K>,
     /// Worker keys by index as of the table's last build.
@@ -265,6 +267,7 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             acc: Vec::new(),
             tick: 0,
             destroy: None,
+            destroy_was: DestroyStats::default(),
             mode: DestroyMode::Off,
             closed: Closed::default(),
             keys: Vec::new(),

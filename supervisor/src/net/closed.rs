@@ -325,7 +325,9 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
 
     /// Counts closed sockets from samples only, saying why.
     pub fn refuse_destroyed(&mut self, why: String) {
-        self.destroy = None;
+        if let Some(s) = self.destroy.take() {
+            self.destroy_was = s.stats();
+        }
         self.mode = DestroyMode::Unavailable(why);
         self.table.keep_dropped = false;
         self.closed.clear_sockets();
@@ -339,10 +341,16 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             socket: self
                 .destroy
                 .as_ref()
-                .map(DestroySocket::stats)
-                .unwrap_or_default(),
+                .map_or(self.destroy_was, DestroySocket::stats),
             closed: self.closed.stats(),
         }
+    }
+
+    /// Whether this tick period's [`DESTROY_PER_TICK`] datagrams have been read: nothing more
+    /// is read before the next tick.
+    #[must_use]
+    pub fn destroy_paused(&self) -> bool {
+        self.destroy.is_some() && self.read_this_tick >= DESTROY_PER_TICK
     }
 
     /// The destroy socket, to wait for it to be readable (non-blocking; read it with
