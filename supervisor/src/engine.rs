@@ -234,7 +234,7 @@ impl Engine {
             self.history = Some(history);
         }
         self.resources.watch(self.plan.watch_dirs.clone());
-        let mut destroy = self.resources.start_net();
+        let mut destroy = self.resources.start_net(self.plan.destroy_events);
         // This tick period's share of destroy messages is read: wait for the next tick.
         let mut destroy_paused = false;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 
 use super::Engine;
-use crate::disk::{self, DeletedScan, DirState, DirWatcher, IoRates};
+use crate::disk::{self, DeletedScan, DirState, DirWatcher, Growing, GrowthWatch, IoRates};
 use crate::events::{Event, Kind, Reason};
 use crate::net::{self, NetProbe, NetSample};
 use crate::plan::OnViolation;
@@ -27,6 +27,7 @@ const BLKIO_EVERY: u32 = 5;
 struct Probe {
     pid: i32,
     deleted: DeletedScan,
+    growth: GrowthWatch,
     io: IoRates,
     blkio: Buf,
     /// Policy breaches already reported for this incarnation (each is reported once).
@@ -72,7 +73,14 @@ const DESTROY_PER_WAKE: usize = 256;
 impl Resources {
     /// Joins the kernel's socket destroy groups, so that connections shorter than a tick are
     /// counted; says once, here, when that is not possible, and returns the socket to wait on.
-    pub fn start_net(&mut self) -> Option<AsyncFd<OwnedFd>> {
+    pub fn start_net(&mut self, destroy_events: bool) -> Option<AsyncFd<OwnedFd>> {
+        if !destroy_events {
+            tracing::info!("closed TCP sockets are counted from samples only, as configured");
+            self.net.refuse_destroyed(
+                "turned off ([sample] destroy_events = false, --no-destroy-events)".into(),
+            );
+            return None;
+        }
         match self.net.subscribe_destroyed() {
             Ok(()) => {
                 tracing::info!("closed TCP sockets are counted from the kernel's destroy messages");
@@ -80,8 +88,8 @@ impl Resources {
             Err(e) => {
                 tracing::warn!(
                     error = %e,
-                    "cannot join sock_diag's socket destroy groups (needs CAP_NET_ADMIN): \
-                     network totals come from samples only and miss connections shorter than a tick"
+                    "cannot join sock_diag's socket destroy groups: network totals come from \
+                     samples only and miss connections shorter than a tick"
                 );
                 return None;
             }
@@ -183,6 +191,7 @@ impl Engine {
             let p = res.probes.entry(*id).or_insert_with(|| Probe {
                 pid,
                 deleted: DeletedScan::new(disk::deleted::DEFAULT_EVERY),
+                growth: GrowthWatch::default(),
                 io: IoRates::new(),
                 blkio: Vec::new(),
                 breaches: HashSet::new(),
@@ -191,6 +200,27 @@ impl Engine {
             let held = p.deleted.update(members.iter().copied(), now);
             d.deleted_bytes = held.allocated;
             d.deleted_files = held.files;
+            let growing = p
+                .growth
+                .observe(p.deleted.files(), now, self.plan.deleted_growth);
+            for g in growing {
+                crate::worker::note_finding(sh, Growing::KIND);
+                self.output.event(&Event::now(
+                    &slot.spec.name,
+                    slot.instance,
+                    Some(g.file.pid),
+                    Kind::Finding {
+                        kind: Growing::KIND,
+                        detail: g.detail(),
+                        numbers: [
+                            ("bytes", g.file.allocated),
+                            ("bytes_per_s", g.rate as u64),
+                            ("limit_per_s", g.limit),
+                        ]
+                        .into(),
+                    },
+                ));
+            }
             if let Some(last) = sh.last.get() {
                 if let Some(r) = p.io.update(last.io_at, last.read_bytes, last.write_bytes) {
                     d.read_bytes_per_s = r.read_per_s;
