@@ -1,7 +1,8 @@
 //! Disk through the real `supervise` binary: the space a worker holds in deleted-but-open files
 //! (`holder`), shown in `status --json` for that worker only; watched directories over their
 //! `max` reported as one `disk` finding per crossing, and a `cleared` when back under; and bad
-//! `[[watch.dir]]` values refused.
+//! `[[watch.dir]]` values refused; a deleted file that keeps growing shown within two sampling
+//! periods, and reported as `deleted_growing`.
 
 mod common;
 
@@ -88,6 +89,97 @@ fn status_shows_deleted_files_held_by_that_worker_only() {
         (0, 0),
         "{o}"
     );
+}
+
+/// The fd through which `pid` holds a deleted file of `dir`, and the space that file holds now
+/// (what `stat -L /proc/PID/fd/N` says).
+fn deleted_fd(pid: i64, dir: &Path) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for e in fds.flatten() {
+        let link = std::fs::read_link(e.path()).ok()?;
+        if link.starts_with(dir) && link.to_string_lossy().ends_with(" (deleted)") {
+            let meta = std::fs::metadata(e.path()).ok()?;
+            return Some((e.path(), meta.blocks() * 512));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_deleted_file_growing_1_mib_a_second_shows_within_two_sampling_periods() {
+    const PERIOD: Duration = Duration::from_secs(1);
+    let name = unique("grower");
+    let _g = ProgramGuard(name.clone());
+    let data = tempfile::tempdir().expect("data dir");
+    let sup = Sup::with_config(&format!(
+        "[sample]\nevery = \"1s\"\n\n{}",
+        program(
+            &name,
+            "holder",
+            &[
+                "--dir",
+                data.path().to_str().expect("utf-8"),
+                "--size",
+                "1MiB",
+                "--grow",
+                "1MiB"
+            ]
+        )
+    ));
+    sup.wait_socket(Duration::from_secs(10));
+    let socket = sup.socket();
+    let worker = || {
+        common::status_json(&socket)
+            .into_iter()
+            .find(|w| w["program"] == name.as_str())
+    };
+    // Found by the first scan of the new worker.
+    let mut pid = 0;
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            let Some(w) = worker() else { return false };
+            pid = w["pid"].as_i64().unwrap_or(0);
+            w["disk"]["deleted_files"] == 1
+        }),
+        "the deleted file never showed\n{}",
+        sup.dump()
+    );
+    // Three times: what the file held at some moment shows in status two periods later at the
+    // latest. (A rescan every 10 s alone would pass each round only one time in five.)
+    for round in 0..3 {
+        let (fd, then) = deleted_fd(pid, data.path()).expect("the holder's deleted file");
+        std::thread::sleep(2 * PERIOD);
+        let w = worker().expect("status");
+        let shown = disk_u64(&w, "deleted_bytes");
+        let (_, now) = deleted_fd(pid, data.path()).expect("the holder's deleted file");
+        assert!(
+            shown >= then && shown <= now,
+            "round {round}: {} held {then} bytes, then {now}; status showed {shown} two \
+             periods after\n{w}",
+            fd.display()
+        );
+    }
+    // 1 MiB/s is over the default 256 KiB/s: one finding, naming the file.
+    let f = sup.wait_nth(1, Duration::from_secs(20), "deleted_growing", |e| {
+        e["event"] == "finding" && e["kind"] == "deleted_growing"
+    });
+    let detail = f["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&data.path().display().to_string()), "{f}");
+    let rate = f["bytes_per_s"].as_u64().unwrap_or(0);
+    assert!((512 * 1024..=2 * MIB).contains(&rate), "{f}");
+    std::thread::sleep(2 * PERIOD);
+    assert_eq!(
+        sup.of("finding")
+            .iter()
+            .filter(|e| e["kind"] == "deleted_growing")
+            .count(),
+        1,
+        "reported once\n{}",
+        sup.dump()
+    );
+    let w = worker().expect("status");
+    assert!(w["findings"].to_string().contains("deleted_growing"), "{w}");
 }
 
 /// Puts a file of `bytes` of non-zero data (allocated blocks, not a hole) at `path`, whole:
