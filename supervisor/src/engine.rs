@@ -237,6 +237,8 @@ impl Engine {
         let mut destroy = self.resources.start_net(self.plan.destroy_events);
         // This tick period's share of destroy messages is read: wait for the next tick.
         let mut destroy_paused = false;
+        // The destroy socket was found empty: look again after DESTROY_GAP, not at once.
+        let mut destroy_rest: Option<tokio::time::Instant> = None;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
         // Before any worker starts: each is told where it is.
         let mut notify = match crate::notify::NotifySocket::bind(&crate::notify::path_beside(
@@ -347,7 +349,8 @@ impl Engine {
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
-                got = destroy_ready(destroy.as_ref()), if !destroy_paused => {
+                () = sleep_until_some(destroy_rest) => destroy_rest = None,
+                got = destroy_ready(destroy.as_ref()), if !destroy_paused && destroy_rest.is_none() => {
                     let read = self.resources.read_destroyed();
                     let gone = match got {
                         Ok(mut guard) => {
@@ -359,6 +362,9 @@ impl Engine {
                         Err(_) => true,
                     };
                     destroy_paused = read == DestroyRead::Paused;
+                    if read == DestroyRead::Empty {
+                        destroy_rest = Some(tokio::time::Instant::now() + resources::DESTROY_GAP);
+                    }
                     if gone {
                         // The probe reads at each tick, or not at all.
                         destroy = None;
