@@ -182,6 +182,69 @@ fn a_deleted_file_growing_1_mib_a_second_shows_within_two_sampling_periods() {
     assert!(w["findings"].to_string().contains("deleted_growing"), "{w}");
 }
 
+#[test]
+fn watched_directories_show_allocated_and_apparent_sizes_in_status_and_metrics() {
+    let name = unique("watchshow");
+    let _g = ProgramGuard(name.clone());
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("logs");
+    std::fs::create_dir(&dir).expect("mkdir");
+    // 1 MiB of data in a file of 1 GiB: the rest is a hole, allocated nowhere.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(dir.join("sparse")).expect("create");
+        f.write_all(&vec![0x5a; MIB as usize]).expect("write");
+        f.set_len(1 << 30).expect("set_len");
+        f.sync_all().expect("fsync");
+    }
+    let sup = Sup::with_config(&format!(
+        "metrics = \"127.0.0.1:0\"\n\n{}[[watch.dir]]\npath = {:?}\nevery = \"1s\"\n",
+        program(&name, "netpeer", &[]),
+        dir.display().to_string()
+    ));
+    sup.wait_socket(Duration::from_secs(10));
+    let socket = sup.socket();
+    let listening = sup.wait_event("listening", Duration::from_secs(10));
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    let mut d = Value::Null;
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            d = common::supervisor_json(&socket)["watched_dirs"][0].clone();
+            d["bytes"].is_u64()
+        }),
+        "never measured: {d}\n{}",
+        sup.dump()
+    );
+    assert_eq!(d["path"], dir.display().to_string(), "{d}");
+    let bytes = d["bytes"].as_u64().expect("bytes");
+    // Allocated: the data and the directory's own blocks, never the hole.
+    assert!((MIB..=2 * MIB).contains(&bytes), "{d}");
+    assert!(d["apparent_bytes"].as_u64() >= Some(1 << 30), "{d}");
+    assert_eq!(d["partial"], false, "{d}");
+    assert!(d["fs_total_bytes"].as_u64() > Some(0), "{d}");
+    let (ok, table) = common::ctl(&socket, &["status"]);
+    assert!(
+        ok && table.contains(&format!("watched {}: ", dir.display())),
+        "{table}"
+    );
+    let (code, text) = common::peers::http(&addr, "GET", "/metrics", None).expect("scrape");
+    assert_eq!(code, 200);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("supervise_watched_dir_bytes{"))
+        .unwrap_or_else(|| panic!("no watched_dir_bytes\n{text}"));
+    assert!(
+        line.contains(&format!("path=\"{}\"", dir.display())),
+        "{line}"
+    );
+    let shown: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!((MIB..=2 * MIB).contains(&shown), "{line}");
+}
+
 /// Puts a file of `bytes` of non-zero data (allocated blocks, not a hole) at `path`, whole:
 /// written and synced under `root` (not watched), then renamed into place, so that no walk sees
 /// it half written.

@@ -348,3 +348,65 @@ pub fn short_bytes(b: f64) -> String {
         format!("{b:.0}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{ClosedSockets, SupervisorStatus, WatchedDir};
+
+    #[test]
+    fn supervisor_lines_say_how_closed_sockets_are_counted_and_each_directory() {
+        let events = SupervisorStatus {
+            closed_sockets: ClosedSockets {
+                mode: "events".into(),
+                unattributed: 4,
+                unattributed_sent_bytes: 2 << 20,
+                lost: 7,
+                ..ClosedSockets::default()
+            },
+            watched_dirs: vec![
+                WatchedDir {
+                    path: "/var/log/api".into(),
+                    bytes: Some(3 << 30),
+                    partial: true,
+                    fs_used_percent: Some(91.25),
+                    ..WatchedDir::default()
+                },
+                WatchedDir {
+                    path: "/gone".into(),
+                    error: Some("No such file or directory".into()),
+                    ..WatchedDir::default()
+                },
+            ],
+        };
+        let text = supervisor_lines(&events);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].contains("destroy messages")
+                && lines[0].contains("4 sockets, 2.0M sent, 0 received")
+                && lines[0].contains("7 messages lost"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "watched /var/log/api: at least 3.0G allocated, filesystem 91.2% used"
+        );
+        assert_eq!(
+            lines[2],
+            "watched /gone: not measured yet (No such file or directory)"
+        );
+        let sampled = SupervisorStatus {
+            closed_sockets: ClosedSockets {
+                mode: "sampling".into(),
+                why: Some("turned off".into()),
+                ..ClosedSockets::default()
+            },
+            ..SupervisorStatus::default()
+        };
+        assert_eq!(
+            supervisor_lines(&sampled),
+            "closed sockets: sampled only, connections shorter than a tick are missed (turned off)\n"
+        );
+    }
+}

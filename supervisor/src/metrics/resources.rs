@@ -123,23 +123,20 @@ pub(super) fn register(reg: &mut Registry, workers: &[WorkerStatus]) {
 /// The supervisor's own families: how closed sockets are counted and what no worker could be
 /// given, and each watched directory (label `path`).
 pub(super) fn register_supervisor(reg: &mut Registry, sup: &SupervisorStatus) {
-    let none: Labels = Vec::new();
     let c = &sup.closed_sockets;
-    let by_events = Family::<Labels, GaugeU>::default();
-    by_events
-        .get_or_create(&none)
-        .set(u64::from(c.mode == "events"));
+    let by_events = GaugeU::default();
+    by_events.set(u64::from(c.mode == "events"));
     reg.register(
         "net_closed_by_events",
         "1 when closed TCP sockets are counted from the kernel's destroy messages, 0 when from samples only",
         by_events,
     );
     let counter = |reg: &mut Registry, name: &str, help: &str, unit: Option<Unit>, v: u64| {
-        let fam = Family::<Labels, CounterU>::default();
-        fam.get_or_create(&none).inc_by(v);
+        let m = CounterU::default();
+        m.inc_by(v);
         match unit {
-            Some(u) => reg.register_with_unit(name, help, u, fam),
-            None => reg.register(name, help, fam),
+            Some(u) => reg.register_with_unit(name, help, u, m),
+            None => reg.register(name, help, m),
         }
     };
     counter(
