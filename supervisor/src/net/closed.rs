@@ -306,7 +306,7 @@ impl<K: Clone + Eq + Hash> Closed<K> {
 
 impl<K: Clone + Eq + Hash> NetProbe<K> {
     /// Joins the kernel's TCP destroy groups, so that closed sockets are counted to their last
-    /// byte ([`destroy`]). On failure the probe goes on sampling as before, and
+    /// byte ([`super::destroy`]). On failure the probe goes on sampling as before, and
     /// [`NetProbe::destroy_status`] says why.
     pub fn subscribe_destroyed(&mut self) -> io::Result<()> {
         match DestroySocket::subscribe() {

@@ -332,3 +332,32 @@ fn a_socket_its_worker_let_go_of_is_counted_when_the_last_holder_closes_it() {
     assert!(ok, "{:#?}\n{:#?}", out[0], probe.destroy_status());
     assert_eq!(out[0].received_total, 15_000);
 }
+
+#[test]
+fn a_probe_refused_the_subscription_says_why_and_counts_from_samples() {
+    let mut probe: NetProbe<&'static str> = NetProbe::new();
+    assert_eq!(probe.destroy_status().mode, crate::net::DestroyMode::Off);
+    probe.refuse_destroyed("turned off".into());
+    let st = probe.destroy_status();
+    assert_eq!(
+        st.mode,
+        crate::net::DestroyMode::Unavailable("turned off".into())
+    );
+    assert!(probe.destroy_fd().is_none() && !probe.destroy_paused());
+    assert_eq!(probe.drain_destroyed(10), Drained::Empty);
+    // Sampling goes on: this process's sockets are still seen.
+    let (_l, _c, _s) = pair();
+    let me = [crate::net::tests::me()];
+    let workers = [("me", &me[..])];
+    let mut out = Vec::new();
+    assert!(tick_until(&mut probe, &workers, &mut out, |s| s[0]
+        .established
+        >= 2));
+    // A subscription given up keeps the counts it had.
+    let mut probe: NetProbe<&'static str> = NetProbe::new();
+    if !subscribed(&mut probe) {
+        return;
+    }
+    probe.refuse_destroyed("reading failed".into());
+    assert!(probe.destroy_fd().is_none());
+}
