@@ -276,6 +276,10 @@ pub struct ClosedSockets {
     /// could not be read: their bytes are missing from every figure.
     pub lost: u64,
     pub malformed: u64,
+    /// The receive buffer the kernel granted for the messages (8 MiB asked; without
+    /// CAP_NET_ADMIN it is capped at `net.core.rmem_max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcvbuf_bytes: Option<u64>,
 }
 
 /// One `[[watch.dir]]`, as last measured.
