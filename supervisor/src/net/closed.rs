@@ -390,3 +390,6 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
