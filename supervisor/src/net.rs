@@ -25,7 +25,8 @@
 //!
 //! The cost of a tick is the kernel's dump plus one hash lookup per dumped socket; a socket
 //! nobody holds is skipped after reading its inode. Fd links are read only when a process's
-//! fds may have changed ([`inodes`]). Figures: `cargo bench -p supervisor --bench sockdiag`.
+//! fds may have changed ([`inodes`]). Figures: `cargo bench -p supervisor --bench sockdiag`, and
+//! for the destroy messages `--bench destroy`.
 //!
 //! # Caveats
 //! - Only the supervisor's network namespace is dumped: a worker in its own namespace shows no
