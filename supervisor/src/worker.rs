@@ -185,6 +185,15 @@ impl Shared {
         }
     }
 
+    /// The running incarnation's latest sample of its tree: none before its first one (until
+    /// then `last` still holds the previous process's final sample, whose figures are not this
+    /// process's).
+    #[must_use]
+    pub fn sample(&self) -> Option<TreeSample> {
+        let started = self.started.get()?;
+        self.last.get().filter(|s| s.at >= started)
+    }
+
     /// The running incarnation's own totals (zero when none runs).
     #[must_use]
     pub fn current_totals(&self) -> Totals {
@@ -192,7 +201,7 @@ impl Shared {
         if self.started.get().is_none() {
             return t;
         }
-        if let Some(s) = self.last.get() {
+        if let Some(s) = self.sample() {
             t.cpu_seconds = s.cpu_seconds;
         }
         let d = self.disk.get();
@@ -526,5 +535,45 @@ mod tests {
         c.count(Reason::Manual);
         assert_eq!(c.restarts.get(), 2);
         assert_eq!(c.by.get()[Reason::Manual.index()], 2);
+    }
+
+    fn sample_at(at: Instant, rss: u64, cpu_seconds: f64) -> TreeSample {
+        TreeSample {
+            at,
+            procs: 1,
+            rss,
+            pss: None,
+            cpu_seconds,
+            cpu_percent: 0.0,
+            threads: 1,
+            fds: 3,
+            read_bytes: 0,
+            write_bytes: 0,
+            io_at: at,
+            vsize: 0,
+            root_state: b'S',
+        }
+    }
+
+    #[test]
+    fn a_new_process_has_no_figures_until_its_first_sample() {
+        let shared = Shared::default();
+        let t0 = Instant::now();
+        // The previous process's final sample, then a restart.
+        shared.last.set(Some(sample_at(t0, 40 << 20, 7.0)));
+        let started = t0 + Duration::from_millis(5);
+        shared.started.set(Some(started));
+        shared.pid.set(Some(1234));
+        assert_eq!(
+            shared.sample(),
+            None,
+            "the old figure is not the new process's"
+        );
+        assert!(shared.current_totals().cpu_seconds.abs() < f64::EPSILON);
+        let first = sample_at(started + Duration::from_millis(1), 1 << 20, 0.01);
+        shared.last.set(Some(first));
+        assert_eq!(shared.sample(), Some(first));
+        shared.started.set(None);
+        assert_eq!(shared.sample(), None, "no incarnation, no figures");
     }
 }

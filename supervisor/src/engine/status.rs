@@ -87,7 +87,9 @@ impl Engine {
             .values()
             .map(|s| {
                 let sh = &s.shared;
-                let last = sh.last.get().filter(|_| sh.pid.get().is_some());
+                // None between a restart and the new process's first sample: the figures
+                // left from the process before are not this one's.
+                let last = sh.sample().filter(|_| sh.pid.get().is_some());
                 let report = sh.report.borrow();
                 status::WorkerStatus {
                     program: s.spec.name.clone(),
