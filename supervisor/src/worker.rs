@@ -3,7 +3,7 @@
 //! live in [`crate::lifecycle`]; this file only spawns, signals, waits and reports.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -56,13 +56,15 @@ pub struct End {
 }
 
 /// The counts of one instance (program and instance number) that the engine keeps for the
-/// supervisor's whole life: restarts, and [`Totals`] over every incarnation. None of them ever
-/// goes backwards, across restarts, `stop`/`start` and reloads.
+/// supervisor's whole life: restarts, findings, and [`Totals`] over every incarnation. None of
+/// them ever goes backwards, across restarts, `stop`/`start` and reloads.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub restarts: Cell<u32>,
     /// The same, by reason (indexed by [`Reason::index`]).
     pub by: Cell<[u64; Reason::ALL.len()]>,
+    /// Findings raised about the instance, by kind (the history draws each rise).
+    findings: RefCell<BTreeMap<&'static str, u64>>,
     /// The totals of the incarnations that ended.
     carried: RefCell<Totals>,
     /// The totals last shown.
@@ -75,6 +77,21 @@ impl Counters {
         let mut by = self.by.get();
         by[reason.index()] = by[reason.index()].saturating_add(1);
         self.by.set(by);
+    }
+
+    /// Findings raised about the instance, by kind, as the status shows them.
+    pub fn findings(&self) -> BTreeMap<String, u64> {
+        self.findings
+            .borrow()
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), *n))
+            .collect()
+    }
+
+    fn found(&self, kind: &'static str) {
+        let mut by = self.findings.borrow_mut();
+        let n = by.entry(kind).or_default();
+        *n = n.saturating_add(1);
     }
 
     /// The lifetime totals, given the running incarnation's own (zero when none runs).
@@ -248,8 +265,9 @@ pub struct Ctx {
     pub notify: Option<Rc<std::path::Path>>,
 }
 
-/// Remembers a finding's kind among the instance's latest (at most 8 kept).
+/// Remembers a finding's kind among the instance's latest (at most 8 kept), and counts it.
 pub(crate) fn note_finding(shared: &Shared, kind: &'static str) {
+    shared.counters.found(kind);
     let mut findings = shared.findings.borrow_mut();
     if findings.len() == 8 {
         findings.remove(0);
@@ -575,5 +593,23 @@ mod tests {
         assert_eq!(shared.sample(), Some(first));
         shared.started.set(None);
         assert_eq!(shared.sample(), None, "no incarnation, no figures");
+    }
+
+    #[test]
+    fn noted_findings_are_counted_by_kind_and_outlast_the_latest_eight() {
+        let shared = Shared::default();
+        for _ in 0..10 {
+            note_finding(&shared, "leak");
+        }
+        note_finding(&shared, "hung");
+        assert_eq!(
+            shared.findings.borrow().len(),
+            8,
+            "only the latest kinds are listed"
+        );
+        let by = shared.counters.findings();
+        assert_eq!(by.get("leak"), Some(&10));
+        assert_eq!(by.get("hung"), Some(&1));
+        assert_eq!(by.len(), 2);
     }
 }

@@ -75,6 +75,7 @@ impl Engine {
         status::WorkerStatus {
             restarts,
             restarts_by_reason: crate::status::restarts_by_reason(&by),
+            findings_by_kind: counters.map(|c| c.findings()).unwrap_or_default(),
             totals,
             ..status::WorkerStatus::new(program, instance)
         }
@@ -127,6 +128,7 @@ impl Engine {
                         .iter()
                         .map(|f| (*f).to_owned())
                         .collect(),
+                    findings_by_kind: sh.counters.findings(),
                     disk: last.map(|_| sh.disk.get()),
                     net: last
                         .and(sh.net.borrow().as_ref())
