@@ -207,6 +207,7 @@ impl Engine {
             match (finding, *alarm) {
                 (Some(f), false) => {
                     *alarm = true;
+                    super::notified::count_finding(&mut self.own_findings, disk::DiskFinding::KIND);
                     self.output
                         .event(&Event::now("supervise", 0, None, f.to_event_kind()));
                 }

@@ -29,6 +29,8 @@ fn worker(program: &str, instance: u32, n: u64) -> WorkerSeries {
             reason: "memory".into(),
         }],
         restarts_dropped: 0,
+        findings: Vec::new(),
+        findings_dropped: 0,
         samples: n,
     }
 }
