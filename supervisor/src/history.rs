@@ -52,7 +52,8 @@
 //! reason (a header without the continuation flag resets the counts to zero: a new run); a new
 //! pid that no count explains is a restart of reason `restart`. Finding marks likewise: a rise
 //! in a kind's count is that many findings of that kind. Counts restated at the start of a
-//! continuation whose run began in a file no longer there are a baseline, not news.
+//! continuation whose run began in a file no longer there are a baseline, not news. A sample
+//! with a new pid starts a new process: its figures are not joined to the previous process's.
 //!
 //! # Caveats
 //! With a size limit, FILE is renamed to FILE.1 (replacing it) before a write would take it past
@@ -297,6 +298,9 @@ pub struct Point {
     pub cpu_percent: Option<f64>,
     /// The bucket's last known state.
     pub state: Option<Phase>,
+    /// The bucket holds the first sample of a new process (a start or a restart): its figures
+    /// are not to be joined to the ones before, which were another process's.
+    pub new_process: bool,
 }
 
 /// A restart: when it was counted and why (`exit`, `memory`, `manual`, `hung`, `leak`, or

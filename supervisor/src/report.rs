@@ -4,7 +4,8 @@
 //! instance; the memory limit as a red dashed line), CPU below it, both on one time axis shared
 //! by every block, and each restart as a dashed vertical line in its reason's colour with a
 //! marker and, where there is room, the reason written above it. Lines break where samples are
-//! missing (the supervisor was not running, or a worker had no process).
+//! missing (the supervisor was not running, or a worker had no process) and where a new process
+//! begins, so a restart never draws a fall to the next process's figures.
 //!
 //! The SVG is written by hand: a few hundred lines of plain text need no plotting crate. Every
 //! name that reaches it (program names, the file name) is escaped. Lines are thinned to about

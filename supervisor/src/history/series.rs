@@ -103,6 +103,7 @@ struct Acc {
     cpu_sum: f64,
     cpu_n: u32,
     state: Option<Phase>,
+    new_process: bool,
 }
 
 impl Acc {
@@ -121,6 +122,7 @@ impl Acc {
         self.cpu_sum += o.cpu_sum;
         self.cpu_n = self.cpu_n.saturating_add(o.cpu_n);
         self.state = o.state.or(self.state);
+        self.new_process |= o.new_process;
     }
 }
 
@@ -200,7 +202,8 @@ impl Build {
             }
         }
         self.reasons_known = true;
-        if s.pid != 0 && self.last_pid != Some(s.pid) {
+        let new_process = s.pid != 0 && self.last_pid != Some(s.pid);
+        if new_process {
             if self.last_pid.is_some() && !self.pending {
                 self.mark(s.t, "restart");
             }
@@ -216,6 +219,7 @@ impl Build {
             cpu_sum: s.cpu.map_or(0.0, f64::from),
             cpu_n: u32::from(s.cpu.is_some()),
             state: Phase::ALL.get(usize::from(s.state)).copied(),
+            new_process,
         });
     }
 
@@ -288,6 +292,7 @@ impl Build {
                     heap: bytes(p.heap),
                     cpu_percent: (p.cpu_n > 0).then(|| p.cpu_sum / f64::from(p.cpu_n) / 10.0),
                     state: p.state,
+                    new_process: p.new_process,
                 })
                 .collect(),
             restarts: self.marks,

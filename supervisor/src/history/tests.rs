@@ -155,6 +155,11 @@ fn round_trip_keeps_figures_and_derives_restart_marks() {
     let leak = |i: u64| (T0 + i * 1000, "leak");
     assert_eq!(findings, [leak(5), leak(25), leak(25)]);
     assert!(steady.findings.is_empty());
+    // Each new process is flagged, so that no line joins it to the one before.
+    let starts: Vec<usize> = (0..leaky.points.len())
+        .filter(|&i| leaky.points[i].new_process)
+        .collect();
+    assert_eq!(starts, [0, 11, 21]);
 }
 
 #[test]

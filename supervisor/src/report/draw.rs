@@ -132,10 +132,10 @@ impl Block<'_> {
             let colour = INSTANCE[i % INSTANCE.len()];
             let who = format!("{}/{}", w.program, w.instance);
             for m in &metrics {
-                let pts: Vec<(u64, Option<f64>)> = w
+                let pts: Vec<Pt> = w
                     .points
                     .iter()
-                    .map(|p| (p.unix_ms, (m.get)(p).map(|v| v as f64)))
+                    .map(|p| (p.unix_ms, (m.get)(p).map(|v| v as f64), p.new_process))
                     .collect();
                 let d = self.path(&pts, true, &mem_y);
                 self.stroke(
@@ -148,10 +148,10 @@ impl Block<'_> {
                 );
             }
             let cpu_y = |v: f64| cpu_top + geo::CPU_H - v / cpu_axis * geo::CPU_H;
-            let pts: Vec<(u64, Option<f64>)> = w
+            let pts: Vec<Pt> = w
                 .points
                 .iter()
-                .map(|p| (p.unix_ms, p.cpu_percent))
+                .map(|p| (p.unix_ms, p.cpu_percent, p.new_process))
                 .collect();
             let d = self.path(&pts, false, &cpu_y);
             self.stroke(out, &d, colour, 1.2, "", &format!("{who} CPU"));
@@ -329,10 +329,11 @@ impl Block<'_> {
         }
     }
 
-    /// An SVG path through the points with values, broken where samples are missing: a point
-    /// without a value, a gap much longer than usual, or a new run of the supervisor. Points
+    /// An SVG path through the points with values, broken where samples are missing (a point
+    /// without a value, a gap much longer than usual, a new run of the supervisor) and where a
+    /// new process begins: a restart's figures are never joined to the process before. Points
     /// closer than half a pixel are merged (the largest kept for memory, the mean for CPU).
-    fn path(&self, pts: &[(u64, Option<f64>)], keep_max: bool, y: &dyn Fn(f64) -> f64) -> String {
+    fn path(&self, pts: &[Pt], keep_max: bool, y: &dyn Fn(f64) -> f64) -> String {
         let gap = typical_step(pts).saturating_mul(5).max(2000);
         let mut d = String::new();
         let mut prev: Option<u64> = None;
@@ -359,7 +360,7 @@ impl Block<'_> {
             }
             *drawn = 0;
         };
-        for &(t, v) in pts {
+        for &(t, v, new_process) in pts {
             let Some(v) = v.filter(|v| v.is_finite()) else {
                 flush(&mut d, &mut pending, &mut drawn);
                 end_run(&mut d, &mut drawn);
@@ -367,7 +368,9 @@ impl Block<'_> {
                 continue;
             };
             let broken = prev.is_some_and(|p| {
-                t.saturating_sub(p) > gap || self.runs.iter().any(|&r| r > p && r <= t)
+                new_process
+                    || t.saturating_sub(p) > gap
+                    || self.runs.iter().any(|&r| r > p && r <= t)
             });
             if broken {
                 flush(&mut d, &mut pending, &mut drawn);
@@ -409,8 +412,11 @@ impl Block<'_> {
     }
 }
 
+/// A point of a line: time, value (`None`: missing), whether a new process begins there.
+type Pt = (u64, Option<f64>, bool);
+
 /// The median time between consecutive points, ms.
-fn typical_step(pts: &[(u64, Option<f64>)]) -> u64 {
+fn typical_step(pts: &[Pt]) -> u64 {
     let mut steps: Vec<u64> = pts
         .windows(2)
         .map(|w| w[1].0.saturating_sub(w[0].0))

@@ -14,6 +14,7 @@ fn point(t: u64, rss: u64) -> Point {
         heap: None,
         cpu_percent: Some(3.0),
         state: None,
+        new_process: false,
     }
 }
 
@@ -89,6 +90,68 @@ fn draws_a_block_per_program_with_restart_markers() {
     assert!(svg.contains("limit 12 MiB"));
     assert!(svg.contains("<title>db/0 RSS</title>"));
     assert!(svg.contains("3 restarts (3 memory)"), "{}", &svg[..600]);
+}
+
+/// The `d` of the path titled `title`.
+fn path_data<'a>(svg: &'a str, title: &str) -> &'a str {
+    let line = svg
+        .lines()
+        .find(|l| l.contains(&format!("<title>{title}</title>")))
+        .unwrap_or_else(|| panic!("no path {title}"));
+    line.split("d=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("d")
+}
+
+/// The y of each point of each subpath of `d`.
+fn subpaths(d: &str) -> Vec<Vec<f64>> {
+    d.split('M')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split(['L', 'h'])
+                .filter_map(|xy| xy.split_once(',').and_then(|(_, y)| y.parse::<f64>().ok()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_restart_breaks_the_memory_line_instead_of_falling_to_the_next_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("h");
+    let h = crate::history::History::open(&path, None).expect("open");
+    let mut w = crate::status::WorkerStatus::new("api", 0);
+    w.state = crate::status::Phase::Running;
+    for i in 0..20u64 {
+        // The first process grows to 40 MiB; the restart happens between ticks 9 and 10, so
+        // no tick sees the instance without a process; the next one starts small.
+        if i == 10 {
+            w.restarts += 1;
+            *w.restarts_by_reason.entry("memory".into()).or_default() += 1;
+        }
+        let (pid, rss) = if i < 10 {
+            (100, 31 + i)
+        } else {
+            (101, 1 + i % 2)
+        };
+        w.pid = Some(pid);
+        w.rss_bytes = Some(rss * MIB);
+        w.cpu_percent = Some(if i < 10 { 90.0 } else { 5.0 });
+        h.record(T0 + i * 1000, std::slice::from_ref(&w));
+    }
+    h.close();
+    let s = crate::history::read(&path).expect("read");
+    let svg = render(&s, "h", None).expect("render");
+    for line in ["api/0 RSS", "api/0 CPU"] {
+        let d = path_data(&svg, line);
+        let runs = subpaths(d);
+        assert_eq!(runs.len(), 2, "{line}: one line per process: {d}");
+        // No segment joins the two: every y of the first is above (smaller than) the second's.
+        let lowest_first = runs[0].iter().copied().fold(f64::MIN, f64::max);
+        let highest_second = runs[1].iter().copied().fold(f64::MAX, f64::min);
+        assert!(lowest_first < highest_second, "{line}: {d}");
+    }
 }
 
 #[test]

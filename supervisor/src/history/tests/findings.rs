@@ -1,7 +1,29 @@
-//! Finding counts (an instance's and the supervisor's own) become marks; frames this reader
-//! does not know are skipped.
+//! Finding counts (an instance's and the supervisor's own) become marks; a new process is
+//! flagged; frames this reader does not know are skipped.
 
 use super::*;
+
+#[test]
+fn a_process_that_follows_another_between_two_ticks_is_flagged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("h");
+    let mut d = Direct::open(&path, None);
+    let mut w = status("p", 0, Some(10), Some(40 * MIB));
+    for i in 0..6 {
+        if i == 3 {
+            // Stopped, backed off and started again between two ticks: no tick without a pid.
+            restart(&mut w, "memory");
+            w.pid = Some(11);
+            w.rss_bytes = Some(MIB);
+        }
+        d.tick(T0 + i * 1000, std::slice::from_ref(&w));
+    }
+    let s = read(&path).expect("read");
+    let p = by_name(&s, "p");
+    let flags: Vec<bool> = p.points.iter().map(|pt| pt.new_process).collect();
+    assert_eq!(flags, [true, false, false, true, false, false]);
+    assert_eq!(p.restarts.len(), 1);
+}
 
 #[test]
 fn findings_of_the_supervisor_itself_are_marked_once_across_segments() {
