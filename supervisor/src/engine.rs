@@ -87,6 +87,8 @@ struct Engine {
     notify_dropped: notified::Dropped,
     /// The service manager that runs supervise, when it asked to be told (`NOTIFY_SOCKET`).
     manager: Option<crate::notify::Manager>,
+    /// Every instance's recent lines, for `supervise logs`.
+    buffers: Rc<crate::logs::Buffers>,
 }
 
 /// The shortest time between two orphan scans that orphans' exits trigger.
@@ -113,6 +115,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     let sample_every = plan.sample_every;
+    let buffers = crate::logs::Buffers::new(usize::try_from(plan.log_buffer).unwrap_or(usize::MAX));
+    buffers.sync(plan.programs.iter().map(|p| (p.name.as_str(), p.replicas)));
     let code = local.block_on(&rt, async move {
         let mut engine = Engine {
             plan,
@@ -145,6 +149,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             notify_path: None,
             notify_dropped: notified::Dropped::default(),
             manager,
+            buffers,
         };
         engine.main().await
     });
@@ -407,6 +412,7 @@ impl Engine {
             roots: self.roots.clone(),
             lifeline: self.lifeline.clone(),
             notify: self.notify_path.clone(),
+            kept: self.buffers.buffer(&spec.name, instance),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -524,6 +530,12 @@ impl Engine {
             }
         }
         self.plan.programs = new.programs;
+        self.buffers.sync(
+            self.plan
+                .programs
+                .iter()
+                .map(|p| (p.name.as_str(), p.replicas)),
+        );
         if self.plan.watch_dirs != new.watch_dirs {
             self.resources.watch(new.watch_dirs.clone());
             self.plan.watch_dirs = new.watch_dirs;

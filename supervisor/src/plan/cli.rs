@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::signals::Sig;
 
 use super::{
-    check_history_max, check_name, check_replicas, check_sample_every, check_warn_at, fd_budget,
-    load_config, nofile_limit, parse_duration, parse_signal, parse_size, Backoff, EventsTarget,
-    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan,
-    PlanError, ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HISTORY_MAX,
-    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
-    DEFAULT_SAMPLE_EVERY,
+    check_history_max, check_log_buffer, check_name, check_replicas, check_sample_every,
+    check_warn_at, fd_budget, load_config, nofile_limit, parse_duration, parse_signal, parse_size,
+    Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure,
+    MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
+    DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
+    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -142,6 +142,10 @@ pub struct Cli {
     /// Rotated log files kept per stream [default: 5].
     #[arg(long, value_name = "N")]
     pub log_keep: Option<u32>,
+    /// Bytes of each instance's most recent lines kept in memory for `supervise logs`
+    /// (0 keeps none) [default: 256KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub log_buffer: Option<u64>,
     /// Append every sample to FILE, for `supervise report`.
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
@@ -270,6 +274,10 @@ impl Cli {
         }
         plan.quiet |= self.quiet;
         plan.timestamps |= self.timestamps;
+        if let Some(size) = self.log_buffer {
+            plan.log_buffer =
+                check_log_buffer(size).map_err(|m| PlanError::flag("--log-buffer", m))?;
+        }
         if let Some(dir) = self.log_dir {
             let base = plan.log.take();
             plan.log = Some(LogSpec {
@@ -425,6 +433,7 @@ impl Cli {
             quiet: false,
             timestamps: false,
             log: None,
+            log_buffer: DEFAULT_LOG_BUFFER,
             single: true,
             forward_stop: self.stop_signal.is_none(),
             source: None,

@@ -637,3 +637,29 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(plan.programs.len(), 1);
     assert!(plan.metrics.is_some());
 }
+
+#[test]
+fn the_log_buffer_is_bounded_and_off_with_zero() {
+    let plan = cli(&["supervise", "--", "x"]).expect("plan");
+    assert_eq!(plan.log_buffer, DEFAULT_LOG_BUFFER);
+    let plan = cli(&["supervise", "--log-buffer", "0", "--", "x"]).expect("plan");
+    assert_eq!(plan.log_buffer, 0);
+    let plan = cli(&["supervise", "--log-buffer", "4MiB", "--", "x"]).expect("plan");
+    assert_eq!(plan.log_buffer, 4 << 20);
+    for bad in ["512", "2GiB"] {
+        let e = cli(&["supervise", "--log-buffer", bad, "--", "x"]).expect_err(bad);
+        assert_eq!(e.key, "--log-buffer");
+        assert!(e.message.contains("between 1KiB and 1GiB"), "{e}");
+    }
+    let plan = parse_config(
+        "log_buffer = \"64KiB\"\n[program.a]\ncommand = [\"x\"]\n",
+        None,
+    )
+    .expect("config");
+    assert_eq!(plan.log_buffer, 64 << 10);
+    let plan = parse_config("[program.a]\ncommand = [\"x\"]\n", None).expect("config");
+    assert_eq!(plan.log_buffer, DEFAULT_LOG_BUFFER);
+    let e = err("log_buffer = \"100\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "log_buffer"), "{e}");
+    assert!(e.message.contains("between 1KiB and 1GiB"), "{e}");
+}
