@@ -255,7 +255,7 @@ impl Engine {
         }
         let serving = match admin::bind(&admin_path) {
             Ok(listener) => {
-                tokio::task::spawn_local(admin::serve(listener, calls_tx));
+                tokio::task::spawn_local(admin::serve(listener, calls_tx, self.buffers.clone()));
                 Some(admin_path)
             }
             Err(e) if self.plan.admin.is_some() => return Err(e.into()),
@@ -362,6 +362,13 @@ impl Engine {
         self.sweep().await;
         if let Some(h) = self.history.take() {
             h.close();
+        }
+        // Followers get their end before the sockets close with the runtime: at most a moment
+        // for it to be written.
+        self.buffers.close("the supervisor is exiting");
+        let most = tokio::time::Instant::now() + Duration::from_millis(200);
+        while self.buffers.followers() > 0 && tokio::time::Instant::now() < most {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if let Some(path) = serving {
             let _ = std::fs::remove_file(path);

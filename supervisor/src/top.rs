@@ -156,7 +156,7 @@ impl App {
         self.message = match answer {
             Ok(Response::Ok { message }) => message,
             Ok(Response::Error { message }) => format!("error: {message}"),
-            Ok(Response::Status { .. }) => "error: unexpected answer".to_owned(),
+            Ok(_) => "error: unexpected answer".to_owned(),
             Err(e) => format!("error: {e}"),
         };
     }
@@ -213,6 +213,7 @@ fn status(path: &Path) -> Result<Vec<WorkerStatus>, String> {
         Ok(Response::Status { workers }) => Ok(workers),
         Ok(Response::Error { message }) => Err(message),
         Ok(Response::Ok { message }) => Err(format!("unexpected answer: {message}")),
+        Ok(other) => Err(format!("unexpected answer: {other:?}")),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -52,6 +52,8 @@ impl Engine {
                 Ok(()) => ok("ready".into()),
                 Err(message) => error(message),
             },
+            // Answered by the control socket itself, from the buffers.
+            Request::Logs { .. } => error("logs: not a request for the engine".into()),
         }
     }
 

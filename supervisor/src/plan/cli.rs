@@ -21,7 +21,7 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|logs|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -190,6 +190,18 @@ pub enum Control {
     Start {
         #[arg(value_name = "NAME")]
         program: String,
+    },
+    /// Show the last lines a program's instances (all, or NAME/INSTANCE for one) wrote on stdout
+    /// and stderr, in the order they were read, from the supervisor's buffer (--log-buffer).
+    Logs {
+        #[arg(value_name = "NAME[/INSTANCE]")]
+        target: String,
+        /// How many lines, all instances together.
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = crate::admin::DEFAULT_LINES)]
+        lines: u32,
+        /// Then show each new line as it is read, until interrupted (Ctrl-C) or supervise exits.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Re-read the config file (as SIGHUP does).
     Reload,

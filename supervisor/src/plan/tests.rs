@@ -663,3 +663,25 @@ fn the_log_buffer_is_bounded_and_off_with_zero() {
     assert_eq!((e.line, e.key.as_str()), (Some(1), "log_buffer"), "{e}");
     assert!(e.message.contains("between 1KiB and 1GiB"), "{e}");
 }
+
+#[test]
+fn logs_flags_parse() {
+    let c = Cli::try_parse_from(["supervise", "logs", "api/1", "-n", "5", "-f"]).expect("parse");
+    assert_eq!(
+        c.control,
+        Some(Control::Logs {
+            target: "api/1".into(),
+            lines: 5,
+            follow: true
+        })
+    );
+    let c = Cli::try_parse_from(["supervise", "logs", "api"]).expect("parse");
+    assert!(matches!(
+        c.control,
+        Some(Control::Logs {
+            lines: 50,
+            follow: false,
+            ..
+        })
+    ));
+}
