@@ -4,7 +4,9 @@
 //! One JSON request per connection, one JSON response back, each a single line; only `logs`
 //! answers with a stream of lines (see [`logs()`]). Requests are handled by the engine's
 //! own loop (through a channel), so they see and change the same state the workers do, with no
-//! locks. At most [`MAX_CONNECTIONS`] are served at once, followers included, so clients
+//! locks. A `start`, `stop` or `restart` with `wait_ms` is answered once the action has completed
+//! (or the wait ran out), the engine keeping the reply meanwhile (see `engine/wait.rs`). At most
+//! [`MAX_CONNECTIONS`] are served at once, followers and waiting clients included, so clients
 //! cannot take every file descriptor the supervisor has; at the cap, the connection that has
 //! waited longest for its request is closed to let a new one in (see [`crate::connections`]),
 //! so clients that trickle their requests cannot lock `supervise status` out.
@@ -48,6 +50,9 @@ pub enum Request {
     Restart {
         program: String,
         instance: Option<u32>,
+        /// Answer once every replacement is up, or after this many ms (see [`Request::wait`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Send `signal` (a number) to every instance of `program`, or just `instance`.
     Signal {
@@ -58,10 +63,16 @@ pub enum Request {
     /// Stop every instance of `program` and keep them stopped until `start`.
     Stop {
         program: String,
+        /// Answer once no process is left, or after this many ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Start a program stopped with `stop`.
     Start {
         program: String,
+        /// Answer once every instance is up, or after this many ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Reload the config file, as SIGHUP does.
     Reload,
@@ -90,6 +101,23 @@ fn default_lines() -> u32 {
 
 /// Lines `logs` shows when not told how many.
 pub const DEFAULT_LINES: u32 = 50;
+/// Longest wait a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+impl Request {
+    /// How long the client waits for its action to complete (`--wait`), at most [`MAX_WAIT`].
+    #[must_use]
+    pub fn wait(&self) -> Option<Duration> {
+        match self {
+            Request::Start { wait_ms, .. }
+            | Request::Stop { wait_ms, .. }
+            | Request::Restart { wait_ms, .. } => {
+                wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT))
+            }
+            _ => None,
+        }
+    }
+}
 
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +130,10 @@ pub enum Response {
         message: String,
     },
     Error {
+        message: String,
+    },
+    /// A waited action (`wait_ms`) has completed.
+    Done {
         message: String,
     },
     /// One line a worker wrote (`logs`), as read (invalid UTF-8 replaced).
@@ -199,7 +231,7 @@ pub async fn serve(
 }
 
 /// One connection: its request within [`REQUEST_TIMEOUT`], then its answer within
-/// [`EXCHANGE_TIMEOUT`]; `logs` keeps its own deadlines.
+/// [`EXCHANGE_TIMEOUT`] (plus the wait it asked for); `logs` keeps its own deadlines.
 async fn answer(
     stream: tokio::net::UnixStream,
     calls: mpsc::UnboundedSender<Call>,
@@ -237,7 +269,8 @@ async fn answer(
         };
         return logs::serve(read, write, buffers, ask).await;
     }
-    within(EXCHANGE_TIMEOUT, async {
+    let limit = EXCHANGE_TIMEOUT + request.wait().unwrap_or_default();
+    within(limit, async {
         let response = ask_engine(&calls, request).await;
         reply(&mut write, &response).await
     })
@@ -286,8 +319,13 @@ fn connect(path: &Path) -> io::Result<std::os::unix::net::UnixStream> {
 
 /// The client side: sends one request and waits (at most 10 s) for the answer.
 pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
+    call_within(path, request, Duration::from_secs(10))
+}
+
+/// Like [`call`], waiting at most `limit` for the answer.
+pub fn call_within(path: &Path, request: &Request, limit: Duration) -> io::Result<Response> {
     let mut stream = connect(path)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(limit))?;
     let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line)?;

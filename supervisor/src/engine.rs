@@ -89,6 +89,10 @@ struct Engine {
     manager: Option<crate::notify::Manager>,
     /// Every instance's recent lines, for `supervise logs`.
     buffers: Rc<crate::logs::Buffers>,
+    /// Replies kept until their `--wait` action has completed.
+    waits: Vec<wait::Wait>,
+    /// Rolls halted, per program, for the waits on them.
+    roll_halts: HashMap<String, u64>,
 }
 
 /// The shortest time between two orphan scans that orphans' exits trigger.
@@ -150,6 +154,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             notify_dropped: notified::Dropped::default(),
             manager,
             buffers,
+            waits: Vec::new(),
+            roll_halts: HashMap::new(),
         };
         engine.main().await
     });
@@ -281,6 +287,9 @@ impl Engine {
         // While programs wait for what they start after, how often that is looked at.
         let mut order_tick = tokio::time::interval(Duration::from_millis(50));
         order_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While clients wait for their actions to complete, how often that is looked at.
+        let mut wait_tick = tokio::time::interval(wait::WAIT_TICK);
+        wait_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Orphan scans on orphans' exits, at most one per ORPHAN_SCAN_GAP: a fork bomb of
         // orphans cannot make the loop spin.
         let mut last_scan = tokio::time::Instant::now();
@@ -290,10 +299,7 @@ impl Engine {
             || ((!self.held.is_empty() || !self.waiting.is_empty()) && self.stopping == 0)
         {
             tokio::select! {
-                Some(call) = calls.recv() => {
-                    let response = self.handle(call.request);
-                    let _ = call.reply.send(response);
-                }
+                Some(call) = calls.recv() => self.on_call(call.request, call.reply),
                 Some(res) = self.tasks.join_next() => match res {
                     Ok((id, end)) => self.ended(id, end),
                     Err(e) => tracing::error!(error = %e, "worker task failed"),
@@ -345,6 +351,7 @@ impl Engine {
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
+                _ = wait_tick.tick(), if !self.waits.is_empty() => self.advance_waits(),
                 got = recv_notify(notify.as_mut()) => self.on_notify(got),
             }
         }
@@ -363,11 +370,18 @@ impl Engine {
         if let Some(h) = self.history.take() {
             h.close();
         }
-        // Followers get their end before the sockets close with the runtime: at most a moment
-        // for it to be written.
+        // Waiting clients get their answer, followers their end, before the sockets close with
+        // the runtime: at most a moment for the answers to be written.
+        let answered = self.end_waits();
         self.buffers.close("the supervisor is exiting");
-        let most = tokio::time::Instant::now() + Duration::from_millis(200);
-        while self.buffers.followers() > 0 && tokio::time::Instant::now() < most {
+        let now = tokio::time::Instant::now();
+        let (least, most) = (
+            now + answered * Duration::from_millis(20),
+            now + Duration::from_millis(200),
+        );
+        while (self.buffers.followers() > 0 || tokio::time::Instant::now() < least)
+            && tokio::time::Instant::now() < most
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if let Some(path) = serving {
@@ -614,3 +628,4 @@ mod orphan_scan;
 mod resources;
 mod roll;
 mod status;
+mod wait;

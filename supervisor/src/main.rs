@@ -3,6 +3,7 @@
 use std::io::{ErrorKind, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 use supervisor::admin::{self, Request, Response};
@@ -147,11 +148,15 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(admin::default_path);
     let request = match control {
         Control::Status { .. } => Request::Status,
-        Control::Restart { target } => {
+        Control::Restart { target, wait } => {
             let Some((program, instance)) = split_target(target) else {
                 return ExitCode::from(EXIT_USAGE);
             };
-            Request::Restart { program, instance }
+            Request::Restart {
+                program,
+                instance,
+                wait_ms: wait.wait_ms(),
+            }
         }
         Control::Signal { target, signal } => {
             let Some((program, instance)) = split_target(target) else {
@@ -163,11 +168,13 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 signal: signal.raw(),
             }
         }
-        Control::Stop { program } => Request::Stop {
+        Control::Stop { program, wait } => Request::Stop {
             program: program.clone(),
+            wait_ms: wait.wait_ms(),
         },
-        Control::Start { program } => Request::Start {
+        Control::Start { program, wait } => Request::Start {
             program: program.clone(),
+            wait_ms: wait.wait_ms(),
         },
         Control::Reload => Request::Reload,
         Control::Logs {
@@ -221,7 +228,18 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             };
         }
     };
-    match admin::call(&path, &request) {
+    // A waited action is answered once done, or once its wait has run out: the answer is
+    // awaited a little longer than that.
+    let waited = request.wait();
+    let limit = waited.unwrap_or_default() + Duration::from_secs(10);
+    match admin::call_within(&path, &request, limit) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            eprintln!(
+                "supervise: no answer from the supervisor within {}",
+                humantime::format_duration(limit)
+            );
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("supervise: {e}");
             ExitCode::FAILURE
@@ -230,7 +248,15 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             eprintln!("supervise: {message}");
             ExitCode::FAILURE
         }
-        Ok(Response::Ok { message }) => {
+        Ok(Response::Ok { message }) if waited.is_some() => {
+            // An older supervisor ignores `wait_ms` and answers at once.
+            eprintln!(
+                "supervise: {message}\nsupervise: this supervisor does not know --wait (it is older \
+                 than this client): the action was taken, its completion not waited for"
+            );
+            ExitCode::FAILURE
+        }
+        Ok(Response::Ok { message } | Response::Done { message }) => {
             println!("{message}");
             ExitCode::SUCCESS
         }

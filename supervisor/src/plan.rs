@@ -496,7 +496,7 @@ pub use checks::{
     DEFAULT_HEALTH_EVERY, DEFAULT_HEALTH_FAILURES, DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_EVERY,
     DEFAULT_READY_TIMEOUT,
 };
-pub use cli::{Cli, Control};
+pub use cli::{Cli, Control, WaitFlags};
 pub use config::{load_config, parse_config};
 
 #[cfg(test)]

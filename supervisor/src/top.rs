@@ -154,7 +154,7 @@ impl App {
     /// A restart was answered.
     pub fn answered(&mut self, answer: Result<Response, String>) {
         self.message = match answer {
-            Ok(Response::Ok { message }) => message,
+            Ok(Response::Ok { message } | Response::Done { message }) => message,
             Ok(Response::Error { message }) => format!("error: {message}"),
             Ok(_) => "error: unexpected answer".to_owned(),
             Err(e) => format!("error: {e}"),
@@ -269,6 +269,7 @@ fn ui(
                     let request = Request::Restart {
                         program,
                         instance: Some(instance),
+                        wait_ms: None,
                     };
                     let answer = admin::call(&path, &request).map_err(|e| e.to_string());
                     let _ = tx.send(Msg::Answer(answer));

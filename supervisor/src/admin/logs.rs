@@ -248,8 +248,10 @@ mod tests {
             Request::Restart {
                 program: "api".into(),
                 instance: None,
+                wait_ms: None
             }
         );
+        assert_eq!(old.wait(), None);
         let logs: Request =
             serde_json::from_str(r#"{"cmd":"logs","program":"api","instance":1}"#).expect("logs");
         assert_eq!(
@@ -261,5 +263,12 @@ mod tests {
                 follow: false
             }
         );
+        // And what a client without --wait sends is what older supervisors understand.
+        let plain = serde_json::to_string(&Request::Stop {
+            program: "api".into(),
+            wait_ms: None,
+        })
+        .expect("json");
+        assert_eq!(plain, r#"{"cmd":"stop","program":"api"}"#);
     }
 }

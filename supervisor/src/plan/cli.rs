@@ -171,6 +171,8 @@ pub enum Control {
     Restart {
         #[arg(value_name = "NAME[/INSTANCE]")]
         target: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Send a signal to a program's instances (all, or NAME/INSTANCE for one): to each one's
     /// process group, or to its own process with `--stop-mode main`.
@@ -185,11 +187,15 @@ pub enum Control {
     Stop {
         #[arg(value_name = "NAME")]
         program: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Start a program stopped with `stop`.
     Start {
         #[arg(value_name = "NAME")]
         program: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Show the last lines a program's instances (all, or NAME/INSTANCE for one) wrote on stdout
     /// and stderr, in the order they were read, from the supervisor's buffer (--log-buffer).
@@ -228,6 +234,28 @@ pub enum Control {
         #[arg(long, value_name = "NAME")]
         program: Option<String>,
     },
+}
+
+/// `--wait` and `--timeout` of `start`, `stop` and `restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct WaitFlags {
+    /// Return once the action has completed: `start`, every instance up (ready, where it has a
+    /// readiness rule or speaks the protocol); `stop`, no process left; `restart`, every
+    /// replacement up. Exit 1 if it has not within --timeout (the action goes on).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Duration,
+}
+
+impl WaitFlags {
+    /// What the request carries: the wait in milliseconds, if asked for.
+    #[must_use]
+    pub fn wait_ms(&self) -> Option<u64> {
+        self.wait
+            .then(|| u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// Per-program flags that only make sense with a command, not with `-c`.

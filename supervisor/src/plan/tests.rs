@@ -665,7 +665,7 @@ fn the_log_buffer_is_bounded_and_off_with_zero() {
 }
 
 #[test]
-fn logs_flags_parse() {
+fn logs_and_wait_flags_parse() {
     let c = Cli::try_parse_from(["supervise", "logs", "api/1", "-n", "5", "-f"]).expect("parse");
     assert_eq!(
         c.control,
@@ -684,4 +684,21 @@ fn logs_flags_parse() {
             ..
         })
     ));
+    let c = Cli::try_parse_from(["supervise", "restart", "api", "--wait", "--timeout", "90s"])
+        .expect("parse");
+    let Some(Control::Restart { wait, .. }) = c.control else {
+        panic!("restart")
+    };
+    assert_eq!(wait.wait_ms(), Some(90_000));
+    let c = Cli::try_parse_from(["supervise", "stop", "api", "--wait"]).expect("parse");
+    let Some(Control::Stop { wait, .. }) = c.control else {
+        panic!("stop")
+    };
+    assert_eq!(wait.wait_ms(), Some(60_000));
+    let c = Cli::try_parse_from(["supervise", "start", "api"]).expect("parse");
+    let Some(Control::Start { wait, .. }) = c.control else {
+        panic!("start")
+    };
+    assert_eq!(wait.wait_ms(), None);
+    assert!(Cli::try_parse_from(["supervise", "start", "api", "--timeout", "5s"]).is_err());
 }
