@@ -2,7 +2,8 @@
 //! an `exec` command (`alert_sink`) and POSTed to a webhook served by this test, filtered by
 //! `on` and limited by `rate`; the alerts still running or queued when the supervisor ends (a
 //! `fatal` that leaves it without a program) delivered; a webhook that never answers must not
-//! slow supervision down; and bad `[alert]` values (an `https://` webhook) refused at start.
+//! slow supervision down; a real Alertmanager given a `fatal` that stays firing until the
+//! program is started again; and bad `[alert]` values (an `https://` webhook) refused at start.
 
 mod common;
 
@@ -346,7 +347,12 @@ fn bad_alert_values_are_refused_naming_the_key() {
         (
             "on = [\"fatal\"]",
             "alert",
-            "needs `exec`, `webhook` or both",
+            "needs `exec`, `webhook` or `alertmanager`",
+        ),
+        (
+            "alertmanager = \"https://am.example.com:9093\"",
+            "alert.alertmanager: ",
+            "https is not supported",
         ),
     ];
     for (body, key, message) in cases {
@@ -359,4 +365,124 @@ fn bad_alert_values_are_refused_naming_the_key() {
             "expected {message:?} in {stderr:?}"
         );
     }
+}
+
+/// The alerts a real Alertmanager at `web` holds active (`GET /api/v2/alerts` leaves out the
+/// resolved ones) for `program`, and their `alertname`s.
+fn alertmanager_alerts(web: &str, program: &str) -> Vec<Value> {
+    let Some((200, body)) = common::peers::http(web, "GET", "/api/v2/alerts", None) else {
+        return Vec::new();
+    };
+    let all: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+    all.into_iter()
+        .filter(|a| a["labels"]["program"] == program)
+        .collect()
+}
+
+#[test]
+fn alertmanager_holds_a_fatal_until_the_program_is_started_again() {
+    let Some(bin) = common::peers::tool(
+        "alertmanager_holds_a_fatal_until_the_program_is_started_again",
+        &["alertmanager", "prometheus-alertmanager"],
+    ) else {
+        return;
+    };
+    let web = format!("127.0.0.1:{}", common::peers::free_port());
+    let mut am = common::peers::Daemon::start(&bin, |dir| {
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
+        )
+        .expect("config");
+        vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.path={}", dir.join("data").display()),
+            format!("--web.listen-address={web}"),
+            "--cluster.listen-address=".into(),
+            "--log.level=warn".into(),
+        ]
+    });
+    am.wait_ready(&web, "/-/ready", Duration::from_secs(30));
+
+    let name = unique("amfatal");
+    let idle = unique("amidle");
+    let _g = (ProgramGuard(name.clone()), ProgramGuard(idle.clone()));
+    let out = tempfile::tempdir().expect("tempdir");
+    // Fails at once while this file exists: given up on after its second exit.
+    let fail = out.path().join("fail");
+    std::fs::write(&fail, "").expect("fail file");
+    let script = format!(
+        "if [ -e {:?} ]; then exit 3; fi; exec sleep 600",
+        fail.to_str().expect("utf-8")
+    );
+    let sup = Sup::with_config(&format!(
+        "[alert]\nalertmanager = \"http://{web}\"\n\n\
+         [program.{name}]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n\
+         backoff = {{ first = \"50ms\", max = \"100ms\" }}\n\
+         intensity = {{ max = 1, within = \"60s\" }}\n\n\
+         [program.{idle}]\ncommand = [\"sleep\", \"600\"]\n"
+    ));
+    sup.wait_event("fatal", Duration::from_secs(15));
+
+    // Firing: the fatal with its labels, held minutes ahead; the restart before it too.
+    let mut alerts = Vec::new();
+    let fatal = |alerts: &[Value]| {
+        alerts
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "fatal")
+            .cloned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            alerts = alertmanager_alerts(&web, &name);
+            fatal(&alerts).is_some()
+        }),
+        "no fatal in Alertmanager: {alerts:?}\n{}\n{}",
+        sup.dump(),
+        am.output()
+    );
+    let f = fatal(&alerts).expect("fatal");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let labels = &f["labels"];
+    assert_eq!(labels["replica"], "0", "{f}");
+    assert_eq!(labels["severity"], "critical", "{f}");
+    assert_eq!(labels["host"].as_str(), Some(host.trim()), "{f}");
+    assert!(labels.get("reason").is_none(), "{f}");
+    assert_eq!(f["status"]["state"], "active", "{f}");
+    let summary = f["annotations"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with(&format!("{name}[0] gave up after 1 restart")),
+        "{f}"
+    );
+    let ends = humantime::parse_rfc3339(f["endsAt"].as_str().expect("endsAt")).expect("time");
+    assert!(
+        ends > std::time::SystemTime::now() + Duration::from_secs(120),
+        "held minutes ahead: {f}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "restarting"
+                && a["labels"]["reason"] == "exit"
+                && a["labels"]["severity"] == "warning"),
+        "{alerts:?}"
+    );
+
+    // Fixed and started again: the fatal is resolved (gone from the active alerts).
+    std::fs::remove_file(&fail).expect("rm");
+    let (ok, text) = common::ctl(&sup.socket(), &["start", &name]);
+    assert!(ok, "{text}\n{}", sup.dump());
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            alerts = alertmanager_alerts(&web, &name);
+            fatal(&alerts).is_none()
+        }),
+        "the fatal still fires: {alerts:?}\n{}\n{}",
+        sup.dump(),
+        am.output()
+    );
+    // The program runs: resolved because it was started, not for want of re-sending.
+    assert!(common::pids_of_program(&name).len() == 1, "{}", sup.dump());
+    assert!(common::alive(sup.pid()));
 }

@@ -75,7 +75,7 @@ fn replicas_beyond_the_open_files_limit() {
     let (path, stderr) = common::refused_with(
         "[program.small]\ncommand = [\"touch\", \"MARKER\"]\n\
          [program.big]\ncommand = [\"touch\", \"MARKER\"]\nreplicas = 29\n",
-        |cmd| common::open_files_limit(cmd, 256, 256),
+        |cmd| common::fd_limit(cmd, 256, 256),
     );
     let want = format!("{path}:3: program.big.replicas: 30 instances need about 332 open files");
     assert!(stderr.contains(&want), "expected {want:?} in {stderr:?}");
@@ -83,7 +83,7 @@ fn replicas_beyond_the_open_files_limit() {
     // Single-command mode: the flag is named, and nothing runs either.
     let mut cmd = std::process::Command::new(supervise_bin());
     cmd.args(["--replicas", "30", "--", "true"]);
-    common::open_files_limit(&mut cmd, 256, 256);
+    common::fd_limit(&mut cmd, 256, 256);
     let out = cmd.output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -1,6 +1,7 @@
 //! Disk through the real `supervise` binary: the space a worker holds in deleted-but-open files
 //! (`holder`), shown in `status --json` for that worker only; watched directories over their
-//! `max` reported as one `disk` finding per crossing; and bad `[[watch.dir]]` values refused.
+//! `max` reported as one `disk` finding per crossing, and a `cleared` when back under; and bad
+//! `[[watch.dir]]` values refused.
 
 mod common;
 
@@ -177,6 +178,17 @@ fn a_watched_directory_over_max_is_one_finding_per_crossing() {
 
     // Back under max, then over again: a new crossing, a new finding.
     std::fs::remove_file(a.join("data")).expect("rm");
+    // Back under is said too, with how many directories are still over (`b` at least).
+    let needle = format!("{} is back under its limits", a.display());
+    let cleared = sup.wait_nth(1, Duration::from_secs(10), &needle, |e| {
+        e["event"] == "cleared" && e["detail"] == needle.as_str()
+    });
+    assert_eq!(
+        (cleared["kind"].as_str(), cleared["program"].as_str()),
+        (Some("disk"), Some("supervise")),
+        "{cleared}"
+    );
+    assert!(cleared["remaining"].as_u64() >= Some(1), "{cleared}");
     fill(root.path(), &c.join("data"), 2 * MIB);
     wait_disk_finding(&sup, 1, c);
     fill(root.path(), &a.join("data"), 2 * MIB);

@@ -237,7 +237,13 @@ fn what_an_orphan_forks_in_its_new_session_dies_too() {
         "the lifeline was not told of the grandchild {grandchild}\n{}",
         sup.dump()
     );
-    assert_eq!(pids_of_program(&name).len(), 3, "{}", sup.dump());
+    // The worker, the grandchild, and the child the grandchild forks at once after setsid.
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_of_program(&name).len() == 3),
+        "{:?}\n{}",
+        pids_of_program(&name),
+        sup.dump()
+    );
     sup.signal(libc::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(5), || pids_of_program(&name).is_empty()),

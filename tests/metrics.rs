@@ -1,5 +1,7 @@
-//! The metrics server: `--metrics ADDR` serves OpenMetrics (checked with a real exposition-format
-//! parser), `/healthz` and `/readyz`, and survives garbage.
+//! The metrics server: `--metrics ADDR` serves the Prometheus text format 0.0.4, or OpenMetrics
+//! when the scrape's `Accept` asks for it (each checked with a strict parser, with `promtool` and
+//! by a real Prometheus scrape where they are installed), `/healthz` and `/readyz`, and survives
+//! garbage.
 
 mod common;
 
@@ -12,6 +14,10 @@ use std::time::Duration;
 use common::{example, unique, wait_until, ProgramGuard, Sup};
 use openmetrics_parser::{openmetrics::parse_openmetrics, OpenMetricsType, OpenMetricsValue};
 
+/// The `Accept` header Prometheus 2.x scrapes with.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/\
+    openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 /// One HTTP/1.0 exchange: (status code, body); `None` if the connection failed or the answer
 /// is not HTTP.
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {
@@ -21,7 +27,24 @@ fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     )
 }
 
+/// `GET path` with an `Accept` header: (status code, head, body).
+fn get_accept(addr: &str, path: &str, accept: &str) -> Option<(u16, String, String)> {
+    raw_with_head(
+        addr,
+        format!("GET {path} HTTP/1.0\r\nHost: test\r\nAccept: {accept}\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Whether an answer's head has this line (a header, as sent).
+fn has_line(head: &str, line: &str) -> bool {
+    head.lines().any(|l| l == line)
+}
+
 fn raw(addr: &str, request: &[u8]) -> Option<(u16, String)> {
+    raw_with_head(addr, request).map(|(code, _, body)| (code, body))
+}
+
+fn raw_with_head(addr: &str, request: &[u8]) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -33,7 +56,7 @@ fn raw(addr: &str, request: &[u8]) -> Option<(u16, String)> {
     let text = String::from_utf8(out).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     let code = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    Some((code, body.to_owned()))
+    Some((code, head.to_owned(), body.to_owned()))
 }
 
 type Samples = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
@@ -65,12 +88,14 @@ fn parse(text: &str) -> Samples {
             assert_eq!(family.family_type, OpenMetricsType::Gauge, "{name}");
         }
         for s in family.iter_samples() {
-            let labels = s
+            let labels: BTreeMap<String, String> = s
                 .get_labelset()
                 .expect("labels")
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            // Prometheus owns `instance` (the target): ours would become `exported_instance`.
+            assert!(!labels.contains_key("instance"), "{name}: {labels:?}");
             let v = match &s.value {
                 OpenMetricsValue::Gauge(n) => n.as_f64(),
                 OpenMetricsValue::Counter(c) => c.value.as_f64(),
@@ -82,7 +107,7 @@ fn parse(text: &str) -> Samples {
     out
 }
 
-/// The value of `family` for `program`/`instance` (and `extra` labels).
+/// The value of `family` for `program`/`replica` (and `extra` labels).
 fn value(
     m: &Samples,
     family: &str,
@@ -94,7 +119,7 @@ fn value(
         .iter()
         .find(|(l, _)| {
             l.get("program").map(String::as_str) == Some(program)
-                && l.get("instance") == Some(&instance.to_string())
+                && l.get("replica") == Some(&instance.to_string())
                 && extra
                     .iter()
                     .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
@@ -102,9 +127,17 @@ fn value(
         .map(|&(_, v)| v)
 }
 
+/// `/metrics` as Prometheus asks for it (OpenMetrics), parsed.
 fn metrics(addr: &str) -> Samples {
-    let (code, body) = get(addr, "/metrics").expect("GET /metrics");
+    let (code, head, body) = get_accept(addr, "/metrics", PROMETHEUS_ACCEPT).expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
+    assert!(
+        has_line(
+            &head,
+            "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+        ),
+        "{head}"
+    );
     parse(&body)
 }
 
@@ -354,4 +387,232 @@ fn garbage_does_not_hurt_the_server() {
     drop(idle);
     // The supervisor itself was never at risk.
     assert!(common::alive(sup.pid()));
+}
+
+type TextFamilies = BTreeMap<String, (String, Vec<BTreeMap<String, String>>)>;
+
+/// Parses the Prometheus text format 0.0.4 strictly: the syntax by nom-openmetrics (all of it),
+/// then the rules the format adds: one `HELP` and one `TYPE` per family, before its samples,
+/// which carry the family's name (a counter's ends in `_total`); no `# UNIT`, no `# EOF`.
+fn parse_text(text: &str) -> TextFamilies {
+    use nom_openmetrics::{MetricDescriptor, MetricType};
+    let (rest, families) =
+        nom_openmetrics::parser::prometheus(text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    assert!(rest.is_empty(), "left over: {rest:?}");
+    let mut out = TextFamilies::new();
+    for f in families {
+        let mut help = Vec::new();
+        let mut kinds = Vec::new();
+        for d in &f.descriptors {
+            match d {
+                MetricDescriptor::Help { metric, .. } => help.push(*metric),
+                MetricDescriptor::Type { metric, r#type } => kinds.push((*metric, r#type)),
+                MetricDescriptor::Unit { metric, .. } => panic!("UNIT for {metric} in 0.0.4"),
+            }
+        }
+        let [(name, kind)] = kinds[..] else {
+            panic!("not one TYPE: {kinds:?}\n{text}");
+        };
+        assert_eq!(help, [name], "one HELP for {name}");
+        let kind = match kind {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            other => panic!("{name}: {other}"),
+        };
+        assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+        let samples = f
+            .samples
+            .iter()
+            .map(|s| {
+                assert_eq!(s.name(), name);
+                s.labels()
+                    .iter()
+                    .map(|l| (l.name.to_owned(), l.value.clone()))
+                    .collect()
+            })
+            .collect();
+        assert!(
+            out.insert(name.to_owned(), (kind.into(), samples))
+                .is_none(),
+            "{name} twice"
+        );
+    }
+    out
+}
+
+/// Runs `promtool check metrics` on `body`: success, and what it said.
+fn promtool(promtool: &Path, body: &str) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[test]
+fn formats_are_negotiated_and_pass_promtool() {
+    let (sup, name, _guard) = common::run_example(
+        "mformat",
+        &["--metrics", ":0", "--sample-every", "200ms"],
+        "sdk_worker",
+        &["--serve"],
+    );
+    let listening = sup.wait_event("listening", Duration::from_secs(10));
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    // Wait for a probed worker, so that the figures of a live tree are there.
+    assert!(
+        wait_until(Duration::from_secs(10), || value(
+            &metrics(&addr),
+            "supervise_worker_rss_bytes",
+            &name,
+            0,
+            &[]
+        )
+        .is_some()),
+        "{}",
+        sup.dump()
+    );
+
+    // No Accept, `*/*`, or text/plain: the Prometheus text format 0.0.4.
+    for accept in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
+        let request = match accept {
+            None => "GET /metrics HTTP/1.0\r\n\r\n".to_owned(),
+            Some(a) => format!("GET /metrics HTTP/1.0\r\nAccept: {a}\r\n\r\n"),
+        };
+        let (code, head, body) = raw_with_head(&addr, request.as_bytes()).expect("answer");
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            has_line(
+                &head,
+                "Content-Type: text/plain; version=0.0.4; charset=utf-8"
+            ) && has_line(&head, "Vary: Accept"),
+            "{accept:?}: {head}"
+        );
+        let f = parse_text(&body);
+        let restarts = &f["supervise_worker_restarts_total"];
+        assert_eq!(restarts.0, "counter");
+        assert!(restarts
+            .1
+            .iter()
+            .all(|l| l["program"] == name && l["replica"] == "0" && !l.contains_key("instance")));
+        assert_eq!(f["supervise_worker_rss_bytes"].0, "gauge");
+        assert_eq!(f["supervise_worker_cpu_seconds_total"].0, "counter");
+    }
+    // Asked for: OpenMetrics, which the strict parser in `metrics` checks.
+    let (_, head, om) = get_accept(&addr, "/metrics", "application/openmetrics-text").expect("om");
+    assert!(has_line(&head, "Vary: Accept"), "{head}");
+    assert!(om.ends_with("# EOF\n"));
+    let m = parse(&om);
+    assert!(m.contains_key("supervise_worker_restarts"), "{m:#?}");
+
+    let Some(promtool_bin) = common::peers::tool(
+        "formats_are_negotiated_and_pass_promtool (promtool part)",
+        &["promtool"],
+    ) else {
+        return;
+    };
+    let (_, _, text) = get_accept(&addr, "/metrics", "text/plain").expect("0.0.4");
+    let (ok, said) = promtool(&promtool_bin, &text);
+    assert!(
+        ok && said.trim().is_empty(),
+        "promtool on 0.0.4: {said}\n{text}"
+    );
+    // promtool reads only the 0.0.4 format (prometheus/prometheus#8932): given OpenMetrics, it
+    // parses it but takes a counter's `_total` samples for a family of their own, without HELP.
+    // That, and nothing else, is what it may say.
+    let (_, said) = promtool(&promtool_bin, &om);
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    for line in said.lines() {
+        let family = line
+            .strip_suffix("_total no help text")
+            .unwrap_or_else(|| panic!("promtool on OpenMetrics: {line:?}\n{said}\n{om}"));
+        assert!(counters.contains(&family), "{line}: {counters:?}");
+    }
+}
+
+#[test]
+fn prometheus_scrapes_openmetrics_and_keeps_its_instance_label() {
+    let Some(prometheus) = common::peers::tool(
+        "prometheus_scrapes_openmetrics_and_keeps_its_instance_label",
+        &["prometheus"],
+    ) else {
+        return;
+    };
+    let (sup, name, _guard) =
+        common::run_example("mscrape", &["--metrics", ":0"], "leaky", &["--rate", "0"]);
+    let listening = sup.wait_event("listening", Duration::from_secs(10));
+    let target = listening["addr"].as_str().expect("addr").to_owned();
+    let web = format!("127.0.0.1:{}", common::peers::free_port());
+    let mut prom = common::peers::Daemon::start(&prometheus, |dir| {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: supervise\n    static_configs:\n\
+                 \x20     - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("config");
+        vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={web}"),
+            "--log.level=warn".into(),
+        ]
+    });
+    prom.wait_ready(&web, "/-/ready", Duration::from_secs(30));
+    // Scraped and stored: the series carries our `replica` and Prometheus' own `instance`.
+    let mut series = Vec::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        let Some((200, body)) =
+            common::peers::http(&web, "GET", "/api/v1/query?query=supervise_worker_up", None)
+        else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        series = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        !series.is_empty()
+    });
+    let targets = common::peers::http(&web, "GET", "/api/v1/targets", None);
+    assert!(
+        ok,
+        "nothing scraped; targets: {targets:?}\n{}",
+        prom.output()
+    );
+    let labels = &series[0]["metric"];
+    assert_eq!(labels["program"], name.as_str(), "{labels}");
+    assert_eq!(labels["replica"], "0", "{labels}");
+    assert_eq!(labels["instance"], target.as_str(), "{labels}");
+    assert!(labels.get("exported_instance").is_none(), "{labels}");
+    // It was OpenMetrics: only that format tells Prometheus a family's unit.
+    let (_, meta) = common::peers::http(
+        &web,
+        "GET",
+        "/api/v1/targets/metadata?metric=supervise_worker_rss_bytes",
+        None,
+    )
+    .expect("metadata");
+    let meta: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(meta["data"][0]["unit"], "bytes", "{meta}");
+    assert_eq!(meta["data"][0]["type"], "gauge", "{meta}");
 }

@@ -184,6 +184,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         command,
         cwd: None,
         env: Vec::new(),
+        identity: supervisor::plan::Identity::default(),
         replicas: 1,
         restart: RestartMode::Never,
         backoff: Backoff::default(),

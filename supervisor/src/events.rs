@@ -148,6 +148,18 @@ pub enum Kind {
     /// should: processes that left their worker could outlive a SIGKILLed supervisor. Once per
     /// kind of failure (cannot start, cannot watch a process, not reading, gone).
     LifelineError { detail: String },
+    /// The worker's own process exited 0 within its first second and left `processes` running
+    /// (`pids`): it forked into the background, as a daemon does, instead of staying in the
+    /// foreground. What it left is stopped with it, as after any exit.
+    Daemonized { processes: usize, pids: Vec<i32> },
+    /// A finding that held no longer does (for now, a watched directory back under its limits:
+    /// `program` is `supervise`): `kind` as its `finding` had it, and how many findings of that
+    /// kind still hold (`remaining`: other watched directories still over).
+    Cleared {
+        kind: &'static str,
+        detail: String,
+        remaining: u32,
+    },
 }
 
 impl Kind {
@@ -213,11 +225,20 @@ impl Kind {
             },
             Kind::EventsLost { count: 0 },
             Kind::LifelineError { detail: s() },
+            Kind::Daemonized {
+                processes: 1,
+                pids: vec![2],
+            },
+            Kind::Cleared {
+                kind: "disk",
+                detail: s(),
+                remaining: 0,
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 20] = [
+    pub const NAMES: [&'static str; 22] = [
         "started",
         "spawn_failed",
         "exited",
@@ -238,6 +259,8 @@ impl Kind {
         "stopping",
         "events_lost",
         "lifeline_error",
+        "daemonized",
+        "cleared",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -264,6 +287,8 @@ impl Kind {
             Kind::Stopping { .. } => 17,
             Kind::EventsLost { .. } => 18,
             Kind::LifelineError { .. } => 19,
+            Kind::Daemonized { .. } => 20,
+            Kind::Cleared { .. } => 21,
         };
         Self::NAMES[i]
     }

@@ -7,7 +7,8 @@
 //! `PR_SET_PDEATHSIG` stays armed for the supervisor's whole life.
 //!
 //! Each worker instance is a local task ([`worker`]) that carries out what the instance's pure
-//! state machine ([`lifecycle`]) decides: spawn ([`spawn`]), ask to stop (`Shutdown` over the
+//! state machine ([`lifecycle`]) decides: spawn ([`spawn`], which also sets the worker's user,
+//! limits, nice value, OOM score and umask between fork and exec), ask to stop (`Shutdown` over the
 //! channel), signal, kill, report, wait. It feeds the machine every input — the engine's
 //! commands, the process's exit, each sample's verdict, timers — so no command is ever read and
 //! dropped. While a process runs, the task samples its whole tree from /proc ([`probe`]), reads
@@ -15,8 +16,9 @@
 //! policies ([`policy`], [`leak`], [`crosscheck`]) what the samples mean. What happened goes out
 //! as [`events`], as JSON lines and as one line for people each on stderr, written with the
 //! workers' output by writer threads ([`logs`]) so no stalled destination holds up the engine;
-//! what is known about each instance is the [`status`] model that the control socket
-//! ([`admin`]), `top`, the metrics and the history read.
+//! each instance's last lines are also kept in a bounded ring for `supervise logs`. What is known
+//! about each instance is the [`status`] model that the control socket ([`admin`]), `top`, the
+//! metrics and the history read.
 //!
 //! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
 //! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed
@@ -29,7 +31,8 @@
 //! # Caveats
 //! Linux only. A process that leaves its worker's process group (`setsid`, `setpgid`) after
 //! the supervisor's last look at the tree, and before the supervisor is SIGKILLed, can escape
-//! the lifeline (see the README's "The lifeline"). Workers run as the supervisor's user.
+//! the lifeline (see the README's "The lifeline"). A lifeline that dies is reported, not started
+//! again.
 
 pub mod admin;
 pub mod alert;

@@ -1,10 +1,15 @@
-//! The metrics server (`--metrics ADDR`): OpenMetrics text at `/metrics`, and `/healthz` and
-//! `/readyz` for liveness and readiness probes, over HTTP/1.x.
+//! The metrics server (`--metrics ADDR`): the Prometheus text format 0.0.4 or OpenMetrics at
+//! `/metrics` (as the scrape's `Accept` header asks, see [`format`](mod@format)), and `/healthz`
+//! and `/readyz` for liveness and readiness probes, over HTTP/1.x.
 //!
 //! # Theory of operation
 //! The server is a local task on the engine's single-threaded runtime. Each scrape asks the engine
 //! for the same snapshot `supervise status` shows (a [`Call`] on the engine's channel, so
 //! no locks), then encodes it here with `prometheus-client`, off the engine's loop.
+//!
+//! Every series is labelled `program` and `replica` (the instance number): not `instance`, which
+//! Prometheus sets on every series to the scraped target and would keep ours as
+//! `exported_instance`.
 //!
 //! HTTP is a small hand-written responder rather than hyper: three fixed `GET` paths, one request
 //! per connection and `Connection: close` need none of a general server, and every limit is plain
@@ -51,8 +56,7 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// is closed to make room.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// `Content-Type` of `/metrics`.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use format::{Format, OPENMETRICS, TEXT};
 
 /// Whether the engine is alive and sampling: the engine stamps each turn of its sampling
 /// interval; `/healthz` fails once the stamp is older than `stale_after`.
@@ -121,6 +125,8 @@ struct Answer {
     content_type: &'static str,
     body: String,
     head_only: bool,
+    /// The body depends on the request's `Accept` header (`Vary: Accept`, for caches).
+    varies: bool,
 }
 
 impl Answer {
@@ -132,6 +138,7 @@ impl Answer {
             content_type: "text/plain; charset=utf-8",
             body,
             head_only: false,
+            varies: false,
         }
     }
 }
@@ -151,7 +158,8 @@ async fn exchange(
         Ok(Ok(Some(head))) => match parse_request_line(&head) {
             Err(answer) => answer,
             Ok((head_only, path)) => {
-                let mut a = route(path, calls, health).await;
+                let accept = header(&head, "accept");
+                let mut a = route(path, accept.as_deref(), calls, health).await;
                 a.head_only = head_only;
                 a
             }
@@ -166,6 +174,9 @@ async fn exchange(
     );
     if answer.status == 405 {
         out.push_str("Allow: GET, HEAD\r\n");
+    }
+    if answer.varies {
+        out.push_str("Vary: Accept\r\n");
     }
     out.push_str("\r\n");
     if !answer.head_only {
@@ -238,15 +249,39 @@ fn parse_request_line(head: &[u8]) -> Result<(bool, &str), Answer> {
     Ok((head_only, path))
 }
 
-async fn route(path: &str, calls: &mpsc::UnboundedSender<Call>, health: &Health) -> Answer {
+/// The value of header `name` (lower case) in a request head, several joined with `, ` as
+/// RFC 9110 allows for list-valued fields; `None` if absent. Lines that are not UTF-8 are skipped.
+fn header(head: &[u8], name: &str) -> Option<String> {
+    let values: Vec<&str> = head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+async fn route(
+    path: &str,
+    accept: Option<&str>,
+    calls: &mpsc::UnboundedSender<Call>,
+    health: &Health,
+) -> Answer {
     match path {
         "/metrics" => match ask(calls, Request::Status).await {
-            Some(Response::Status { workers }) => Answer {
-                status: 200,
-                content_type: OPENMETRICS,
-                body: render(&workers),
-                head_only: false,
-            },
+            Some(Response::Status { workers }) => {
+                let format = Format::negotiate(accept);
+                Answer {
+                    status: 200,
+                    content_type: format.content_type(),
+                    body: render(&workers, format),
+                    head_only: false,
+                    varies: true,
+                }
+            }
             _ => Answer::text(503, "the supervisor is shutting down"),
         },
         "/healthz" => match health.check() {
@@ -312,14 +347,15 @@ struct Families {
     status_text: Family<Labels, GaugeU>,
 }
 
-/// The snapshot as an OpenMetrics text exposition (ending in `# EOF`).
+/// The snapshot as a text exposition: OpenMetrics (ending in `# EOF`) or the Prometheus text
+/// format 0.0.4.
 #[must_use]
-pub fn render(workers: &[WorkerStatus]) -> String {
+pub fn render(workers: &[WorkerStatus], format: Format) -> String {
     let f = Families::default();
     for w in workers {
         let base: Labels = vec![
             ("program".into(), w.program.clone()),
-            ("instance".into(), w.instance.to_string()),
+            ("replica".into(), w.instance.to_string()),
         ];
         let with = |key: &str, value: &str| {
             let mut l = base.clone();
@@ -491,7 +527,10 @@ pub fn render(workers: &[WorkerStatus]) -> String {
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
-    out
+    match format {
+        Format::OpenMetrics => out,
+        Format::Text => format::to_text(&out),
+    }
 }
 
 /// A worker-chosen name as a label value. The encoder escapes `\\`, `"` and newline, as
@@ -510,6 +549,7 @@ fn label_value(name: &str) -> String {
         .collect()
 }
 
+pub mod format;
 mod resources;
 #[cfg(test)]
 mod tests;

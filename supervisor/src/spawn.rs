@@ -3,13 +3,16 @@
 //! The worker gets its own process group (so a stop reaches its whole group), stdin on /dev/null,
 //! stdout and stderr on pipes to the supervisor, its end of the channel at fd 3 and its
 //! shared-memory segment at fd 4 (announced in `SUPERVISE_CONTROL_FD` and `SUPERVISE_SEGMENT_FD`),
-//! `SUPERVISE_NAME` and `SUPERVISE_INSTANCE`, and `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the supervisor even when the supervisor is
-//! SIGKILLed. The death signal fires when the *thread* that forked exits (prctl(2)), which is why
-//! workers are only ever spawned from the main thread.
+//! `SUPERVISE_NAME` and `SUPERVISE_INSTANCE`, and `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with
+//! the supervisor even when the supervisor is SIGKILLed. The death signal fires when the
+//! *thread* that forked exits (prctl(2)), which is why workers are only ever spawned from the
+//! main thread. Its user, group, limits, nice value, OOM score, umask and working directory are
+//! set in the child between fork and exec (see `setup`).
 //!
 //! Supervise raises its own soft `RLIMIT_NOFILE` to the hard limit (as systemd does for itself):
 //! it holds a few fds per tracked process. Workers get back the soft limit supervise started
-//! with, between fork and exec, so running under supervise changes nothing for them.
+//! with, between fork and exec, so running under supervise changes nothing for them (unless
+//! their program sets `rlimits.nofile`).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -18,6 +21,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::plan::ProgramSpec;
+
+mod setup;
 
 /// A worker just started.
 #[derive(Debug)]
@@ -45,8 +50,6 @@ pub struct ReadyPipe {
 pub const CHANNEL_FD: i32 = 3;
 pub const SEGMENT_FD: i32 = 4;
 
-/// Starts one instance of `spec`. Errors are the exec's own (not found, permission denied, bad
-/// cwd), reported by std through its close-on-exec error pipe.
 /// What a worker gets besides its command: the channel and segment, an s6 readiness pipe, and
 /// the supervisor's notify socket.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,6 +59,9 @@ pub struct With<'a> {
     pub notify: Option<&'a std::path::Path>,
 }
 
+/// Starts one instance of `spec`. Errors are the exec's own (not found, permission denied),
+/// reported by std through its close-on-exec error pipe, or a setup step's (a user it cannot
+/// switch to, a limit the kernel refuses, a bad cwd), each as one line that says which.
 pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Spawned> {
     let With {
         inherit,
@@ -71,13 +77,16 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env(child_sdk::ENV_NAME, &spec.name)
-        .env(child_sdk::ENV_INSTANCE, instance.to_string())
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
+    // Supervise's environment < the user's HOME, USER, LOGNAME, SHELL < env_file < env < the
+    // variables of supervise's own, which the worker always gets.
+    if spec.identity.clear_env {
+        cmd.env_clear();
     }
+    cmd.envs(spec.identity.user_env.iter().map(|(k, v)| (k, v)))
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(child_sdk::ENV_NAME, &spec.name)
+        .env(child_sdk::ENV_INSTANCE, instance.to_string());
     if let Some(path) = notify {
         cmd.env("NOTIFY_SOCKET", path);
         // sd_watchdog_enabled(3): ping at least this often (no WATCHDOG_PID: it would have to be
@@ -110,22 +119,27 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         .max()
         .unwrap_or(0)
         .max(10);
+    let setup = setup::Setup::new(spec)?;
+    // Which step of the setup failed, told by the child (std carries back only the errno).
+    let report = if setup.any() {
+        Some(nix::unistd::pipe2(
+            nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
+        )?)
+    } else {
+        None
+    };
+    let report_fd = report.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
     // SAFETY: getpid is async-signal-safe; it runs here in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, sigprocmask, getppid, fcntl, dup2, setrlimit).
+    // functions (fcntl, dup2, setrlimit, then the setup's open, write, close, setpriority, umask,
+    // setrlimit, setgroups, setgid, setuid, chdir, then prctl, sigprocmask, getppid) on values
+    // prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            crate::signals::restore_in_child()?;
-            // The supervisor may have died between fork and prctl: then nobody would ever kill us.
-            if libc::getppid() != parent {
-                return Err(io::Error::other("supervisor exited during spawn"));
-            }
             // Move every source above every target first, then dup2 each into place (which
-            // clears close-on-exec on the copy the worker keeps).
+            // clears close-on-exec on the copy the worker keeps). First, so that a low
+            // RLIMIT_NOFILE set below cannot refuse it.
             let mut moved = [-1i32; 3];
             for (k, &(from, _)) in places.iter().enumerate().take(moved.len()) {
                 moved[k] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, high);
@@ -138,13 +152,40 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
                     return Err(io::Error::last_os_error());
                 }
             }
-            // Last: the fd moves above need the raised limit when the supervisor's fds are high.
-            restore_fd_limit_in_child()
+            // After the fd moves, which need the raised limit when the supervisor's fds are high;
+            // before the setup, whose `rlimits.nofile` wins.
+            restore_fd_limit_in_child()?;
+            setup.apply(report_fd)?;
+            // After the switch of user: a change of credentials clears the death signal
+            // (prctl(2), PR_SET_PDEATHSIG).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            crate::signals::restore_in_child()?;
+            // The supervisor may have died before prctl: then nobody would ever kill us. (No
+            // message: nobody is left to read it, and building one would allocate.)
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program:?}: {e}")))?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let step = report
+                .as_ref()
+                .and_then(|(r, _)| setup::reported(r.as_raw_fd()));
+            return Err(io::Error::new(
+                e.kind(),
+                match step {
+                    Some(code) => setup::Setup::describe(spec, code, &e),
+                    None => format!("cannot run {program:?}: {e}"),
+                },
+            ));
+        }
+    };
+    drop(report);
     let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io::Error::other("pipes missing"));

@@ -263,6 +263,8 @@ pub struct Ctx {
     pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
     /// The supervisor's notify socket, given to the worker as `NOTIFY_SOCKET`.
     pub notify: Option<Rc<std::path::Path>>,
+    /// Where the instance's recent lines are kept (`supervise logs`), across incarnations.
+    pub kept: Rc<crate::logs::Buffer>,
 }
 
 /// Remembers a finding's kind among the instance's latest (at most 8 kept), and counts it.

@@ -429,26 +429,12 @@ fn run_named(
 /// Starts `cmd` with RLIMIT_CORE 0, which its children inherit: a supervisor or worker killed by
 /// QUIT, ABRT, SYS, XCPU or XFSZ leaves no core file in the working directory.
 pub fn no_core_dumps(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls setrlimit, a plain system call (async-signal-safe), on a
-    // local value.
-    unsafe {
-        cmd.pre_exec(|| {
-            let zero = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::setrlimit(libc::RLIMIT_CORE, &zero) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    rlimit(cmd, libc::RLIMIT_CORE, 0, 0);
 }
 
-/// Starts `cmd` with `RLIMIT_NOFILE` set to `soft`/`hard` (lowering needs no privilege; raising
-/// the hard limit needs root).
-pub fn open_files_limit(cmd: &mut Command, soft: u64, hard: u64) {
+/// Starts `cmd` with the limit `resource` at `soft`/`hard`, which its children inherit
+/// (lowering needs no privilege; raising a hard limit needs CAP_SYS_RESOURCE).
+pub fn rlimit(cmd: &mut Command, resource: libc::__rlimit_resource_t, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure only calls setrlimit, a plain system call (async-signal-safe), on a
     // local value.
@@ -458,12 +444,17 @@ pub fn open_files_limit(cmd: &mut Command, soft: u64, hard: u64) {
                 rlim_cur: soft,
                 rlim_max: hard,
             };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == -1 {
+            if libc::setrlimit(resource, &lim) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
+}
+
+/// Starts `cmd` with `RLIMIT_NOFILE` at `soft`/`hard`.
+pub fn fd_limit(cmd: &mut Command, soft: u64, hard: u64) {
+    rlimit(cmd, libc::RLIMIT_NOFILE, soft, hard);
 }
 
 /// This process's `RLIMIT_NOFILE` as (soft, hard).
@@ -576,25 +567,6 @@ pub fn refused_with(config: &str, adjust: impl FnOnce(&mut Command)) -> (String,
     (path.display().to_string(), stderr)
 }
 
-/// Starts `cmd` with RLIMIT_NOFILE at `soft`/`hard`, which its children inherit.
-pub fn fd_limit(cmd: &mut Command, soft: u64, hard: u64) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls setrlimit, a plain system call (async-signal-safe), on a
-    // local value.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// The soft and hard `Max open files` of a process, from /proc/PID/limits.
 pub fn fd_limits_of(pid: i32) -> Option<(u64, u64)> {
     let s = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
@@ -673,3 +645,5 @@ pub fn forker_grandchild(sup: &Sup, name: &str) -> i32 {
     });
     found.unwrap_or_else(|| panic!("no grandchild line for {name}\n{}", sup.dump()))
 }
+
+pub mod peers;

@@ -4,6 +4,7 @@
 //! [alert]
 //! exec = ["/usr/local/bin/page-oncall", "--team", "ops"]   # the event as JSON on stdin
 //! webhook = "http://127.0.0.1:9000/alerts"                 # the event as a JSON POST
+//! alertmanager = "http://127.0.0.1:9093"                   # Alertmanager's v2 API
 //! on = ["restart", "fatal", "finding"]                     # the default
 //! rate = "10/1m"                                           # per event kind; the default
 //! ```
@@ -78,6 +79,9 @@ pub struct AlertSpec {
     /// Program and arguments (no shell), run once per alert with the event on stdin.
     pub exec: Option<Vec<String>>,
     pub webhook: Option<Webhook>,
+    /// Alertmanager: its URL, with `path` the v2 API's `/api/v2/alerts` (after any prefix the
+    /// URL has, for an Alertmanager behind `--web.route-prefix`).
+    pub alertmanager: Option<Webhook>,
     /// Event kinds alerted on (names from [`EVENT_KINDS`]).
     pub on: Vec<&'static str>,
     pub rate: Rate,
@@ -90,7 +94,7 @@ pub struct AlertSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpecError {
-    #[error("an alert needs `exec`, `webhook` or both")]
+    #[error("an alert needs `exec`, `webhook` or `alertmanager` (or several)")]
     NoTarget,
     #[error("empty command; give the program and its arguments, e.g. [\"/usr/local/bin/page\", \"--team\", \"ops\"]")]
     EmptyExec,
@@ -98,6 +102,8 @@ pub enum SpecError {
     Https { url: String },
     #[error("invalid URL {url:?}: {why}; use e.g. http://127.0.0.1:9000/alerts")]
     BadUrl { url: String, why: &'static str },
+    #[error("invalid Alertmanager URL {url:?}: {why}; use e.g. http://127.0.0.1:9093")]
+    BadAlertmanager { url: String, why: String },
     #[error("no event kinds; leave `on` out for the default (restart, fatal, finding)")]
     EmptyOn,
     #[error("unknown event kind {0:?}; use restart, fatal, finding or any event name ({names})", names = EVENT_KINDS.join(", "))]
@@ -114,6 +120,7 @@ impl SpecError {
             SpecError::NoTarget => "alert",
             SpecError::EmptyExec => "exec",
             SpecError::Https { .. } | SpecError::BadUrl { .. } => "webhook",
+            SpecError::BadAlertmanager { .. } => "alertmanager",
             SpecError::EmptyOn | SpecError::UnknownKind(_) => "on",
             SpecError::BadRate(_) => "rate",
         }
@@ -128,14 +135,27 @@ impl AlertSpec {
         on: Option<&[String]>,
         rate: Option<&str>,
     ) -> Result<Self, SpecError> {
+        Self::with_alertmanager(exec, webhook, None, on, rate)
+    }
+
+    /// [`AlertSpec::new`] with an `alertmanager` URL too.
+    pub fn with_alertmanager(
+        exec: Option<Vec<String>>,
+        webhook: Option<&str>,
+        alertmanager: Option<&str>,
+        on: Option<&[String]>,
+        rate: Option<&str>,
+    ) -> Result<Self, SpecError> {
         let exec = exec.map(parse_exec).transpose()?;
         let webhook = webhook.map(parse_webhook).transpose()?;
-        if exec.is_none() && webhook.is_none() {
+        let alertmanager = alertmanager.map(parse_alertmanager).transpose()?;
+        if exec.is_none() && webhook.is_none() && alertmanager.is_none() {
             return Err(SpecError::NoTarget);
         }
         Ok(Self {
             exec,
             webhook,
+            alertmanager,
             on: match on {
                 Some(names) => parse_on(names)?,
                 None => DEFAULT_ON.to_vec(),
@@ -222,6 +242,27 @@ pub fn parse_webhook(url: &str) -> Result<Webhook, SpecError> {
         port,
         path,
     })
+}
+
+/// `alertmanager`: `http://HOST[:PORT][/PREFIX]`, the address Alertmanager serves (its
+/// `--web.listen-address`, and `--web.route-prefix` if it has one); alerts go to
+/// `PREFIX/api/v2/alerts`. No query: the API takes none.
+pub fn parse_alertmanager(url: &str) -> Result<Webhook, SpecError> {
+    let bad = |why: String| SpecError::BadAlertmanager {
+        url: url.to_owned(),
+        why,
+    };
+    let mut hook = parse_webhook(url).map_err(|e| match e {
+        SpecError::BadUrl { why, .. } => bad(why.to_owned()),
+        SpecError::Https { .. } => bad("https is not supported (plain HTTP only)".to_owned()),
+        other => bad(other.to_string()),
+    })?;
+    if hook.path.contains('?') {
+        return Err(bad("a query has no place here".to_owned()));
+    }
+    let prefix = hook.path.trim_end_matches('/');
+    hook.path = format!("{prefix}/api/v2/alerts");
+    Ok(hook)
 }
 
 /// `on`: event kinds or their aliases, deduplicated, at least one.
@@ -337,6 +378,36 @@ mod tests {
             let e = parse_webhook(bad).expect_err(bad);
             assert!(matches!(e, SpecError::BadUrl { .. }), "{bad}: {e:?}");
         }
+    }
+
+    #[test]
+    fn alertmanager_urls() {
+        let a = parse_alertmanager("http://127.0.0.1:9093").expect("ok");
+        assert_eq!(
+            (a.host.as_str(), a.port, a.path.as_str()),
+            ("127.0.0.1", 9093, "/api/v2/alerts")
+        );
+        let a = parse_alertmanager("http://am.local/alertmanager/").expect("ok");
+        assert_eq!(
+            (a.port, a.path.as_str()),
+            (80, "/alertmanager/api/v2/alerts")
+        );
+        for bad in [
+            "https://am:9093",
+            "am:9093",
+            "http://am:9093/?x=1",
+            "http://am:0",
+        ] {
+            let e = parse_alertmanager(bad).expect_err(bad);
+            assert_eq!(e.key(), "alertmanager", "{bad}: {e}");
+            assert!(e.to_string().contains("Alertmanager URL"), "{e}");
+        }
+        let s = AlertSpec::with_alertmanager(None, None, Some("http://[::1]:9093"), None, None)
+            .expect("alertmanager alone is a target");
+        assert_eq!(
+            s.alertmanager.map(|a| a.path),
+            Some("/api/v2/alerts".into())
+        );
     }
 
     #[test]

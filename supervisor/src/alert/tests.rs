@@ -347,3 +347,144 @@ fn rate_limit_holds_back_and_summarizes() {
     assert_eq!((stats.sent, stats.suppressed, stats.dropped), (3, 3, 0));
     assert!(alerter.shutdown(DEADLINE));
 }
+
+/// The bodies of the requests `hook` got, as JSON.
+fn bodies(hook: &Hook) -> Vec<serde_json::Value> {
+    hook.requests()
+        .iter()
+        .map(|r| serde_json::from_str(r.split_once("\r\n\r\n").expect("body").1).expect("json"))
+        .collect()
+}
+
+/// `http://HOST:PORT` of the hook, as an Alertmanager address.
+fn base(hook: &Hook) -> String {
+    let authority = hook.url.split('/').nth(2).expect("authority");
+    format!("http://{authority}")
+}
+
+fn event(instance: u32, kind: Kind) -> Event<'static> {
+    Event::now("api", instance, Some(7), kind)
+}
+
+fn fatal() -> Kind {
+    Kind::Fatal {
+        restarts: 2,
+        within_s: 60.0,
+    }
+}
+
+/// Seconds from now to an RFC 3339 stamp (negative: in the past).
+fn from_now(stamp: &serde_json::Value) -> f64 {
+    let t = humantime::parse_rfc3339(stamp.as_str().expect("stamp")).expect("rfc3339");
+    match t.duration_since(SystemTime::now()) {
+        Ok(ahead) => ahead.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+#[test]
+fn alertmanager_holds_a_fatal_until_the_instance_starts_again() {
+    let hook = Hook::start(Answer::Status(200));
+    let on: Vec<String> = vec!["fatal".into(), "restart".into()];
+    let spec =
+        AlertSpec::with_alertmanager(None, None, Some(&base(&hook)), Some(&on), Some("10/1m"))
+            .expect("spec");
+    let alerter = Alerter::start(spec);
+    let e = event(0, fatal());
+    alerter.offer_event(&e, &e.to_line());
+    assert!(wait_until(DEADLINE, || hook.requests().len() == 1));
+    let reqs = hook.requests();
+    assert!(
+        reqs[0].starts_with("POST /api/v2/alerts HTTP/1.1\r\n"),
+        "{}",
+        reqs[0]
+    );
+    let sent = &bodies(&hook)[0][0];
+    assert_eq!(sent["labels"]["alertname"], "fatal");
+    assert_eq!(sent["labels"]["program"], "api");
+    assert_eq!(sent["labels"]["replica"], "0");
+    assert_eq!(sent["labels"]["severity"], "critical");
+    assert_eq!(
+        sent["labels"]["host"].as_str(),
+        Some(alertmanager::hostname().as_str())
+    );
+    assert_eq!(sent["startsAt"].as_str(), Some(e.ts.as_str()));
+    assert!(from_now(&sent["endsAt"]) > 120.0, "held: {sent}");
+    // Another instance's start, a stop of this one, an event not in `on`: nothing to send.
+    for e in [
+        event(1, Kind::Started { command: vec![] }),
+        event(0, Kind::Stopped),
+        event(0, Kind::Ready { by: "sdk" }),
+    ] {
+        alerter.offer_event(&e, &e.to_line());
+    }
+    // Its start: the fatal is sent again, ending now.
+    let e = event(0, Kind::Started { command: vec![] });
+    alerter.offer_event(&e, &e.to_line());
+    assert!(wait_until(DEADLINE, || hook.requests().len() == 2));
+    let resolved = &bodies(&hook)[1][0];
+    assert_eq!(resolved["labels"], sent["labels"]);
+    assert_eq!(resolved["startsAt"], sent["startsAt"]);
+    assert!(from_now(&resolved["endsAt"]).abs() < 10.0, "{resolved}");
+    // A restart is a moment: sent once, ending a little later by itself.
+    let e = event(
+        0,
+        Kind::Restarting {
+            reason: Reason::Exit,
+            delay_ms: 0,
+        },
+    );
+    alerter.offer_event(&e, &e.to_line());
+    assert!(wait_until(DEADLINE, || hook.requests().len() == 3));
+    let moment = &bodies(&hook)[2][0];
+    assert_eq!(moment["labels"]["reason"], "exit");
+    let ends = from_now(&moment["endsAt"]);
+    assert!(ends > 60.0 && ends < 180.0, "{moment}");
+    assert_eq!(alerter.stats().sent, 2);
+    assert!(alerter.shutdown(DEADLINE));
+    assert_eq!(hook.requests().len(), 3, "nothing else was sent");
+}
+
+#[test]
+fn an_end_is_not_lost_to_a_full_queue() {
+    let hook = Hook::start(Answer::Status(200));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("alerts");
+    // Every alert also runs a command that hangs for its 2 s deadline, with a queue of one.
+    let mut spec = sink_spec(&file, &["--hang"], &["fatal", "restart"], "100/1m");
+    spec.alertmanager = Some(spec::parse_alertmanager(&base(&hook)).expect("url"));
+    spec.exec_timeout = Duration::from_secs(2);
+    spec.queue = 1;
+    let alerter = Alerter::start(spec);
+    let e = event(0, fatal());
+    alerter.offer_event(&e, &e.to_line());
+    assert!(wait_until(DEADLINE, || alerter.child_pid().is_some()));
+    // The thread is stuck in the fatal's command: one restart fills the queue, the rest are
+    // dropped, and so would the start be, were it queued.
+    for _ in 0..5 {
+        let e = event(
+            0,
+            Kind::Restarting {
+                reason: Reason::Manual,
+                delay_ms: 0,
+            },
+        );
+        alerter.offer_event(&e, &e.to_line());
+    }
+    let start = event(0, Kind::Started { command: vec![] });
+    alerter.offer_event(&start, &start.to_line());
+    assert_eq!(alerter.stats().dropped, 4);
+    // The fatal goes out once its command is killed, and then its resolution.
+    let resolved = || {
+        bodies(&hook).iter().any(|b| {
+            b[0]["labels"]["alertname"] == "fatal" && from_now(&b[0]["endsAt"]).abs() < 10.0
+        })
+    };
+    assert!(wait_until(DEADLINE, resolved), "{:?}", hook.requests());
+    let fatal_first = bodies(&hook)
+        .iter()
+        .position(|b| b[0]["labels"]["alertname"] == "fatal")
+        .expect("the fatal was sent");
+    assert!(from_now(&bodies(&hook)[fatal_first][0]["endsAt"]) > 120.0);
+    assert!(alerter.shutdown(DEADLINE));
+}

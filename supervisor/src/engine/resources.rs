@@ -202,18 +202,33 @@ impl Engine {
         res.dirs_seen = generation;
         res.dir_states = w.snapshot();
         res.dir_alarm.resize(res.dir_states.len(), false);
+        let mut events = Vec::new();
+        let mut cleared = Vec::new();
         for (state, alarm) in res.dir_states.iter().zip(res.dir_alarm.iter_mut()) {
             let finding = disk::verdict(&state.dir, state.usage.as_ref(), state.fs.as_ref());
             match (finding, *alarm) {
                 (Some(f), false) => {
                     *alarm = true;
                     super::notified::count_finding(&mut self.own_findings, disk::DiskFinding::KIND);
-                    self.output
-                        .event(&Event::now("supervise", 0, None, f.to_event_kind()));
+                    events.push(f.to_event_kind());
                 }
-                (None, true) => *alarm = false,
+                (None, true) => {
+                    *alarm = false;
+                    cleared.push(state.dir.path.display().to_string());
+                }
                 _ => {}
             }
+        }
+        // Said after every directory of this round is judged, so that `remaining` is right.
+        let remaining = res.dir_alarm.iter().filter(|&&a| a).count();
+        let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+        events.extend(cleared.into_iter().map(|path| Kind::Cleared {
+            kind: disk::DiskFinding::KIND,
+            detail: format!("{path} is back under its limits"),
+            remaining,
+        }));
+        for kind in events {
+            self.output.event(&Event::now("supervise", 0, None, kind));
         }
     }
 }

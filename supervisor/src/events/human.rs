@@ -70,7 +70,7 @@ fn of_supervise(e: &Event<'_>) -> bool {
         | Kind::Listening { .. }
         | Kind::EventsLost { .. }
         | Kind::LifelineError { .. } => true,
-        Kind::Finding { .. } => e.program == "supervise",
+        Kind::Finding { .. } | Kind::Cleared { .. } => e.program == "supervise",
         _ => false,
     }
 }
@@ -205,6 +205,16 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
         } => (Tone::Warn, format!("stopping to restart ({})", r.as_str())),
         Kind::Stopping { reason: None, .. } => (Tone::Plain, "stopping".to_owned()),
         Kind::LifelineError { detail } => (Tone::Bad, format!("lifeline: {detail}")),
+        Kind::Daemonized { processes, pids } => (
+            Tone::Bad,
+            format!(
+                "forked into the background and exited (daemonized), leaving {processes} {} \
+                 ({}), stopped with it: run it in the foreground (nginx: daemon off;, redis: \
+                 --daemonize no, gunicorn: no --daemon, postgres: not pg_ctl)",
+                plural(*processes as u64, "process", "processes"),
+                pid_list(pids)
+            ),
+        ),
         Kind::EventsLost { count } => (
             Tone::Warn,
             format!(
@@ -212,7 +222,49 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
                 plural(*count, "event was", "events were")
             ),
         ),
+        Kind::Cleared { kind, detail, .. } => {
+            (Tone::Good, format!("finding {kind} cleared: {detail}"))
+        }
     })
+}
+
+/// `pid 12`, `pids 12, 13, 14`, `pids 12, 13, 14, 15, 16 and 3 more`.
+fn pid_list(pids: &[i32]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = String::from(if pids.len() == 1 { "pid " } else { "pids " });
+    for (i, p) in pids.iter().take(SHOWN).enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{p}");
+    }
+    if pids.len() > SHOWN {
+        let _ = write!(s, " and {} more", pids.len() - SHOWN);
+    }
+    s
+}
+
+/// An event in words for an alert: who and what (`api[0] gave up after 5 restarts in 1m
+/// (fatal)`), without the time stamp, and how bad by the tone of its line: `critical` (red),
+/// `warning` (yellow) or `info`. The events left out of the lines get their kind's name.
+#[must_use]
+pub fn alert_words(e: &Event<'_>) -> (&'static str, String) {
+    let who = if of_supervise(e) {
+        "supervise".to_owned()
+    } else {
+        format!("{}[{}]", e.program, e.instance)
+    };
+    match describe(&e.kind, e.pid) {
+        Some((tone, text)) => {
+            let severity = match tone {
+                Tone::Bad => "critical",
+                Tone::Warn => "warning",
+                Tone::Plain | Tone::Good => "info",
+            };
+            (severity, format!("{who} {}", printable(&text)))
+        }
+        None => ("info", format!("{who} {}", e.kind.name())),
+    }
 }
 
 fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {

@@ -26,7 +26,7 @@ pub(super) fn register(reg: &mut Registry, workers: &[WorkerStatus]) {
     for w in workers {
         let base: Labels = vec![
             ("program".into(), w.program.clone()),
-            ("instance".into(), w.instance.to_string()),
+            ("replica".into(), w.instance.to_string()),
         ];
         // Counters over every incarnation (they never go backwards), from the first probe of
         // the instance on: one not yet probed has no such series.

@@ -69,7 +69,7 @@ fn renders_parseable_openmetrics_with_every_family() {
         heap_bytes: None,
         ..worker("api", 1)
     };
-    let text = render(&[w, stopped]);
+    let text = render(&[w, stopped], Format::OpenMetrics);
     assert!(text.ends_with("# EOF\n"), "{text}");
     let exposition = parse_openmetrics(&text).expect("parses");
     let f = &exposition.families;
@@ -91,19 +91,23 @@ fn renders_parseable_openmetrics_with_every_family() {
     assert_eq!(rss.len(), 1, "no sample for an instance without a process");
     assert_eq!(rss[0].0, f64::from(10u32 << 20));
     assert_eq!(rss[0].1["program"], "api");
-    assert_eq!(rss[0].1["instance"], "0");
+    assert_eq!(rss[0].1["replica"], "0");
+    assert!(
+        !text.contains("instance="),
+        "`instance` is the scrape target's label: {text}"
+    );
     let restarts = samples(&text, "supervise_worker_restarts");
     assert_eq!(restarts.len(), 2 * Reason::ALL.len());
     let manual = restarts
         .iter()
-        .find(|(_, l)| l["instance"] == "0" && l["reason"] == "manual")
+        .find(|(_, l)| l["replica"] == "0" && l["reason"] == "manual")
         .expect("manual");
     assert_eq!(manual.0, 1.0);
     let states = samples(&text, "supervise_worker_state");
     let mut on: Vec<_> = states
         .iter()
         .filter(|(v, _)| *v == 1.0)
-        .map(|(_, l)| (l["instance"].clone(), l["state"].clone()))
+        .map(|(_, l)| (l["replica"].clone(), l["state"].clone()))
         .collect();
     on.sort();
     assert_eq!(
@@ -146,7 +150,7 @@ fn hostile_metric_names_cannot_break_the_exposition() {
     let mut w = worker("api", 0);
     w.counters = names.iter().map(|n| ((*n).to_owned(), 5)).collect();
     w.totals.counters = w.counters.clone();
-    let text = render(&[w]);
+    let text = render(&[w], Format::OpenMetrics);
     assert_eq!(text.lines().filter(|l| *l == "# EOF").count(), 1, "{text}");
     let got: BTreeSet<String> = samples(&text, "supervise_worker_sdk_counter")
         .into_iter()
@@ -243,7 +247,7 @@ fn sockets_traffic_and_disk_are_exposed_per_worker() {
     });
     // A worker not yet probed has no such series at all.
     let b = worker("batch", 0);
-    let text = render(&[a, b]);
+    let text = render(&[a, b], Format::OpenMetrics);
     let one = |family: &str| {
         let s = samples(&text, family);
         assert_eq!(s.len(), 1, "{family}: {s:?}");
@@ -275,5 +279,155 @@ fn sockets_traffic_and_disk_are_exposed_per_worker() {
         ]
         .map(|(k, v)| (k.to_owned(), v))
         .into()
+    );
+}
+
+type TextFamilies = BTreeMap<String, (String, Vec<(f64, BTreeMap<String, String>)>)>;
+
+/// Parses the Prometheus text format 0.0.4 strictly: the syntax by nom-openmetrics (the whole
+/// text, every line), then the rules the format adds, asserted here: every family has exactly one
+/// `HELP` and one `TYPE`, before its samples, all named as the family (a counter's `TYPE` name ends
+/// in `_total`, like its samples); no `# UNIT`, no `# EOF`, no family twice.
+fn parse_text(text: &str) -> TextFamilies {
+    use nom_openmetrics::{MetricDescriptor, MetricType};
+    let (rest, families) =
+        nom_openmetrics::parser::prometheus(text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    assert!(rest.is_empty(), "left over: {rest:?}");
+    let mut out = TextFamilies::new();
+    for f in families {
+        let (mut help, mut kind) = (None, None);
+        for d in &f.descriptors {
+            match d {
+                MetricDescriptor::Help { metric, .. } => {
+                    assert!(help.replace(*metric).is_none(), "two HELP for {metric}");
+                }
+                MetricDescriptor::Type { metric, r#type } => {
+                    let t = match r#type {
+                        MetricType::Counter => "counter",
+                        MetricType::Gauge => "gauge",
+                        other => panic!("{metric}: type {other} in our exposition"),
+                    };
+                    assert!(
+                        kind.replace((*metric, t)).is_none(),
+                        "two TYPE for {metric}"
+                    );
+                }
+                MetricDescriptor::Unit { metric, .. } => panic!("UNIT for {metric} in 0.0.4"),
+            }
+        }
+        let (name, kind) = kind.expect("every family has a TYPE");
+        assert_eq!(help, Some(name), "HELP and TYPE name one family");
+        assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+        let samples = f
+            .samples
+            .iter()
+            .map(|s| {
+                assert_eq!(s.name(), name, "a sample of {name}");
+                let labels = s
+                    .labels()
+                    .iter()
+                    .map(|l| (l.name.to_owned(), l.value.clone()))
+                    .collect();
+                (s.number(), labels)
+            })
+            .collect();
+        let twice = out.insert(name.to_owned(), (kind.to_owned(), samples));
+        assert!(twice.is_none(), "{name} twice");
+    }
+    out
+}
+
+#[test]
+fn renders_the_prometheus_text_format() {
+    let mut w = worker("api", 0);
+    w.counters = [("bytes_in".to_owned(), 42), ("queue".to_owned(), 7)].into();
+    w.gauges = ["queue".to_owned()].into();
+    w.totals.counters = [("bytes_in".to_owned(), 42)].into();
+    let stopped = WorkerStatus {
+        pid: None,
+        state: Phase::Stopped,
+        rss_bytes: None,
+        heap_bytes: None,
+        ..worker("api", 1)
+    };
+    let text = render(&[w, stopped], Format::Text);
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    let f = parse_text(&text);
+    let kind = |name: &str| f.get(name).map(|(k, _)| k.as_str());
+    assert_eq!(kind("supervise_worker_restarts_total"), Some("counter"));
+    assert_eq!(kind("supervise_worker_cpu_seconds_total"), Some("counter"));
+    assert_eq!(kind("supervise_worker_sdk_counter_total"), Some("counter"));
+    assert_eq!(kind("supervise_worker_rss_bytes"), Some("gauge"));
+    assert_eq!(kind("supervise_worker_uptime_seconds"), Some("gauge"));
+    // Families without a sample are left out, as client_golang does.
+    assert_eq!(kind("supervise_worker_pss_bytes"), None, "{text}");
+    let rss = &f["supervise_worker_rss_bytes"].1;
+    assert_eq!(rss.len(), 1);
+    assert_eq!(rss[0].0, f64::from(10u32 << 20));
+    assert_eq!(
+        (rss[0].1["program"].as_str(), rss[0].1["replica"].as_str()),
+        ("api", "0")
+    );
+    assert!(!rss[0].1.contains_key("instance"));
+    let restarts = &f["supervise_worker_restarts_total"].1;
+    assert_eq!(restarts.len(), 2 * Reason::ALL.len());
+    let manual = restarts
+        .iter()
+        .find(|(_, l)| l["replica"] == "0" && l["reason"] == "manual")
+        .expect("manual");
+    assert_eq!(manual.0, 1.0);
+    // The same samples as the OpenMetrics rendering, line for line (in a family's own order,
+    // which is a hash map's).
+    let om = render(&[worker("api", 0)], Format::OpenMetrics);
+    let samples = |t: &str| -> BTreeSet<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        samples(&om),
+        samples(&render(&[worker("api", 0)], Format::Text))
+    );
+}
+
+#[test]
+fn hostile_metric_names_cannot_break_the_text_format() {
+    let names = [
+        "a\"b",
+        "back\\slash",
+        "new\nline",
+        "x\"} 1\n# TYPE y counter\n",
+        "ünï©ødé",
+    ];
+    let mut w = worker("api", 0);
+    w.counters = names.iter().map(|n| ((*n).to_owned(), 5)).collect();
+    w.totals.counters = w.counters.clone();
+    let text = render(&[w], Format::Text);
+    let got: BTreeSet<String> = parse_text(&text)["supervise_worker_sdk_counter_total"]
+        .1
+        .iter()
+        .map(|(_, l)| l["name"].clone())
+        .collect();
+    let want: BTreeSet<String> = names.iter().map(|n| label_value(n)).collect();
+    assert_eq!(got, want, "{text}");
+}
+
+#[test]
+fn accept_header() {
+    let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nACCEPT: text/plain;q=0.5\r\n\
+                 X: y\r\naccept:  application/openmetrics-text \r\n\r\n";
+    assert_eq!(
+        header(head, "accept").as_deref(),
+        Some("text/plain;q=0.5, application/openmetrics-text")
+    );
+    assert_eq!(header(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", "accept"), None);
+    // The request line is not a header, whatever it holds.
+    assert_eq!(
+        header(b"GET /accept:x HTTP/1.0\r\n\r\n", "get /accept"),
+        None
     );
 }

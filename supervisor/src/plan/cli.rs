@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::signals::Sig;
 
 use super::{
-    check_history_max, check_name, check_replicas, check_sample_every, check_warn_at, fd_budget,
-    load_config, nofile_limit, parse_duration, parse_signal, parse_size, Backoff, EventsTarget,
-    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan,
-    PlanError, ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HISTORY_MAX,
-    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
-    DEFAULT_SAMPLE_EVERY,
+    check_history_max, check_log_buffer, check_name, check_replicas, check_sample_every,
+    check_warn_at, fd_budget, load_config, nofile_limit, parse_duration, parse_signal, parse_size,
+    Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure,
+    MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
+    DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
+    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -21,7 +21,7 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|logs|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -110,6 +110,36 @@ pub struct Cli {
     /// Time a hung worker has after the heartbeat signal before its tree is SIGKILLed.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub heartbeat_grace: Duration,
+    /// Run the command as this user (a name or a uid; root only): its primary group unless
+    /// --group, its supplementary groups, and HOME, USER, LOGNAME and SHELL.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run the command in this group (a name or a gid; root only).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// The command's umask, in octal (e.g. 027).
+    #[arg(long, value_name = "MODE", value_parser = super::parse_umask)]
+    pub umask: Option<u32>,
+    /// The command's nice value, -20 (most favoured; below 0 needs root) to 19.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: Option<i32>,
+    /// The command's OOM score adjustment, -1000 (never chosen by the OOM killer; below 0 needs
+    /// root) to 1000 (chosen first).
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub oom_score_adj: Option<i32>,
+    /// A resource limit for the command: NAME=VALUE, VALUE a number, `unlimited` or SOFT:HARD
+    /// (nofile=65536, core=0, stack=8388608:unlimited); repeatable.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = super::parse_rlimit_flag)]
+    pub rlimit: Vec<super::Rlimit>,
+    /// Variables for the command from a dotenv file (KEY=VALUE lines), over supervise's own.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Start the command with an empty environment but for --env-file's variables and
+    /// supervise's own (SUPERVISE_*, NOTIFY_SOCKET, WATCHDOG_USEC).
+    #[arg(long)]
+    pub clear_env: bool,
 
     /// /proc sampling period, faster near a memory limit [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -142,6 +172,10 @@ pub struct Cli {
     /// Rotated log files kept per stream [default: 5].
     #[arg(long, value_name = "N")]
     pub log_keep: Option<u32>,
+    /// Bytes of each instance's most recent lines kept in memory for `supervise logs`
+    /// (0 keeps none) [default: 256KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub log_buffer: Option<u64>,
     /// Append every sample to FILE, for `supervise report`.
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
@@ -167,6 +201,8 @@ pub enum Control {
     Restart {
         #[arg(value_name = "NAME[/INSTANCE]")]
         target: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Send a signal to a program's instances (all, or NAME/INSTANCE for one): to each one's
     /// process group, or to its own process with `--stop-mode main`.
@@ -181,11 +217,27 @@ pub enum Control {
     Stop {
         #[arg(value_name = "NAME")]
         program: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Start a program stopped with `stop`.
     Start {
         #[arg(value_name = "NAME")]
         program: String,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Show the last lines a program's instances (all, or NAME/INSTANCE for one) wrote on stdout
+    /// and stderr, in the order they were read, from the supervisor's buffer (--log-buffer).
+    Logs {
+        #[arg(value_name = "NAME[/INSTANCE]")]
+        target: String,
+        /// How many lines, all instances together.
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = crate::admin::DEFAULT_LINES)]
+        lines: u32,
+        /// Then show each new line as it is read, until interrupted (Ctrl-C) or supervise exits.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Re-read the config file (as SIGHUP does).
     Reload,
@@ -214,6 +266,28 @@ pub enum Control {
     },
 }
 
+/// `--wait` and `--timeout` of `start`, `stop` and `restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct WaitFlags {
+    /// Return once the action has completed: `start`, every instance up (ready, where it has a
+    /// readiness rule or speaks the protocol); `stop`, no process left; `restart`, every
+    /// replacement up. Exit 1 if it has not within --timeout (the action goes on).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Duration,
+}
+
+impl WaitFlags {
+    /// What the request carries: the wait in milliseconds, if asked for.
+    #[must_use]
+    pub fn wait_ms(&self) -> Option<u64> {
+        self.wait
+            .then(|| u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// Per-program flags that only make sense with a command, not with `-c`.
 const PROGRAM_FLAGS: &[&str] = &[
     "name",
@@ -238,6 +312,14 @@ const PROGRAM_FLAGS: &[&str] = &[
     "health",
     "leak",
     "on_leak",
+    "user",
+    "group",
+    "umask",
+    "nice",
+    "oom_score_adj",
+    "rlimit",
+    "env_file",
+    "clear_env",
 ];
 
 impl Cli {
@@ -270,6 +352,10 @@ impl Cli {
         }
         plan.quiet |= self.quiet;
         plan.timestamps |= self.timestamps;
+        if let Some(size) = self.log_buffer {
+            plan.log_buffer =
+                check_log_buffer(size).map_err(|m| PlanError::flag("--log-buffer", m))?;
+        }
         if let Some(dir) = self.log_dir {
             let base = plan.log.take();
             plan.log = Some(LogSpec {
@@ -373,12 +459,20 @@ impl Cli {
         if memory.is_some_and(|m| m.max == 0) {
             return Err(PlanError::flag("--memory-max", "must be more than 0"));
         }
+        let identity = self.identity()?;
+        let env = match &self.env_file {
+            Some(file) => {
+                super::envfile::load(file).map_err(|m| PlanError::flag("--env-file", m))?
+            }
+            None => Vec::new(),
+        };
         Ok(Plan {
             programs: vec![ProgramSpec {
                 name,
                 command: self.command.clone(),
                 cwd: None,
-                env: Vec::new(),
+                env: super::config::dedup_env(env),
+                identity,
                 replicas: self.replicas.get(),
                 restart: self.restart,
                 backoff: Backoff {
@@ -425,6 +519,7 @@ impl Cli {
             quiet: false,
             timestamps: false,
             log: None,
+            log_buffer: DEFAULT_LOG_BUFFER,
             single: true,
             forward_stop: self.stop_signal.is_none(),
             source: None,
@@ -433,6 +528,49 @@ impl Cli {
             history: None,
             alert: None,
             watch_dirs: Vec::new(),
+        })
+    }
+}
+
+impl Cli {
+    /// `--user`, `--group`, `--umask`, `--nice`, `--oom-score-adj`, `--rlimit`, `--clear-env`.
+    fn identity(&self) -> Result<super::Identity, PlanError> {
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| super::resolve_user(&super::Who::parse(u)))
+            .transpose()
+            .map_err(|m| PlanError::flag("--user", m))?;
+        let group = self
+            .group
+            .as_deref()
+            .map(|g| super::resolve_group(&super::Who::parse(g)).map(|gid| (gid, g)))
+            .transpose()
+            .map_err(|m| PlanError::flag("--group", m))?;
+        let (euid, egid) = super::effective_ids();
+        let super::identity::Credentials {
+            switch,
+            env: user_env,
+        } = super::credentials(user.as_ref(), group, euid, egid)
+            .map_err(|(key, m)| PlanError::flag(&format!("--{}", key.name()), m))?;
+        let mut rlimits: Vec<super::Rlimit> = Vec::new();
+        for r in &self.rlimit {
+            if rlimits.iter().any(|l| l.resource == r.resource) {
+                return Err(PlanError::flag(
+                    "--rlimit",
+                    format!("{} is given twice", r.name()),
+                ));
+            }
+            rlimits.push(*r);
+        }
+        Ok(super::Identity {
+            switch,
+            user_env,
+            umask: self.umask,
+            nice: self.nice,
+            oom_score_adj: self.oom_score_adj,
+            rlimits,
+            clear_env: self.clear_env,
         })
     }
 }

@@ -10,13 +10,13 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
-    check_factor, check_history_max, check_jitter, check_name, check_replicas, check_sample_every,
-    check_warn_at, fd_budget, nofile_limit, parse_duration, parse_metrics_addr, parse_signal,
-    parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec,
-    Measure, MemorySpec, NetPolicy, OnLeak, OnViolation, Plan, PlanError, ProgramSpec, RestartMode,
-    StopMode, StopSpec, DEFAULT_HEARTBEAT_GRACE, DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX,
-    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
-    DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
+    check_factor, check_history_max, check_jitter, check_log_buffer, check_name, check_replicas,
+    check_sample_every, check_warn_at, fd_budget, nofile_limit, parse_duration, parse_metrics_addr,
+    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
+    LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy, OnLeak, OnViolation, Plan, PlanError,
+    ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HEARTBEAT_GRACE,
+    DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER,
+    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
 };
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +32,8 @@ struct RawConfig {
     timestamps: bool,
     #[serde(default)]
     log: Option<RawLog>,
+    #[serde(default)]
+    log_buffer: Option<LogBuffer>,
     #[serde(default)]
     metrics: Option<MetricsAddr>,
     #[serde(default)]
@@ -53,6 +55,8 @@ struct RawAlert {
     exec: Option<Vec<String>>,
     #[serde(default)]
     webhook: Option<String>,
+    #[serde(default)]
+    alertmanager: Option<String>,
     #[serde(default)]
     on: Option<Vec<String>>,
     #[serde(default)]
@@ -116,6 +120,22 @@ struct RawProgram {
     cwd: Option<PathBuf>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    env_file: Option<PathBuf>,
+    #[serde(default)]
+    clear_env: bool,
+    #[serde(default)]
+    user: Option<super::identity::raw::UserName>,
+    #[serde(default)]
+    group: Option<super::identity::raw::GroupName>,
+    #[serde(default)]
+    umask: Option<super::identity::raw::Umask>,
+    #[serde(default)]
+    nice: Option<super::identity::raw::Nice>,
+    #[serde(default)]
+    oom_score_adj: Option<super::identity::raw::OomScoreAdj>,
+    #[serde(default)]
+    rlimits: Option<super::identity::raw::RawRlimits>,
     #[serde(default)]
     replicas: Replicas,
     #[serde(default)]
@@ -312,6 +332,18 @@ impl<'de> Deserialize<'de> for NonZeroSize {
 #[derive(Debug, Clone, Copy)]
 struct HistoryMax(u64);
 
+#[derive(Debug, Clone, Copy)]
+struct LogBuffer(u64);
+
+impl<'de> Deserialize<'de> for LogBuffer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Size(n) = Size::deserialize(d)?;
+        check_log_buffer(n)
+            .map(LogBuffer)
+            .map_err(de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for HistoryMax {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Size(n) = Size::deserialize(d)?;
@@ -471,6 +503,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         ));
     }
     let mut programs = Vec::with_capacity(raw.program.len());
+    let (euid, egid) = super::identity::effective_ids();
     for (name, p) in raw.program {
         let line = program_line(src, &name);
         check_name(&name).map_err(|m| at(line, format!("program.{name}"), m))?;
@@ -570,11 +603,50 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                     m,
                 )
             })?;
+        let identity = super::identity::raw::from_config(
+            super::identity::raw::RawIdentity {
+                user: p.user,
+                group: p.group,
+                umask: p.umask,
+                nice: p.nice,
+                oom_score_adj: p.oom_score_adj,
+                rlimits: p.rlimits,
+                clear_env: p.clear_env,
+            },
+            euid,
+            egid,
+        )
+        .map_err(|(key, m)| {
+            at(
+                program_key_line(src, &name, key.name()),
+                format!("program.{name}.{}", key.name()),
+                m,
+            )
+        })?;
+        // The env file's variables, then `env`'s: a later one wins.
+        let mut env: Vec<(String, String)> = match &p.env_file {
+            Some(file) => {
+                let file = match path.and_then(Path::parent) {
+                    Some(dir) if file.is_relative() => dir.join(file),
+                    _ => file.clone(),
+                };
+                super::envfile::load(&file).map_err(|m| {
+                    at(
+                        program_key_line(src, &name, "env_file"),
+                        format!("program.{name}.env_file"),
+                        m,
+                    )
+                })?
+            }
+            None => Vec::new(),
+        };
+        env.extend(p.env);
         programs.push(ProgramSpec {
             name,
             command: command.0,
             cwd: p.cwd,
-            env: p.env.into_iter().collect(),
+            env: dedup_env(env),
+            identity,
             replicas: p.replicas.0,
             restart: p.restart.unwrap_or(RestartMode::OnFailure),
             backoff,
@@ -633,9 +705,10 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
     let alert = raw
         .alert
         .map(|a| {
-            crate::alert::AlertSpec::new(
+            crate::alert::AlertSpec::with_alertmanager(
                 a.exec,
                 a.webhook.as_deref(),
+                a.alertmanager.as_deref(),
                 a.on.as_deref(),
                 a.rate.as_deref(),
             )
@@ -678,6 +751,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         quiet: raw.quiet,
         timestamps: raw.timestamps,
         log,
+        log_buffer: raw.log_buffer.map_or(DEFAULT_LOG_BUFFER, |b| b.0),
         single: false,
         forward_stop: false,
         source: path.map(Path::to_owned),
@@ -710,6 +784,18 @@ fn sub_key(key: &str, sub: &str) -> String {
     } else {
         format!("{key}.{sub}")
     }
+}
+
+/// Later assignments of a name replace earlier ones, in place of the first.
+pub(super) fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
 }
 
 /// Every `after` names a program, none its own, and there is no cycle. `Err((program, message))`.

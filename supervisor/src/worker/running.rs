@@ -28,6 +28,10 @@ use crate::session::{Action, Session, Welcome};
 use crate::signals::Sig;
 use crate::spawn::Inherit;
 
+/// A root that exits 0 within this long after its start while processes of its tree run on has
+/// daemonized: a real worker that finishes its job that fast would leave nothing running.
+pub(super) const DAEMONIZED_WITHIN: Duration = Duration::from_secs(1);
+
 /// What a worker inherits to talk to the supervisor, and our ends of it.
 pub(super) struct Ipc {
     pub channel: Channel,
@@ -184,11 +188,13 @@ impl Ctx {
                 src.clone(),
                 Stream::Stdout,
                 child.stdout,
+                self.kept.clone(),
             )),
             tokio::task::spawn_local(self.output.clone().forward(
                 src.clone(),
                 Stream::Stderr,
                 child.stderr,
+                self.kept.clone(),
             )),
         ];
         let welcome = Welcome {
@@ -253,15 +259,38 @@ impl Ctx {
             Exit::Code(c) => (Some(c), None),
             Exit::Signal(s) => (None, Some(s)),
         };
+        let uptime = i.started.elapsed();
         self.event(
             Some(w.pid),
             Kind::Exited {
                 code,
                 signal,
-                uptime_s: (i.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                uptime_s: (uptime.as_secs_f64() * 1000.0).round() / 1000.0,
                 report: self.shared.report.borrow().clone(),
             },
         );
+        if code == Some(0) && uptime < DAEMONIZED_WITHIN {
+            self.daemonized(w);
+        }
+    }
+
+    /// A root that exited 0 at once: if it left processes running, it forked into the background
+    /// (a daemon started without its foreground flag), and it is said so, on a fresh look at the
+    /// tree (the orphans it left are adopted first). Otherwise its leftovers would be stopped and
+    /// the program end, with nothing to say why.
+    fn daemonized(&self, w: &mut Watch) {
+        self.adopt_orphans(&mut w.tree);
+        w.tree.sample(false);
+        let pids: Vec<i32> = w.tree.pids().filter(|&p| p != w.pid).collect();
+        if !pids.is_empty() {
+            self.event(
+                Some(w.pid),
+                Kind::Daemonized {
+                    processes: pids.len(),
+                    pids,
+                },
+            );
+        }
     }
 
     /// While running: the next sample's verdict (with `sample`), or what the channel brings

@@ -146,6 +146,26 @@ fn the_lifecycle_in_words() {
             "supervise serving /metrics, /healthz and /readyz on http://127.0.0.1:9100",
         ),
         (
+            Kind::SpawnFailed {
+                error: "cannot switch to user nobody: Operation not permitted (os error 1)".into(),
+            },
+            "api[0] cannot switch to user nobody: Operation not permitted",
+        ),
+        (
+            Kind::Daemonized {
+                processes: 1,
+                pids: vec![4712],
+            },
+            "api[0] forked into the background and exited (daemonized), leaving 1 process (pid 4712), stopped with it: run it in the foreground (nginx: daemon off;, redis: --daemonize no, gunicorn: no --daemon, postgres: not pg_ctl)",
+        ),
+        (
+            Kind::Daemonized {
+                processes: 7,
+                pids: vec![1, 2, 3, 4, 5, 6, 7],
+            },
+            "api[0] forked into the background and exited (daemonized), leaving 7 processes (pids 1, 2, 3, 4, 5 and 2 more), stopped with it: run it in the foreground (nginx: daemon off;, redis: --daemonize no, gunicorn: no --daemon, postgres: not pg_ctl)",
+        ),
+        (
             Kind::EventsLost { count: 12 },
             "supervise 12 events were lost while the events file could not be written",
         ),
@@ -221,4 +241,57 @@ fn durations_and_sizes() {
     assert_eq!(size(48 * 1024 * 1024 + 512 * 1024), "48.5MiB");
     assert_eq!(size(512 << 20), "512MiB");
     assert_eq!(size(3 << 30), "3GiB");
+}
+
+#[test]
+fn a_cleared_finding_in_words() {
+    let e = Event {
+        program: "supervise",
+        ..at(Kind::Cleared {
+            kind: "disk",
+            detail: "/var/log/app is back under its limits".into(),
+            remaining: 0,
+        })
+    };
+    assert_eq!(
+        line(&e, Style::default()).as_deref(),
+        Some("2026-11-28T20:33:49Z supervise finding disk cleared: /var/log/app is back under its limits\n")
+    );
+}
+
+#[test]
+fn alert_words_and_severity() {
+    let fatal = at(Kind::Fatal {
+        restarts: 5,
+        within_s: 60.0,
+    });
+    assert_eq!(
+        alert_words(&fatal),
+        (
+            "critical",
+            "api[0] gave up after 5 restarts in 60s (fatal)".to_owned()
+        )
+    );
+    let restarting = at(Kind::Restarting {
+        reason: Reason::Exit,
+        delay_ms: 200,
+    });
+    assert_eq!(
+        alert_words(&restarting),
+        ("warning", "api[0] restarting in 200ms (exit)".to_owned())
+    );
+    assert_eq!(
+        alert_words(&at(Kind::Started { command: vec![] })),
+        ("info", "api[0] started with pid 42".to_owned())
+    );
+    let chatter = at(Kind::WorkerEvent {
+        level: "info",
+        text: "hello".into(),
+    });
+    assert_eq!(
+        alert_words(&chatter),
+        ("info", "api[0] worker_event".to_owned())
+    );
+    let listening = at(Kind::Listening { addr: "x".into() });
+    assert!(alert_words(&listening).1.starts_with("supervise serving"));
 }
