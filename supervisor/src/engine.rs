@@ -85,6 +85,9 @@ struct Engine {
     notify_path: Option<Rc<std::path::Path>>,
     /// What the notify socket dropped.
     notify_dropped: notified::Dropped,
+    /// Findings about the supervisor as a whole (watched directories, the notify socket) by
+    /// kind, for the history.
+    own_findings: std::collections::BTreeMap<&'static str, u64>,
     /// The service manager that runs supervise, when it asked to be told (`NOTIFY_SOCKET`).
     manager: Option<crate::notify::Manager>,
     /// Every instance's recent lines, for `supervise logs`.
@@ -152,6 +155,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             stop_cmd: Command::Stop { signal: None },
             notify_path: None,
             notify_dropped: notified::Dropped::default(),
+            own_findings: std::collections::BTreeMap::new(),
             manager,
             buffers,
             waits: Vec::new(),
@@ -324,6 +328,7 @@ impl Engine {
                     self.probe_resources();
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
+                        h.own_findings(&self.own_findings);
                     }
                     if let Some(l) = &self.lifeline {
                         l.flush();
