@@ -1,5 +1,5 @@
-//! `--history FILE` and `supervise report`: a leaking worker's samples and memory restarts are
-//! recorded, and the report draws them; bad history files are clear errors.
+//! `--history FILE` and `supervise report`: a leaking worker's samples, memory restarts and
+//! findings are recorded, and the report draws them; bad history files are clear errors.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{run_example, supervise_bin, Sup, MIB};
+use common::{run_example, run_example_ctl, status_json, supervise_bin, Sup, MIB};
 
 fn report(args: &[&Path]) -> Output {
     Command::new(supervise_bin())
@@ -79,6 +79,68 @@ fn memory_restarts_are_recorded_and_drawn() {
     );
     assert!(text.contains(&format!("<title>{name}/0 RSS</title>")));
     assert!(text.contains("limit 48 MiB") || !series.limits.contains_key(&name));
+}
+
+#[test]
+fn a_leak_that_only_warns_is_recorded_and_drawn_as_a_finding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hist = dir.path().join("history.bin");
+    let (mut sup, name, _guard) = run_example_ctl(
+        "histleak",
+        &[
+            "--leak",
+            "6MiB/10s",
+            "--on-leak",
+            "warn",
+            "--sample-every",
+            "200ms",
+            "--history",
+            hist.to_str().expect("utf-8 path"),
+        ],
+        "leaky",
+        &["--rate", "1.5", "--step-ms", "100"],
+    );
+    sup.wait_nth(1, Duration::from_secs(30), "leak finding", |e| {
+        e["event"] == "finding" && e["kind"] == "leak"
+    });
+    // The count by kind is in the status, and reaches the history with the next tick.
+    let status = status_json(&sup.socket());
+    assert_eq!(status[0]["findings_by_kind"]["leak"], 1, "{status:?}");
+    std::thread::sleep(Duration::from_millis(600));
+    sup.signal(libc::SIGTERM);
+    sup.wait_exit(Duration::from_secs(15));
+    assert!(sup.of("restarting").is_empty(), "{}", sup.dump());
+
+    let series = supervisor::history::read(&hist).expect("the history reads back");
+    let w = series
+        .workers
+        .iter()
+        .find(|w| w.program == name)
+        .unwrap_or_else(|| panic!("no series for {name}: {series:?}\n{}", sup.dump()));
+    let kinds: Vec<&str> = w.findings.iter().map(|m| m.kind.as_str()).collect();
+    assert!(
+        kinds.starts_with(&["leak"]),
+        "{:?}\n{}",
+        w.findings,
+        sup.dump()
+    );
+    assert!(w.restarts.is_empty(), "{:?}", w.restarts);
+    let at = w.findings[0].unix_ms;
+    let (first, last) = (w.points[0].unix_ms, w.points[w.points.len() - 1].unix_ms);
+    assert!(
+        first < at && at <= last,
+        "finding at {at}, samples {first}..={last}"
+    );
+
+    let svg = dir.path().join("out.svg");
+    let o = report(&[&hist, Path::new("-o"), &svg]);
+    assert!(o.status.success(), "report failed: {}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(
+        text.contains(r#"class="finding kind-leak""#),
+        "no leak finding marker"
+    );
+    assert!(text.contains(&format!("{name}/0: finding leak at ")));
 }
 
 #[test]

@@ -1,24 +1,35 @@
 //! The control socket: a Unix socket (mode 0600) the running supervisor serves, and the client
-//! side of `supervise status|restart|stop|start|reload`.
+//! side of `supervise status|restart|stop|start|reload|logs`.
 //!
-//! One JSON request per connection, one JSON response back, each a single line. Requests are
-//! handled by the engine's own loop (through a channel), so they see and change the same state
-//! the workers do, with no locks. At most [`MAX_CONNECTIONS`] are served at once, so clients
+//! One JSON request per connection, one JSON response back, each a single line; only `logs`
+//! answers with a stream of lines (see [`logs()`]). Requests are handled by the engine's
+//! own loop (through a channel), so they see and change the same state the workers do, with no
+//! locks. A `start`, `stop` or `restart` with `wait_ms` is answered once the action has completed
+//! (or the wait ran out), the engine keeping the reply meanwhile (see `engine/wait.rs`). At most
+//! [`MAX_CONNECTIONS`] are served at once, followers and waiting clients included, so clients
 //! cannot take every file descriptor the supervisor has; at the cap, the connection that has
 //! waited longest for its request is closed to let a new one in (see [`crate::connections`]),
 //! so clients that trickle their requests cannot lock `supervise status` out.
 
+use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connections::{Conn, Connections};
+use crate::logs::Buffers;
 use crate::status::WorkerStatus;
+
+mod logs;
+
+pub use logs::{logs, LogLines};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 4096;
@@ -39,6 +50,9 @@ pub enum Request {
     Restart {
         program: String,
         instance: Option<u32>,
+        /// Answer once every replacement is up, or after this many ms (see [`Request::wait`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Send `signal` (a number) to every instance of `program`, or just `instance`.
     Signal {
@@ -49,18 +63,60 @@ pub enum Request {
     /// Stop every instance of `program` and keep them stopped until `start`.
     Stop {
         program: String,
+        /// Answer once no process is left, or after this many ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Start a program stopped with `stop`.
     Start {
         program: String,
+        /// Answer once every instance is up, or after this many ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Reload the config file, as SIGHUP does.
     Reload,
+    /// The newest `lines` lines of every instance of `program`, or just `instance`, stdout and
+    /// stderr interleaved in the order they were read; with `follow`, then each new line as it
+    /// is read, until the client closes. Answered by a stream of [`Response::Line`]s (and
+    /// [`Response::Skipped`]s when following), ended by [`Response::End`].
+    Logs {
+        program: String,
+        instance: Option<u32>,
+        #[serde(default = "default_lines")]
+        lines: u32,
+        #[serde(default)]
+        follow: bool,
+    },
     /// Internal (the metrics server's `/readyz`), not accepted on the socket: `Ok` when every
     /// program not stopped by an operator has all its replicas running and, where they speak the
     /// protocol, ready; else `Error` with the first reason.
     #[serde(skip)]
     Ready,
+}
+
+fn default_lines() -> u32 {
+    DEFAULT_LINES
+}
+
+/// Lines `logs` shows when not told how many.
+pub const DEFAULT_LINES: u32 = 50;
+/// Longest wait a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+impl Request {
+    /// How long the client waits for its action to complete (`--wait`), at most [`MAX_WAIT`].
+    #[must_use]
+    pub fn wait(&self) -> Option<Duration> {
+        match self {
+            Request::Start { wait_ms, .. }
+            | Request::Stop { wait_ms, .. }
+            | Request::Restart { wait_ms, .. } => {
+                wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The answer to a request.
@@ -78,6 +134,30 @@ pub enum Response {
     },
     Error {
         message: String,
+    },
+    /// A waited action (`wait_ms`) has completed.
+    Done {
+        message: String,
+    },
+    /// One line a worker wrote (`logs`), as read (invalid UTF-8 replaced).
+    Line {
+        program: String,
+        instance: u32,
+        stream: crate::logs::Stream,
+        text: String,
+        /// When it was read (RFC 3339, UTC, milliseconds), with `--timestamps`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time: Option<String>,
+    },
+    /// `logs` with `follow`: this many lines were dropped here, as the client did not read
+    /// fast enough.
+    Skipped {
+        lines: u64,
+    },
+    /// The end of a `logs` answer; `message` says why, when it ends a follow.
+    End {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
 }
 
@@ -131,8 +211,13 @@ pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves the socket: each connection's request goes to the engine through `calls`.
-pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::UnboundedSender<Call>) {
+/// Serves the socket: each connection's request goes to the engine through `calls`, but for
+/// `logs`, answered from `buffers` (on the same thread; nothing the engine decides is needed).
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    calls: mpsc::UnboundedSender<Call>,
+    buffers: Rc<Buffers>,
+) {
     let conns = Connections::new(MAX_CONNECTIONS);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -141,16 +226,19 @@ pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::UnboundedSen
             continue;
         };
         let calls = calls.clone();
+        let buffers = buffers.clone();
         conns.spawn(move |conn| async move {
-            // A client that connects and says nothing must not hold a task forever.
-            let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, answer(stream, calls, &conn)).await;
+            let _ = answer(stream, calls, &buffers, &conn).await;
         });
     }
 }
 
+/// One connection: its request within [`REQUEST_TIMEOUT`], then its answer within
+/// [`EXCHANGE_TIMEOUT`] (plus the wait it asked for); `logs` keeps its own deadlines.
 async fn answer(
     stream: tokio::net::UnixStream,
     calls: mpsc::UnboundedSender<Call>,
+    buffers: &Buffers,
     conn: &Conn,
 ) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -159,32 +247,69 @@ async fn answer(
     let got = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
     conn.request_read();
     got.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    let response = match serde_json::from_str::<Request>(line.trim()) {
-        Err(e) => Response::Error {
-            message: format!("bad request: {e}"),
-        },
-        Ok(request) => {
-            let (tx, rx) = oneshot::channel();
-            if calls.send(Call { request, reply: tx }).is_err() {
-                Response::Error {
-                    message: "the supervisor is shutting down".into(),
-                }
-            } else {
-                rx.await.unwrap_or(Response::Error {
-                    message: "the supervisor is shutting down".into(),
-                })
-            }
+    let request = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(request) => request,
+        Err(e) => {
+            let response = Response::Error {
+                message: format!("bad request: {e}"),
+            };
+            return within(EXCHANGE_TIMEOUT, reply(&mut write, &response)).await;
         }
     };
-    let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
+    if let Request::Logs {
+        program,
+        instance,
+        lines,
+        follow,
+    } = request
+    {
+        let read = reader.into_inner().into_inner();
+        let ask = logs::Ask {
+            program: &program,
+            instance,
+            lines,
+            follow,
+        };
+        return logs::serve(read, write, buffers, ask).await;
+    }
+    let limit = EXCHANGE_TIMEOUT + request.wait().unwrap_or_default();
+    within(limit, async {
+        let response = ask_engine(&calls, request).await;
+        reply(&mut write, &response).await
+    })
+    .await
+}
+
+/// The engine's answer to `request`.
+async fn ask_engine(calls: &mpsc::UnboundedSender<Call>, request: Request) -> Response {
+    let gone = || Response::Error {
+        message: "the supervisor is shutting down".into(),
+    };
+    let (tx, rx) = oneshot::channel();
+    if calls.send(Call { request, reply: tx }).is_err() {
+        return gone();
+    }
+    rx.await.unwrap_or_else(|_| gone())
+}
+
+/// Writes one answer line and ends the connection.
+async fn reply(write: &mut OwnedWriteHalf, response: &Response) -> io::Result<()> {
+    let mut out = serde_json::to_vec(response).map_err(io::Error::other)?;
     out.push(b'\n');
     write.write_all(&out).await?;
     write.shutdown().await
 }
 
-/// The client side: sends one request and waits (at most 10 s) for the answer.
-pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+/// `f`, given at most `limit`.
+async fn within(limit: Duration, f: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
+/// A connection to the supervisor at `path`, or an error that says where it was looked for.
+fn connect(path: &Path) -> io::Result<std::os::unix::net::UnixStream> {
+    std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -192,8 +317,18 @@ pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
                 path.display()
             ),
         )
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    })
+}
+
+/// The client side: sends one request and waits (at most 10 s) for the answer.
+pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
+    call_within(path, request, Duration::from_secs(10))
+}
+
+/// Like [`call`], waiting at most `limit` for the answer.
+pub fn call_within(path: &Path, request: &Request, limit: Duration) -> io::Result<Response> {
+    let mut stream = connect(path)?;
+    stream.set_read_timeout(Some(limit))?;
     let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line)?;

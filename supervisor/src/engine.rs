@@ -88,8 +88,17 @@ struct Engine {
     notify_path: Option<Rc<std::path::Path>>,
     /// What the notify socket dropped.
     notify_dropped: notified::Dropped,
+    /// Findings about the supervisor as a whole (watched directories, the notify socket) by
+    /// kind, for the history.
+    own_findings: std::collections::BTreeMap<&'static str, u64>,
     /// The service manager that runs supervise, when it asked to be told (`NOTIFY_SOCKET`).
     manager: Option<crate::notify::Manager>,
+    /// Every instance's recent lines, for `supervise logs`.
+    buffers: Rc<crate::logs::Buffers>,
+    /// Replies kept until their `--wait` action has completed.
+    waits: Vec<wait::Wait>,
+    /// Rolls halted, per program, for the waits on them.
+    roll_halts: HashMap<String, u64>,
 }
 
 /// The shortest time between two orphan scans that orphans' exits trigger.
@@ -116,6 +125,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     let sample_every = plan.sample_every;
+    let buffers = crate::logs::Buffers::new(usize::try_from(plan.log_buffer).unwrap_or(usize::MAX));
+    buffers.sync(plan.programs.iter().map(|p| (p.name.as_str(), p.replicas)));
     let code = local.block_on(&rt, async move {
         let mut engine = Engine {
             plan,
@@ -147,7 +158,11 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             stop_cmd: Command::Stop { signal: None },
             notify_path: None,
             notify_dropped: notified::Dropped::default(),
+            own_findings: std::collections::BTreeMap::new(),
             manager,
+            buffers,
+            waits: Vec::new(),
+            roll_halts: HashMap::new(),
         };
         engine.main().await
     });
@@ -258,7 +273,7 @@ impl Engine {
         }
         let serving = match admin::bind(&admin_path) {
             Ok(listener) => {
-                tokio::task::spawn_local(admin::serve(listener, calls_tx));
+                tokio::task::spawn_local(admin::serve(listener, calls_tx, self.buffers.clone()));
                 Some(admin_path)
             }
             Err(e) if self.plan.admin.is_some() => return Err(e.into()),
@@ -284,6 +299,9 @@ impl Engine {
         // While programs wait for what they start after, how often that is looked at.
         let mut order_tick = tokio::time::interval(Duration::from_millis(50));
         order_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While clients wait for their actions to complete, how often that is looked at.
+        let mut wait_tick = tokio::time::interval(wait::WAIT_TICK);
+        wait_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Orphan scans on orphans' exits, at most one per ORPHAN_SCAN_GAP: a fork bomb of
         // orphans cannot make the loop spin.
         let mut last_scan = tokio::time::Instant::now();
@@ -293,10 +311,7 @@ impl Engine {
             || ((!self.held.is_empty() || !self.waiting.is_empty()) && self.stopping == 0)
         {
             tokio::select! {
-                Some(call) = calls.recv() => {
-                    let response = self.handle(call.request);
-                    let _ = call.reply.send(response);
-                }
+                Some(call) = calls.recv() => self.on_call(call.request, call.reply),
                 Some(res) = self.tasks.join_next() => match res {
                     Ok((id, end)) => self.ended(id, end),
                     Err(e) => tracing::error!(error = %e, "worker task failed"),
@@ -322,6 +337,7 @@ impl Engine {
                     destroy_paused = false;
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
+                        h.own_findings(&self.own_findings);
                     }
                     if let Some(l) = &self.lifeline {
                         l.flush();
@@ -349,6 +365,7 @@ impl Engine {
                 }
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
+                _ = wait_tick.tick(), if !self.waits.is_empty() => self.advance_waits(),
                 () = sleep_until_some(destroy_rest) => destroy_rest = None,
                 got = destroy_ready(destroy.as_ref()), if !destroy_paused && destroy_rest.is_none() => {
                     let read = self.resources.read_destroyed();
@@ -387,6 +404,20 @@ impl Engine {
         self.sweep().await;
         if let Some(h) = self.history.take() {
             h.close();
+        }
+        // Waiting clients get their answer, followers their end, before the sockets close with
+        // the runtime: at most a moment for the answers to be written.
+        let answered = self.end_waits();
+        self.buffers.close("the supervisor is exiting");
+        let now = tokio::time::Instant::now();
+        let (least, most) = (
+            now + answered * Duration::from_millis(20),
+            now + Duration::from_millis(200),
+        );
+        while (self.buffers.followers() > 0 || tokio::time::Instant::now() < least)
+            && tokio::time::Instant::now() < most
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if let Some(path) = serving {
             let _ = std::fs::remove_file(path);
@@ -437,6 +468,7 @@ impl Engine {
             roots: self.roots.clone(),
             lifeline: self.lifeline.clone(),
             notify: self.notify_path.clone(),
+            kept: self.buffers.buffer(&spec.name, instance),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -554,6 +586,12 @@ impl Engine {
             }
         }
         self.plan.programs = new.programs;
+        self.buffers.sync(
+            self.plan
+                .programs
+                .iter()
+                .map(|p| (p.name.as_str(), p.replicas)),
+        );
         if self.plan.watch_dirs != new.watch_dirs {
             self.resources.watch(new.watch_dirs.clone());
             self.plan.watch_dirs = new.watch_dirs;
@@ -635,3 +673,4 @@ mod orphan_scan;
 mod resources;
 mod roll;
 mod status;
+mod wait;

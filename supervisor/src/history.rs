@@ -7,7 +7,7 @@
 //! never waited for. The writer encodes each burst of queued ticks and appends it with one
 //! `write(2)`. A failing write (a full disk) is reported once per episode and the ticks are
 //! dropped until writes succeed again; supervision never notices. [`read`] decodes a file (and
-//! its rotated predecessor) into per-instance time series and restart marks.
+//! its rotated predecessor) into per-instance time series, restart marks and finding marks.
 //!
 //! # Format, version 1
 //! All integers are unsigned LEB128 varints unless said otherwise; *signed* ones are
@@ -23,10 +23,12 @@
 //! | kind | payload |
 //! |---|---|
 //! | 1 header (first frame of a segment) | `version:u8` (1), `flags:u8` (bit 0: continues the previous segment's run), `unix_ms` |
-//! | 2 name | `id`, `len` (at most 1024), UTF-8 bytes: a program or reason name, referred to by `id` in this segment |
+//! | 2 name | `id`, `len` (at most 1024), UTF-8 bytes: a program name, restart reason or finding kind, referred to by `id` in this segment |
 //! | 3 slot | `slot`, `name id`, `instance`: one worker instance |
 //! | 4 tick | signed `dt` (ms since the previous tick, or since the header's `unix_ms`), `n`, then `n` entries |
 //! | 5 limit | `name id`, `unix_ms`, `bytes` (0: none): a program's memory limit |
+//! | 6 findings | `slot`, `k`, then `k` pairs of `name id` (a finding's kind), `count`: the findings raised about one instance, by kind, as of the tick before (absolute, only those that changed) |
+//! | 7 own findings | `k`, then `k` pairs of `name id`, `count`: the findings raised about the supervisor as a whole (`disk` for a watched directory, `notify_dropped`), as of the tick before (or the header) |
 //!
 //! An entry is `slot`, `flags:u8`, then the fields its flags name, in this order: bit 0 `pid`
 //! (0: no process), bit 1 `state:u8` (index of starting, running, stopping, backoff, stopped,
@@ -36,13 +38,22 @@
 //! changed). Pid and state are written only when they change; a figure whose bit is clear is
 //! absent in that sample (no process, PSS not measured, no SDK). Bit 7 is reserved.
 //!
+//! A tick is followed by a kind 6 frame for each instance whose finding counts changed in it,
+//! and kind 7 when the supervisor's own did. A segment restates the counts that are not zero:
+//! an instance's after its first tick in the segment, the supervisor's own right after the
+//! header. Kinds 6 and 7 came after the first version-1 readers, which skip them (and so show
+//! no findings) and read everything else as before.
+//!
 //! Frames of unknown kind are skipped. Anything else that does not decode (a torn tail after a
 //! SIGKILL, a torn frame before a later run's segment, damage) is skipped up to the next MAGIC
 //! and counted in [`Series::ignored_bytes`]. A steady worker costs about 4 bytes per sample.
 //!
 //! Restart marks are derived when reading: a rise in a reason's count is a restart for that
 //! reason (a header without the continuation flag resets the counts to zero: a new run); a new
-//! pid that no count explains is a restart of reason `restart`.
+//! pid that no count explains is a restart of reason `restart`. Finding marks likewise: a rise
+//! in a kind's count is that many findings of that kind. Counts restated at the start of a
+//! continuation whose run began in a file no longer there are a baseline, not news. A sample
+//! with a new pid starts a new process: its figures are not joined to the previous process's.
 //!
 //! # Caveats
 //! With a size limit, FILE is renamed to FILE.1 (replacing it) before a write would take it past
@@ -162,6 +173,23 @@ impl History {
         }
     }
 
+    /// Records the findings raised about the supervisor as a whole rather than one instance
+    /// (watched directories, the notify socket), by kind, counted over its life. Call after
+    /// [`History::record`] each tick; only a change is sent. Never blocks.
+    pub fn own_findings(&self, by_kind: &std::collections::BTreeMap<&str, u64>) {
+        let Some(tx) = &self.tx else { return };
+        let mut front = self.front.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((msg, total)) = front.own(by_kind) else {
+            return;
+        };
+        match tx.try_send(msg) {
+            Ok(()) => front.commit_own(total),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Records each program's memory limit (`None`: no limit), for the report's limit line.
     /// Call at start and after a reload; never blocks.
     pub fn limits<'a>(&self, limits: impl IntoIterator<Item = (&'a str, Option<u64>)>) {
@@ -229,6 +257,11 @@ pub struct Series {
     pub newer_segments: u32,
     /// Instances past the number kept, skipped.
     pub series_dropped: u64,
+    /// Findings about the supervisor as a whole (watched directories, the notify socket), in
+    /// time order, at most [`MAX_MARKS`].
+    pub findings: Vec<FindingMark>,
+    /// Marks past [`MAX_MARKS`], not kept.
+    pub findings_dropped: u64,
 }
 
 /// One worker instance over time.
@@ -242,6 +275,10 @@ pub struct WorkerSeries {
     pub restarts: Vec<RestartMark>,
     /// Marks past [`MAX_MARKS`], not kept.
     pub restarts_dropped: u64,
+    /// In time order, at most [`MAX_MARKS`].
+    pub findings: Vec<FindingMark>,
+    /// Marks past [`MAX_MARKS`], not kept.
+    pub findings_dropped: u64,
     /// Samples read (more than `points.len()` when neighbours were merged).
     pub samples: u64,
 }
@@ -261,6 +298,9 @@ pub struct Point {
     pub cpu_percent: Option<f64>,
     /// The bucket's last known state.
     pub state: Option<Phase>,
+    /// The bucket holds the first sample of a new process (a start or a restart): its figures
+    /// are not to be joined to the ones before, which were another process's.
+    pub new_process: bool,
 }
 
 /// A restart: when it was counted and why (`exit`, `memory`, `manual`, `hung`, `leak`, or
@@ -269,6 +309,14 @@ pub struct Point {
 pub struct RestartMark {
     pub unix_ms: u64,
     pub reason: String,
+}
+
+/// A finding (`leak`, `hung`, `unhealthy`, `disk`, …), whether or not a restart followed: when
+/// it was counted and its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingMark {
+    pub unix_ms: u64,
+    pub kind: String,
 }
 
 /// Why a history could not be read.

@@ -16,8 +16,9 @@
 //! policies ([`policy`], [`leak`], [`crosscheck`]) what the samples mean. What happened goes out
 //! as [`events`], as JSON lines and as one line for people each on stderr, written with the
 //! workers' output by writer threads ([`logs`]) so no stalled destination holds up the engine;
-//! what is known about each instance is the [`status`] model that the control socket
-//! ([`admin`]), `top`, the metrics and the history read.
+//! each instance's last lines are also kept in a bounded ring for `supervise logs`. What is known
+//! about each instance is the [`status`] model that the control socket ([`admin`]), `top`, the
+//! metrics and the history read.
 //!
 //! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
 //! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed

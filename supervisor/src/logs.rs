@@ -11,6 +11,9 @@
 //! worker lines there; they never wait either, and past a small budget they are dropped and
 //! counted rather than queued without end.
 //!
+//! Each line is also kept, as it is read, in its instance's ring buffer for `supervise logs` (see
+//! [`Buffers`]): a copy into memory already there, on the engine's thread, that never waits.
+//!
 //! A destination that fails is retried: a log file after a second (its lines meanwhile dropped
 //! and counted), the events file likewise, with an `events_lost` event as its first line once it
 //! can be written again.
@@ -18,6 +21,7 @@
 use std::fs::OpenOptions;
 use std::io::{self, IsTerminal as _};
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,14 +32,18 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use crate::events::{human, Event};
 use crate::plan::{EventsTarget, Plan};
 
+mod buffers;
 mod console;
 mod events_file;
 mod files;
+mod ring;
 
+pub use buffers::{Buffer, Buffers, Follower, Item, RecentLine, FOLLOW_BUDGET, REPLY_MAX};
 use console::{Console, Notes};
 pub use console::{TracingLine, TracingLines};
 use events_file::EventsFile;
 use files::LogFiles;
+pub use ring::MIN_CAPACITY as MIN_BUFFER;
 
 /// Longest line forwarded as one; longer ones are cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -46,7 +54,8 @@ const READ_LARGE: usize = 64 * 1024;
 pub const BUDGET: usize = 1 << 20;
 
 /// Which pipe a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -313,8 +322,9 @@ impl Output {
         self.alerts = Some(alerts);
     }
 
-    /// Reads one worker pipe to EOF, forwarding each line. Runs as a local task.
-    pub async fn forward(self, src: Arc<Source>, stream: Stream, fd: OwnedFd) {
+    /// Reads one worker pipe to EOF, forwarding each line, and keeping it in the instance's
+    /// `kept` buffer for `supervise logs`. Runs as a local task.
+    pub async fn forward(self, src: Arc<Source>, stream: Stream, fd: OwnedFd, kept: Rc<Buffer>) {
         let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
             return;
         };
@@ -354,7 +364,7 @@ impl Output {
                     }
                 }
                 if !self
-                    .send_line(&src, stream, std::mem::take(&mut line), read_at)
+                    .send_line(&src, stream, std::mem::take(&mut line), read_at, &kept)
                     .await
                 {
                     return;
@@ -362,7 +372,7 @@ impl Output {
             }
         }
         if !line.is_empty() {
-            self.send_line(&src, stream, line, read_at).await;
+            self.send_line(&src, stream, line, read_at, &kept).await;
         }
     }
 
@@ -372,8 +382,11 @@ impl Output {
         stream: Stream,
         bytes: Vec<u8>,
         read_at: Option<SystemTime>,
+        kept: &Buffer,
     ) -> bool {
         let bytes: Arc<[u8]> = bytes.into();
+        // Kept as it is read, before any destination can make the forwarder wait.
+        kept.push(stream, &bytes, read_at);
         if let Some(files) = &self.files {
             if !files.send(src, stream, &bytes, read_at).await {
                 return false;

@@ -1,11 +1,13 @@
 //! `supervise`: the command line. Parse, build a plan, run it, map the outcome to an exit code.
 
-use std::io::Write as _;
+use std::io::{ErrorKind, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 use supervisor::admin::{self, Request, Response};
+use supervisor::logs::Stream;
 use supervisor::plan::{Cli, Control};
 
 /// Exit code for bad flags or config: nothing was started.
@@ -140,17 +142,21 @@ fn split_target(target: &str) -> Option<(String, Option<u32>)> {
     }
 }
 
-/// `supervise status|restart|signal|stop|start|reload`: one request to a running supervisor (and
-/// `report`, which needs none).
+/// `supervise status|restart|signal|stop|start|reload|logs`: one request to a running supervisor
+/// (and `report`, which needs none).
 fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(admin::default_path);
     let request = match control {
         Control::Status { .. } => Request::Status,
-        Control::Restart { target } => {
+        Control::Restart { target, wait } => {
             let Some((program, instance)) = split_target(target) else {
                 return ExitCode::from(EXIT_USAGE);
             };
-            Request::Restart { program, instance }
+            Request::Restart {
+                program,
+                instance,
+                wait_ms: wait.wait_ms(),
+            }
         }
         Control::Signal { target, signal } => {
             let Some((program, instance)) = split_target(target) else {
@@ -162,13 +168,33 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 signal: signal.raw(),
             }
         }
-        Control::Stop { program } => Request::Stop {
+        Control::Stop { program, wait } => Request::Stop {
             program: program.clone(),
+            wait_ms: wait.wait_ms(),
         },
-        Control::Start { program } => Request::Start {
+        Control::Start { program, wait } => Request::Start {
             program: program.clone(),
+            wait_ms: wait.wait_ms(),
         },
         Control::Reload => Request::Reload,
+        Control::Logs {
+            target,
+            lines,
+            follow,
+        } => {
+            let Some((program, instance)) = split_target(target) else {
+                return ExitCode::from(EXIT_USAGE);
+            };
+            return logs(
+                &path,
+                &Request::Logs {
+                    program,
+                    instance,
+                    lines: *lines,
+                    follow: *follow,
+                },
+            );
+        }
         Control::Report {
             file,
             output,
@@ -202,7 +228,18 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             };
         }
     };
-    match admin::call(&path, &request) {
+    // A waited action is answered once done, or once its wait has run out: the answer is
+    // awaited a little longer than that.
+    let waited = request.wait();
+    let limit = waited.unwrap_or_default() + Duration::from_secs(10);
+    match admin::call_within(&path, &request, limit) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            eprintln!(
+                "supervise: no answer from the supervisor within {}",
+                humantime::format_duration(limit)
+            );
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("supervise: {e}");
             ExitCode::FAILURE
@@ -211,7 +248,15 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             eprintln!("supervise: {message}");
             ExitCode::FAILURE
         }
-        Ok(Response::Ok { message }) => {
+        Ok(Response::Ok { message }) if waited.is_some() => {
+            // An older supervisor ignores `wait_ms` and answers at once.
+            eprintln!(
+                "supervise: {message}\nsupervise: this supervisor does not know --wait (it is older \
+                 than this client): the action was taken, its completion not waited for"
+            );
+            ExitCode::FAILURE
+        }
+        Ok(Response::Ok { message } | Response::Done { message }) => {
             println!("{message}");
             ExitCode::SUCCESS
         }
@@ -244,5 +289,87 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
             ExitCode::SUCCESS
         }
+        Ok(other) => {
+            eprintln!("supervise: unexpected answer: {other:?}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `supervise logs NAME[/INSTANCE] [-n N] [-f]`: each line as the console shows it, on the
+/// stream it was written to, in the order the supervisor read them.
+fn logs(path: &Path, request: &Request) -> ExitCode {
+    let answers = match admin::logs(path, request) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("supervise: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Without -f the whole answer (a few MiB at most) is read before any of it is printed: a
+    // reader that takes its time (`| less`) must not keep the supervisor waiting past its
+    // deadline. With -f lines are printed as they come.
+    let answers: Box<dyn Iterator<Item = std::io::Result<Response>>> =
+        if matches!(request, Request::Logs { follow: true, .. }) {
+            Box::new(answers)
+        } else {
+            Box::new(answers.collect::<Vec<_>>().into_iter())
+        };
+    // Line-buffered both: each line is written whole and in order with the other stream's.
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    for answer in answers {
+        let written = match answer {
+            Ok(Response::Line {
+                program,
+                instance,
+                stream,
+                text,
+                time,
+            }) => {
+                let stamp = time.map(|t| format!("{t} ")).unwrap_or_default();
+                match stream {
+                    Stream::Stdout => writeln!(out, "{stamp}{program}[{instance}] {text}"),
+                    Stream::Stderr => writeln!(err, "{stamp}{program}[{instance}] {text}"),
+                }
+            }
+            Ok(Response::Skipped { lines }) => writeln!(
+                out,
+                "… {lines} lines skipped (this client did not read them fast enough)"
+            ),
+            Ok(Response::End { message }) => {
+                if let Some(m) = message {
+                    let _ = writeln!(err, "supervise: {m}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            Ok(Response::Error { message }) => {
+                let _ = writeln!(err, "supervise: {message}");
+                return ExitCode::FAILURE;
+            }
+            Ok(other) => {
+                let _ = writeln!(err, "supervise: unexpected answer: {other:?}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                let _ = writeln!(err, "supervise: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match written {
+            Ok(()) => {}
+            // `supervise logs api | head`: the reader has what it wanted.
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(err, "supervise: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let _ = writeln!(
+        err,
+        "supervise: the connection closed before the end of the answer (the supervisor went \
+         away, or closed it to serve other clients)"
+    );
+    ExitCode::FAILURE
 }

@@ -27,6 +27,8 @@ pub struct Plan {
     pub timestamps: bool,
     /// Worker output files, if configured.
     pub log: Option<LogSpec>,
+    /// Bytes of each instance's most recent lines kept for `supervise logs` (0: none kept).
+    pub log_buffer: u64,
     /// True for `supervise -- CMD`: the worker's exit code becomes ours.
     pub single: bool,
     /// The workers get the very signal that stops the supervisor (TERM, INT, QUIT) instead of
@@ -306,6 +308,10 @@ pub const DEFAULT_HYSTERESIS: f64 = 0.05;
 pub const DEFAULT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_LOG_KEEP: u32 = 5;
+/// Bytes of recent lines kept per instance for `supervise logs`.
+pub const DEFAULT_LOG_BUFFER: u64 = 256 * 1024;
+/// Largest `--log-buffer`: what one instance may hold is not meant to be an archive.
+pub const MAX_LOG_BUFFER: u64 = 1 << 30;
 /// Default size at which the history file is rotated to FILE.1.
 pub const DEFAULT_HISTORY_MAX: u64 = 64 * 1024 * 1024;
 /// Smallest history size limit accepted.
@@ -469,6 +475,17 @@ fn check_history_max(max: u64) -> Result<u64, String> {
     }
 }
 
+fn check_log_buffer(size: u64) -> Result<u64, String> {
+    let min = crate::logs::MIN_BUFFER as u64;
+    if size == 0 || (min..=MAX_LOG_BUFFER).contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!(
+            "must be 0 (keep none) or between 1KiB and 1GiB, got {size} bytes"
+        ))
+    }
+}
+
 fn check_sample_every(d: Duration) -> Result<Duration, String> {
     if d < Duration::from_millis(10) {
         Err(format!(
@@ -491,7 +508,7 @@ pub use checks::{
     DEFAULT_HEALTH_EVERY, DEFAULT_HEALTH_FAILURES, DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_EVERY,
     DEFAULT_READY_TIMEOUT,
 };
-pub use cli::{Cli, Control};
+pub use cli::{Cli, Control, WaitFlags};
 pub use config::{load_config, parse_config};
 pub use identity::{
     credentials, effective_ids, parse_rlimit_flag, parse_umask, resolve_group, resolve_user,

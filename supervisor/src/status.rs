@@ -83,6 +83,10 @@ pub struct WorkerStatus {
     pub speaks: bool,
     /// Kinds of the findings raised about this instance, latest last.
     pub findings: Vec<String>,
+    /// Findings raised about this instance over the supervisor's life, by kind (only kinds
+    /// raised at least once): never goes backwards.
+    #[serde(default)]
+    pub findings_by_kind: BTreeMap<String, u64>,
     /// What the tree holds on disk and moves through it (while running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<crate::disk::WorkerDisk>,
@@ -132,6 +136,7 @@ impl WorkerStatus {
             gauges: std::collections::BTreeSet::new(),
             speaks: false,
             findings: Vec::new(),
+            findings_by_kind: BTreeMap::new(),
             disk: None,
             net: None,
             status_text: None,

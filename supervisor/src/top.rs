@@ -154,9 +154,9 @@ impl App {
     /// A restart was answered.
     pub fn answered(&mut self, answer: Result<Response, String>) {
         self.message = match answer {
-            Ok(Response::Ok { message }) => message,
+            Ok(Response::Ok { message } | Response::Done { message }) => message,
             Ok(Response::Error { message }) => format!("error: {message}"),
-            Ok(Response::Status { .. }) => "error: unexpected answer".to_owned(),
+            Ok(_) => "error: unexpected answer".to_owned(),
             Err(e) => format!("error: {e}"),
         };
     }
@@ -213,6 +213,7 @@ fn status(path: &Path) -> Result<Vec<WorkerStatus>, String> {
         Ok(Response::Status { workers, .. }) => Ok(workers),
         Ok(Response::Error { message }) => Err(message),
         Ok(Response::Ok { message }) => Err(format!("unexpected answer: {message}")),
+        Ok(other) => Err(format!("unexpected answer: {other:?}")),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -268,6 +269,7 @@ fn ui(
                     let request = Request::Restart {
                         program,
                         instance: Some(instance),
+                        wait_ms: None,
                     };
                     let answer = admin::call(&path, &request).map_err(|e| e.to_string());
                     let _ = tx.send(Msg::Answer(answer));

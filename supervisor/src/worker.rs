@@ -3,7 +3,7 @@
 //! live in [`crate::lifecycle`]; this file only spawns, signals, waits and reports.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -56,13 +56,15 @@ pub struct End {
 }
 
 /// The counts of one instance (program and instance number) that the engine keeps for the
-/// supervisor's whole life: restarts, and [`Totals`] over every incarnation. None of them ever
-/// goes backwards, across restarts, `stop`/`start` and reloads.
+/// supervisor's whole life: restarts, findings, and [`Totals`] over every incarnation. None of
+/// them ever goes backwards, across restarts, `stop`/`start` and reloads.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub restarts: Cell<u32>,
     /// The same, by reason (indexed by [`Reason::index`]).
     pub by: Cell<[u64; Reason::ALL.len()]>,
+    /// Findings raised about the instance, by kind (the history draws each rise).
+    findings: RefCell<BTreeMap<&'static str, u64>>,
     /// The totals of the incarnations that ended.
     carried: RefCell<Totals>,
     /// The totals last shown.
@@ -75,6 +77,21 @@ impl Counters {
         let mut by = self.by.get();
         by[reason.index()] = by[reason.index()].saturating_add(1);
         self.by.set(by);
+    }
+
+    /// Findings raised about the instance, by kind, as the status shows them.
+    pub fn findings(&self) -> BTreeMap<String, u64> {
+        self.findings
+            .borrow()
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), *n))
+            .collect()
+    }
+
+    fn found(&self, kind: &'static str) {
+        let mut by = self.findings.borrow_mut();
+        let n = by.entry(kind).or_default();
+        *n = n.saturating_add(1);
     }
 
     /// The lifetime totals, given the running incarnation's own (zero when none runs).
@@ -185,6 +202,15 @@ impl Shared {
         }
     }
 
+    /// The running incarnation's latest sample of its tree: none before its first one (until
+    /// then `last` still holds the previous process's final sample, whose figures are not this
+    /// process's).
+    #[must_use]
+    pub fn sample(&self) -> Option<TreeSample> {
+        let started = self.started.get()?;
+        self.last.get().filter(|s| s.at >= started)
+    }
+
     /// The running incarnation's own totals (zero when none runs).
     #[must_use]
     pub fn current_totals(&self) -> Totals {
@@ -192,7 +218,7 @@ impl Shared {
         if self.started.get().is_none() {
             return t;
         }
-        if let Some(s) = self.last.get() {
+        if let Some(s) = self.sample() {
             t.cpu_seconds = s.cpu_seconds;
         }
         let d = self.disk.get();
@@ -237,10 +263,13 @@ pub struct Ctx {
     pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
     /// The supervisor's notify socket, given to the worker as `NOTIFY_SOCKET`.
     pub notify: Option<Rc<std::path::Path>>,
+    /// Where the instance's recent lines are kept (`supervise logs`), across incarnations.
+    pub kept: Rc<crate::logs::Buffer>,
 }
 
-/// Remembers a finding's kind among the instance's latest (at most 8 kept).
+/// Remembers a finding's kind among the instance's latest (at most 8 kept), and counts it.
 pub(crate) fn note_finding(shared: &Shared, kind: &'static str) {
+    shared.counters.found(kind);
     let mut findings = shared.findings.borrow_mut();
     if findings.len() == 8 {
         findings.remove(0);
@@ -526,5 +555,63 @@ mod tests {
         c.count(Reason::Manual);
         assert_eq!(c.restarts.get(), 2);
         assert_eq!(c.by.get()[Reason::Manual.index()], 2);
+    }
+
+    fn sample_at(at: Instant, rss: u64, cpu_seconds: f64) -> TreeSample {
+        TreeSample {
+            at,
+            procs: 1,
+            rss,
+            pss: None,
+            cpu_seconds,
+            cpu_percent: 0.0,
+            threads: 1,
+            fds: 3,
+            read_bytes: 0,
+            write_bytes: 0,
+            io_at: at,
+            vsize: 0,
+            root_state: b'S',
+        }
+    }
+
+    #[test]
+    fn a_new_process_has_no_figures_until_its_first_sample() {
+        let shared = Shared::default();
+        let t0 = Instant::now();
+        // The previous process's final sample, then a restart.
+        shared.last.set(Some(sample_at(t0, 40 << 20, 7.0)));
+        let started = t0 + Duration::from_millis(5);
+        shared.started.set(Some(started));
+        shared.pid.set(Some(1234));
+        assert_eq!(
+            shared.sample(),
+            None,
+            "the old figure is not the new process's"
+        );
+        assert!(shared.current_totals().cpu_seconds.abs() < f64::EPSILON);
+        let first = sample_at(started + Duration::from_millis(1), 1 << 20, 0.01);
+        shared.last.set(Some(first));
+        assert_eq!(shared.sample(), Some(first));
+        shared.started.set(None);
+        assert_eq!(shared.sample(), None, "no incarnation, no figures");
+    }
+
+    #[test]
+    fn noted_findings_are_counted_by_kind_and_outlast_the_latest_eight() {
+        let shared = Shared::default();
+        for _ in 0..10 {
+            note_finding(&shared, "leak");
+        }
+        note_finding(&shared, "hung");
+        assert_eq!(
+            shared.findings.borrow().len(),
+            8,
+            "only the latest kinds are listed"
+        );
+        let by = shared.counters.findings();
+        assert_eq!(by.get("leak"), Some(&10));
+        assert_eq!(by.get("hung"), Some(&1));
+        assert_eq!(by.len(), 2);
     }
 }

@@ -359,13 +359,7 @@ pub fn run_example(
     example_name: &str,
     args: &[&str],
 ) -> (Sup, String, ProgramGuard) {
-    run_named(prefix, example_name, |cmd, _, name, program| {
-        cmd.args(["--name", name])
-            .args(flags)
-            .arg("--")
-            .arg(program)
-            .args(args);
-    })
+    run_example_in(prefix, flags, example_name, args, |_| {})
 }
 
 /// Like [`run_example`], after `prepare` has had the run's dir (to put files where the flags

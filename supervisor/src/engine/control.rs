@@ -19,7 +19,9 @@ impl Engine {
                 workers: self.status(),
                 supervisor: self.resources.supervisor_status(),
             },
-            Request::Restart { program, instance } => self.restart(&program, instance),
+            Request::Restart {
+                program, instance, ..
+            } => self.restart(&program, instance),
             Request::Signal {
                 program,
                 instance,
@@ -28,7 +30,7 @@ impl Engine {
                 Some(sig) => self.signal(&program, instance, sig),
                 None => error(format!("no signal numbered {signal}")),
             },
-            Request::Stop { program } => {
+            Request::Stop { program, .. } => {
                 if !self.known(&program) {
                     return error(format!("no program named {program}"));
                 }
@@ -44,7 +46,7 @@ impl Engine {
                 self.held.insert(program.clone());
                 ok(format!("stopping {n} instance(s) of {program}"))
             }
-            Request::Start { program } => self.start_held(&program),
+            Request::Start { program, .. } => self.start_held(&program),
             Request::Reload => match self.reload() {
                 Ok(message) => ok(message),
                 Err(message) => error(message),
@@ -53,6 +55,8 @@ impl Engine {
                 Ok(()) => ok("ready".into()),
                 Err(message) => error(message),
             },
+            // Answered by the control socket itself, from the buffers.
+            Request::Logs { .. } => error("logs: not a request for the engine".into()),
         }
     }
 
@@ -246,7 +250,7 @@ fn deliver(s: &super::Slot, sig: Sig) -> bool {
 }
 
 /// `NAME` or `NAME/INSTANCE`, as the operator typed it.
-fn named(program: &str, instance: Option<u32>) -> String {
+pub(super) fn named(program: &str, instance: Option<u32>) -> String {
     match instance {
         Some(i) => format!("{program}/{i}"),
         None => program.to_owned(),

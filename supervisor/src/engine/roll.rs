@@ -84,6 +84,7 @@ impl Engine {
                     "running but not ready after {ROLL_WAIT:?}; rolling on"
                 ),
                 Up::No if since.elapsed() >= ROLL_WAIT => {
+                    *self.roll_halts.entry(roll.program.clone()).or_default() += 1;
                     self.output.event(&Event::now(
                         &roll.program,
                         i,

@@ -75,6 +75,7 @@ impl Engine {
         status::WorkerStatus {
             restarts,
             restarts_by_reason: crate::status::restarts_by_reason(&by),
+            findings_by_kind: counters.map(|c| c.findings()).unwrap_or_default(),
             totals,
             ..status::WorkerStatus::new(program, instance)
         }
@@ -87,7 +88,9 @@ impl Engine {
             .values()
             .map(|s| {
                 let sh = &s.shared;
-                let last = sh.last.get().filter(|_| sh.pid.get().is_some());
+                // None between a restart and the new process's first sample: the figures
+                // left from the process before are not this one's.
+                let last = sh.sample().filter(|_| sh.pid.get().is_some());
                 let report = sh.report.borrow();
                 status::WorkerStatus {
                     program: s.spec.name.clone(),
@@ -125,6 +128,7 @@ impl Engine {
                         .iter()
                         .map(|f| (*f).to_owned())
                         .collect(),
+                    findings_by_kind: sh.counters.findings(),
                     disk: last.map(|_| sh.disk.get()),
                     net: last
                         .and(sh.net.borrow().as_ref())

@@ -17,6 +17,8 @@ pub const KIND_NAME: u8 = 2;
 pub const KIND_SLOT: u8 = 3;
 pub const KIND_TICK: u8 = 4;
 pub const KIND_LIMIT: u8 = 5;
+pub const KIND_FINDINGS: u8 = 6;
+pub const KIND_OWN_FINDINGS: u8 = 7;
 
 /// Header flag: this segment continues the run of the one before (after a rotation or a write
 /// error), so restart counts carry over instead of starting from zero.

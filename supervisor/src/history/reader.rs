@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use super::codec::{
     get_varint, Cursor, Damage, FLAG_CONTINUATION, F_CPU, F_HEAP, F_PID, F_PSS, F_REASONS, F_RSS,
-    F_STATE, F_UNKNOWN, KIND_HEADER, KIND_LIMIT, KIND_NAME, KIND_SLOT, KIND_TICK, MAGIC, MAX_FRAME,
-    MAX_NAME, MAX_VARINT, VERSION,
+    F_STATE, F_UNKNOWN, KIND_FINDINGS, KIND_HEADER, KIND_LIMIT, KIND_NAME, KIND_OWN_FINDINGS,
+    KIND_SLOT, KIND_TICK, MAGIC, MAX_FRAME, MAX_NAME, MAX_VARINT, VERSION,
 };
-use super::series::{Build, Sample};
+use super::series::{Build, Rises, Sample};
 use super::Series;
 
 /// Instances kept per read.
@@ -167,6 +167,8 @@ pub(super) struct Reader {
     series_dropped: u64,
     entries: Vec<Entry>,
     pairs: Vec<(Arc<str>, u64)>,
+    /// The supervisor's own findings.
+    own: Rises,
 }
 
 /// Whether a file's first bytes make it a history file.
@@ -260,6 +262,7 @@ impl Reader {
             for b in &mut self.builds {
                 b.new_run();
             }
+            self.own.new_run();
         }
         Ok(Some(SegDec {
             time,
@@ -298,7 +301,22 @@ impl Reader {
                 };
                 seg.slots.insert(id, slot);
             }
-            KIND_TICK => self.tick(seg, &mut c)?,
+            KIND_TICK => {
+                self.tick(seg, &mut c)?;
+                // Counts restated at a segment's start come before its first tick.
+                self.own.know();
+            }
+            KIND_FINDINGS => {
+                let slot = seg.slots.get(&c.varint()?).ok_or(Damage)?.build;
+                self.counts(seg, &mut c)?;
+                if let Some(b) = slot.and_then(|i| self.builds.get_mut(i)) {
+                    b.findings(seg.time, &self.pairs);
+                }
+            }
+            KIND_OWN_FINDINGS => {
+                self.counts(seg, &mut c)?;
+                self.own.observe(seg.time, &self.pairs);
+            }
             KIND_LIMIT => {
                 let name = seg.names.get(&c.varint()?).ok_or(Damage)?;
                 let _time = c.varint()?;
@@ -309,6 +327,25 @@ impl Reader {
             }
             // A kind a later version added within this format version: skipped whole.
             _ => return Ok(()),
+        }
+        if c.at_end() {
+            Ok(())
+        } else {
+            Err(Damage)
+        }
+    }
+
+    /// `k`, then `k` pairs of `name id`, `count`, into `self.pairs`.
+    fn counts(&mut self, seg: &SegDec, c: &mut Cursor<'_>) -> Result<(), Damage> {
+        self.pairs.clear();
+        let k = usize::try_from(c.varint()?).map_err(|_| Damage)?;
+        // Every pair takes at least two bytes.
+        if k > c.remaining() / 2 {
+            return Err(Damage);
+        }
+        for _ in 0..k {
+            let name = seg.names.get(&c.varint()?).ok_or(Damage)?.clone();
+            self.pairs.push((name, c.varint()?));
         }
         if c.at_end() {
             Ok(())
@@ -442,6 +479,7 @@ impl Reader {
     pub(super) fn finish(self) -> Series {
         let mut workers: Vec<_> = self.builds.into_iter().map(Build::finish).collect();
         workers.sort_by(|a, b| (&a.program, a.instance).cmp(&(&b.program, b.instance)));
+        let (findings, findings_dropped) = self.own.finish();
         Series {
             workers,
             limits: self.limits,
@@ -449,6 +487,8 @@ impl Reader {
             ignored_bytes: self.ignored,
             newer_segments: self.newer,
             series_dropped: self.series_dropped,
+            findings,
+            findings_dropped,
         }
     }
 }

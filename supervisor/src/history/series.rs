@@ -1,16 +1,17 @@
 //! One worker instance's series as it is read: bounded points (neighbours merged into aligned
-//! time buckets once there are too many) and restart marks derived from counts and pids.
+//! time buckets once there are too many), restart marks derived from counts and pids, and
+//! finding marks derived from counts.
 
 use std::sync::Arc;
 
-use super::{Point, RestartMark, WorkerSeries};
+use super::{FindingMark, Point, RestartMark, WorkerSeries};
 use crate::status::Phase;
 
 /// Points kept per instance; beyond, neighbours are merged into wider time buckets.
 pub const MAX_POINTS: usize = 4096;
-/// Restart marks kept per instance.
+/// Restart marks kept per instance, and finding marks per instance (and for the supervisor).
 pub const MAX_MARKS: usize = 10_000;
-/// Reasons kept per instance.
+/// Reasons (and finding kinds) kept per instance.
 const MAX_REASONS: usize = 64;
 /// Marks one count increase may add (a damaged count must not mean a billion marks).
 const MAX_MARKS_PER_STEP: u64 = 16;
@@ -28,6 +29,69 @@ pub(super) struct Sample {
     pub cpu: Option<u32>,
 }
 
+/// Finding marks derived from counts by kind: a rise in a kind's count is that many findings.
+#[derive(Default)]
+pub(super) struct Rises {
+    counts: Vec<(Arc<str>, u64)>,
+    /// False until this run's counts are known: the first ones seen are a baseline.
+    known: bool,
+    marks: Vec<FindingMark>,
+    dropped: u64,
+}
+
+impl Rises {
+    pub(super) fn new(known: bool) -> Self {
+        Self {
+            known,
+            ..Self::default()
+        }
+    }
+
+    /// A new run of the supervisor: counts from zero.
+    pub(super) fn new_run(&mut self) {
+        self.counts.clear();
+        self.known = true;
+    }
+
+    /// From now on, counts that rise are findings (the baseline, if any, is past).
+    pub(super) fn know(&mut self) {
+        self.known = true;
+    }
+
+    /// Counts as of `t`.
+    pub(super) fn observe(&mut self, t: u64, counts: &[(Arc<str>, u64)]) {
+        for (kind, n) in counts {
+            let old = match self.counts.iter().position(|(k, _)| k == kind) {
+                Some(i) => std::mem::replace(&mut self.counts[i].1, *n),
+                None if self.counts.len() < MAX_REASONS => {
+                    self.counts.push((kind.clone(), *n));
+                    0
+                }
+                None => continue,
+            };
+            if self.known && *n > old {
+                for _ in 0..(*n - old).min(MAX_MARKS_PER_STEP) {
+                    if self.marks.len() < MAX_MARKS {
+                        self.marks.push(FindingMark {
+                            unix_ms: t,
+                            kind: kind.to_string(),
+                        });
+                    } else {
+                        self.dropped += 1;
+                    }
+                }
+            }
+        }
+        self.known = true;
+    }
+
+    /// The marks in time order, and how many were not kept.
+    pub(super) fn finish(mut self) -> (Vec<FindingMark>, u64) {
+        self.marks.sort_by_key(|m| m.unix_ms);
+        (self.marks, self.dropped)
+    }
+}
+
 /// A point being built: one sample or the merge of a bucket's samples.
 #[derive(Clone, Copy)]
 struct Acc {
@@ -39,6 +103,7 @@ struct Acc {
     cpu_sum: f64,
     cpu_n: u32,
     state: Option<Phase>,
+    new_process: bool,
 }
 
 impl Acc {
@@ -57,6 +122,7 @@ impl Acc {
         self.cpu_sum += o.cpu_sum;
         self.cpu_n = self.cpu_n.saturating_add(o.cpu_n);
         self.state = o.state.or(self.state);
+        self.new_process |= o.new_process;
     }
 }
 
@@ -76,6 +142,7 @@ pub(super) struct Build {
     /// Counted restarts not yet followed by a new pid.
     pending: bool,
     last_pid: Option<u32>,
+    findings: Rises,
 }
 
 impl Build {
@@ -92,20 +159,32 @@ impl Build {
             reasons_known,
             pending: false,
             last_pid: None,
+            findings: Rises::new(reasons_known),
         }
     }
 
-    /// A new run of the supervisor: new processes, restart counts from zero.
+    /// A new run of the supervisor: new processes, restart and finding counts from zero.
     pub(super) fn new_run(&mut self) {
         self.reasons.clear();
         self.reasons_known = true;
         self.pending = false;
         self.last_pid = None;
+        self.findings.new_run();
+    }
+
+    /// Finding counts as of `t` (the latest sample's time).
+    pub(super) fn findings(&mut self, t: u64, counts: &[(Arc<str>, u64)]) {
+        self.findings.observe(t, counts);
     }
 
     /// Adds one sample and derives restart marks: a rise in a reason's count is a restart for
     /// that reason; a new pid that no count explains is a restart of reason `restart`.
     pub(super) fn observe(&mut self, s: &Sample, counts: &[(Arc<str>, u64)]) {
+        // The counts a segment restates for an instance follow its first sample there; after a
+        // second sample, any finding count is news.
+        if self.samples > 0 {
+            self.findings.know();
+        }
         for (reason, n) in counts {
             let old = match self.reasons.iter().position(|(r, _)| r == reason) {
                 Some(i) => std::mem::replace(&mut self.reasons[i].1, *n),
@@ -123,7 +202,8 @@ impl Build {
             }
         }
         self.reasons_known = true;
-        if s.pid != 0 && self.last_pid != Some(s.pid) {
+        let new_process = s.pid != 0 && self.last_pid != Some(s.pid);
+        if new_process {
             if self.last_pid.is_some() && !self.pending {
                 self.mark(s.t, "restart");
             }
@@ -139,6 +219,7 @@ impl Build {
             cpu_sum: s.cpu.map_or(0.0, f64::from),
             cpu_n: u32::from(s.cpu.is_some()),
             state: Phase::ALL.get(usize::from(s.state)).copied(),
+            new_process,
         });
     }
 
@@ -195,6 +276,7 @@ impl Build {
         // A clock stepped back leaves samples out of order.
         self.points.sort_by_key(|p| p.t);
         self.marks.sort_by_key(|m| m.unix_ms);
+        let (findings, findings_dropped) = self.findings.finish();
         let bytes = |v: Option<u64>| v.map(|k| k << 10);
         WorkerSeries {
             program: self.program.to_string(),
@@ -210,10 +292,13 @@ impl Build {
                     heap: bytes(p.heap),
                     cpu_percent: (p.cpu_n > 0).then(|| p.cpu_sum / f64::from(p.cpu_n) / 10.0),
                     state: p.state,
+                    new_process: p.new_process,
                 })
                 .collect(),
             restarts: self.marks,
             restarts_dropped: self.marks_dropped,
+            findings,
+            findings_dropped,
             samples: self.samples,
         }
     }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::codec::{
     put_frame, put_varint, zigzag, FLAG_CONTINUATION, F_CPU, F_HEAP, F_PID, F_PSS, F_REASONS,
-    F_RSS, F_STATE, KIND_HEADER, KIND_LIMIT, KIND_NAME, KIND_SLOT, KIND_TICK, MAGIC, VERSION,
+    F_RSS, F_STATE, KIND_FINDINGS, KIND_HEADER, KIND_LIMIT, KIND_NAME, KIND_OWN_FINDINGS,
+    KIND_SLOT, KIND_TICK, MAGIC, VERSION,
 };
 use super::front::{Counts, Key, Msg, Row, Tick, NONE, NO_CPU};
 
@@ -31,6 +32,7 @@ struct Slot {
     pss: u64,
     heap: u64,
     reasons: Counts,
+    findings: Counts,
 }
 
 /// The decoding context a reader rebuilds from this segment's own frames.
@@ -38,6 +40,8 @@ struct Segment {
     time: u64,
     names: HashMap<Arc<str>, u64>,
     slots: HashMap<Key, Slot>,
+    /// The supervisor's own finding counts as this segment said them.
+    own: Counts,
 }
 
 impl Segment {
@@ -55,6 +59,61 @@ impl Segment {
         put_frame(out, scratch);
         id
     }
+
+    /// The ids of `counts`' names, name frames written for the new ones.
+    fn ids(
+        &mut self,
+        counts: &Counts,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> Vec<(u64, u64)> {
+        counts
+            .iter()
+            .map(|(name, n)| (self.name(name, out, scratch), *n))
+            .collect()
+    }
+}
+
+/// The counts of `latest` that differ from what `said` holds; `said` is brought up to date.
+fn changes(said: &mut Counts, latest: &[(Arc<str>, u64)]) -> Counts {
+    let mut out = Vec::new();
+    for (name, n) in latest {
+        match said.iter_mut().find(|(r, _)| r == name) {
+            Some(e) if e.1 == *n => {}
+            Some(e) => {
+                e.1 = *n;
+                out.push((name.clone(), *n));
+            }
+            None => {
+                said.push((name.clone(), *n));
+                if *n != 0 {
+                    out.push((name.clone(), *n));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A frame of counts by name (`kind` 6 with the slot first, or 7), names already defined.
+fn counts_frame(
+    kind: u8,
+    slot: Option<u64>,
+    counts: &[(u64, u64)],
+    out: &mut Vec<u8>,
+    b: &mut Vec<u8>,
+) {
+    b.clear();
+    b.push(kind);
+    if let Some(slot) = slot {
+        put_varint(b, slot);
+    }
+    put_varint(b, counts.len() as u64);
+    for &(id, n) in counts {
+        put_varint(b, id);
+        put_varint(b, n);
+    }
+    put_frame(out, b);
 }
 
 /// The writer thread's state.
@@ -69,9 +128,11 @@ pub(super) struct Writer {
     fresh: bool,
     /// The batch being written starts the run.
     began_fresh: bool,
-    /// Latest restart counts per instance and limits per program, whatever reached the file:
-    /// a new segment states them again.
+    /// Latest restart and finding counts per instance, the supervisor's own finding counts, and
+    /// limits per program, whatever reached the file: a new segment states them again.
     reasons: HashMap<Key, Counts>,
+    findings: HashMap<Key, Counts>,
+    own: Counts,
     limits: HashMap<Arc<str>, Option<u64>>,
     out: Vec<u8>,
     body: Vec<u8>,
@@ -101,6 +162,8 @@ impl Writer {
             fresh: true,
             began_fresh: false,
             reasons: HashMap::new(),
+            findings: HashMap::new(),
+            own: Vec::new(),
             limits: HashMap::new(),
             out: Vec::new(),
             body: Vec::new(),
@@ -247,6 +310,23 @@ impl Writer {
                 }
                 0
             }
+            Msg::Own(counts) => {
+                self.own = counts;
+                if let Some(seg) = &mut self.seg {
+                    let changed = changes(&mut seg.own, &self.own);
+                    if !changed.is_empty() {
+                        let ids = seg.ids(&changed, &mut self.out, &mut self.scratch);
+                        counts_frame(
+                            KIND_OWN_FINDINGS,
+                            None,
+                            &ids,
+                            &mut self.out,
+                            &mut self.scratch,
+                        );
+                    }
+                }
+                0
+            }
             Msg::Tick(t) => {
                 self.tick(&t);
                 1
@@ -270,9 +350,21 @@ impl Writer {
             time: unix_ms,
             names: HashMap::new(),
             slots: HashMap::new(),
+            own: Vec::new(),
         };
         for (program, &bytes) in &self.limits {
             limit_frame(&mut seg, program, bytes, &mut self.out, &mut self.scratch);
+        }
+        let own = changes(&mut seg.own, &self.own);
+        if !own.is_empty() {
+            let ids = seg.ids(&own, &mut self.out, &mut self.scratch);
+            counts_frame(
+                KIND_OWN_FINDINGS,
+                None,
+                &ids,
+                &mut self.out,
+                &mut self.scratch,
+            );
         }
         seg
     }
@@ -290,17 +382,12 @@ impl Writer {
         put_varint(body, zigzag(dt));
         seg.time = t.unix_ms;
         put_varint(body, t.rows.len() as u64);
+        // Finding counts that changed, by slot: written after the tick, whose time they take.
+        let mut found: Vec<(u64, Vec<(u64, u64)>)> = Vec::new();
         for row in &t.rows {
             let key = (row.program.clone(), row.instance);
-            let known = match row.reasons {
-                Some((start, len)) => {
-                    let from = start as usize;
-                    let list = t.reasons.get(from..from + len as usize).unwrap_or(&[]);
-                    self.reasons.insert(key.clone(), list.to_vec());
-                    true
-                }
-                None => false,
-            };
+            let known = latest(&mut self.reasons, &key, &t.reasons, row.reasons);
+            let known_findings = latest(&mut self.findings, &key, &t.findings, row.findings);
             let fresh_slot = !seg.slots.contains_key(&key);
             if fresh_slot {
                 let name = seg.name(&row.program, &mut self.out, &mut self.scratch);
@@ -320,38 +407,67 @@ impl Writer {
                     pss: 0,
                     heap: 0,
                     reasons: Vec::new(),
+                    findings: Vec::new(),
                 };
                 seg.slots.insert(key.clone(), slot);
             }
-            // Which reasons differ from what this segment said last (absolute counts follow).
-            let mut changed: Vec<(u64, u64)> = Vec::new();
-            if known || fresh_slot {
+            // Counts that differ from what this segment said last (absolute counts follow).
+            let Some(slot) = seg.slots.get_mut(&key) else {
+                continue;
+            };
+            let reasons = if known || fresh_slot {
                 let list = self.reasons.get(&key).map_or(&[][..], Vec::as_slice);
-                for (reason, n) in list {
-                    let said = seg
-                        .slots
-                        .get(&key)
-                        .and_then(|s| s.reasons.iter().find(|(r, _)| r == reason).map(|(_, n)| *n));
-                    if said.unwrap_or(0) != *n {
-                        let id = seg.name(reason, &mut self.out, &mut self.scratch);
-                        changed.push((id, *n));
-                        if let Some(slot) = seg.slots.get_mut(&key) {
-                            match slot.reasons.iter_mut().find(|(r, _)| r == reason) {
-                                Some(e) => e.1 = *n,
-                                None => slot.reasons.push((reason.clone(), *n)),
-                            }
-                        }
-                    }
-                }
+                changes(&mut slot.reasons, list)
+            } else {
+                Vec::new()
+            };
+            let findings = if known_findings || fresh_slot {
+                let list = self.findings.get(&key).map_or(&[][..], Vec::as_slice);
+                changes(&mut slot.findings, list)
+            } else {
+                Vec::new()
+            };
+            let id = slot.id;
+            let reasons = seg.ids(&reasons, &mut self.out, &mut self.scratch);
+            if !findings.is_empty() {
+                found.push((id, seg.ids(&findings, &mut self.out, &mut self.scratch)));
             }
             let Some(slot) = seg.slots.get_mut(&key) else {
                 continue;
             };
-            entry(body, slot, row, &changed);
+            entry(body, slot, row, &reasons);
         }
         put_frame(&mut self.out, body);
+        for (slot, counts) in &found {
+            counts_frame(
+                KIND_FINDINGS,
+                Some(*slot),
+                counts,
+                &mut self.out,
+                &mut self.scratch,
+            );
+        }
         self.seg = Some(seg);
     }
+}
+
+/// Takes a row's counts (its slice of `all`, when it carries them) as the latest for `key`;
+/// true when it did.
+fn latest(
+    map: &mut HashMap<Key, Counts>,
+    key: &Key,
+    all: &Counts,
+    range: Option<(u32, u32)>,
+) -> bool {
+    let Some((start, len)) = range else {
+        return false;
+    };
+    let from = start as usize;
+    let list = all
+        .get(from..from.saturating_add(len as usize))
+        .unwrap_or(&[]);
+    map.insert(key.clone(), list.to_vec());
+    true
 }
 
 /// One instance's entry in a tick: its slot, which fields follow, then the fields.

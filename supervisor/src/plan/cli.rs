@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::signals::Sig;
 
 use super::{
-    check_history_max, check_name, check_replicas, check_sample_every, check_warn_at, fd_budget,
-    load_config, nofile_limit, parse_duration, parse_signal, parse_size, Backoff, EventsTarget,
-    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan,
-    PlanError, ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HISTORY_MAX,
-    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
-    DEFAULT_SAMPLE_EVERY,
+    check_history_max, check_log_buffer, check_name, check_replicas, check_sample_every,
+    check_warn_at, fd_budget, load_config, nofile_limit, parse_duration, parse_signal, parse_size,
+    Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure,
+    MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
+    DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
+    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -21,7 +21,7 @@ use super::{
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|logs|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -182,6 +182,10 @@ pub struct Cli {
     /// Rotated log files kept per stream [default: 5].
     #[arg(long, value_name = "N")]
     pub log_keep: Option<u32>,
+    /// Bytes of each instance's most recent lines kept in memory for `supervise logs`
+    /// (0 keeps none) [default: 256KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub log_buffer: Option<u64>,
     /// Append every sample to FILE, for `supervise report`.
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
@@ -207,6 +211,8 @@ pub enum Control {
     Restart {
         #[arg(value_name = "NAME[/INSTANCE]")]
         target: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Send a signal to a program's instances (all, or NAME/INSTANCE for one): to each one's
     /// process group, or to its own process with `--stop-mode main`.
@@ -221,11 +227,27 @@ pub enum Control {
     Stop {
         #[arg(value_name = "NAME")]
         program: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Start a program stopped with `stop`.
     Start {
         #[arg(value_name = "NAME")]
         program: String,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Show the last lines a program's instances (all, or NAME/INSTANCE for one) wrote on stdout
+    /// and stderr, in the order they were read, from the supervisor's buffer (--log-buffer).
+    Logs {
+        #[arg(value_name = "NAME[/INSTANCE]")]
+        target: String,
+        /// How many lines, all instances together.
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = crate::admin::DEFAULT_LINES)]
+        lines: u32,
+        /// Then show each new line as it is read, until interrupted (Ctrl-C) or supervise exits.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Re-read the config file (as SIGHUP does).
     Reload,
@@ -252,6 +274,28 @@ pub enum Control {
         #[arg(long, value_name = "NAME")]
         program: Option<String>,
     },
+}
+
+/// `--wait` and `--timeout` of `start`, `stop` and `restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct WaitFlags {
+    /// Return once the action has completed: `start`, every instance up (ready, where it has a
+    /// readiness rule or speaks the protocol); `stop`, no process left; `restart`, every
+    /// replacement up. Exit 1 if it has not within --timeout (the action goes on).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Duration,
+}
+
+impl WaitFlags {
+    /// What the request carries: the wait in milliseconds, if asked for.
+    #[must_use]
+    pub fn wait_ms(&self) -> Option<u64> {
+        self.wait
+            .then(|| u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// Per-program flags that only make sense with a command, not with `-c`.
@@ -322,6 +366,10 @@ impl Cli {
         }
         plan.quiet |= self.quiet;
         plan.timestamps |= self.timestamps;
+        if let Some(size) = self.log_buffer {
+            plan.log_buffer =
+                check_log_buffer(size).map_err(|m| PlanError::flag("--log-buffer", m))?;
+        }
         if let Some(dir) = self.log_dir {
             let base = plan.log.take();
             plan.log = Some(LogSpec {
@@ -485,6 +533,7 @@ impl Cli {
             quiet: false,
             timestamps: false,
             log: None,
+            log_buffer: DEFAULT_LOG_BUFFER,
             single: true,
             forward_stop: self.stop_signal.is_none(),
             source: None,

@@ -10,13 +10,13 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
-    check_factor, check_history_max, check_jitter, check_name, check_replicas, check_sample_every,
-    check_warn_at, fd_budget, nofile_limit, parse_duration, parse_metrics_addr, parse_signal,
-    parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec,
-    Measure, MemorySpec, NetPolicy, OnLeak, OnViolation, Plan, PlanError, ProgramSpec, RestartMode,
-    StopMode, StopSpec, DEFAULT_HEARTBEAT_GRACE, DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX,
-    DEFAULT_HYSTERESIS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
-    DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
+    check_factor, check_history_max, check_jitter, check_log_buffer, check_name, check_replicas,
+    check_sample_every, check_warn_at, fd_budget, nofile_limit, parse_duration, parse_metrics_addr,
+    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
+    LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy, OnLeak, OnViolation, Plan, PlanError,
+    ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HEARTBEAT_GRACE,
+    DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER,
+    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
 };
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +32,8 @@ struct RawConfig {
     timestamps: bool,
     #[serde(default)]
     log: Option<RawLog>,
+    #[serde(default)]
+    log_buffer: Option<LogBuffer>,
     #[serde(default)]
     metrics: Option<MetricsAddr>,
     #[serde(default)]
@@ -340,6 +342,18 @@ impl<'de> Deserialize<'de> for NonZeroSize {
 /// The history file's rotation size: a size of at least 64 KiB.
 #[derive(Debug, Clone, Copy)]
 struct HistoryMax(u64);
+
+#[derive(Debug, Clone, Copy)]
+struct LogBuffer(u64);
+
+impl<'de> Deserialize<'de> for LogBuffer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Size(n) = Size::deserialize(d)?;
+        check_log_buffer(n)
+            .map(LogBuffer)
+            .map_err(de::Error::custom)
+    }
+}
 
 impl<'de> Deserialize<'de> for HistoryMax {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -763,6 +777,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         quiet: raw.quiet,
         timestamps: raw.timestamps,
         log,
+        log_buffer: raw.log_buffer.map_or(DEFAULT_LOG_BUFFER, |b| b.0),
         single: false,
         forward_stop: false,
         source: path.map(Path::to_owned),

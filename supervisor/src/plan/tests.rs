@@ -687,3 +687,68 @@ fn deleted_growth_and_destroy_event_flags() {
     assert_eq!(p.deleted_growth, 1 << 20);
     assert!(Cli::try_parse_from(["supervise", "--deleted-growth", "1MiB", "--", "x"]).is_err());
 }
+
+#[test]
+fn the_log_buffer_is_bounded_and_off_with_zero() {
+    let plan = cli(&["supervise", "--", "x"]).expect("plan");
+    assert_eq!(plan.log_buffer, DEFAULT_LOG_BUFFER);
+    let plan = cli(&["supervise", "--log-buffer", "0", "--", "x"]).expect("plan");
+    assert_eq!(plan.log_buffer, 0);
+    let plan = cli(&["supervise", "--log-buffer", "4MiB", "--", "x"]).expect("plan");
+    assert_eq!(plan.log_buffer, 4 << 20);
+    for bad in ["512", "2GiB"] {
+        let e = cli(&["supervise", "--log-buffer", bad, "--", "x"]).expect_err(bad);
+        assert_eq!(e.key, "--log-buffer");
+        assert!(e.message.contains("between 1KiB and 1GiB"), "{e}");
+    }
+    let plan = parse_config(
+        "log_buffer = \"64KiB\"\n[program.a]\ncommand = [\"x\"]\n",
+        None,
+    )
+    .expect("config");
+    assert_eq!(plan.log_buffer, 64 << 10);
+    let plan = parse_config("[program.a]\ncommand = [\"x\"]\n", None).expect("config");
+    assert_eq!(plan.log_buffer, DEFAULT_LOG_BUFFER);
+    let e = err("log_buffer = \"100\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "log_buffer"), "{e}");
+    assert!(e.message.contains("between 1KiB and 1GiB"), "{e}");
+}
+
+#[test]
+fn logs_and_wait_flags_parse() {
+    let c = Cli::try_parse_from(["supervise", "logs", "api/1", "-n", "5", "-f"]).expect("parse");
+    assert_eq!(
+        c.control,
+        Some(Control::Logs {
+            target: "api/1".into(),
+            lines: 5,
+            follow: true
+        })
+    );
+    let c = Cli::try_parse_from(["supervise", "logs", "api"]).expect("parse");
+    assert!(matches!(
+        c.control,
+        Some(Control::Logs {
+            lines: 50,
+            follow: false,
+            ..
+        })
+    ));
+    let c = Cli::try_parse_from(["supervise", "restart", "api", "--wait", "--timeout", "90s"])
+        .expect("parse");
+    let Some(Control::Restart { wait, .. }) = c.control else {
+        panic!("restart")
+    };
+    assert_eq!(wait.wait_ms(), Some(90_000));
+    let c = Cli::try_parse_from(["supervise", "stop", "api", "--wait"]).expect("parse");
+    let Some(Control::Stop { wait, .. }) = c.control else {
+        panic!("stop")
+    };
+    assert_eq!(wait.wait_ms(), Some(60_000));
+    let c = Cli::try_parse_from(["supervise", "start", "api"]).expect("parse");
+    let Some(Control::Start { wait, .. }) = c.control else {
+        panic!("start")
+    };
+    assert_eq!(wait.wait_ms(), None);
+    assert!(Cli::try_parse_from(["supervise", "start", "api", "--timeout", "5s"]).is_err());
+}

@@ -83,6 +83,25 @@ pub fn elapsed(ms: u64) -> String {
     }
 }
 
+/// `3 min`, `45 s`, `2 h 5 min`: a duration for a title, rounded to its largest units.
+pub fn about(ms: u64) -> String {
+    let s = ms.saturating_add(SECOND / 2) / SECOND;
+    let m = s.saturating_add(30) / 60;
+    let h = s.saturating_add(1800) / 3600;
+    if s < 60 {
+        format!("{s} s")
+    } else if m < 60 {
+        format!("{m} min")
+    } else if h < 24 {
+        match m % 60 {
+            0 => format!("{} h", m / 60),
+            rest => format!("{} h {rest} min", m / 60),
+        }
+    } else {
+        format!("{} d {} h", h / 24, h % 24)
+    }
+}
+
 /// A round step near `raw`: 1, 2, 2.5 or 5 times a power of ten.
 fn nice(raw: f64) -> f64 {
     if !(raw.is_finite() && raw > 0.0) {

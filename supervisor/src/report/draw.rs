@@ -1,10 +1,12 @@
-//! One program's block: title and legend, restart markers, the memory and CPU panels.
+//! One program's block: title and legend, the memory and CPU panels, and the marks (see
+//! [`super::marks`]).
 
 use std::fmt::Write as _;
 
 use super::axis::{byte_ticks, esc, percent_ticks, rfc3339, size, time_ticks};
 use super::geo;
-use crate::history::{Point, WorkerSeries};
+use super::marks::{diamond, finding_colour, reason_colour, triangle};
+use crate::history::{FindingMark, Point, WorkerSeries};
 
 /// Line colours by instance (cycled); red and orange are left to restart reasons.
 const INSTANCE: [&str; 8] = [
@@ -14,19 +16,6 @@ const LIMIT: &str = "#d62728";
 const GRID: &str = "#e8e8e8";
 const FRAME: &str = "#bdbdbd";
 const LABEL: &str = "#555";
-
-fn reason_colour(reason: &str) -> &'static str {
-    match reason {
-        "memory" => "#d62728",
-        "leak" => "#ff7f0e",
-        "hung" => "#b8860b",
-        "exit" => "#444444",
-        "manual" => "#6a3d9a",
-        "net" => "#00838f",
-        "restart" => "#8c564b",
-        _ => "#999999",
-    }
-}
 
 /// How a memory figure is drawn: its name, how to get it, and its dash pattern.
 struct Metric {
@@ -60,6 +49,8 @@ const METRICS: [Metric; 3] = [
 pub(super) struct Block<'a> {
     pub name: &'a str,
     pub workers: &'a [&'a WorkerSeries],
+    /// Findings about the supervisor as a whole: drawn in every block.
+    pub own: &'a [FindingMark],
     pub limit: Option<u64>,
     pub runs: &'a [u64],
     pub t0: u64,
@@ -68,13 +59,13 @@ pub(super) struct Block<'a> {
 }
 
 impl Block<'_> {
-    fn x(&self, t: u64) -> f64 {
+    pub(super) fn x(&self, t: u64) -> f64 {
         let span = (self.t1 - self.t0).max(1) as f64;
         geo::LEFT + t.saturating_sub(self.t0) as f64 / span * geo::PLOT_W
     }
 
     pub(super) fn draw(&self, out: &mut String) {
-        let mem_top = self.top + geo::BLOCK_TITLE + geo::MARK_LANE;
+        let mem_top = self.top + geo::BLOCK_TITLE + geo::FIND_LANE + geo::MARK_LANE;
         let cpu_top = mem_top + geo::MEM_H + geo::GAP;
         let metrics: Vec<&Metric> = METRICS
             .iter()
@@ -132,10 +123,10 @@ impl Block<'_> {
             let colour = INSTANCE[i % INSTANCE.len()];
             let who = format!("{}/{}", w.program, w.instance);
             for m in &metrics {
-                let pts: Vec<(u64, Option<f64>)> = w
+                let pts: Vec<Pt> = w
                     .points
                     .iter()
-                    .map(|p| (p.unix_ms, (m.get)(p).map(|v| v as f64)))
+                    .map(|p| (p.unix_ms, (m.get)(p).map(|v| v as f64), p.new_process))
                     .collect();
                 let d = self.path(&pts, true, &mem_y);
                 self.stroke(
@@ -148,15 +139,16 @@ impl Block<'_> {
                 );
             }
             let cpu_y = |v: f64| cpu_top + geo::CPU_H - v / cpu_axis * geo::CPU_H;
-            let pts: Vec<(u64, Option<f64>)> = w
+            let pts: Vec<Pt> = w
                 .points
                 .iter()
-                .map(|p| (p.unix_ms, p.cpu_percent))
+                .map(|p| (p.unix_ms, p.cpu_percent, p.new_process))
                 .collect();
             let d = self.path(&pts, false, &cpu_y);
             self.stroke(out, &d, colour, 1.2, "", &format!("{who} CPU"));
         }
-        self.marks(out, mem_top, cpu_top + geo::CPU_H);
+        self.findings(out, mem_top, mem_top + geo::MEM_H);
+        self.restarts(out, mem_top, cpu_top + geo::CPU_H);
         Self::caption(out, mem_top, "memory");
         Self::caption(out, cpu_top, "CPU (100% = one core)");
         out.push_str("</g>\n");
@@ -204,9 +196,32 @@ impl Block<'_> {
         for r in reasons {
             items.push((Swatch::Mark(reason_colour(r)), format!("restart: {r}")));
         }
+        let mut kinds: Vec<&str> = self
+            .workers
+            .iter()
+            .flat_map(|w| w.findings.iter())
+            .chain(self.own)
+            .map(|m| m.kind.as_str())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for k in kinds {
+            items.push((Swatch::Finding(finding_colour(k)), format!("finding: {k}")));
+        }
         // Estimated widths: good enough to space items (an SVG cannot measure its text).
         let mut x = geo::LEFT + 9.0 * self.name.chars().count() as f64 + 28.0;
-        for (swatch, label) in items {
+        let n = items.len();
+        for (i, (swatch, label)) in items.into_iter().enumerate() {
+            let w = 24.0 + 6.6 * label.chars().count() as f64 + 16.0;
+            if x + w > geo::WIDTH && i > 0 {
+                // No room left on the line: say how many items are not shown.
+                let _ = writeln!(
+                    out,
+                    r#"<text x="{x:.1}" y="{y:.1}" fill="{LABEL}">+{} more</text>"#,
+                    n - i
+                );
+                break;
+            }
             match swatch {
                 Swatch::Line(colour, width, dash) => {
                     let _ = write!(
@@ -217,6 +232,7 @@ impl Block<'_> {
                     );
                 }
                 Swatch::Mark(colour) => out.push_str(&triangle(x + 9.0, y - 1.0, colour)),
+                Swatch::Finding(colour) => out.push_str(&diamond(x + 9.0, y - 4.0, colour)),
             }
             let _ = writeln!(
                 out,
@@ -224,7 +240,7 @@ impl Block<'_> {
                 x + 24.0,
                 esc(&label)
             );
-            x += 24.0 + 6.6 * label.chars().count() as f64 + 16.0;
+            x += w;
         }
     }
 
@@ -275,64 +291,11 @@ impl Block<'_> {
         }
     }
 
-    /// Restart markers: a dashed line through both panels, a triangle above the memory panel,
-    /// and the reason written above it where it does not run into the previous label.
-    fn marks(&self, out: &mut String, top: f64, bottom: f64) {
-        let mut marks: Vec<(u64, &str, &WorkerSeries)> = Vec::new();
-        for w in self.workers {
-            for m in &w.restarts {
-                marks.push((m.unix_ms, m.reason.as_str(), w));
-            }
-        }
-        marks.sort_by_key(|m| m.0);
-        let mut free_from = f64::MIN;
-        let mut last: Option<(String, f64)> = None;
-        for &(t, reason, w) in &marks {
-            let x = self.x(t);
-            let colour = reason_colour(reason);
-            let title = format!(
-                "{}/{} restarted ({reason}) at {}",
-                w.program,
-                w.instance,
-                rfc3339(t)
-            );
-            let title = esc(&title);
-            let label = if self.workers.len() > 1 {
-                format!("{reason} #{}", w.instance)
-            } else {
-                reason.to_owned()
-            };
-            let _ = writeln!(
-                out,
-                r#"<g class="restart reason-{cls}"><title>{title}</title><line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{bottom:.1}" stroke="{colour}" stroke-width="1.1" stroke-dasharray="4 3" opacity="0.75"/>{}</g>"#,
-                top - 4.0,
-                triangle(x, top - 3.0, colour),
-                cls = esc(&css_class(reason)),
-            );
-            let half = 3.1 * label.chars().count() as f64;
-            // Kept inside the panel's width; a run of the same label is written once in a while
-            // (the marker's colour carries it in between).
-            let lx = x.clamp(geo::LEFT + half, geo::LEFT + geo::PLOT_W - half);
-            let repeat = last
-                .as_ref()
-                .is_some_and(|(l, at)| *l == label && lx - at < 120.0);
-            if lx - half > free_from && !repeat {
-                let _ = writeln!(
-                    out,
-                    r#"<text x="{lx:.1}" y="{:.1}" text-anchor="middle" fill="{colour}" font-size="10">{}</text>"#,
-                    top - 12.0,
-                    esc(&label)
-                );
-                free_from = lx + half + 4.0;
-                last = Some((label, lx));
-            }
-        }
-    }
-
-    /// An SVG path through the points with values, broken where samples are missing: a point
-    /// without a value, a gap much longer than usual, or a new run of the supervisor. Points
+    /// An SVG path through the points with values, broken where samples are missing (a point
+    /// without a value, a gap much longer than usual, a new run of the supervisor) and where a
+    /// new process begins: a restart's figures are never joined to the process before. Points
     /// closer than half a pixel are merged (the largest kept for memory, the mean for CPU).
-    fn path(&self, pts: &[(u64, Option<f64>)], keep_max: bool, y: &dyn Fn(f64) -> f64) -> String {
+    fn path(&self, pts: &[Pt], keep_max: bool, y: &dyn Fn(f64) -> f64) -> String {
         let gap = typical_step(pts).saturating_mul(5).max(2000);
         let mut d = String::new();
         let mut prev: Option<u64> = None;
@@ -359,7 +322,7 @@ impl Block<'_> {
             }
             *drawn = 0;
         };
-        for &(t, v) in pts {
+        for &(t, v, new_process) in pts {
             let Some(v) = v.filter(|v| v.is_finite()) else {
                 flush(&mut d, &mut pending, &mut drawn);
                 end_run(&mut d, &mut drawn);
@@ -367,7 +330,9 @@ impl Block<'_> {
                 continue;
             };
             let broken = prev.is_some_and(|p| {
-                t.saturating_sub(p) > gap || self.runs.iter().any(|&r| r > p && r <= t)
+                new_process
+                    || t.saturating_sub(p) > gap
+                    || self.runs.iter().any(|&r| r > p && r <= t)
             });
             if broken {
                 flush(&mut d, &mut pending, &mut drawn);
@@ -409,8 +374,11 @@ impl Block<'_> {
     }
 }
 
+/// A point of a line: time, value (`None`: missing), whether a new process begins there.
+type Pt = (u64, Option<f64>, bool);
+
 /// The median time between consecutive points, ms.
-fn typical_step(pts: &[(u64, Option<f64>)]) -> u64 {
+fn typical_step(pts: &[Pt]) -> u64 {
     let mut steps: Vec<u64> = pts
         .windows(2)
         .map(|w| w[1].0.saturating_sub(w[0].0))
@@ -422,27 +390,9 @@ fn typical_step(pts: &[(u64, Option<f64>)]) -> u64 {
     *steps.select_nth_unstable(mid).1
 }
 
-/// A legend item's sample: a line (colour, width, dash) or a restart marker.
+/// A legend item's sample: a line (colour, width, dash), a restart marker or a finding marker.
 enum Swatch {
     Line(&'static str, f64, &'static str),
     Mark(&'static str),
-}
-
-/// A small downward triangle whose tip is at (`x`, `y`).
-fn triangle(x: f64, y: f64, colour: &str) -> String {
-    format!(
-        r#"<path d="M{:.1},{:.1}L{:.1},{:.1}L{x:.1},{y:.1}Z" fill="{colour}"/>"#,
-        x - 4.5,
-        y - 7.0,
-        x + 4.5,
-        y - 7.0,
-    )
-}
-
-/// A reason as a CSS class name: letters, digits and `-` only.
-fn css_class(reason: &str) -> String {
-    reason
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
+    Finding(&'static str),
 }

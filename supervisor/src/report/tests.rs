@@ -1,6 +1,6 @@
-use super::axis::{byte_ticks, esc, percent_ticks, time_ticks};
+use super::axis::{about, byte_ticks, esc, percent_ticks, time_ticks};
 use super::*;
-use crate::history::{Point, RestartMark};
+use crate::history::{FindingMark, Point, RestartMark};
 
 const MIB: u64 = 1 << 20;
 const T0: u64 = 1_700_000_000_000;
@@ -14,6 +14,7 @@ fn point(t: u64, rss: u64) -> Point {
         heap: None,
         cpu_percent: Some(3.0),
         state: None,
+        new_process: false,
     }
 }
 
@@ -29,6 +30,8 @@ fn worker(program: &str, instance: u32, n: u64) -> WorkerSeries {
             reason: "memory".into(),
         }],
         restarts_dropped: 0,
+        findings: Vec::new(),
+        findings_dropped: 0,
         samples: n,
     }
 }
@@ -89,18 +92,169 @@ fn draws_a_block_per_program_with_restart_markers() {
     assert!(svg.contains("3 restarts (3 memory)"), "{}", &svg[..600]);
 }
 
+fn finding(t: u64, kind: &str) -> FindingMark {
+    FindingMark {
+        unix_ms: t,
+        kind: kind.to_owned(),
+    }
+}
+
+/// The `d` of the path titled `title`.
+fn path_data<'a>(svg: &'a str, title: &str) -> &'a str {
+    let line = svg
+        .lines()
+        .find(|l| l.contains(&format!("<title>{title}</title>")))
+        .unwrap_or_else(|| panic!("no path {title}"));
+    line.split("d=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("d")
+}
+
+/// The y of each point of each subpath of `d`.
+fn subpaths(d: &str) -> Vec<Vec<f64>> {
+    d.split('M')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split(['L', 'h'])
+                .filter_map(|xy| xy.split_once(',').and_then(|(_, y)| y.parse::<f64>().ok()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn findings_are_drawn_in_their_own_lane_with_their_kind() {
+    let mut api = worker("api", 0, 60);
+    // A leak that only warned, and a hang that led to a restart.
+    api.findings = vec![finding(T0 + 5000, "leak"), finding(T0 + 9000, "hung")];
+    api.restarts[0].reason = "hung".into();
+    let mut s = series(vec![api, worker("db", 0, 60)]);
+    // The supervisor's own finding is drawn in every block.
+    s.findings = vec![finding(T0 + 30_000, "disk")];
+    let svg = render(&s, "h", None).expect("render");
+    assert_balanced(&svg);
+    assert_eq!(svg.matches(r#"class="finding kind-leak""#).count(), 1);
+    assert_eq!(svg.matches(r#"class="finding kind-hung""#).count(), 1);
+    assert_eq!(svg.matches(r#"class="finding kind-disk""#).count(), 2);
+    assert!(svg.contains("<title>api/0: finding leak at 2023-11-14T22:13:25Z</title>"));
+    assert!(svg.contains("<title>supervise: finding disk at 2023-11-14T22:13:50Z</title>"));
+    assert!(svg.contains(">leak</text>") && svg.contains(">disk (supervise)</text>"));
+    assert!(svg.contains(">finding: leak</text>") && svg.contains(">restart: hung</text>"));
+    assert!(
+        svg.contains("3 findings (1 disk, 1 hung, 1 leak)"),
+        "{}",
+        &svg[..900]
+    );
+    // Diamonds sit in their lane, above the restarts' triangles and apart from them.
+    let mem_top = geo::HEAD + geo::BLOCK_TITLE + geo::FIND_LANE + geo::MARK_LANE;
+    let leak = svg
+        .lines()
+        .find(|l| l.contains("kind-leak"))
+        .expect("leak mark");
+    let diamond_y: f64 = leak
+        .split("<path d=\"M")
+        .nth(1)
+        .and_then(|r| r.split(['L', '"']).next())
+        .and_then(|xy| xy.split_once(','))
+        .and_then(|(_, y)| y.parse().ok())
+        .expect("diamond top");
+    assert!(
+        diamond_y >= mem_top - geo::MARK_LANE - geo::FIND_LANE
+            && diamond_y < mem_top - geo::MARK_LANE,
+        "diamond at {diamond_y}, lane ends at {}",
+        mem_top - geo::MARK_LANE
+    );
+}
+
+#[test]
+fn a_restart_breaks_the_memory_line_instead_of_falling_to_the_next_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("h");
+    let h = crate::history::History::open(&path, None).expect("open");
+    let mut w = crate::status::WorkerStatus::new("api", 0);
+    w.state = crate::status::Phase::Running;
+    for i in 0..20u64 {
+        // The first process grows to 40 MiB; the restart happens between ticks 9 and 10, so
+        // no tick sees the instance without a process; the next one starts small.
+        if i == 10 {
+            w.restarts += 1;
+            *w.restarts_by_reason.entry("memory".into()).or_default() += 1;
+        }
+        let (pid, rss) = if i < 10 {
+            (100, 31 + i)
+        } else {
+            (101, 1 + i % 2)
+        };
+        w.pid = Some(pid);
+        w.rss_bytes = Some(rss * MIB);
+        w.cpu_percent = Some(if i < 10 { 90.0 } else { 5.0 });
+        h.record(T0 + i * 1000, std::slice::from_ref(&w));
+    }
+    h.close();
+    let s = crate::history::read(&path).expect("read");
+    let svg = render(&s, "h", None).expect("render");
+    for line in ["api/0 RSS", "api/0 CPU"] {
+        let d = path_data(&svg, line);
+        let runs = subpaths(d);
+        assert_eq!(runs.len(), 2, "{line}: one line per process: {d}");
+        // No segment joins the two: every y of the first is above (smaller than) the second's.
+        let lowest_first = runs[0].iter().copied().fold(f64::MIN, f64::max);
+        let highest_second = runs[1].iter().copied().fold(f64::MAX, f64::min);
+        assert!(lowest_first < highest_second, "{line}: {d}");
+    }
+}
+
+#[test]
+fn the_title_names_the_programs_and_the_span() {
+    let mut ws = vec![
+        worker("ingest", 0, 181),
+        worker("api", 0, 181),
+        worker("cache", 0, 181),
+    ];
+    ws[0].restarts.clear();
+    let svg = render(&series(ws), "/var/lib/app/history.bin", None).expect("render");
+    assert_balanced(&svg);
+    // 2023-11-14T22:13:20Z to 22:16:20Z.
+    assert!(
+        svg.contains(r##"fill="#222">api, cache, ingest <tspan font-weight="normal" fill="#555">— 2023-11-14 22:13–22:16 UTC (3 min)</tspan>"##),
+        "{}",
+        &svg[..900]
+    );
+    // The file is named in the smaller line below.
+    assert!(svg.contains(r##"font-size="12" fill="#666">/var/lib/app/history.bin · 2023-11-14 22:13:20 → 22:16:20 UTC"##));
+    // Many programs: as many names as fit, then how many more.
+    let many: Vec<WorkerSeries> = (0..40)
+        .map(|i| worker(&format!("program-{i:02}"), 0, 5))
+        .collect();
+    let svg = render(&series(many), "h", None).expect("render");
+    let title = svg
+        .lines()
+        .find(|l| l.contains(r#"font-size="19""#))
+        .expect("title");
+    assert!(title.contains("program-00, program-01, "), "{title}");
+    assert!(title.contains(" more <tspan"), "{title}");
+    assert!(title.contains("22:13:20–22:13:29 UTC (9 s)"), "{title}");
+    assert_eq!(about(59_400), "59 s");
+    assert_eq!(about(3 * 60_000 + 4000), "3 min");
+    assert_eq!(about(3_600_000 + 5 * 60_000), "1 h 5 min");
+    assert_eq!(about(2 * 86_400_000 + 3 * 3_600_000), "2 d 3 h");
+}
+
 #[test]
 fn hostile_names_are_escaped() {
     let evil = r#"x"><script>alert('&')</script><!--"#;
     let mut w = worker(evil, 0, 5);
     w.restarts[0].reason = "<b>\u{1}".into();
+    w.findings = vec![finding(T0 + 1000, "<i>&\u{2}")];
     let svg = render(&series(vec![w]), "a<b>&c\u{7}.svg", None).expect("render");
     assert_balanced(&svg);
     assert!(!svg.contains("<script"));
-    assert!(!svg.contains("<b>"));
+    assert!(!svg.contains("<b>") && !svg.contains("<i>"));
+    assert!(svg.contains("&lt;i&gt;&amp;\u{fffd}"));
     assert!(svg.contains("x&quot;&gt;&lt;script&gt;alert(&#39;&amp;&#39;)"));
     assert!(svg.contains("a&lt;b&gt;&amp;c\u{fffd}.svg"));
-    assert!(!svg.contains('\u{1}') && !svg.contains('\u{7}'));
+    assert!(!svg.contains('\u{1}') && !svg.contains('\u{2}') && !svg.contains('\u{7}'));
 }
 
 #[test]
@@ -162,7 +316,7 @@ fn a_thousand_points_per_pixel_are_thinned_and_keep_the_peak() {
         .filter_map(|xy| xy.split_once(',').and_then(|(_, y)| y.parse::<f64>().ok()))
         .fold(f64::MAX, f64::min);
     let (axis, _) = byte_ticks(500 * MIB);
-    let bottom = geo::HEAD + geo::BLOCK_TITLE + geo::MARK_LANE + geo::MEM_H;
+    let bottom = geo::HEAD + geo::BLOCK_TITLE + geo::FIND_LANE + geo::MARK_LANE + geo::MEM_H;
     let peak = bottom - (500 * MIB) as f64 / axis * geo::MEM_H;
     assert!(
         (highest - peak).abs() < 0.1,

@@ -188,11 +188,13 @@ impl Ctx {
                 src.clone(),
                 Stream::Stdout,
                 child.stdout,
+                self.kept.clone(),
             )),
             tokio::task::spawn_local(self.output.clone().forward(
                 src.clone(),
                 Stream::Stderr,
                 child.stderr,
+                self.kept.clone(),
             )),
         ];
         let welcome = Welcome {
