@@ -153,8 +153,10 @@ fn a_deleted_file_growing_1_mib_a_second_shows_within_two_sampling_periods() {
         let w = worker().expect("status");
         let shown = disk_u64(&w, "deleted_bytes");
         let (_, now) = deleted_fd(pid, data.path()).expect("the holder's deleted file");
+        // Above: a block or so of slack, as a filesystem's count of a file's blocks moves a
+        // little as its writes are flushed.
         assert!(
-            shown >= then && shown <= now,
+            shown >= then && shown <= now + 64 * 1024,
             "round {round}: {} held {then} bytes, then {now}; status showed {shown} two \
              periods after\n{w}",
             fd.display()
