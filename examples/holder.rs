@@ -8,6 +8,8 @@
 //! Flags:
 //! - `--dir DIR`: where to create the file (default: the system's temp dir).
 //! - `--size SIZE`: how much to write (`50MiB`, `1.5GiB`, `4096`; default 50MiB).
+//! - `--grow SIZE`: then go on writing this much per second (in steps of 100 ms, each synced),
+//!   as a worker writing a log that a rotation unlinked (default 0).
 //!
 //! Output, on stdout, once the file is unlinked: `holding <bytes> bytes`. Exits with code 1 and
 //! a message on stderr if the file cannot be written.
@@ -16,7 +18,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -34,6 +36,10 @@ struct Args {
     /// Bytes of data to write.
     #[arg(long, value_name = "SIZE", default_value = "50MiB", value_parser = parse_size)]
     size: u64,
+
+    /// Bytes per second written after that.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    grow: u64,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -67,7 +73,23 @@ fn main() {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "holding {} bytes", args.size).and_then(|()| out.flush());
     drop(out);
+    if args.grow == 0 {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    // Paced against a monotonic start, so the rate holds however long each write takes.
+    let t0 = Instant::now();
+    let mut written = 0u64;
     loop {
-        std::thread::sleep(Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(100));
+        let due = (t0.elapsed().as_secs_f64() * args.grow as f64) as u64;
+        while written < due {
+            let n = usize::try_from(due - written).map_or(CHUNK, |l| l.min(CHUNK));
+            file.write_all(&chunk[..n])
+                .unwrap_or_else(|e| fail("write", &e));
+            written += n as u64;
+        }
+        file.sync_data().unwrap_or_else(|e| fail("fsync", &e));
     }
 }

@@ -15,6 +15,11 @@
 //! - `--to ADDR`: where `--connections` go instead of its own listener.
 //! - `--bytes-per-sec N`: bytes sent per second on each of those connections (default 0).
 //! - `--connect ADDR`: one extra connection.
+//! - `--prefork N`: N child processes accept on the listener instead of this one (a pre-forked
+//!   server); they die with it.
+//! - `--burst N` with `--burst-bytes B`: once ready, N short connections one after another to
+//!   `--to` (or the own listener), each sending B bytes, half-closing, and reading until the
+//!   peer closes; then `netpeer burst done connections=N sent=S received=R`.
 //!
 //! SIGTERM or SIGINT makes it print `netpeer exiting` and exit with code 0. A failure to listen
 //! or connect is reported on stderr with exit code 1.
@@ -60,6 +65,74 @@ struct Args {
     /// One extra connection, held open without traffic.
     #[arg(long, value_name = "ADDR")]
     connect: Option<SocketAddr>,
+
+    /// Child processes that accept on the listener instead of this one.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    prefork: u32,
+
+    /// Short connections opened once ready, one after another.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    burst: u64,
+
+    /// Bytes each --burst connection sends.
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    burst_bytes: u64,
+}
+
+/// Accepts on `l` forever, echoing each connection on a thread of its own.
+fn serve(l: &TcpListener, accepted: &AtomicUsize) {
+    for s in l.incoming().flatten() {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        thread::spawn(move || echo(s));
+    }
+}
+
+/// Forks `n` children that accept on `l` and die with this process. Called before any thread
+/// starts, so each child is a copy of a single-threaded process.
+fn prefork(l: &TcpListener, n: u32) {
+    for _ in 0..n {
+        // SAFETY: fork in a single-threaded process; the child only calls prctl and then runs
+        // ordinary Rust code of its own.
+        match unsafe { libc::fork() } {
+            -1 => fail("fork", &io::Error::last_os_error()),
+            0 => {
+                // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                serve(l, &AtomicUsize::new(0));
+                process::exit(0);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One short connection: sends `bytes`, half-closes, reads until the peer closes. Returns
+/// (sent, received).
+fn short(to: SocketAddr, bytes: u64) -> io::Result<(u64, u64)> {
+    let mut s = TcpStream::connect(to)?;
+    let mut reader = s.try_clone()?;
+    let got = thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
+        while let Ok(k) = reader.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        n
+    });
+    let chunk = vec![b'b'; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let k = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
+        s.write_all(&chunk[..k])?;
+        left -= k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let received = got.join().unwrap_or(0);
+    Ok((bytes, received))
 }
 
 fn fail(what: &str, err: &io::Error) -> ! {
@@ -147,13 +220,12 @@ fn main() {
             TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap_or_else(|e| fail("listen", &e));
         let addr = l.local_addr().unwrap_or_else(|e| fail("listen", &e));
         say(format_args!("netpeer listening {addr}"));
-        let accepted = Arc::clone(&accepted);
-        thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                thread::spawn(move || echo(s));
-            }
-        });
+        if args.prefork > 0 {
+            prefork(&l, args.prefork);
+        } else {
+            let accepted = Arc::clone(&accepted);
+            thread::spawn(move || serve(&l, &accepted));
+        }
         addr
     });
 
@@ -174,7 +246,7 @@ fn main() {
     if let Some(addr) = args.connect {
         held.push(TcpStream::connect(addr).unwrap_or_else(|e| fail("connect", &e)));
     }
-    if args.to.is_none() && listen.is_some() {
+    if args.to.is_none() && listen.is_some() && args.prefork == 0 {
         let own = usize::try_from(args.connections).unwrap_or(usize::MAX);
         let end = Instant::now() + ACCEPT_WAIT;
         while accepted.load(Ordering::SeqCst) < own && Instant::now() < end {
@@ -187,6 +259,21 @@ fn main() {
         process::id(),
         held.len()
     ));
+
+    if args.burst > 0 {
+        if let Some(to) = target {
+            let (mut sent, mut received) = (0u64, 0u64);
+            for _ in 0..args.burst {
+                let (s, r) = short(to, args.burst_bytes).unwrap_or_else(|e| fail("burst", &e));
+                sent += s;
+                received += r;
+            }
+            say(format_args!(
+                "netpeer burst done connections={} sent={sent} received={received}",
+                args.burst
+            ));
+        }
+    }
 
     let mut sig = 0;
     // SAFETY: `stop` is an initialised set of signals blocked in every thread; sigwait stores

@@ -59,8 +59,18 @@ fn status_restart_stop_start_reload() {
         }
     }
     let (ok, table) = ctl(&socket, &["status"]);
+    // A header, a row per instance, then the supervisor's own lines.
     assert!(
-        ok && table.starts_with("PROGRAM") && table.lines().count() == 3,
+        ok && table.starts_with("PROGRAM")
+            && table
+                .lines()
+                .filter(|l| l.starts_with(name.as_str()))
+                .count()
+                == 2
+            && table
+                .lines()
+                .nth(3)
+                .is_some_and(|l| l.starts_with("closed sockets: ")),
         "{table}"
     );
 

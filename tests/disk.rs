@@ -1,7 +1,8 @@
 //! Disk through the real `supervise` binary: the space a worker holds in deleted-but-open files
 //! (`holder`), shown in `status --json` for that worker only; watched directories over their
 //! `max` reported as one `disk` finding per crossing, and a `cleared` when back under; and bad
-//! `[[watch.dir]]` values refused.
+//! `[[watch.dir]]` values refused; a deleted file that keeps growing shown within two sampling
+//! periods, and reported as `deleted_growing`.
 
 mod common;
 
@@ -88,6 +89,162 @@ fn status_shows_deleted_files_held_by_that_worker_only() {
         (0, 0),
         "{o}"
     );
+}
+
+/// The fd through which `pid` holds a deleted file of `dir`, and the space that file holds now
+/// (what `stat -L /proc/PID/fd/N` says).
+fn deleted_fd(pid: i64, dir: &Path) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for e in fds.flatten() {
+        let link = std::fs::read_link(e.path()).ok()?;
+        if link.starts_with(dir) && link.to_string_lossy().ends_with(" (deleted)") {
+            let meta = std::fs::metadata(e.path()).ok()?;
+            return Some((e.path(), meta.blocks() * 512));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_deleted_file_growing_1_mib_a_second_shows_within_two_sampling_periods() {
+    const PERIOD: Duration = Duration::from_secs(1);
+    let name = unique("grower");
+    let _g = ProgramGuard(name.clone());
+    let data = tempfile::tempdir().expect("data dir");
+    let sup = Sup::with_config(&format!(
+        "[sample]\nevery = \"1s\"\n\n{}",
+        program(
+            &name,
+            "holder",
+            &[
+                "--dir",
+                data.path().to_str().expect("utf-8"),
+                "--size",
+                "1MiB",
+                "--grow",
+                "1MiB"
+            ]
+        )
+    ));
+    sup.wait_socket(Duration::from_secs(10));
+    let socket = sup.socket();
+    let worker = || {
+        common::status_json(&socket)
+            .into_iter()
+            .find(|w| w["program"] == name.as_str())
+    };
+    // Found by the first scan of the new worker.
+    let mut pid = 0;
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            let Some(w) = worker() else { return false };
+            pid = w["pid"].as_i64().unwrap_or(0);
+            w["disk"]["deleted_files"] == 1
+        }),
+        "the deleted file never showed\n{}",
+        sup.dump()
+    );
+    // Three times: what the file held at some moment shows in status two periods later at the
+    // latest. (A rescan every 10 s alone would pass each round only one time in five.)
+    for round in 0..3 {
+        let (fd, then) = deleted_fd(pid, data.path()).expect("the holder's deleted file");
+        std::thread::sleep(2 * PERIOD);
+        let w = worker().expect("status");
+        let shown = disk_u64(&w, "deleted_bytes");
+        let (_, now) = deleted_fd(pid, data.path()).expect("the holder's deleted file");
+        // Above: a block or so of slack, as a filesystem's count of a file's blocks moves a
+        // little as its writes are flushed.
+        assert!(
+            shown >= then && shown <= now + 64 * 1024,
+            "round {round}: {} held {then} bytes, then {now}; status showed {shown} two \
+             periods after\n{w}",
+            fd.display()
+        );
+    }
+    // 1 MiB/s is over the default 256 KiB/s: one finding, naming the file.
+    let f = sup.wait_nth(1, Duration::from_secs(20), "deleted_growing", |e| {
+        e["event"] == "finding" && e["kind"] == "deleted_growing"
+    });
+    let detail = f["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&data.path().display().to_string()), "{f}");
+    let rate = f["bytes_per_s"].as_u64().unwrap_or(0);
+    assert!((512 * 1024..=2 * MIB).contains(&rate), "{f}");
+    std::thread::sleep(2 * PERIOD);
+    assert_eq!(
+        sup.of("finding")
+            .iter()
+            .filter(|e| e["kind"] == "deleted_growing")
+            .count(),
+        1,
+        "reported once\n{}",
+        sup.dump()
+    );
+    let w = worker().expect("status");
+    assert!(w["findings"].to_string().contains("deleted_growing"), "{w}");
+}
+
+#[test]
+fn watched_directories_show_allocated_and_apparent_sizes_in_status_and_metrics() {
+    let name = unique("watchshow");
+    let _g = ProgramGuard(name.clone());
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("logs");
+    std::fs::create_dir(&dir).expect("mkdir");
+    // 1 MiB of data in a file of 1 GiB: the rest is a hole, allocated nowhere.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(dir.join("sparse")).expect("create");
+        f.write_all(&vec![0x5a; MIB as usize]).expect("write");
+        f.set_len(1 << 30).expect("set_len");
+        f.sync_all().expect("fsync");
+    }
+    let sup = Sup::with_config(&format!(
+        "metrics = \"127.0.0.1:0\"\n\n{}[[watch.dir]]\npath = {:?}\nevery = \"1s\"\n",
+        program(&name, "netpeer", &[]),
+        dir.display().to_string()
+    ));
+    sup.wait_socket(Duration::from_secs(10));
+    let socket = sup.socket();
+    let listening = sup.wait_event("listening", Duration::from_secs(10));
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    let mut d = Value::Null;
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            d = common::supervisor_json(&socket)["watched_dirs"][0].clone();
+            d["bytes"].is_u64()
+        }),
+        "never measured: {d}\n{}",
+        sup.dump()
+    );
+    assert_eq!(d["path"], dir.display().to_string(), "{d}");
+    let bytes = d["bytes"].as_u64().expect("bytes");
+    // Allocated: the data and the directory's own blocks, never the hole.
+    assert!((MIB..=2 * MIB).contains(&bytes), "{d}");
+    assert!(d["apparent_bytes"].as_u64() >= Some(1 << 30), "{d}");
+    assert_eq!(d["partial"], false, "{d}");
+    assert!(d["fs_total_bytes"].as_u64() > Some(0), "{d}");
+    let (ok, table) = common::ctl(&socket, &["status"]);
+    assert!(
+        ok && table.contains(&format!("watched {}: ", dir.display())),
+        "{table}"
+    );
+    let (code, text) = common::peers::http(&addr, "GET", "/metrics", None).expect("scrape");
+    assert_eq!(code, 200);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("supervise_watched_dir_bytes{"))
+        .unwrap_or_else(|| panic!("no watched_dir_bytes\n{text}"));
+    assert!(
+        line.contains(&format!("path=\"{}\"", dir.display())),
+        "{line}"
+    );
+    let shown: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!((MIB..=2 * MIB).contains(&shown), "{line}");
 }
 
 /// Puts a file of `bytes` of non-zero data (allocated blocks, not a hole) at `path`, whole:

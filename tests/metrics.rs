@@ -78,6 +78,11 @@ fn parse(text: &str) -> Samples {
                 | "supervise_worker_blkio_delay_seconds"
                 | "supervise_worker_net_sent_bytes"
                 | "supervise_worker_net_received_bytes"
+                | "supervise_net_unattributed_sockets"
+                | "supervise_net_unattributed_sent_bytes"
+                | "supervise_net_unattributed_received_bytes"
+                | "supervise_net_destroy_lost"
+                | "supervise_net_destroy_malformed"
         );
         assert_eq!(
             family.family_type == OpenMetricsType::Counter,

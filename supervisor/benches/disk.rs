@@ -11,7 +11,10 @@
 //!   the worst case per fd.
 //! - `list_fd_dir_only_1000_fds`: listing /proc/PID/fd without readlink: the floor of any scan.
 //! - `deleted_scan_update_cached`: [`DeletedScan::update`] of that tree when nothing is due:
-//!   what the engine pays on the ticks between scans.
+//!   what the engine pays on the ticks between scans, the 10 deleted files re-measured (one
+//!   fstatat each).
+//! - `deleted_scan_update_cached_1000_held`: the same for the process whose 1,000 fds are all
+//!   deleted files: divide by 1,000 for the cost of re-measuring one file each tick.
 //!
 //! Group `watched_dir`:
 //! - `dir_usage_2000_files`: a `du -sx`-like walk of 2,000 files in 20 directories (page cache
@@ -141,6 +144,8 @@ fn bench_deleted(c: &mut Criterion) {
     let mut cached = DeletedScan::new(Duration::from_secs(3600));
     let t0 = Instant::now();
     assert_eq!(cached.update([few.pid()], t0).files, 10);
+    let mut held = DeletedScan::new(Duration::from_secs(3600)).with_budget(usize::MAX);
+    assert_eq!(held.update([all.pid()], t0).files, FDS as u64);
 
     let mut g = c.benchmark_group("deleted_scan");
     g.warm_up_time(Duration::from_millis(300))
@@ -159,6 +164,11 @@ fn bench_deleted(c: &mut Criterion) {
     g.bench_function("deleted_scan_update_cached", |b| {
         b.iter(|| black_box(cached.update([few.pid()], t0)))
     });
+    g.bench_function("deleted_scan_update_cached_1000_held", |b| {
+        b.iter(|| black_box(held.update([all.pid()], t0)))
+    });
+    // Every file was re-measured, none dropped.
+    assert_eq!(held.update([all.pid()], t0).files, FDS as u64);
     g.finish();
     assert_eq!(
         scan_pid(all.pid(), &mut out).expect("fixture alive").fds,

@@ -106,7 +106,7 @@ fn measure(workers: u32, socket: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let running = match admin::call(socket, &Request::Status) {
-            Ok(Response::Status { workers: w }) => w.iter().filter(|w| w.pid.is_some()).count(),
+            Ok(Response::Status { workers: w, .. }) => w.iter().filter(|w| w.pid.is_some()).count(),
             _ => 0,
         };
         if running == workers as usize {

@@ -125,6 +125,9 @@ impl Request {
 pub enum Response {
     Status {
         workers: Vec<WorkerStatus>,
+        /// Figures of the supervisor itself (closed sockets, watched directories).
+        #[serde(default)]
+        supervisor: crate::status::SupervisorStatus,
     },
     Ok {
         message: String,
@@ -398,6 +401,56 @@ pub fn table(workers: &[WorkerStatus]) -> String {
     out
 }
 
+/// The lines under the `status` table about the supervisor itself: how closed sockets are
+/// counted (and what no worker could be given), and each watched directory.
+#[must_use]
+pub fn supervisor_lines(s: &crate::status::SupervisorStatus) -> String {
+    use std::fmt::Write as _;
+    let c = &s.closed_sockets;
+    let mut out = String::new();
+    if c.mode == "events" {
+        let _ = writeln!(
+            out,
+            "closed sockets: counted from the kernel's destroy messages; unattributed: {} sockets, {} sent, {} received{}",
+            c.unattributed,
+            short_bytes(c.unattributed_sent_bytes as f64),
+            short_bytes(c.unattributed_received_bytes as f64),
+            if c.lost > 0 {
+                format!("; {} messages lost", c.lost)
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "closed sockets: sampled only, connections shorter than a tick are missed ({})",
+            c.why.as_deref().unwrap_or("not subscribed")
+        );
+    }
+    for d in &s.watched_dirs {
+        let size = d.bytes.map_or_else(
+            || "not measured yet".to_owned(),
+            |b| {
+                format!(
+                    "{}{} allocated",
+                    if d.partial { "at least " } else { "" },
+                    short_bytes(b as f64)
+                )
+            },
+        );
+        let fs = d
+            .fs_used_percent
+            .map_or_else(String::new, |p| format!(", filesystem {p:.1}% used"));
+        let err = d
+            .error
+            .as_ref()
+            .map_or_else(String::new, |e| format!(" ({e})"));
+        let _ = writeln!(out, "watched {}: {size}{fs}{err}", d.path);
+    }
+    out
+}
+
 /// The network and disk cells of a row, for the status table and `top`: established TCP
 /// connections, TCP traffic per second (sent + received), mean RTT, and space held by deleted
 /// open files; `-` where unknown.
@@ -428,5 +481,67 @@ pub fn short_bytes(b: f64) -> String {
         format!("{:.0}K", b / K)
     } else {
         format!("{b:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{ClosedSockets, SupervisorStatus, WatchedDir};
+
+    #[test]
+    fn supervisor_lines_say_how_closed_sockets_are_counted_and_each_directory() {
+        let events = SupervisorStatus {
+            closed_sockets: ClosedSockets {
+                mode: "events".into(),
+                unattributed: 4,
+                unattributed_sent_bytes: 2 << 20,
+                lost: 7,
+                ..ClosedSockets::default()
+            },
+            watched_dirs: vec![
+                WatchedDir {
+                    path: "/var/log/api".into(),
+                    bytes: Some(3 << 30),
+                    partial: true,
+                    fs_used_percent: Some(91.25),
+                    ..WatchedDir::default()
+                },
+                WatchedDir {
+                    path: "/gone".into(),
+                    error: Some("No such file or directory".into()),
+                    ..WatchedDir::default()
+                },
+            ],
+        };
+        let text = supervisor_lines(&events);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].contains("destroy messages")
+                && lines[0].contains("4 sockets, 2.0M sent, 0 received")
+                && lines[0].contains("7 messages lost"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "watched /var/log/api: at least 3.0G allocated, filesystem 91.2% used"
+        );
+        assert_eq!(
+            lines[2],
+            "watched /gone: not measured yet (No such file or directory)"
+        );
+        let sampled = SupervisorStatus {
+            closed_sockets: ClosedSockets {
+                mode: "sampling".into(),
+                why: Some("turned off".into()),
+                ..ClosedSockets::default()
+            },
+            ..SupervisorStatus::default()
+        };
+        assert_eq!(
+            supervisor_lines(&sampled),
+            "closed sockets: sampled only, connections shorter than a tick are missed (turned off)\n"
+        );
     }
 }

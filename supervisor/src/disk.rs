@@ -3,8 +3,9 @@
 //! # Theory of operation
 //! - [`deleted`]: per worker tree, the space held by files that were unlinked while still open
 //!   (they fill disks while `du` sees nothing), found through /proc/PID/fd. A [`DeletedScan`]
-//!   caches each member's scan for a while (10 s is plenty: such files grow slowly compared to a
-//!   tick) and spends a bounded number of fd reads per call.
+//!   rescans each member's fds every 10 s to find new ones, spending a bounded number of fd
+//!   reads per call, and re-measures the files it found at every tick (one `fstatat` each).
+//! - [`growth`]: a deleted file growing faster than a rate is a finding `deleted_growing`.
 //! - [`io`]: read and write rates from the per-tick byte counts, and block-I/O delay (time spent
 //!   waiting for the disk) from /proc/PID/task/TID/stat.
 //! - [`dirs`]: watched directories (`[[watch.dir]] path = "/var/log/app", every = "60s",
@@ -27,12 +28,14 @@ use crate::events::Kind;
 
 pub mod deleted;
 pub mod dirs;
+pub mod growth;
 pub mod io;
 #[cfg(test)]
 pub(crate) mod testbin;
 
 pub use deleted::{Deleted, DeletedScan, HeldFile};
 pub use dirs::{DirState, DirUsage, DirWatcher, FsUsage};
+pub use growth::{Growing, GrowthWatch};
 pub use io::{IoRates, Rates};
 
 /// A worker tree's disk figures, as the engine's probes last saw them (the `disk` object of

@@ -2,10 +2,12 @@
 //! reloads the config, and decides the exit code.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::signals::{self, Sig};
@@ -21,6 +23,7 @@ use crate::plan::{self, Plan, ProgramSpec};
 use crate::reaper::{Exit, Reaper};
 use crate::spawn::become_subreaper;
 use crate::worker::{Command, Counters, Ctx, End, ProgramState, Shared};
+use resources::DestroyRead;
 
 /// Exit code when a program went fatal.
 pub const EXIT_FATAL: i32 = 1;
@@ -246,6 +249,11 @@ impl Engine {
             self.history = Some(history);
         }
         self.resources.watch(self.plan.watch_dirs.clone());
+        let mut destroy = self.resources.start_net(self.plan.destroy_events);
+        // This tick period's share of destroy messages is read: wait for the next tick.
+        let mut destroy_paused = false;
+        // The destroy socket was found empty: look again after DESTROY_GAP, not at once.
+        let mut destroy_rest: Option<tokio::time::Instant> = None;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
         // Before any worker starts: each is told where it is.
         let mut notify = match crate::notify::NotifySocket::bind(&crate::notify::path_beside(
@@ -326,6 +334,7 @@ impl Engine {
                     self.scan_orphans();
                     last_scan = tokio::time::Instant::now();
                     self.probe_resources();
+                    destroy_paused = false;
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
                         h.own_findings(&self.own_findings);
@@ -357,6 +366,27 @@ impl Engine {
                 _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
                 _ = wait_tick.tick(), if !self.waits.is_empty() => self.advance_waits(),
+                () = sleep_until_some(destroy_rest) => destroy_rest = None,
+                got = destroy_ready(destroy.as_ref()), if !destroy_paused && destroy_rest.is_none() => {
+                    let read = self.resources.read_destroyed();
+                    let gone = match got {
+                        Ok(mut guard) => {
+                            if matches!(read, DestroyRead::Empty | DestroyRead::Paused) {
+                                guard.clear_ready();
+                            }
+                            read == DestroyRead::Gone
+                        }
+                        Err(_) => true,
+                    };
+                    destroy_paused = read == DestroyRead::Paused;
+                    if read == DestroyRead::Empty {
+                        destroy_rest = Some(tokio::time::Instant::now() + resources::DESTROY_GAP);
+                    }
+                    if gone {
+                        // The probe reads at each tick, or not at all.
+                        destroy = None;
+                    }
+                }
                 got = recv_notify(notify.as_mut()) => self.on_notify(got),
             }
         }
@@ -579,6 +609,16 @@ impl Engine {
             self.roll(&spec.name.clone(), Some(spec));
         }
         Ok(format!("reloaded {}", path.display()))
+    }
+}
+
+/// The next readiness of an optional fd; never, without one.
+async fn destroy_ready(
+    fd: Option<&AsyncFd<OwnedFd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
     }
 }
 

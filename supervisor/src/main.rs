@@ -260,17 +260,33 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             println!("{message}");
             ExitCode::SUCCESS
         }
-        Ok(Response::Status { workers }) => {
+        Ok(Response::Status {
+            workers,
+            supervisor,
+        }) => {
+            // A reader that goes away early (`| head -1`) ends the output, not the process.
+            let mut text = String::new();
             if matches!(control, Control::Status { json: true }) {
                 for w in &workers {
                     match serde_json::to_string(w) {
-                        Ok(line) => println!("{line}"),
+                        Ok(line) => text.push_str(&line),
                         Err(e) => eprintln!("supervise: {e}"),
                     }
+                    text.push('\n');
                 }
+                // Last, under a key of its own: readers of the worker lines skip it by the
+                // missing `program`.
+                match serde_json::to_string(&serde_json::json!({ "supervisor": supervisor })) {
+                    Ok(line) => text.push_str(&line),
+                    Err(e) => eprintln!("supervise: {e}"),
+                }
+                text.push('\n');
             } else {
-                print!("{}", admin::table(&workers));
+                text.push_str(&admin::table(&workers));
+                text.push_str(&admin::supervisor_lines(&supervisor));
             }
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
             ExitCode::SUCCESS
         }
         Ok(other) => {

@@ -44,7 +44,7 @@ use crate::admin::{Call, Request, Response};
 use crate::connections::{Conn, Connections};
 use crate::events::Reason;
 use crate::status::Phase;
-use crate::status::WorkerStatus;
+use crate::status::{SupervisorStatus, WorkerStatus};
 
 /// Longest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -272,12 +272,15 @@ async fn route(
 ) -> Answer {
     match path {
         "/metrics" => match ask(calls, Request::Status).await {
-            Some(Response::Status { workers }) => {
+            Some(Response::Status {
+                workers,
+                supervisor,
+            }) => {
                 let format = Format::negotiate(accept);
                 Answer {
                     status: 200,
                     content_type: format.content_type(),
-                    body: render(&workers, format),
+                    body: render_all(&workers, &supervisor, format),
                     head_only: false,
                     varies: true,
                 }
@@ -351,6 +354,12 @@ struct Families {
 /// format 0.0.4.
 #[must_use]
 pub fn render(workers: &[WorkerStatus], format: Format) -> String {
+    render_all(workers, &SupervisorStatus::default(), format)
+}
+
+/// [`render`] with the supervisor's own families (closed sockets, watched directories).
+#[must_use]
+pub fn render_all(workers: &[WorkerStatus], sup: &SupervisorStatus, format: Format) -> String {
     let f = Families::default();
     for w in workers {
         let base: Labels = vec![
@@ -524,6 +533,7 @@ pub fn render(workers: &[WorkerStatus], format: Format) -> String {
         &f.sdk_gauge,
     );
     resources::register(&mut reg, workers);
+    resources::register_supervisor(&mut reg, sup);
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);

@@ -15,11 +15,18 @@
 //! so rates come from per-socket deltas: each socket's last counters are kept with its inode
 //! and checked against its cookie (unique for the socket's life; inode numbers get reused). A
 //! socket new since the last tick contributes all it has moved, one seen before the
-//! difference, one that closed nothing. Totals only grow.
+//! difference. Totals only grow.
+//!
+//! What a dump cannot see — a connection opened and closed between two ticks, and what a seen
+//! socket moved after its last dump — comes from the kernel's destroy messages, when the probe
+//! is subscribed to them ([`NetProbe::subscribe_destroyed`]): each closed TCP socket's final
+//! counters, attributed by cookie or by the worker's listener that accepted it ([`closed`]).
+//! Without the subscription a socket that closed adds nothing after its last dump.
 //!
 //! The cost of a tick is the kernel's dump plus one hash lookup per dumped socket; a socket
 //! nobody holds is skipped after reading its inode. Fd links are read only when a process's
-//! fds may have changed ([`inodes`]). Figures: `cargo bench -p supervisor --bench sockdiag`.
+//! fds may have changed ([`inodes`]). Figures: `cargo bench -p supervisor --bench sockdiag`, and
+//! for the destroy messages `--bench destroy`.
 //!
 //! # Caveats
 //! - Only the supervisor's network namespace is dumped: a worker in its own namespace shows no
@@ -29,6 +36,9 @@
 //! - The fd cache may attribute a socket late (see [`inodes`]); a socket attributed late brings
 //!   its whole past traffic into one interval.
 //! - TIME_WAIT and SYN_RECV sockets are not dumped: no process holds them.
+//! - A destroy message has no inode, uid or cgroup: an outbound connection that lived and died
+//!   between two ticks cannot be told from another process's and is counted per probe as
+//!   unattributed ([`ClosedStats`]).
 //! - While every socket the workers hold is inert (not shown by the last dump: Unix sockets such
 //!   as the channels, or sockets not bound yet), a dump runs only every [`FULL_DUMP_EVERY`]
 //!   ticks; a socket created unbound and bound later is seen up to that many ticks late.
@@ -36,6 +46,8 @@
 //! [`probe::tree`]: crate::probe::tree
 
 pub mod allow;
+pub mod closed;
+pub mod destroy;
 pub mod diag;
 pub mod inodes;
 mod table;
@@ -49,8 +61,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use allow::{violations, AllowList, PatternError, PortList, Violation};
+pub use closed::ClosedStats;
+pub use destroy::{DestroyStats, Destroyed, Drained};
 pub use diag::{DumpStats, Proto, SockRecord};
 
+use closed::Closed;
+use destroy::DestroySocket;
 use diag::{is_unspecified, Dumper};
 use inodes::FdTable;
 use table::Table;
@@ -70,6 +86,29 @@ pub const RESCAN_EVERY: u32 = 60;
 /// was not bound yet when it was judged inert (unseen by a dump) is seen within this many ticks
 /// once it connects or listens.
 pub const FULL_DUMP_EVERY: u64 = 10;
+/// Destroy datagrams read per tick period at most (see [`NetProbe::drain_destroyed`]): past it
+/// the kernel's queue fills and what overflows is counted as lost, rather than the supervisor
+/// spending its time on a host that closes sockets faster than this.
+pub const DESTROY_PER_TICK: usize = 50_000;
+
+/// Whether closed sockets are counted from the kernel's destroy messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestroyMode {
+    /// Not asked for yet ([`NetProbe::subscribe_destroyed`]).
+    Off,
+    /// Subscribed; the receive buffer the kernel granted, bytes.
+    Subscribed { rcvbuf: usize },
+    /// The kernel refused the subscription (or it was turned off): why.
+    Unavailable(String),
+}
+
+/// The probe's own figures on closed sockets: the subscription, and what its messages gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestroyStatus {
+    pub mode: DestroyMode,
+    pub socket: DestroyStats,
+    pub closed: ClosedStats,
+}
 
 /// Why a tick has no sample.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +227,17 @@ pub struct NetProbe<K> {
     state: HashMap<K, WorkerState>,
     acc: Vec<Acc>,
     tick: u64,
+    destroy: Option<DestroySocket>,
+    /// The counts of a destroy socket given up.
+    destroy_was: DestroyStats,
+    mode: DestroyMode,
+    closed: Closed<K>,
+    /// Worker keys by index as of the table's last build.
+    keys: Vec<K>,
+    /// Listeners of this tick's dump: (address, worker index).
+    listeners: Vec<(SocketAddr, u32)>,
+    /// Destroy datagrams read since the last tick.
+    read_this_tick: usize,
 }
 
 impl<K> std::fmt::Debug for NetProbe<K> {
@@ -217,6 +267,13 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             state: HashMap::new(),
             acc: Vec::new(),
             tick: 0,
+            destroy: None,
+            destroy_was: DestroyStats::default(),
+            mode: DestroyMode::Off,
+            closed: Closed::default(),
+            keys: Vec::new(),
+            listeners: Vec::new(),
+            read_this_tick: 0,
         }
     }
 
@@ -243,16 +300,22 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
     ) -> Result<TickStats, NetError> {
         self.tick += 1;
         let tick = self.tick;
+        // What closed since the last tick first, against the table as the last tick built it.
+        self.read_this_tick = 0;
+        self.drain_destroyed(DESTROY_PER_TICK);
         out.resize_with(workers.len(), NetSample::default);
         self.acc.resize_with(workers.len(), Acc::default);
         self.table.next.clear();
-        for (i, (_, pids)) in workers.iter().enumerate() {
+        for (i, (key, pids)) in workers.iter().enumerate() {
             let w = u32::try_from(i).unwrap_or(u32::MAX);
             out[i].reset();
             let a = &mut self.acc[i];
             a.conns.clear();
             a.listen_ports.clear();
             (a.rtt_sum, a.rtt_n, a.acked, a.received) = (0, 0, 0, 0);
+            if let Some((acked, received)) = self.closed.take(key) {
+                (a.acked, a.received) = (acked, received);
+            }
             for &pid in *pids {
                 match self.fds.sockets(pid, tick) {
                     Ok(_) => self.table.next.push((w, pid)),
@@ -264,13 +327,39 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
                 }
             }
         }
+        self.closed.settle();
         self.fds.sweep(tick);
         let scan = self.fds.take_stats();
-        self.table.build(&self.fds, scan.changed > 0, tick);
+        let keys_changed = self.table.keep_dropped
+            && (self.keys.len() != workers.len()
+                || self.keys.iter().zip(workers).any(|(k, (w, _))| k != w));
+        if self
+            .table
+            .build(&self.fds, scan.changed > 0 || keys_changed, tick)
+        {
+            let now = Instant::now();
+            for h in &self.table.dropped {
+                if let Some(key) = self.keys.get(h.worker as usize) {
+                    self.closed.dropped(h, key.clone(), now);
+                }
+            }
+            if self.table.keep_dropped {
+                self.keys.clear();
+                self.keys.extend(workers.iter().map(|(k, _)| k.clone()));
+            }
+        }
 
         let mut attributed = 0usize;
         let mut carried = 0usize;
-        let (table, acc) = (&mut self.table, &mut self.acc);
+        let track = self.table.keep_dropped;
+        self.listeners.clear();
+        let (table, acc, closed, keys, listeners) = (
+            &mut self.table,
+            &mut self.acc,
+            &mut self.closed,
+            &self.keys,
+            &mut self.listeners,
+        );
         // Every socket the workers hold is inert (every worker holds its channel, a Unix
         // socket): dump only every `FULL_DUMP_EVERY` ticks. The kernel walks every bucket of its
         // TCP hash tables for a dump, sockets or not (tcp_diag_dump was half the CPU of an idle
@@ -281,13 +370,15 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             Ok(DumpStats::default())
         } else {
             self.dumper.dump_socks(|raw| {
-                let Some(h) = table.map.get_mut(&raw.inode()) else {
+                let inode = raw.inode();
+                let Some(h) = table.map.get_mut(&inode) else {
                     return;
                 };
                 let Some(rec) = raw.record() else { return };
                 attributed += 1;
                 carried += usize::from(h.was_live(tick));
                 let info = rec.info.unwrap_or_default();
+                let old = (h.seen != 0).then_some(*h);
                 let delta = h.update(
                     rec.cookie,
                     info.bytes_acked.unwrap_or(0),
@@ -295,6 +386,13 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
                     tick,
                 );
                 let w = h.worker;
+                if track && rec.proto == Proto::Tcp {
+                    closed.shown(inode, old, rec.cookie, || keys.get(w as usize).cloned());
+                    if rec.state == LISTEN {
+                        listeners.push((rec.local, w));
+                        listeners.extend(table.also(inode).map(|o| (rec.local, o)));
+                    }
+                }
                 account(&rec, delta, w as usize, &mut out[..], acc);
                 for w in table.also(rec.inode) {
                     account(&rec, delta, w as usize, &mut out[..], acc);
@@ -306,6 +404,9 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
                 self.table.mark_gone(&mut self.fds, carried, tick);
                 if !skip {
                     self.table.mark_inert(tick);
+                    if track {
+                        self.closed.set_listeners(&self.listeners, &self.keys);
+                    }
                 }
                 d
             }
@@ -352,6 +453,7 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             finish(s, a);
         }
         self.state.retain(|_, st| st.tick == tick);
+        self.closed.expire(now);
         Ok(TickStats {
             dump,
             attributed: u32::try_from(attributed).unwrap_or(u32::MAX),

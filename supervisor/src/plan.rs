@@ -47,6 +47,12 @@ pub struct Plan {
     pub alert: Option<crate::alert::AlertSpec>,
     /// `[[watch.dir]]`: directories whose size and filesystem are watched.
     pub watch_dirs: Vec<crate::disk::WatchDir>,
+    /// `[watch] deleted_growth`: a deleted-but-open file growing faster than this, bytes per
+    /// second, is a finding `deleted_growing`.
+    pub deleted_growth: u64,
+    /// `[sample] destroy_events`: count closed sockets from the kernel's destroy messages
+    /// (`false`: from samples only, `--no-destroy-events`).
+    pub destroy_events: bool,
 }
 
 /// One supervised program and its policies.

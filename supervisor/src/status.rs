@@ -245,3 +245,88 @@ pub fn restarts_by_reason(counts: &[u64; Reason::ALL.len()]) -> BTreeMap<String,
         .map(|r| (r.as_str().to_owned(), counts[r.index()]))
         .collect()
 }
+
+/// What the supervisor reports about itself rather than about one worker: how closed sockets
+/// are counted, what no worker could be given, and the watched directories (the last line of
+/// `status --json`, an object with a `supervisor` key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SupervisorStatus {
+    #[serde(default)]
+    pub closed_sockets: ClosedSockets,
+    #[serde(default)]
+    pub watched_dirs: Vec<WatchedDir>,
+}
+
+/// How the traffic of closed TCP sockets reaches the workers' totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClosedSockets {
+    /// `events`: from the kernel's socket destroy messages (every connection counted to its last
+    /// byte); `sampling`: from the per-tick dumps only (connections shorter than a tick are
+    /// missed, and what a socket moved after its last dump).
+    pub mode: String,
+    /// Why not `events`, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// Destroy messages of TCP sockets read, and how many were attributed by cookie (a dump
+    /// had seen the socket) and by a worker's listener (accepted between two ticks).
+    pub events: u64,
+    pub by_cookie: u64,
+    pub by_listener: u64,
+    /// Closed sockets that moved bytes no worker could be given (outbound connections that
+    /// lived and died between two ticks, other processes' sockets), and their bytes.
+    pub unattributed: u64,
+    pub unattributed_sent_bytes: u64,
+    pub unattributed_received_bytes: u64,
+    /// Messages the kernel dropped because the supervisor read too slowly, and messages that
+    /// could not be read: their bytes are missing from every figure.
+    pub lost: u64,
+    pub malformed: u64,
+    /// The receive buffer the kernel granted for the messages (8 MiB asked; without
+    /// CAP_NET_ADMIN it is capped at `net.core.rmem_max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcvbuf_bytes: Option<u64>,
+}
+
+/// One `[[watch.dir]]`, as last measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchedDir {
+    pub path: String,
+    /// Allocated space of the tree, bytes (`du -sx`, not the apparent size: a sparse file
+    /// counts the blocks it has); `None` until the first walk ends.
+    pub bytes: Option<u64>,
+    /// Sum of apparent sizes (`du -sx --apparent-size`).
+    pub apparent_bytes: Option<u64>,
+    /// The walk missed some entries (unreadable, or past its entry limit): a lower bound.
+    pub partial: bool,
+    /// Seconds since the last walk ended.
+    pub age_s: Option<f64>,
+    pub max_bytes: Option<u64>,
+    /// The filesystem the directory is on.
+    pub fs_total_bytes: Option<u64>,
+    pub fs_available_bytes: Option<u64>,
+    pub fs_used_percent: Option<f64>,
+    pub fs_max_used_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<&crate::disk::DirState> for WatchedDir {
+    fn from(s: &crate::disk::DirState) -> Self {
+        let u = s.usage.as_ref();
+        Self {
+            path: s.dir.path.display().to_string(),
+            bytes: u.map(|u| u.bytes),
+            apparent_bytes: u.map(|u| u.apparent),
+            partial: u.is_some_and(crate::disk::DirUsage::partial),
+            age_s: s
+                .measured_at
+                .map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+            max_bytes: s.dir.max,
+            fs_total_bytes: s.fs.map(|f| f.total),
+            fs_available_bytes: s.fs.map(|f| f.available),
+            fs_used_percent: s.fs.map(|f| (f.used_percent * 10.0).round() / 10.0),
+            fs_max_used_percent: s.dir.fs_max_used,
+            error: s.error.clone(),
+        }
+    }
+}

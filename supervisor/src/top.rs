@@ -210,7 +210,7 @@ enum Msg {
 
 fn status(path: &Path) -> Result<Vec<WorkerStatus>, String> {
     match admin::call(path, &Request::Status) {
-        Ok(Response::Status { workers }) => Ok(workers),
+        Ok(Response::Status { workers, .. }) => Ok(workers),
         Ok(Response::Error { message }) => Err(message),
         Ok(Response::Ok { message }) => Err(format!("unexpected answer: {message}")),
         Ok(other) => Err(format!("unexpected answer: {other:?}")),

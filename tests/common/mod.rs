@@ -528,13 +528,24 @@ pub fn ctl_output(socket: &Path, args: &[&str]) -> (Option<i32>, String, String)
     )
 }
 
-/// `supervise status --json` against `socket`: one object per worker instance.
+/// `supervise status --json` against `socket`: one object per worker instance (the last line,
+/// the supervisor's own, left out; see [`supervisor_json`]).
 pub fn status_json(socket: &Path) -> Vec<Value> {
     let (ok, text) = ctl(socket, &["status", "--json"]);
     assert!(ok, "status failed: {text}");
     text.lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|v| v.get("supervisor").is_none())
         .collect()
+}
+
+/// The `supervisor` object of `supervise status --json` against `socket`.
+pub fn supervisor_json(socket: &Path) -> Value {
+    let (ok, text) = ctl(socket, &["status", "--json"]);
+    assert!(ok, "status failed: {text}");
+    let last = text.lines().last().expect("a supervisor line");
+    let mut v: Value = serde_json::from_str(last).expect("json line");
+    v["supervisor"].take()
 }
 
 /// Runs `supervise -c` on `config`, which must be refused before anything is spawned: checks

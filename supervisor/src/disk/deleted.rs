@@ -11,6 +11,11 @@
 //! `deleted_scan` group of `cargo bench -p supervisor --bench disk` measures a process with
 //! 1,000 open fds; [`DeletedScan`] rescans each process only every [`DEFAULT_EVERY`] and at most
 //! a budget of fds per call, so the cost is spread over ticks.
+//!
+//! Between two rescans, the files a rescan found are re-measured at every call: one `fstatat`
+//! through the kept-open `/proc/PID/fd` directory per file (a few µs), so a deleted file that
+//! grows shows it within a sampling period. A file whose fd now names something else (closed,
+//! or the number reused) is dropped until the next rescan finds it again.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -220,6 +225,35 @@ struct Cached {
     partial: bool,
     /// A scan under way, continued by the next calls.
     scan: Option<Scan>,
+    /// The process's fd directory, kept open while it holds deleted files, to re-measure them.
+    dir: Option<File>,
+}
+
+impl Cached {
+    /// Re-measures the files found by the last scan through their fds. Returns the fstatat
+    /// calls made.
+    fn refresh(&mut self) -> usize {
+        let Some(dir) = &self.dir else { return 0 };
+        let n = self.files.len();
+        self.files.retain_mut(|f| {
+            let Ok(name) = CString::new(f.fd.to_string()) else {
+                return false;
+            };
+            match fstatat(dir, name.as_c_str(), AtFlags::empty()) {
+                Ok(st) if st.st_dev == f.dev && st.st_ino == f.ino && st.st_nlink == 0 => {
+                    f.size = u64::try_from(st.st_size).unwrap_or(0);
+                    f.allocated = u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512);
+                    true
+                }
+                // Closed, another file at that number, or linked again: the next rescan says.
+                _ => false,
+            }
+        });
+        if self.files.is_empty() {
+            self.dir = None;
+        }
+        n
+    }
 }
 
 /// Deleted-file totals of one worker's tree, rescanning each member at most every `every`.
@@ -236,6 +270,8 @@ pub struct DeletedScan {
     live: HashSet<i32>,
     seen: HashSet<(u64, u64)>,
     link: Vec<u8>,
+    /// Files re-measured between rescans, since the scan began.
+    refreshed: usize,
 }
 
 impl DeletedScan {
@@ -249,7 +285,20 @@ impl DeletedScan {
             live: HashSet::new(),
             seen: HashSet::new(),
             link: vec![0; LINK_BUF],
+            refreshed: 0,
         }
+    }
+
+    /// The deleted files of the live members as last measured (a file held by several
+    /// processes comes once per process).
+    pub fn files(&self) -> impl Iterator<Item = &HeldFile> {
+        self.cache.values().flat_map(|c| c.files.iter())
+    }
+
+    /// Files re-measured between rescans so far (one `fstatat` each).
+    #[must_use]
+    pub fn refreshed(&self) -> usize {
+        self.refreshed
     }
 
     /// Reads at most `fds` fds per call ([`DEFAULT_BUDGET`]).
@@ -260,13 +309,14 @@ impl DeletedScan {
     }
 
     /// Goes on with the scans of the members of `pids` that are due, within the budget,
-    /// forgets the members no longer listed, and sums the tree. Cheap when nothing is due: a
-    /// hash lookup per member and a sum over the cached files.
+    /// re-measures the files of the others, forgets the members no longer listed, and sums the
+    /// tree. Cheap when nothing is due: a hash lookup per member, an `fstatat` per deleted file
+    /// held, and a sum.
     pub fn update(&mut self, pids: impl IntoIterator<Item = i32>, now: Instant) -> Deleted {
         self.live.clear();
         let mut left = self.budget;
         for pid in pids {
-            if !self.live.insert(pid) || left == 0 {
+            if !self.live.insert(pid) {
                 continue;
             }
             let c = self.cache.entry(pid).or_insert_with(|| Cached {
@@ -274,9 +324,17 @@ impl DeletedScan {
                 files: Vec::new(),
                 partial: false,
                 scan: None,
+                dir: None,
             });
             let due =
                 c.at.is_none_or(|at| now.saturating_duration_since(at) >= self.every);
+            if c.scan.is_none() && !due {
+                self.refreshed += c.refresh();
+                continue;
+            }
+            if left == 0 {
+                continue;
+            }
             if c.scan.is_none() && due {
                 match Scan::start(pid, Vec::new()) {
                     Ok(s) => c.scan = Some(s),
@@ -284,6 +342,7 @@ impl DeletedScan {
                         left -= 1;
                         c.at = Some(now);
                         c.files.clear();
+                        c.dir = None;
                         // A member that just exited holds nothing; one we may not read is
                         // unknown.
                         c.partial = e.kind() != io::ErrorKind::NotFound;
@@ -302,6 +361,7 @@ impl DeletedScan {
                     c.at = Some(now);
                     c.partial = scan.stats.truncated;
                     c.files = scan.files;
+                    c.dir = (!c.files.is_empty()).then_some(scan.dir);
                 }
             }
         }

@@ -17,6 +17,7 @@ impl Engine {
         match request {
             Request::Status => Response::Status {
                 workers: self.status(),
+                supervisor: self.resources.supervisor_status(),
             },
             Request::Restart {
                 program, instance, ..

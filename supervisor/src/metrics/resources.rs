@@ -5,7 +5,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{CounterF, CounterU, GaugeF, GaugeU, Labels};
-use crate::status::WorkerStatus;
+use crate::status::{SupervisorStatus, WorkerStatus};
 
 #[derive(Default)]
 struct Families {
@@ -117,5 +117,111 @@ pub(super) fn register(reg: &mut Registry, workers: &[WorkerStatus]) {
         "worst smoothed round-trip time over the tree's established TCP sockets",
         Unit::Seconds,
         f.rtt_max.clone(),
+    );
+}
+
+/// The supervisor's own families: how closed sockets are counted and what no worker could be
+/// given, and each watched directory (label `path`).
+pub(super) fn register_supervisor(reg: &mut Registry, sup: &SupervisorStatus) {
+    let c = &sup.closed_sockets;
+    let by_events = GaugeU::default();
+    by_events.set(u64::from(c.mode == "events"));
+    reg.register(
+        "net_closed_by_events",
+        "1 when closed TCP sockets are counted from the kernel's destroy messages, 0 when from samples only",
+        by_events,
+    );
+    let counter = |reg: &mut Registry, name: &str, help: &str, unit: Option<Unit>, v: u64| {
+        let m = CounterU::default();
+        m.inc_by(v);
+        match unit {
+            Some(u) => reg.register_with_unit(name, help, u, m),
+            None => reg.register(name, help, m),
+        }
+    };
+    counter(
+        reg,
+        "net_unattributed_sockets",
+        "closed TCP sockets that moved bytes no worker could be given",
+        None,
+        c.unattributed,
+    );
+    counter(
+        reg,
+        "net_unattributed_sent",
+        "TCP bytes sent (acknowledged) by closed sockets no worker could be given",
+        Some(Unit::Bytes),
+        c.unattributed_sent_bytes,
+    );
+    counter(
+        reg,
+        "net_unattributed_received",
+        "TCP bytes received by closed sockets no worker could be given",
+        Some(Unit::Bytes),
+        c.unattributed_received_bytes,
+    );
+    counter(
+        reg,
+        "net_destroy_lost",
+        "socket destroy messages the kernel dropped (read too slowly): their bytes are missing",
+        None,
+        c.lost,
+    );
+    counter(
+        reg,
+        "net_destroy_malformed",
+        "socket destroy messages that could not be read",
+        None,
+        c.malformed,
+    );
+    let (bytes, apparent, fs_size, fs_avail, partial) = (
+        Family::<Labels, GaugeU>::default(),
+        Family::<Labels, GaugeU>::default(),
+        Family::<Labels, GaugeU>::default(),
+        Family::<Labels, GaugeU>::default(),
+        Family::<Labels, GaugeU>::default(),
+    );
+    for d in &sup.watched_dirs {
+        let l: Labels = vec![("path".into(), super::label_value(&d.path))];
+        if let Some(b) = d.bytes {
+            bytes.get_or_create(&l).set(b);
+            partial.get_or_create(&l).set(u64::from(d.partial));
+        }
+        if let Some(b) = d.apparent_bytes {
+            apparent.get_or_create(&l).set(b);
+        }
+        if let (Some(t), Some(a)) = (d.fs_total_bytes, d.fs_available_bytes) {
+            fs_size.get_or_create(&l).set(t);
+            fs_avail.get_or_create(&l).set(a);
+        }
+    }
+    reg.register_with_unit(
+        "watched_dir",
+        "space allocated to a watched directory's tree, as du -sx counts it (not apparent size)",
+        Unit::Bytes,
+        bytes,
+    );
+    reg.register_with_unit(
+        "watched_dir_apparent",
+        "sum of the apparent sizes in a watched directory's tree (du -sx --apparent-size)",
+        Unit::Bytes,
+        apparent,
+    );
+    reg.register(
+        "watched_dir_partial",
+        "1 when the last walk of a watched directory missed entries (its size is a lower bound)",
+        partial,
+    );
+    reg.register_with_unit(
+        "watched_dir_fs_size",
+        "size of the filesystem a watched directory is on",
+        Unit::Bytes,
+        fs_size,
+    );
+    reg.register_with_unit(
+        "watched_dir_fs_available",
+        "space available to unprivileged users on a watched directory's filesystem",
+        Unit::Bytes,
+        fs_avail,
     );
 }

@@ -431,3 +431,67 @@ fn accept_header() {
         None
     );
 }
+
+#[test]
+fn closed_sockets_and_watched_directories_are_exposed_per_supervisor() {
+    use crate::status::{ClosedSockets, SupervisorStatus, WatchedDir};
+    let sup = SupervisorStatus {
+        closed_sockets: ClosedSockets {
+            mode: "events".into(),
+            unattributed: 3,
+            unattributed_sent_bytes: 150_003,
+            unattributed_received_bytes: 17,
+            lost: 2,
+            ..ClosedSockets::default()
+        },
+        watched_dirs: vec![
+            WatchedDir {
+                path: "/var/log/a\"b".into(),
+                bytes: Some(10 << 20),
+                apparent_bytes: Some(1 << 30),
+                partial: false,
+                fs_total_bytes: Some(100 << 30),
+                fs_available_bytes: Some(40 << 30),
+                ..WatchedDir::default()
+            },
+            // Not measured yet: no samples.
+            WatchedDir {
+                path: "/srv/new".into(),
+                ..WatchedDir::default()
+            },
+        ],
+    };
+    let text = render_all(&[worker("api", 0)], &sup, Format::OpenMetrics);
+    let one = |family: &str| {
+        let s = samples(&text, family);
+        assert_eq!(s.len(), 1, "{family}: {s:?}");
+        s[0].clone()
+    };
+    assert_eq!(one("supervise_net_closed_by_events").0, 1.0);
+    assert_eq!(one("supervise_net_unattributed_sockets").0, 3.0);
+    assert_eq!(one("supervise_net_unattributed_sent_bytes").0, 150_003.0);
+    assert_eq!(one("supervise_net_unattributed_received_bytes").0, 17.0);
+    assert_eq!(one("supervise_net_destroy_lost").0, 2.0);
+    let (bytes, labels) = one("supervise_watched_dir_bytes");
+    assert_eq!(bytes, f64::from(10u32 << 20));
+    assert_eq!(labels["path"], "/var/log/a\"b");
+    assert_eq!(
+        one("supervise_watched_dir_apparent_bytes").0,
+        f64::from(1u32 << 30)
+    );
+    assert_eq!(one("supervise_watched_dir_partial").0, 0.0);
+    assert_eq!(
+        one("supervise_watched_dir_fs_available_bytes").0,
+        (40u64 << 30) as f64
+    );
+    // Sampled only: the gauge says so.
+    let sampled = SupervisorStatus {
+        closed_sockets: ClosedSockets {
+            mode: "sampling".into(),
+            ..ClosedSockets::default()
+        },
+        ..SupervisorStatus::default()
+    };
+    let text = render_all(&[], &sampled, Format::Text);
+    assert!(text.contains("supervise_net_closed_by_events 0"), "{text}");
+}

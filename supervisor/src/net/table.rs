@@ -32,7 +32,7 @@ impl Hasher for FastHasher {
     }
 }
 
-type Fast = BuildHasherDefault<FastHasher>;
+pub type Fast = BuildHasherDefault<FastHasher>;
 
 /// One socket inode held by a worker.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +86,11 @@ pub struct Table {
     pub next: Vec<(u32, i32)>,
     /// Entries the last tick's dump showed.
     pub live: usize,
+    /// Whether a rebuild keeps the entries it drops in `dropped` (for destroy messages).
+    pub keep_dropped: bool,
+    /// Entries the last rebuild dropped that a dump had shown (their holders no longer hold
+    /// them), with the worker index of the build before.
+    pub dropped: Vec<Held>,
 }
 
 impl Table {
@@ -122,6 +127,16 @@ impl Table {
                     }
                 }
             }
+        }
+        self.dropped.clear();
+        if self.keep_dropped {
+            let map = &self.map;
+            self.dropped.extend(
+                self.spare
+                    .iter()
+                    .filter(|(ino, h)| h.seen != 0 && !map.contains_key(ino))
+                    .map(|(_, h)| *h),
+            );
         }
         self.spare.clear();
         self.shared.sort_unstable();

@@ -17,20 +17,20 @@ use super::diag::{self, parse_datagram, parse_tcp_info, DumpStats, Dumper, Step}
 use super::inodes::parse_socket_link;
 use super::*;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const DEADLINE: Duration = Duration::from_secs(10);
 
-fn me() -> i32 {
+pub(super) fn me() -> i32 {
     i32::try_from(std::process::id()).expect("pid fits")
 }
 
 /// The socket inode of a socket fd (its st_ino, the number in `socket:[N]`).
-fn inode_of(fd: &impl AsRawFd) -> u32 {
+pub(super) fn inode_of(fd: &impl AsRawFd) -> u32 {
     let meta = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("stat fd");
     u32::try_from(meta.ino()).expect("socket inode fits u32")
 }
 
 /// A connected loopback pair and its listener.
-fn pair() -> (TcpListener, TcpStream, TcpStream) {
+pub(super) fn pair() -> (TcpListener, TcpStream, TcpStream) {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
     let (s, _) = l.accept().expect("accept");
@@ -38,7 +38,7 @@ fn pair() -> (TcpListener, TcpStream, TcpStream) {
 }
 
 /// Sends `n` bytes from `a` and reads them all at `b`.
-fn transfer(a: &mut TcpStream, b: &mut TcpStream, n: usize) {
+pub(super) fn transfer(a: &mut TcpStream, b: &mut TcpStream, n: usize) {
     let data = vec![7u8; n];
     let mut got = vec![0u8; n];
     std::thread::scope(|s| {
@@ -56,7 +56,7 @@ fn records(d: &mut Dumper, inodes: &[u32]) -> Vec<SockRecord> {
 }
 
 /// Polls `f` until it returns true or the deadline passes.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
+pub(super) fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + DEADLINE;
     while Instant::now() < end {
         if f() {
@@ -118,7 +118,7 @@ fn dump_sees_udp_sockets() {
 }
 
 /// A `sleep` holding a dup of `fd` at fd 3 (so only it and this process hold the socket).
-fn holder(fd: &impl AsRawFd) -> Child {
+pub(super) fn holder(fd: &impl AsRawFd) -> Child {
     let raw = fd.as_raw_fd();
     let mut cmd = Command::new("sleep");
     cmd.arg("30").stdin(Stdio::null());
@@ -163,7 +163,7 @@ fn holder(fd: &impl AsRawFd) -> Child {
     child
 }
 
-struct Reap(Vec<Child>);
+pub(super) struct Reap(pub(super) Vec<Child>);
 
 impl Drop for Reap {
     fn drop(&mut self) {
@@ -270,7 +270,7 @@ fn probe_attributes_this_process_and_rates_never_go_negative() {
 }
 
 /// Closes `s` with a reset (SO_LINGER with a zero timeout), so its peer goes to CLOSE at once.
-fn reset(s: TcpStream) {
+pub(super) fn reset(s: TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,

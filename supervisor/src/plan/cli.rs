@@ -144,6 +144,16 @@ pub struct Cli {
     /// /proc sampling period, faster near a memory limit [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sample_every: Option<Duration>,
+
+    /// A deleted-but-open file growing faster than this is a finding `deleted_growing`
+    /// [default: 256KiB/s].
+    #[arg(long, value_name = "SIZE/s", value_parser = crate::disk::growth::parse_rate)]
+    pub deleted_growth: Option<u64>,
+
+    /// Count closed sockets from samples only, not from the kernel's socket destroy messages
+    /// (connections shorter than a sampling period are then missed).
+    #[arg(long)]
+    pub no_destroy_events: bool,
     /// Control socket to serve (and, for the client subcommands, to talk to)
     /// [default: $XDG_RUNTIME_DIR/supervise.sock, /run/supervise.sock for root, else /tmp/supervise-UID.sock].
     #[arg(long, value_name = "PATH", global = true)]
@@ -343,6 +353,10 @@ impl Cli {
             plan.sample_every =
                 check_sample_every(every).map_err(|m| PlanError::flag("--sample-every", m))?;
         }
+        if let Some(rate) = self.deleted_growth {
+            plan.deleted_growth = rate;
+        }
+        plan.destroy_events &= !self.no_destroy_events;
         plan.admin.clone_from(&self.admin);
         if let Some(addr) = self.metrics {
             plan.metrics = Some(addr);
@@ -528,6 +542,8 @@ impl Cli {
             history: None,
             alert: None,
             watch_dirs: Vec::new(),
+            deleted_growth: crate::disk::growth::DEFAULT_RATE,
+            destroy_events: true,
         })
     }
 }

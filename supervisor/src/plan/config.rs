@@ -68,6 +68,8 @@ struct RawAlert {
 struct RawWatch {
     #[serde(default)]
     dir: Vec<RawWatchDir>,
+    #[serde(default)]
+    deleted_growth: Option<Rate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +100,10 @@ struct RawNet {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSample {
-    every: SampleEvery,
+    #[serde(default)]
+    every: Option<SampleEvery>,
+    #[serde(default)]
+    destroy_events: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +280,12 @@ parsed_str!(
     Duration,
     "a duration string such as \"1s\"",
     |s| { parse_duration(s).and_then(check_sample_every) }
+);
+parsed_str!(
+    Rate,
+    u64,
+    "a rate such as \"256KiB/s\"",
+    crate::disk::growth::parse_rate
 );
 parsed_str!(
     Leak,
@@ -722,6 +733,11 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         })
         .transpose()?;
     let mut watch_dirs = Vec::new();
+    let deleted_growth = raw
+        .watch
+        .as_ref()
+        .and_then(|w| w.deleted_growth.as_ref())
+        .map_or(crate::disk::growth::DEFAULT_RATE, |r| r.0);
     for (i, d) in raw
         .watch
         .map(|w| w.dir)
@@ -746,7 +762,17 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
     }
     Ok(Plan {
         programs,
-        sample_every: raw.sample.map_or(DEFAULT_SAMPLE_EVERY, |s| s.every.0),
+        sample_every: raw
+            .sample
+            .as_ref()
+            .and_then(|s| s.every.as_ref())
+            .map_or(DEFAULT_SAMPLE_EVERY, |e| e.0),
+        destroy_events: raw
+            .sample
+            .as_ref()
+            .and_then(|s| s.destroy_events)
+            .unwrap_or(true),
+        deleted_growth,
         events: raw.events.as_deref().map(EventsTarget::parse),
         quiet: raw.quiet,
         timestamps: raw.timestamps,

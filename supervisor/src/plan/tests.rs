@@ -639,6 +639,56 @@ fn the_shipped_example_config_is_valid() {
 }
 
 #[test]
+fn deleted_growth_and_destroy_events_from_the_config_and_the_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "[sample]\ndestroy_events = false\n\n[watch]\ndeleted_growth = \"1MiB/s\"\n\n[program.a]\ncommand = [\"true\"]\n",
+    )
+    .expect("write");
+    let plan = crate::plan::load_config(&path).expect("valid");
+    assert_eq!(plan.sample_every, DEFAULT_SAMPLE_EVERY);
+    assert!(!plan.destroy_events);
+    assert_eq!(plan.deleted_growth, 1 << 20);
+    std::fs::write(
+        &path,
+        "[watch]\ndeleted_growth = \"fast\"\n\n[program.a]\ncommand = [\"true\"]\n",
+    )
+    .expect("write");
+    let e = crate::plan::load_config(&path)
+        .expect_err("bad rate")
+        .to_string();
+    assert!(e.contains("deleted_growth") && e.contains("SIZE/s"), "{e}");
+    let plan = crate::plan::load_config(&{
+        std::fs::write(&path, "[program.a]\ncommand = [\"true\"]\n").expect("write");
+        path.clone()
+    })
+    .expect("valid");
+    assert!(plan.destroy_events);
+    assert_eq!(plan.deleted_growth, crate::disk::growth::DEFAULT_RATE);
+}
+
+#[test]
+fn deleted_growth_and_destroy_event_flags() {
+    let p = cli(&["supervise", "--", "x"]).expect("plan");
+    assert!(p.destroy_events);
+    assert_eq!(p.deleted_growth, crate::disk::growth::DEFAULT_RATE);
+    let p = cli(&[
+        "supervise",
+        "--no-destroy-events",
+        "--deleted-growth",
+        "10MiB/10s",
+        "--",
+        "x",
+    ])
+    .expect("plan");
+    assert!(!p.destroy_events);
+    assert_eq!(p.deleted_growth, 1 << 20);
+    assert!(Cli::try_parse_from(["supervise", "--deleted-growth", "1MiB", "--", "x"]).is_err());
+}
+
+#[test]
 fn the_log_buffer_is_bounded_and_off_with_zero() {
     let plan = cli(&["supervise", "--", "x"]).expect("plan");
     assert_eq!(plan.log_buffer, DEFAULT_LOG_BUFFER);

@@ -140,10 +140,13 @@ fn cache_and_budget() {
     assert!(calls >= 6, "{calls} calls");
     let done = scan.update(tree, t0);
     assert_eq!((done.files, done.allocated > 0), (1, true), "{done:?}");
-    drop(child);
-    // Not due yet: the cached result stands although the process is gone.
+    // Not due yet: the file is re-measured through its fd, not rescanned.
     let cached = scan.update(tree, t0 + every / 2);
     assert_eq!(cached.files, 1);
+    drop(child);
+    // Still not due, but the fd is gone with the process: the file with it.
+    let gone = scan.update(tree, t0 + every / 2);
+    assert_eq!((gone.files, gone.allocated), (0, 0), "{gone:?}");
     // Due: rescanned, and the dead member holds nothing.
     let fresh = scan.update(tree, t0 + every);
     assert_eq!((fresh.files, fresh.allocated), (0, 0), "{fresh:?}");
@@ -192,4 +195,34 @@ fn holder_is_attributed_to_its_pid() {
     assert!(wait_until(Duration::from_secs(10), || {
         scan_pid(pid, &mut out).is_err()
     }));
+}
+
+#[test]
+fn a_found_file_is_re_measured_at_every_call_until_its_fd_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut f = deleted_file(dir.path(), 64 * 1024);
+    let child = Reaped(
+        Command::new("sleep")
+            .arg("30")
+            .stdin(f.try_clone().expect("dup"))
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    // A rescan only every hour: what changes below is seen by re-measuring alone.
+    let mut scan = DeletedScan::new(Duration::from_secs(3600));
+    let t0 = Instant::now();
+    let first = scan.update([child.pid()], t0);
+    assert_eq!(first.files, 1, "{first:?}");
+    assert!(first.allocated < MIB, "{first:?}");
+    f.write_all(&vec![0x33; 2 * MIB as usize]).expect("write");
+    f.sync_all().expect("fsync");
+    let grown = scan.update([child.pid()], t0 + Duration::from_secs(1));
+    let want = f.metadata().expect("fstat").blocks() * 512;
+    assert_eq!((grown.files, grown.allocated), (1, want), "{grown:?}");
+    assert!(scan.refreshed() >= 1);
+    assert_eq!(scan.files().count(), 1);
+    // The holder exits: its fd names nothing any more, and the file is dropped at once.
+    drop(child);
+    let pid_gone = scan.update([i32::MAX], t0 + Duration::from_secs(2));
+    assert_eq!(pid_gone.files, 0);
 }
