@@ -546,7 +546,7 @@ def fmt(v, digits):
 
 
 def ratio(v, base):
-    if v is None or base is None or base == 0:
+    if v is None or base is None or base == 0 or v is base:
         return ""
     return f" ({v / base:.2g}×)"
 
@@ -671,11 +671,11 @@ def main():
 
     bl = leak_median("supervise")
     rows.append([f"10 MiB/s leak past 100 MiB: s over / peak MiB, median (worst), n={n}"]
-                + [leak_cell(c, bl) for c in cols])
+                + [leak_cell(c, None if c == "supervise" else bl) for c in cols])
     if "supervise --memory-for 1" in results:
         rows.append(
             ["same, supervise --memory-for 1"]
-            + [leak_cell("supervise --memory-for 1", bl) if c == "supervise" else "" for c in cols]
+            + [leak_cell("supervise --memory-for 1", None) if c == "supervise" else "" for c in cols]
         )
 
     def crash_cell(name, base_med):
@@ -687,7 +687,7 @@ def main():
         return f"{m * 1e3:.1f} (worst {w * 1e3:.1f})" + ratio(m, base_med) + miss
 
     cb = med_worst(base["crash"]["gaps"])[0] if base and base.get("crash") else None
-    rows.append([f"crash -> restart, ms, median (worst), n={n}"] + [crash_cell(c, cb) for c in cols])
+    rows.append([f"crash -> restart, ms, median (worst), n={n}"] + [crash_cell(c, None if c == "supervise" else cb) for c in cols])
 
     gaps = []
     for name in leak_runs:
