@@ -61,4 +61,5 @@ pub mod signals;
 pub mod spawn;
 pub mod status;
 pub mod top;
+pub mod trim;
 pub mod worker;
