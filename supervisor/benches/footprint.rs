@@ -2,106 +2,29 @@
 //! supervising 20 and 100 `sleep` workers with memory limits enforced and 1 s sampling; and how
 //! long `status` takes to answer over the control socket.
 //!
-//! Run: `cargo bench -p supervisor --bench footprint` (about a minute). Not a criterion bench:
+//! Run: `cargo bench -p supervisor --bench footprint` (about a minute and a half; with
+//! `SUPERVISE_BASELINE=/path/to/an/older/supervise`, that binary is measured too, in the same run,
+//! and the whole takes twice as long). PSS is split with every process mapping the same file: run
+//! it with no other supervise of the same build running (it prints how many share the binary);
+//! USS is printed beside it. Not a criterion bench:
 //! memory is not a timing, and idle CPU is measured over a fixed window from the kernel's own
 //! accounting (schedstat run time of every thread of the supervisor), so this prints figures
 //! rather than criterion estimates. The status round trips are timed in-process, median of 200.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+#[path = "common/own.rs"]
+mod own;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use supervisor::admin::{self, Request, Response};
 
 const SUPERVISE: &str = env!("CARGO_BIN_EXE_supervise");
-const IDLE_WINDOW: Duration = Duration::from_secs(20);
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child (the supervisor), which then stops its workers.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < end {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kb_field(text: &str, key: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(key)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-/// CPU time of every thread of a process, nanoseconds (schedstat: the scheduler's own account,
-/// far finer than the 10 ms ticks of utime/stime).
-fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// The supervisor and its lifeline (`supervise __lifeline`, its one child that is not a worker):
-/// the footprint counts every process of the supervisor's own.
-fn own_pids(pid: u32) -> Vec<u32> {
-    let mut pids = vec![pid];
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .flatten()
-    {
-        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for c in children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-        {
-            let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
-            if cmdline.split(|&b| b == 0).any(|a| a == b"__lifeline") {
-                pids.push(c);
-            }
-        }
-    }
-    pids
-}
-
-fn measure(workers: u32, socket: &Path) {
-    let child = Command::new(SUPERVISE)
-        .arg("--admin")
-        .arg(socket)
-        .args([
-            "--replicas",
-            &workers.to_string(),
-            "--memory-max",
-            "1GiB",
-            "--name",
-            "idle",
-            "--",
-            "sleep",
-            "100000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn supervise");
-    let pid = child.id();
-    let _guard = Guard(child);
+fn measure(bin: &Path, label: &str, workers: u32, socket: &Path) {
+    let guard = own::start_idle(bin, socket, workers, &[]);
+    let pid = guard.0.id();
     // Wait until every worker runs, then let start-up settle.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -115,25 +38,23 @@ fn measure(workers: u32, socket: &Path) {
         assert!(Instant::now() < deadline, "workers did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Start-up is not idle: the supervisor trims its resident memory at its third tick (see
+    // `supervisor::trim`), so the window starts after that.
+    std::thread::sleep(Duration::from_secs(5));
 
-    let own = own_pids(pid);
+    let own = own::own_pids(pid);
     assert_eq!(own.len(), 2, "the supervisor and its lifeline");
-    let cpu = || own.iter().map(|&p| cpu_ns(p)).sum::<u64>();
+    let cpu = || own.iter().map(|&p| own::cpu_ns(p)).sum::<u64>();
+    let load = own::loadavg();
     let t0 = Instant::now();
     let c0 = cpu();
     std::thread::sleep(IDLE_WINDOW);
     let c1 = cpu();
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu_percent = (c1 - c0) as f64 / 1e9 / elapsed * 100.0;
-
-    let (mut pss, mut rss) = (0, 0);
-    for p in &own {
-        let rollup =
-            std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).expect("smaps_rollup");
-        pss += kb_field(&rollup, "Pss:");
-        rss += kb_field(&rollup, "Rss:");
-    }
+    let (pss, uss, rss) = own::memory_kib(&own);
+    let (pss_main, _, _) = own::memory_kib(&own[..1]);
+    let sharers = own::outside_sharers(bin, &own);
 
     let mut times: Vec<Duration> = (0..200)
         .map(|_| {
@@ -144,9 +65,17 @@ fn measure(workers: u32, socket: &Path) {
         })
         .collect();
     times.sort();
+    drop(guard);
+    let target = if workers == 20 {
+        " (targets: PSS <= 2.5 MiB, idle CPU <= 0.02 %)"
+    } else {
+        ""
+    };
     eprintln!(
-        "footprint, {workers} sleep workers, --memory-max enforced, 1 s sampling (supervisor + lifeline): PSS {:.2} MiB, RSS {:.2} MiB; idle CPU {:.3} % of a core over {:.0} s ({:.1} ms of CPU); status round trip median {:.2} ms, p99 {:.2} ms",
+        "footprint, {label}, {workers} sleep workers, --memory-max enforced, 1 s sampling (supervisor + lifeline): PSS {:.2} MiB (supervisor {:.2}), USS {:.2} MiB, RSS {:.2} MiB; idle CPU {:.3} % of a core over {:.0} s ({:.1} ms of CPU){target}; status round trip median {:.2} ms, p99 {:.2} ms; {sharers} outside sharers of the binary; load {load}",
         pss as f64 / 1024.0,
+        pss_main as f64 / 1024.0,
+        uss as f64 / 1024.0,
         rss as f64 / 1024.0,
         cpu_percent,
         elapsed,
@@ -159,7 +88,18 @@ fn measure(workers: u32, socket: &Path) {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects nothing here.
     let dir = tempfile::tempdir().expect("tempdir");
+    let mut bins = vec![("this build", PathBuf::from(SUPERVISE))];
+    if let Some(b) = own::baseline() {
+        bins.push(("baseline", b));
+    }
     for workers in [20, 100] {
-        measure(workers, &dir.path().join(format!("s{workers}.sock")));
+        for (i, (label, bin)) in bins.iter().enumerate() {
+            measure(
+                bin,
+                label,
+                workers,
+                &dir.path().join(format!("s{workers}-{i}.sock")),
+            );
+        }
     }
 }

@@ -59,6 +59,8 @@ pub enum Packet<'a> {
 #[derive(Debug)]
 pub struct Channel {
     fd: AsyncFd<OwnedFd>,
+    /// Allocated at the first packet: most workers never speak the protocol, and an unused
+    /// buffer per worker was 8 KiB of heap each.
     buf: Vec<u8>,
 }
 
@@ -70,7 +72,7 @@ impl Channel {
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
         Ok(Self {
             fd,
-            buf: vec![0; RECV_BUF],
+            buf: Vec::new(),
         })
     }
 
@@ -78,6 +80,9 @@ impl Channel {
     pub async fn recv(&mut self) -> io::Result<Packet<'_>> {
         loop {
             let mut guard = self.fd.readable().await?;
+            if self.buf.is_empty() {
+                self.buf = vec![0; RECV_BUF];
+            }
             let buf = &mut self.buf;
             let res = guard.try_io(|inner| {
                 let mut iov = [IoSliceMut::new(buf)];

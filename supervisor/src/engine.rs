@@ -305,6 +305,7 @@ impl Engine {
         // Orphan scans on orphans' exits, at most one per ORPHAN_SCAN_GAP: a fork bomb of
         // orphans cannot make the loop spin.
         let mut last_scan = tokio::time::Instant::now();
+        let mut ticks: u64 = 0;
         let mut scan_due: Option<tokio::time::Instant> = None;
 
         while !self.tasks.is_empty()
@@ -329,6 +330,12 @@ impl Engine {
                     }
                 }
                 _ = orphan_scan.tick() => {
+                    // Start-up done (the third tick), then every TRIM_EVERY ticks: give back the
+                    // pages start-up and cold paths left resident (see `trim`).
+                    ticks = ticks.wrapping_add(1);
+                    if ticks % TRIM_EVERY == 3 {
+                        crate::trim::resident();
+                    }
                     self.health.tick();
                     self.tell_manager();
                     self.scan_orphans();
@@ -621,6 +628,10 @@ async fn destroy_ready(
         None => std::future::pending().await,
     }
 }
+
+/// Engine ticks between two trims of the supervisor's resident memory (`trim::resident`): about
+/// ten minutes at the default 1 s sampling.
+const TRIM_EVERY: u64 = 600;
 
 /// The next tick of an optional interval; never, without one.
 async fn tick_opt(interval: Option<&mut tokio::time::Interval>) {

@@ -26,7 +26,9 @@
 //! read from a signalfd ([`signals`]): stop, reload, or forward to the workers. An exit of a
 //! process nobody awaits (an orphan's) sets off a look for new orphans at once. A lifeline
 //! process ([`lifeline`]), told of every tree member and orphan and of the groups and sessions
-//! they lead, kills what the death signal cannot reach if the supervisor is SIGKILLed.
+//! they lead, kills what the death signal cannot reach if the supervisor is SIGKILLed. Once
+//! start-up is over, both give back the memory it left resident and the steady state does not
+//! use ([`trim`]).
 //!
 //! # Caveats
 //! Linux only. A process that leaves its worker's process group (`setsid`, `setpgid`) after
@@ -64,4 +66,5 @@ pub mod signals;
 pub mod spawn;
 pub mod status;
 pub mod top;
+pub mod trim;
 pub mod worker;

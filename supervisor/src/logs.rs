@@ -328,13 +328,20 @@ impl Output {
         let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
             return;
         };
-        // Small while the worker is quiet (one buffer per pipe per worker adds up), grown once a
-        // read fills it: a worker flooding its output is then read in 64 KiB gulps, which keeps
-        // the engine's thread free to sample everyone on time.
-        let mut buf = vec![0u8; READ_SMALL];
+        // None until the worker writes (a quiet worker's pipes cost no heap), then small (one
+        // buffer per pipe per worker adds up), grown once a read fills it: a worker flooding its
+        // output is then read in 64 KiB gulps, which keeps the engine's thread free to sample
+        // everyone on time.
+        let mut buf = Vec::new();
         let mut line: Vec<u8> = Vec::new();
         let mut read_at = None;
         loop {
+            if buf.is_empty() {
+                if pipe.readable().await.is_err() {
+                    break;
+                }
+                buf = vec![0u8; READ_SMALL];
+            }
             let n = match pipe.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -263,8 +263,10 @@ pub struct MemorySpec {
 /// an operator waits, and the supervisor's own memory grows past what it is for.
 pub const MAX_REPLICAS: u32 = 10_000;
 /// Open files the supervisor holds for one running instance whose tree is one process: two
-/// output pipes, the channel, the segment, the kept-open /proc files and a pidfd (measured: 10).
-/// Each further process of a tree takes about 6 more.
+/// output pipes, the channel, a pidfd, and the kept-open /proc files (stat, statm, io, children,
+/// the fd directory, and the socket probe's own handle on the fd directory). Measured by `cargo
+/// bench --bench scale`: 10.0 per worker at 1,000 workers. Each further process of a tree takes
+/// about 6 more.
 pub const FDS_PER_INSTANCE: u64 = 10;
 /// Open files the supervisor holds for itself (control and notify sockets, signalfd, epoll, the
 /// lifeline's pipe, events file, /proc; measured: 24), with room to spare.

@@ -20,7 +20,8 @@ pub enum AfterExit {
     Fatal { restarts: u32 },
 }
 
-/// Restart times of one program (shared by its replicas, as an OTP supervisor counts them).
+/// Restart times within the intensity window: of a program (shared by its replicas, as an OTP
+/// supervisor counts them), for its intensity; of one instance, for its backoff.
 #[derive(Debug, Default, Clone)]
 pub struct History {
     restarts: VecDeque<Instant>,
@@ -53,14 +54,34 @@ pub struct Rules<'a> {
 }
 
 impl Rules<'_> {
+    /// Decides what follows an exit of a program's only instance (its history is the
+    /// program's); see [`Rules::after_exit_of`].
+    pub fn after_exit(
+        &self,
+        history: &mut History,
+        exit: Exit,
+        requested: Option<Reason>,
+        now: Instant,
+        rand01: f64,
+    ) -> AfterExit {
+        let mut own = history.clone();
+        self.after_exit_of(history, &mut own, exit, requested, now, rand01)
+    }
+
     /// Decides what follows an exit. `requested` is set when the supervisor itself stopped the
     /// worker to restart it (memory, manual): such a restart happens whatever the restart mode,
     /// which only governs exits the worker chose. An operator's restart (`Manual`) is no failure:
     /// it starts at once and neither counts toward the intensity nor grows the backoff.
     /// `rand01` in `[0, 1)` drives the jitter.
-    pub fn after_exit(
+    ///
+    /// The intensity counts the restarts of the whole `program` (every replica, as an OTP
+    /// supervisor counts its children's); the backoff grows with this `instance`'s own restarts
+    /// in the window, so a crash of one replica does not delay the next restart of another (a
+    /// storm of 500 replicas killed at once used to put all but the first few at the 30 s cap).
+    pub fn after_exit_of(
         &self,
-        history: &mut History,
+        program: &mut History,
+        instance: &mut History,
         exit: Exit,
         requested: Option<Reason>,
         now: Instant,
@@ -80,14 +101,16 @@ impl Rules<'_> {
                 RestartMode::OnFailure | RestartMode::Never => return AfterExit::Done,
             },
         };
-        let recent = history.recent(now, self.intensity.within);
+        let recent = program.recent(now, self.intensity.within);
         if recent >= self.intensity.max {
             return AfterExit::Fatal { restarts: recent };
         }
-        history.push(now);
+        program.push(now);
+        let own = instance.recent(now, self.intensity.within);
+        instance.push(now);
         AfterExit::Restart {
             reason,
-            delay: backoff_delay(self.backoff, recent, rand01),
+            delay: backoff_delay(self.backoff, own, rand01),
         }
     }
 }

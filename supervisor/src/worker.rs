@@ -144,6 +144,8 @@ pub struct Shared {
     pub notified: RefCell<Notified>,
     /// Restarts of this instance during the supervisor's life.
     pub counters: Rc<Counters>,
+    /// This instance's restarts still in the intensity window: what its backoff grows with.
+    pub restarts: RefCell<crate::policy::History>,
     /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
     pub findings: RefCell<Vec<&'static str>>,
 }
@@ -394,8 +396,9 @@ impl Ctx {
                     backoff: &self.spec.backoff,
                     intensity: &self.spec.intensity,
                 };
-                Some(Input::Decided(rules.after_exit(
+                Some(Input::Decided(rules.after_exit_of(
                     &mut self.program.history.borrow_mut(),
+                    &mut self.shared.restarts.borrow_mut(),
                     exit,
                     requested,
                     Instant::now(),

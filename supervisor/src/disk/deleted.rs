@@ -284,7 +284,8 @@ impl DeletedScan {
             cache: HashMap::new(),
             live: HashSet::new(),
             seen: HashSet::new(),
-            link: vec![0; LINK_BUF],
+            // Allocated at the first scan step: a page per worker otherwise.
+            link: Vec::new(),
             refreshed: 0,
         }
     }
@@ -353,6 +354,9 @@ impl DeletedScan {
             let Some(scan) = c.scan.as_mut() else {
                 continue;
             };
+            if self.link.is_empty() {
+                self.link = vec![0; LINK_BUF];
+            }
             let (looked, done) = scan.step(&mut self.link, left);
             // An empty table still costs its listing.
             left = left.saturating_sub(looked.max(1));

@@ -194,7 +194,9 @@ impl Engine {
         let now = Instant::now();
         let res = &mut self.resources;
         res.ticks = res.ticks.wrapping_add(1);
-        let blkio_due = res.ticks % BLKIO_EVERY == 1;
+        // Without delay accounting (the kernel's default) every thread's field 42 is 0: walking
+        // the threads' stat files would cost a worker as much as its whole memory sample.
+        let blkio_due = res.ticks % BLKIO_EVERY == 1 && disk::io::delay_accounting() != Some(false);
         res.probes.retain(|id, p| {
             self.slots
                 .get(id)

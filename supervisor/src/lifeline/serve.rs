@@ -133,6 +133,8 @@ pub fn serve() {
     let mut line: Vec<u8> = Vec::new();
     let mut skipping = false;
     let mut fds: Vec<libc::pollfd> = Vec::new();
+    // Start-up is over: what it touched of the binary need not stay resident (see `trim`).
+    crate::trim::resident();
     loop {
         fds.clear();
         fds.push(libc::pollfd {

@@ -561,3 +561,67 @@ fn zero_backoff_stays_zero_after_any_number_of_restarts() {
     };
     assert!(backoff_delay(&b, u32::MAX, 0.99) <= b.max);
 }
+
+#[test]
+fn siblings_count_toward_the_intensity_but_not_toward_the_backoff() {
+    let t = Instant::now();
+    let i = Intensity {
+        max: 100,
+        within: Duration::from_secs(60),
+    };
+    let mut program = History::default();
+    // Ten replicas killed at once: each one's first restart waits the first delay, not 2^k of it.
+    for _ in 0..10 {
+        let mut own = History::default();
+        let got = rules(RestartMode::Always, &backoff(), &i).after_exit_of(
+            &mut program,
+            &mut own,
+            Exit::Signal(9),
+            None,
+            t,
+            0.5,
+        );
+        assert_eq!(
+            got,
+            AfterExit::Restart {
+                reason: Reason::Exit,
+                delay: Duration::from_millis(100)
+            }
+        );
+    }
+    assert_eq!(program.recent(t, i.within), 10);
+    // One instance crash-looping still backs off on its own count.
+    let mut own = History::default();
+    let delays: Vec<_> = (0..3)
+        .map(|k| {
+            match rules(RestartMode::Always, &backoff(), &i).after_exit_of(
+                &mut program,
+                &mut own,
+                Exit::Code(1),
+                None,
+                t + S * k,
+                0.5,
+            ) {
+                AfterExit::Restart { delay, .. } => delay.as_millis(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(delays, [100, 200, 400]);
+    // And the program's intensity counts everyone.
+    let small = Intensity {
+        max: 13,
+        within: i.within,
+    };
+    assert_eq!(
+        rules(RestartMode::Always, &backoff(), &small).after_exit_of(
+            &mut program,
+            &mut History::default(),
+            Exit::Code(1),
+            None,
+            t + S * 3,
+            0.5
+        ),
+        AfterExit::Fatal { restarts: 13 }
+    );
+}

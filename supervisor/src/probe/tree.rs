@@ -50,7 +50,6 @@ struct Member {
 pub struct Tree {
     root: i32,
     members: BTreeMap<i32, Member>,
-    buf: Buf,
     found: Vec<i32>,
     queue: Vec<i32>,
     queued: HashSet<i32>,
@@ -66,6 +65,20 @@ pub struct Tree {
     stop: Option<Delivery>,
     /// SIGKILL to every member, now and as they are found.
     killing: bool,
+}
+
+thread_local! {
+    /// One read buffer for every tree sampled on this thread (the engine's): a buffer of its
+    /// own per tree was a resident page per worker.
+    static SCRATCH: std::cell::RefCell<Option<Buf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's scratch buffer (a fresh one if it is already in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Buf) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let r = f(&mut buf);
+    SCRATCH.with(|s| *s.borrow_mut() = Some(buf));
+    r
 }
 
 /// What a tree tells of each member as it joins.
@@ -129,7 +142,6 @@ impl Tree {
         let mut t = Self {
             root,
             members: BTreeMap::new(),
-            buf: Buf::default(),
             found: Vec::new(),
             queue: Vec::new(),
             queued: HashSet::new(),
@@ -164,7 +176,7 @@ impl Tree {
             return true;
         }
         match ProcFiles::open(pid) {
-            Ok(files) => match files.sample(&mut self.buf) {
+            Ok(files) => match with_scratch(|buf| files.sample(buf)) {
                 Ok(last) => {
                     if let Some(f) = &self.on_join {
                         f(&Joined::of(pid, &last));
@@ -227,6 +239,7 @@ impl Tree {
             self.io_at = Some(at);
         }
         total.io_at = self.io_at.unwrap_or(at);
+        let mut buf = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
         // Reused between samples: no allocation per tick once the tree's size is known.
         let mut queue = std::mem::take(&mut self.queue);
         let mut queued = std::mem::take(&mut self.queued);
@@ -245,7 +258,7 @@ impl Tree {
             let Some(m) = self.members.get_mut(&pid) else {
                 continue;
             };
-            let mut s = match m.files.sample_quick(&mut self.buf) {
+            let mut s = match m.files.sample_quick(&mut buf) {
                 Ok(s) if s.state != b'Z' || pid == self.root => s,
                 // Gone (reaped: ESRCH) or a zombie whose parent will reap it: nothing to count.
                 _ => {
@@ -255,7 +268,7 @@ impl Tree {
             };
             if slow && !fresh {
                 m.fds = m.files.fd_count();
-                (s.read_bytes, s.write_bytes) = m.files.io(&mut self.buf).unwrap_or((0, 0));
+                (s.read_bytes, s.write_bytes) = m.files.io(&mut buf).unwrap_or((0, 0));
             } else {
                 (s.read_bytes, s.write_bytes) = (m.last.read_bytes, m.last.write_bytes);
             }
@@ -272,10 +285,10 @@ impl Tree {
             cpu_ticks = cpu_ticks.saturating_add(s.cpu_ticks);
             total.fds += m.fds;
             if let Some(p) = total.pss.as_mut() {
-                *p = p.saturating_add(m.files.pss(&mut self.buf).unwrap_or(0));
+                *p = p.saturating_add(m.files.pss(&mut buf).unwrap_or(0));
             }
             self.found.clear();
-            m.files.children(&mut self.buf, s.threads, &mut self.found);
+            m.files.children(&mut buf, s.threads, &mut self.found);
             for &c in &self.found {
                 if queued.insert(c) {
                     queue.push(c);
@@ -284,6 +297,7 @@ impl Tree {
         }
         self.queue = queue;
         self.queued = queued;
+        SCRATCH.with(|s| *s.borrow_mut() = Some(buf));
         let hz = ticks_per_second() as f64;
         total.cpu_seconds = cpu_ticks as f64 / hz;
         if let Some((t0, c0)) = self.prev_cpu {

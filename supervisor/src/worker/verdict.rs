@@ -112,7 +112,13 @@ impl Ctx {
         }
         // The heartbeat: the segment's stamp (SDK workers) or the last `WATCHDOG=1` on the notify
         // socket, whichever is later; `WATCHDOG=trigger` is a hang said outright.
-        let segment_stamp = w.ipc.as_ref().map_or(0, |ipc| ipc.segment.heartbeat_ns());
+        // Read only when it can matter (the worker speaks the protocol, or a heartbeat timeout is
+        // set): reading maps the segment's page into the supervisor, 4 KiB per quiet worker.
+        let segment_stamp = w
+            .ipc
+            .as_ref()
+            .filter(|_| w.session.speaks() || self.spec.heartbeat.is_some())
+            .map_or(0, |ipc| ipc.segment.heartbeat_ns());
         let (notify_stamp, triggered) = {
             let n = self.shared.notified.borrow();
             (n.watchdog_ns, n.triggered)
