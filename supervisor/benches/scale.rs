@@ -86,7 +86,7 @@ fn measure(bin: &Path, n: u32, idle: Duration, socket: &Path) -> Figures {
         .map(|_| {
             let t = Instant::now();
             let r = admin::call(socket, &Request::Status).expect("status");
-            let Response::Status { workers } = r else {
+            let Response::Status { workers, .. } = r else {
                 panic!("not a status answer")
             };
             assert_eq!(workers.len(), n as usize);
