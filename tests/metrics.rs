@@ -325,21 +325,7 @@ fn metrics_health_and_readiness() {
 
 #[test]
 fn garbage_does_not_hurt_the_server() {
-    let name = unique("mgarbage");
-    let _guard = ProgramGuard(name.clone());
-    let leaky = example("leaky");
-    let sup = Sup::start(&[
-        "--metrics",
-        ":0",
-        "--name",
-        &name,
-        "--",
-        &leaky,
-        "--rate",
-        "0",
-    ]);
-    let listening = sup.wait_event("listening", Duration::from_secs(10));
-    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    let (sup, addr, _guard) = common::idle_with_metrics("mgarbage", ":0");
     assert!(
         addr.starts_with("127.0.0.1:"),
         "`:PORT` is loopback: {addr}"

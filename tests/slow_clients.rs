@@ -133,21 +133,7 @@ fn healthz(addr: &str) -> bool {
 
 #[test]
 fn healthz_answers_while_slow_clients_trickle() {
-    let name = unique("slowhttp");
-    let _guard = ProgramGuard(name.clone());
-    let leaky = example("leaky");
-    let sup = Sup::start(&[
-        "--metrics",
-        "127.0.0.1:0",
-        "--name",
-        &name,
-        "--",
-        &leaky,
-        "--rate",
-        "0",
-    ]);
-    let listening = sup.wait_event("listening", Duration::from_secs(10));
-    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    let (sup, addr, _guard) = common::idle_with_metrics("slowhttp", "127.0.0.1:0");
     assert!(healthz(&addr), "healthz before the slow clients");
     let target = addr.clone();
     let slow = SlowClients::start(b"GET /healthz HTTP/1.1\r\n", move || {

@@ -362,6 +362,27 @@ pub fn run_example(
     run_example_in(prefix, flags, example_name, args, |_| {})
 }
 
+/// An idle `leaky` worker (`--rate 0`) under a supervise serving its metrics on `bind`; returns
+/// the address it listens on, from its `listening` event.
+pub fn idle_with_metrics(prefix: &str, bind: &str) -> (Sup, String, ProgramGuard) {
+    let name = unique(prefix);
+    let guard = ProgramGuard(name.clone());
+    let leaky = example("leaky");
+    let sup = Sup::start(&[
+        "--metrics",
+        bind,
+        "--name",
+        &name,
+        "--",
+        &leaky,
+        "--rate",
+        "0",
+    ]);
+    let listening = sup.wait_event("listening", Duration::from_secs(10));
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    (sup, addr, guard)
+}
+
 /// Like [`run_example`], after `prepare` has had the run's dir (to put files where the flags
 /// point, before supervise starts).
 pub fn run_example_in(
