@@ -15,7 +15,7 @@ sup=$!
 sleep "${DEMO_SECONDS:-12}"
 kill -INT "$sup"
 wait "$sup" || true
-restarts=$(grep -c '"reason":"memory"' "$events" || true)
+restarts=$(grep '"event":"restarting"' "$events" | grep -c '"reason":"memory"' || true)
 peak=$(grep -o '"event":"memory_over","bytes":[0-9]*' "$events" | grep -o '[0-9]*$' | sort -n | tail -1)
 echo
 peak_mib=$(awk -v b="${peak:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')

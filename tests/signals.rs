@@ -329,3 +329,41 @@ fn the_signal_command_follows_the_stop_mode() {
         sigcount_log(&sup.path("sig.log"))
     );
 }
+
+/// A shell starts a background job with INT and QUIT ignored (`supervise … &` in a script).
+/// supervise still stops on them, so its workers must not inherit the ignore: the forwarded
+/// signal has to stop the program, not run out the grace into SIGKILL.
+#[test]
+fn stop_signals_the_supervisors_parent_ignored_still_stop_the_program() {
+    let name = unique("ignint");
+    let _guard = ProgramGuard(name.clone());
+    let leaky = example("leaky");
+    let mut sup = Sup::start_with(
+        &[
+            "--grace", "60s", "--name", &name, "--", &leaky, "--rate", "0",
+        ],
+        |cmd, _| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: signal(2) is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGINT, libc::SIG_IGN);
+                    libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        },
+    );
+    sup.wait_event("started", LONG);
+    sup.signal(libc::SIGINT);
+    // Within the test's wait, far inside the 60 s grace: the program died of the INT itself.
+    let status = sup.wait_exit(LONG);
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGINT),
+        "{status:?}\n{}",
+        sup.dump()
+    );
+    assert!(sup.of("killed").is_empty(), "{}", sup.dump());
+    assert!(pids_of_program(&name).is_empty());
+}

@@ -158,8 +158,8 @@ impl Lifeline {
             // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) is
             // for the supervisor to act on, and must not kill the lifeline on the way.
             .process_group(0);
-        // SAFETY: runs in the forked child before exec and calls only sigprocmask(2), which is
-        // async-signal-safe.
+        // SAFETY: runs in the forked child before exec and calls only signal(2) and
+        // sigprocmask(2), which are async-signal-safe.
         unsafe { cmd.pre_exec(crate::signals::restore_in_child) };
         let child = cmd.spawn();
         // Our copies of the lifeline's ends live in `cmd`: close them, or we would hold its

@@ -217,11 +217,32 @@ fn handled_set() -> libc::sigset_t {
 /// The signal mask the supervisor started with, restored in every child it starts.
 static ORIGINAL_MASK: std::sync::OnceLock<libc::sigset_t> = std::sync::OnceLock::new();
 
-/// Blocks every handled signal in the calling thread, so they wait for [`Intake`] instead of
-/// taking their default action. Call before any other thread starts: threads inherit the mask,
-/// and a signal for the process goes to a thread that does not block it. Children inherit it
-/// too, across `exec`: every child must call [`restore_in_child`] between fork and exec.
+/// The signals supervise stops on (TERM, INT, QUIT) whatever it inherited: blocked or ignored
+/// by its parent, they still reach it through the signalfd, so its workers must be able to
+/// receive them as well. A shell starts a background job with INT and QUIT ignored, so
+/// `supervise … &` in a script would otherwise hand that on, and a forwarded Ctrl-C would run
+/// out the grace into SIGKILL instead of stopping anything.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
+
+/// Which of [`STOP_SIGNALS`] supervise inherited ignored (bit i for `STOP_SIGNALS[i]`): a child
+/// gets their default action back before it `exec`s.
+static IGNORED_STOPS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Blocks every handled signal in the calling thread (and so in every thread spawned after),
+/// remembering the mask it had, and which stop signals it inherited ignored. Call before the
+/// runtime starts.
 pub fn block() -> std::io::Result<()> {
+    let mut ignored = 0u8;
+    for (i, &sig) in STOP_SIGNALS.iter().enumerate() {
+        // SAFETY: sigaction only reads the disposition into a zeroed struct we own.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid signal number, no new action, a valid pointer for the old one.
+        let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        if r == 0 && old.sa_sigaction == libc::SIG_IGN {
+            ignored |= 1 << i;
+        }
+    }
+    IGNORED_STOPS.store(ignored, std::sync::atomic::Ordering::Relaxed);
     let set = handled_set();
     // SAFETY: sigset_t is plain data, filled in by pthread_sigmask.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -230,17 +251,31 @@ pub fn block() -> std::io::Result<()> {
     if r != 0 {
         return Err(std::io::Error::from_raw_os_error(r));
     }
+    for sig in STOP_SIGNALS {
+        // SAFETY: a valid set and signal number.
+        unsafe { libc::sigdelset(&mut old, sig) };
+    }
     let _ = ORIGINAL_MASK.set(old);
     Ok(())
 }
 
-/// Gives a child about to `exec` the signal mask the supervisor started with, so a worker is
-/// not born with the supervisor's signals blocked. Async-signal-safe (one atomic load and one
-/// syscall): for `pre_exec`.
+/// Gives a child about to `exec` the signal mask the supervisor started with (less the stop
+/// signals), so a worker is not born with the supervisor's signals blocked, and the default
+/// action of any stop signal supervise inherited ignored. Async-signal-safe (atomic loads and
+/// at most four syscalls): for `pre_exec`.
 pub fn restore_in_child() -> std::io::Result<()> {
     let Some(mask) = ORIGINAL_MASK.get() else {
         return Ok(());
     };
+    let ignored = IGNORED_STOPS.load(std::sync::atomic::Ordering::Relaxed);
+    for (i, &sig) in STOP_SIGNALS.iter().enumerate() {
+        if ignored & (1 << i) != 0 {
+            // SAFETY: signal(2) with SIG_DFL installs no handler; async-signal-safe.
+            if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
     // SAFETY: sigprocmask with a valid set; async-signal-safe.
     if unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) } == 0 {
         Ok(())
