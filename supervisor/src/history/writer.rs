@@ -72,6 +72,15 @@ impl Segment {
             .map(|(name, n)| (self.name(name, out, scratch), *n))
             .collect()
     }
+
+    /// A frame of the supervisor's own finding counts that differ from what this segment said.
+    fn own_findings(&mut self, latest: &Counts, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+        let changed = changes(&mut self.own, latest);
+        if !changed.is_empty() {
+            let ids = self.ids(&changed, out, scratch);
+            counts_frame(KIND_OWN_FINDINGS, None, &ids, out, scratch);
+        }
+    }
 }
 
 /// The counts of `latest` that differ from what `said` holds; `said` is brought up to date.
@@ -313,17 +322,7 @@ impl Writer {
             Msg::Own(counts) => {
                 self.own = counts;
                 if let Some(seg) = &mut self.seg {
-                    let changed = changes(&mut seg.own, &self.own);
-                    if !changed.is_empty() {
-                        let ids = seg.ids(&changed, &mut self.out, &mut self.scratch);
-                        counts_frame(
-                            KIND_OWN_FINDINGS,
-                            None,
-                            &ids,
-                            &mut self.out,
-                            &mut self.scratch,
-                        );
-                    }
+                    seg.own_findings(&self.own, &mut self.out, &mut self.scratch);
                 }
                 0
             }
@@ -355,17 +354,7 @@ impl Writer {
         for (program, &bytes) in &self.limits {
             limit_frame(&mut seg, program, bytes, &mut self.out, &mut self.scratch);
         }
-        let own = changes(&mut seg.own, &self.own);
-        if !own.is_empty() {
-            let ids = seg.ids(&own, &mut self.out, &mut self.scratch);
-            counts_frame(
-                KIND_OWN_FINDINGS,
-                None,
-                &ids,
-                &mut self.out,
-                &mut self.scratch,
-            );
-        }
+        seg.own_findings(&self.own, &mut self.out, &mut self.scratch);
         seg
     }
 
