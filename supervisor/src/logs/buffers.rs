@@ -258,7 +258,9 @@ impl Buffers {
     #[must_use]
     pub fn recent(buffers: &[Rc<Buffer>], n: usize) -> Vec<RecentLine> {
         let rings: Vec<_> = buffers.iter().map(|b| b.ring.borrow()).collect();
-        let mut positions: Vec<Vec<usize>> = rings.iter().map(|r| r.positions()).collect();
+        // No answer holds more lines than this, so no ring need give more.
+        let most = n.min(REPLY_MAX / ITEM_COST);
+        let mut positions: Vec<Vec<usize>> = rings.iter().map(|r| r.last_positions(most)).collect();
         // The newest line left of each buffer, newest first: a merge from the end.
         let mut heap: BinaryHeap<(u64, usize)> = positions
             .iter()

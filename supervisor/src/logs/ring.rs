@@ -107,19 +107,24 @@ impl Ring {
         self.count += 1;
     }
 
-    /// The physical position of every record, oldest first.
+    /// The physical positions of the newest `k` records, oldest first. Records can only be
+    /// walked forward from the oldest, but only `k` positions are kept: a ring of millions of
+    /// empty lines costs a `logs -n 1` a walk, not a list of them all.
     #[must_use]
-    pub fn positions(&self) -> Vec<usize> {
-        let mut out = Vec::with_capacity(self.count);
+    pub fn last_positions(&self, k: usize) -> Vec<usize> {
+        let skip = self.count.saturating_sub(k);
+        let mut out = Vec::with_capacity(self.count - skip);
         let mut at = self.start;
-        for _ in 0..self.count {
-            out.push(at);
+        for i in 0..self.count {
+            if i >= skip {
+                out.push(at);
+            }
             at = self.wrap(at + self.size_at(at));
         }
         out
     }
 
-    /// The sequence number of the record at `at` (a position from [`Ring::positions`]).
+    /// The sequence number of the record at `at` (a position from [`Ring::last_positions`]).
     #[must_use]
     pub fn seq_at(&self, at: usize) -> u64 {
         let mut seq = [0u8; 8];
@@ -127,7 +132,7 @@ impl Ring {
         u64::from_le_bytes(seq)
     }
 
-    /// The record at `at` (a position from [`Ring::positions`]), copied out.
+    /// The record at `at` (a position from [`Ring::last_positions`]), copied out.
     #[must_use]
     pub fn record(&self, at: usize) -> Record {
         let (len, flags) = self.header_at(at);
@@ -150,7 +155,7 @@ impl Ring {
     /// Every record, oldest first.
     #[cfg(test)]
     fn records(&self) -> Vec<Record> {
-        self.positions()
+        self.last_positions(usize::MAX)
             .into_iter()
             .map(|at| self.record(at))
             .collect()
