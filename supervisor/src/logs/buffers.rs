@@ -206,12 +206,15 @@ impl Buffers {
             .retain(|(p, i), _| replicas.get(p).is_some_and(|&n| *i < n));
         self.followers.borrow_mut().retain(|w| {
             let Some(f) = w.upgrade() else { return false };
-            if replicas.contains_key(&f.program) {
-                true
-            } else {
-                f.close(&format!("{} was removed from the config", f.program));
-                false
+            match (replicas.get(&f.program), f.instance) {
+                (None, _) => f.close(&format!("{} was removed from the config", f.program)),
+                (Some(&n), Some(i)) if i >= n => f.close(&format!(
+                    "{}/{i} was removed from the config ({} now has {n})",
+                    f.program, f.program
+                )),
+                _ => return true,
             }
+            false
         });
         *self.replicas.borrow_mut() = replicas;
     }
@@ -477,6 +480,23 @@ mod tests {
         );
         drop((f, one));
         assert_eq!(all.followers(), 0);
+    }
+
+    #[test]
+    fn a_follower_of_an_instance_a_reload_removes_hears_it() {
+        let all = Buffers::new(4096);
+        all.sync([("api", 3)]);
+        let sel = all.select("api", None).expect("api");
+        let last = all.follow("api", Some(2), &sel[2..]);
+        let first = all.follow("api", Some(0), &sel[..1]);
+        let every = all.follow("api", None, &sel);
+        all.sync([("api", 2)]);
+        assert_eq!(
+            last.closed().as_deref(),
+            Some("api/2 was removed from the config (api now has 2)")
+        );
+        assert_eq!((first.closed(), every.closed()), (None, None));
+        assert_eq!(all.followers(), 2);
     }
 
     #[test]
