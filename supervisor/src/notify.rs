@@ -25,8 +25,10 @@ use tokio::io::unix::AsyncFd;
 
 /// Longest datagram read (systemd's own limit is one pipe buffer).
 pub const MAX_DATAGRAM: usize = 4096;
-/// File descriptors one datagram may pass before the kernel discards the rest (`MSG_CTRUNC`).
-const MAX_FDS: usize = 16;
+/// File descriptors one datagram can carry: the kernel's own cap (`SCM_MAX_FD`). Room for all
+/// of them, so the control data is never cut (`MSG_CTRUNC`): then the fds that did arrive could
+/// not be read out to be closed, and a sender could fill the supervisor's fd table.
+const MAX_FDS: usize = 253;
 /// Longest `STATUS=` text kept.
 pub const MAX_STATUS: usize = 256;
 
@@ -113,6 +115,8 @@ pub struct NotifySocket {
     fd: AsyncFd<OwnedFd>,
     path: PathBuf,
     buf: Vec<u8>,
+    /// Control data: the sender's credentials and any fds, kept between receives.
+    cmsg: Vec<u8>,
 }
 
 impl NotifySocket {
@@ -141,6 +145,7 @@ impl NotifySocket {
             fd,
             path: path.to_owned(),
             buf: vec![0; MAX_DATAGRAM],
+            cmsg: nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS]),
         })
     }
 
@@ -153,7 +158,11 @@ impl NotifySocket {
     pub async fn recv(&mut self) -> io::Result<Datagram> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match receive(guard.get_inner().as_fd().as_raw_fd(), &mut self.buf) {
+            match receive(
+                guard.get_inner().as_fd().as_raw_fd(),
+                &mut self.buf,
+                &mut self.cmsg,
+            ) {
                 Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
@@ -170,13 +179,12 @@ impl Drop for NotifySocket {
 }
 
 /// One `recvmsg`, with its fds closed at once.
-fn receive(fd: RawFd, buf: &mut [u8]) -> nix::Result<Datagram> {
+fn receive(fd: RawFd, buf: &mut [u8], cmsg: &mut [u8]) -> nix::Result<Datagram> {
     let mut iov = [io::IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS]);
     let msg = recvmsg::<()>(
         fd,
         &mut iov,
-        Some(&mut cmsg),
+        Some(cmsg),
         MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
     )?;
     let mut pid = None;
@@ -410,6 +418,31 @@ mod tests {
             assert!(matches!(got, Datagram::Message { .. }), "{got:?}");
             let mut b = [0u8; 1];
             assert_eq!(nix::unistd::read(&r, &mut b).expect("read"), 0, "EOF");
+            // As many fds as the kernel lets one datagram carry: every copy closed, none kept.
+            let (r, w) = nix::unistd::pipe().expect("pipe");
+            nix::fcntl::fcntl(
+                &r,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .expect("nonblocking");
+            let fds = [w.as_raw_fd(); 253];
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            nix::sys::socket::sendmsg(
+                client.as_raw_fd(),
+                &[io::IoSlice::new(b"FDSTORE=1")],
+                &cmsg,
+                MsgFlags::empty(),
+                Some(&addr),
+            )
+            .expect("sendmsg");
+            drop(w);
+            let got = sock.recv().await.expect("recv");
+            assert!(matches!(got, Datagram::Message { .. }), "{got:?}");
+            assert_eq!(
+                nix::unistd::read(&r, &mut b),
+                Ok(0),
+                "EOF: no copy left open"
+            );
             // Too long: dropped, and the next one still arrives.
             client
                 .send_to(&vec![b'x'; MAX_DATAGRAM + 10], &path)
