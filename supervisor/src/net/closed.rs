@@ -74,8 +74,8 @@ pub struct Closed<K> {
     departed: HashMap<u64, Departed<K>, Fast>,
     /// Departure order, for expiry.
     queue: VecDeque<(Instant, u64)>,
-    /// Listening sockets of the last dump by port: (address, worker).
-    listeners: HashMap<u16, Vec<(IpAddr, K)>, Fast>,
+    /// Listening sockets of the last dump by (port, address): whose, or several workers'.
+    listeners: HashMap<(u16, IpAddr), Owner<K>, Fast>,
     /// Bytes credited to each worker since its last tick.
     pending: HashMap<K, (u64, u64)>,
     stats: ClosedStats,
@@ -95,6 +95,7 @@ impl<K> Default for Closed<K> {
 }
 
 /// Whose listener a local address is.
+#[derive(Debug, Clone)]
 enum Owner<K> {
     One(K),
     Several,
@@ -181,39 +182,31 @@ impl<K: Clone + Eq + Hash> Closed<K> {
             let Some(key) = keys.get(w as usize) else {
                 continue;
             };
-            let at = self.listeners.entry(addr.port()).or_default();
-            let ip = addr.ip().to_canonical();
-            if !at.iter().any(|(a, k)| *a == ip && k == key) {
-                at.push((ip, key.clone()));
-            }
+            let at = (addr.port(), addr.ip().to_canonical());
+            let owner = self.listeners.entry(at).or_insert(Owner::None);
+            *owner = match &*owner {
+                Owner::None => Owner::One(key.clone()),
+                Owner::One(k) if k == key => continue,
+                _ => Owner::Several,
+            };
         }
     }
 
     /// The worker whose listener accepted a connection on `local`: an exact address first (the
     /// kernel prefers it too), else a wildcard one.
     fn owner(&self, local: &SocketAddr) -> Owner<K> {
-        let Some(at) = self.listeners.get(&local.port()) else {
-            return Owner::None;
-        };
-        let ip = local.ip().to_canonical();
-        let pick = |exact: bool| {
-            let mut found: Option<&K> = None;
-            for (a, k) in at {
-                let hit = if exact { *a == ip } else { a.is_unspecified() };
-                if !hit {
-                    continue;
-                }
-                match found {
-                    None => found = Some(k),
-                    Some(f) if f == k => {}
-                    Some(_) => return Owner::Several,
-                }
-            }
-            found.map_or(Owner::None, |k| Owner::One(k.clone()))
-        };
-        match pick(true) {
-            Owner::None => pick(false),
-            other => other,
+        let port = local.port();
+        let at = |ip: IpAddr| self.listeners.get(&(port, ip));
+        if let Some(exact) = at(local.ip().to_canonical()) {
+            return exact.clone();
+        }
+        let any4 = at(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let any6 = at(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        match (any4, any6) {
+            (Some(o), None) | (None, Some(o)) => o.clone(),
+            (Some(Owner::One(a)), Some(Owner::One(b))) if a == b => Owner::One(a.clone()),
+            (Some(_), Some(_)) => Owner::Several,
+            (None, None) => Owner::None,
         }
     }
 
