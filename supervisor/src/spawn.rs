@@ -213,10 +213,10 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let _ = ORIGINAL_NOFILE.set(lim);
     if lim.rlim_cur >= lim.rlim_max {
         return Ok(lim.rlim_cur);
     }
+    let _ = ORIGINAL_NOFILE.set(lim);
     let raised = libc::rlimit {
         rlim_cur: lim.rlim_max,
         rlim_max: lim.rlim_max,

@@ -246,8 +246,7 @@ impl DestroySocket {
 
 impl AsFd for DestroySocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the fd is open for as long as `self.sock` lives, which outlives the borrow.
-        unsafe { BorrowedFd::borrow_raw(self.sock.as_raw_fd()) }
+        self.sock.as_fd()
     }
 }
 

@@ -802,7 +802,6 @@ fn section_line(src: &str, name: &str, nth: usize) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
-/// Validates `[program.NAME.net]`; errors name the key (under `key`) and say what is wrong.
 /// `key.sub`, or `key` for an error about the table as a whole.
 fn sub_key(key: &str, sub: &str) -> String {
     if sub.is_empty() {
@@ -872,6 +871,7 @@ fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// Validates `[program.NAME.net]`; errors name the key (under `key`) and say what is wrong.
 fn net_policy(n: RawNet, key: &str) -> Result<NetPolicy, (String, String)> {
     let allow = n
         .allow

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
+
+use super::sleep_until_opt;
 
 use crate::orphans::Roots;
 use crate::plan::{Check, HealthSpec, ReadyHow, ReadySpec};
@@ -251,11 +253,4 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
     Ok(())
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
