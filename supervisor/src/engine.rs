@@ -418,7 +418,11 @@ impl Engine {
         self.buffers.close("the supervisor is exiting");
         let now = tokio::time::Instant::now();
         let (least, most) = (
-            now + answered * Duration::from_millis(20),
+            now + if answered {
+                Duration::from_millis(20)
+            } else {
+                Duration::ZERO
+            },
             now + Duration::from_millis(200),
         );
         while (self.buffers.followers() > 0 || tokio::time::Instant::now() < least)

@@ -121,11 +121,11 @@ impl Engine {
         }
     }
 
-    /// The supervisor is exiting: every wait gets its answer now. Returns how many did (0 or 1:
-    /// whether the caller should give their connections a moment to write them).
-    pub(super) fn end_waits(&mut self) -> u32 {
+    /// The supervisor is exiting: every wait gets its answer now. Returns whether any did (the
+    /// caller then gives their connections a moment to write them).
+    pub(super) fn end_waits(&mut self) -> bool {
         let waits = std::mem::take(&mut self.waits);
-        let any = u32::from(!waits.is_empty());
+        let any = !waits.is_empty();
         for wait in waits {
             self.settle(wait, true);
         }
@@ -164,34 +164,29 @@ impl Engine {
         let program = wait.program.as_str();
         match wait.goal {
             Goal::Gone => {
-                let left: Vec<_> = self
+                let left = self
                     .slots
                     .values()
                     .filter(|s| s.spec.name == program)
-                    .collect();
-                if left.is_empty() {
+                    .map(|s| s.instance)
+                    .min();
+                let Some(s) = left else {
                     return Progress::Done(format!("{program}: stopped, no process left"));
-                }
+                };
                 if !self.held.contains(program) && self.stopping == 0 {
                     return Progress::Failed(format!("{program} was started again meanwhile"));
                 }
-                let s = left
-                    .iter()
-                    .min_by_key(|s| s.instance)
-                    .map_or(0, |s| s.instance);
                 Progress::Pending(format!("{program}/{s} is still stopping"))
             }
             Goal::Up => match self.blocked(program) {
                 Some(failed) => failed,
-                None if self.waiting.contains_key(program) => {
-                    let what = self
-                        .waiting
-                        .get(program)
-                        .and_then(|s| self.blocked_by(s))
-                        .unwrap_or_else(|| "its turn".into());
-                    Progress::Pending(format!("{program} is waiting for {what}"))
-                }
-                None => self.all_up(program, None, None),
+                None => match self.waiting.get(program) {
+                    Some(s) => {
+                        let what = self.blocked_by(s).unwrap_or_else(|| "its turn".into());
+                        Progress::Pending(format!("{program} is waiting for {what}"))
+                    }
+                    None => self.all_up(program, None, None),
+                },
             },
             Goal::Restarted {
                 instance,
