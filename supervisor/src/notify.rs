@@ -299,14 +299,7 @@ impl Manager {
     /// A reload starts; the next [`Manager::up`] says `READY=1` again.
     pub fn reloading(&mut self) {
         self.ready = false;
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let usec = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
-            + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000;
+        let usec = crate::worker::monotonic_ns() / 1000;
         self.send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
     }
 

@@ -89,9 +89,7 @@ impl Counters {
     }
 
     fn found(&self, kind: &'static str) {
-        let mut by = self.findings.borrow_mut();
-        let n = by.entry(kind).or_default();
-        *n = n.saturating_add(1);
+        count_finding(&mut self.findings.borrow_mut(), kind);
     }
 
     /// The lifetime totals, given the running incarnation's own (zero when none runs).
@@ -491,6 +489,12 @@ pub(crate) fn on_grid(every: Duration) -> tokio::time::Instant {
         .as_nanos();
     let at = earliest.div_ceil(period).saturating_mul(period);
     epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
+}
+
+/// One more finding of `kind` in a count by kind (an instance's, or the supervisor's own).
+pub(crate) fn count_finding(by: &mut BTreeMap<&'static str, u64>, kind: &'static str) {
+    let n = by.entry(kind).or_default();
+    *n = n.saturating_add(1);
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock the SDK stamps heartbeats with.

@@ -134,7 +134,7 @@ impl Engine {
             ("over_rate", d.over_rate),
         ];
         tracing::warn!(?numbers, "notify socket: datagrams dropped");
-        count_finding(&mut self.own_findings, "notify_dropped");
+        crate::worker::count_finding(&mut self.own_findings, "notify_dropped");
         self.output.event(&Event::now(
             "supervise",
             0,
@@ -148,15 +148,6 @@ impl Engine {
             },
         ));
     }
-}
-
-/// Counts a finding about the supervisor as a whole, for the history.
-pub(super) fn count_finding(
-    by: &mut std::collections::BTreeMap<&'static str, u64>,
-    kind: &'static str,
-) {
-    let n = by.entry(kind).or_default();
-    *n = n.saturating_add(1);
 }
 
 /// The parent of `pid`, from /proc/PID/stat.

@@ -356,7 +356,7 @@ impl Engine {
             match (finding, *alarm) {
                 (Some(f), false) => {
                     *alarm = true;
-                    super::notified::count_finding(&mut self.own_findings, disk::DiskFinding::KIND);
+                    crate::worker::count_finding(&mut self.own_findings, disk::DiskFinding::KIND);
                     events.push(f.to_event_kind());
                 }
                 (None, true) => {
