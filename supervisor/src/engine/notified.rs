@@ -78,7 +78,7 @@ impl Engine {
             if let Some(id) = holds(p) {
                 return Some(id);
             }
-            p = parent_of(p)?;
+            p = crate::orphans::stat_of(p)?.ppid;
             if p <= 1 || p == me {
                 return None;
             }
@@ -148,10 +148,4 @@ impl Engine {
             },
         ));
     }
-}
-
-/// The parent of `pid`, from /proc/PID/stat.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    crate::probe::parse::stat(&stat).map(|s| s.ppid)
 }

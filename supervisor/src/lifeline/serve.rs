@@ -346,7 +346,9 @@ impl Watch {
             if pid == self.own.pid {
                 continue;
             }
-            let Some(stat) = stat(pid) else { continue };
+            let Some(stat) = crate::orphans::stat_of(pid) else {
+                continue;
+            };
             if stat.state == b'Z' {
                 continue;
             }
@@ -361,13 +363,8 @@ impl Watch {
     }
 }
 
-fn stat(pid: i32) -> Option<crate::probe::parse::Stat> {
-    let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    crate::probe::parse::stat(&bytes)
-}
-
 fn starttime(pid: i32) -> Option<u64> {
-    stat(pid).map(|s| s.starttime)
+    crate::orphans::stat_of(pid).map(|s| s.starttime)
 }
 
 /// False once `pid` is known to be gone or another process; true while it cannot be told (its
