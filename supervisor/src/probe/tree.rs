@@ -175,8 +175,13 @@ impl Tree {
         if self.members.contains_key(&pid) {
             return true;
         }
+        with_scratch(|buf| self.adopt_with(pid, buf))
+    }
+
+    /// [`Tree::adopt`] with a read buffer the caller holds (a sample already has this thread's).
+    fn adopt_with(&mut self, pid: i32, buf: &mut Buf) -> bool {
         match ProcFiles::open(pid) {
-            Ok(files) => match with_scratch(|buf| files.sample(buf)) {
+            Ok(files) => match files.sample(buf) {
                 Ok(last) => {
                     if let Some(f) = &self.on_join {
                         f(&Joined::of(pid, &last));
@@ -252,7 +257,7 @@ impl Tree {
             let pid = queue[i];
             i += 1;
             let fresh = !self.members.contains_key(&pid);
-            if fresh && !self.adopt(pid) {
+            if fresh && !self.adopt_with(pid, &mut buf) {
                 continue;
             }
             let Some(m) = self.members.get_mut(&pid) else {
