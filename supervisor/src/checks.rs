@@ -2,7 +2,6 @@
 //! bounded by its timeout and never blocks the runtime: connects and reads are async, and a
 //! command's exit comes from the supervisor's one reaper.
 
-use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -109,16 +108,8 @@ async fn exec(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    // SAFETY: runs in the forked child before exec and calls only prctl(2) and sigprocmask(2),
-    // which are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            crate::signals::restore_in_child()
-        });
-    }
+    // SAFETY: runs in the forked child before exec; `helper_child` is async-signal-safe.
+    unsafe { cmd.pre_exec(crate::spawn::helper_child) };
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {program:?}: {e}"))?;

@@ -229,6 +229,18 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(raised.rlim_cur)
 }
 
+/// The `pre_exec` of a command supervise runs for itself (a check, an alert): it dies with
+/// supervise, and gets back the signal mask, stop signals and open-files limit supervise started
+/// with, as a worker does. Async-signal-safe (prctl, signal, sigprocmask, setrlimit).
+pub fn helper_child() -> io::Result<()> {
+    // SAFETY: prctl(2) with constant arguments; async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    crate::signals::restore_in_child()?;
+    restore_fd_limit_in_child()
+}
+
 /// Gives a child about to `exec` the `RLIMIT_NOFILE` supervise started with (nothing when it was
 /// never raised). Async-signal-safe (one atomic load and one syscall): for `pre_exec`.
 pub fn restore_fd_limit_in_child() -> io::Result<()> {

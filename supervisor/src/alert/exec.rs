@@ -66,17 +66,8 @@ pub fn run(
         .stdout(Stdio::from(out_w.try_clone()?))
         .stderr(Stdio::from(out_w))
         .process_group(0);
-    // SAFETY: runs in the forked child before exec and calls only prctl(2), sigprocmask(2) and
-    // setrlimit(2), which are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            crate::signals::restore_in_child()?;
-            crate::spawn::restore_fd_limit_in_child()
-        });
-    }
+    // SAFETY: runs in the forked child before exec; `helper_child` is async-signal-safe.
+    unsafe { cmd.pre_exec(crate::spawn::helper_child) };
     let spawned = cmd.spawn();
     // Our copies of the pipe's write end live in `cmd`: close them, or the read end never
     // sees end-of-file.
