@@ -64,6 +64,44 @@ fn systemd_notify_from_a_shell_worker() {
     )));
 }
 
+/// With another readiness rule, that rule alone decides: a `READY=1` does not make the worker
+/// ready (its `STATUS=` is still taken).
+#[test]
+fn ready_from_notify_does_not_override_another_rule() {
+    let Some(notify) = tool("systemd-notify") else {
+        eprintln!("skipped: systemd-notify is not installed");
+        return;
+    };
+    let name = unique("sdnotrule");
+    let _guard = ProgramGuard(name.clone());
+    let script = format!(
+        "{} --ready --status='told ready'; exec sleep 1000",
+        notify.display()
+    );
+    // Nothing listens on port 1: the tcp rule never passes.
+    let sup = Sup::with_config(&config(
+        &name,
+        &["/bin/sh", "-c", &script],
+        "ready = { tcp = \"127.0.0.1:1\" }\n",
+    ));
+    sup.wait_socket(LONG);
+    assert!(
+        wait_until(LONG, || status_json(&sup.socket())
+            .iter()
+            .any(|w| w["status_text"] == "told ready")),
+        "{}",
+        sup.dump()
+    );
+    assert!(
+        status_json(&sup.socket())
+            .iter()
+            .all(|w| w["ready"] == false),
+        "{}",
+        sup.dump()
+    );
+    assert!(sup.of("ready").is_empty(), "{}", sup.dump());
+}
+
 /// A worker in Python that speaks the protocol with a plain socket, as many programs do.
 const PYTHON_WORKER: &str = r#"
 import os, socket, sys, time

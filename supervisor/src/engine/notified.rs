@@ -93,8 +93,16 @@ impl Engine {
                 .event(&Event::now(&slot.spec.name, slot.instance, Some(pid), kind));
         };
         let mut n = sh.notified.borrow_mut();
+        // With another readiness rule, that rule alone decides: READY=1 and its undoing are not
+        // the program's to say.
+        let says_ready = slot
+            .spec
+            .ready
+            .as_ref()
+            .is_none_or(|r| r.how == crate::plan::ReadyHow::Notify);
         for f in fields {
             match f {
+                Field::Ready | Field::Reloading | Field::Stopping if !says_ready => {}
                 Field::Ready => {
                     if !sh.ready.get() {
                         sh.ready.set(true);
