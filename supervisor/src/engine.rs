@@ -250,8 +250,6 @@ impl Engine {
         }
         self.resources.watch(self.plan.watch_dirs.clone());
         let mut destroy = self.resources.start_net(self.plan.destroy_events);
-        // This tick period's share of destroy messages is read: wait for the next tick.
-        let mut destroy_paused = false;
         // The destroy socket was found empty: look again after DESTROY_GAP, not at once.
         let mut destroy_rest: Option<tokio::time::Instant> = None;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
@@ -341,7 +339,6 @@ impl Engine {
                     self.scan_orphans();
                     last_scan = tokio::time::Instant::now();
                     self.probe_resources();
-                    destroy_paused = false;
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
                         h.own_findings(&self.own_findings);
@@ -374,7 +371,7 @@ impl Engine {
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
                 _ = wait_tick.tick(), if !self.waits.is_empty() => self.advance_waits(),
                 () = sleep_until_some(destroy_rest) => destroy_rest = None,
-                got = destroy_ready(destroy.as_ref()), if !destroy_paused && destroy_rest.is_none() => {
+                got = destroy_ready(destroy.as_ref()), if !self.resources.destroy_paused() && destroy_rest.is_none() => {
                     let read = self.resources.read_destroyed();
                     let gone = match got {
                         Ok(mut guard) => {
@@ -385,7 +382,6 @@ impl Engine {
                         }
                         Err(_) => true,
                     };
-                    destroy_paused = read == DestroyRead::Paused;
                     if read == DestroyRead::Empty {
                         destroy_rest = Some(tokio::time::Instant::now() + resources::DESTROY_GAP);
                     }

@@ -141,6 +141,12 @@ impl Resources {
         }
     }
 
+    /// Whether this tick period's share of destroy messages has been read: the next read waits
+    /// for the tick.
+    pub fn destroy_paused(&self) -> bool {
+        self.net.destroy_paused()
+    }
+
     /// What `status` says about the supervisor itself.
     pub fn supervisor_status(&self) -> SupervisorStatus {
         let d = self.net.destroy_status();
