@@ -167,7 +167,7 @@ impl Lifeline {
         drop(cmd);
         let child = child?;
         // Writing must never block the engine: what the pipe does not take waits in `pending`.
-        set_nonblocking(&write)?;
+        crate::spawn::set_nonblocking(&write)?;
         Ok((
             Self {
                 pipe: File::from(write),
@@ -350,13 +350,6 @@ impl Drop for TreeWatch {
             self.lifeline.forget(id);
         }
     }
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
-    Ok(())
 }
 
 #[cfg(test)]

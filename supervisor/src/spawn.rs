@@ -229,6 +229,14 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(raised.rlim_cur)
 }
 
+/// Sets `O_NONBLOCK` on `fd`, keeping its other status flags.
+pub(crate) fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
 /// The `pre_exec` of a command supervise runs for itself (a check, an alert): it dies with
 /// supervise, and gets back the signal mask, stop signals and open-files limit supervise started
 /// with, as a worker does. Async-signal-safe (prctl, signal, sigprocmask, setrlimit).

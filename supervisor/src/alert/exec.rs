@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 
@@ -95,8 +95,8 @@ fn watch(
         output: String::new(),
     };
     let mut kept = Vec::new();
-    let _ = set_nonblocking(&out);
-    let mut stdin = stdin.filter(|fd| set_nonblocking(fd).is_ok());
+    let _ = crate::spawn::set_nonblocking(&out);
+    let mut stdin = stdin.filter(|fd| crate::spawn::set_nonblocking(fd).is_ok());
     let mut left = input;
     let pidfd = match pidfd_open(pid) {
         Ok(fd) => Some(fd),
@@ -240,11 +240,6 @@ fn write_some(fd: &mut ChildStdin, bytes: &[u8]) -> io::Result<usize> {
             other => return other,
         }
     }
-}
-
-fn set_nonblocking(fd: &impl AsFd) -> nix::Result<()> {
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {

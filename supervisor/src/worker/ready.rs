@@ -82,7 +82,7 @@ impl Checks {
     ) -> Self {
         let now = Instant::now();
         let fd = fd.and_then(|fd| {
-            set_nonblocking(&fd).ok()?;
+            crate::spawn::set_nonblocking(&fd).ok()?;
             // SAFETY: an `OwnedFd` stays open while owned and always returns the same number.
             unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
         });
@@ -246,11 +246,4 @@ async fn readable(fd: Option<&AsyncFd<OwnedFd>>) -> Result<bool, ()> {
             }
         }
     }
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
-    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
-    Ok(())
 }
