@@ -8,7 +8,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{example, status_json, unique, wait_until, ProgramGuard, Sup};
+use common::{
+    example, fd_count, fd_limit, pid_of, status_json, unique, wait_until, ProgramGuard, Sup,
+};
 
 const LONG: Duration = Duration::from_secs(15);
 
@@ -210,10 +212,6 @@ fn redis_supervised_by_systemd_protocol_is_seen_ready() {
 }
 
 /// fds open in `pid`.
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
 fn send_with_fd(socket: &Path, text: &[u8]) {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
     let client = std::os::unix::net::UnixDatagram::unbound().expect("client");
@@ -266,4 +264,156 @@ fn hostile_datagrams_change_nothing() {
         .all(|w| w["ready"] == false && w["status_text"].is_null()));
     let after = fd_count(sup.pid());
     assert!(after <= before + 2, "fds {before} -> {after}");
+}
+
+/// A pipe whose read end says, without waiting, when every copy of its write end is closed.
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    nix::fcntl::fcntl(
+        &r,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .expect("nonblocking");
+    (r, w)
+}
+
+/// One datagram carrying as many fds as the kernel lets one carry (253), from outside every tree,
+/// to a supervisor with fewer than that free: every one that arrived is closed, its fds come back
+/// to where they were, and it goes on serving and restarting.
+#[test]
+fn a_datagram_full_of_fds_cannot_use_up_the_supervisors_fds() {
+    let name = unique("notifyfds");
+    let _guard = ProgramGuard(name.clone());
+    let sleeper = example("crasher");
+    // 11 one-process replicas under 256 fds (the start-up budget asks 246 of them): far fewer
+    // than 253 are free.
+    let sup = Sup::start_with(&[], |cmd, dir| {
+        fd_limit(cmd, 256, 256);
+        cmd.arg("--admin")
+            .arg(dir.join("ctl.sock"))
+            .args(["--name", &name, "--replicas", "11", "--", &sleeper])
+            .args(["--after", "1000000"]);
+    });
+    sup.wait_socket(LONG);
+    sup.wait_nth(11, LONG, "11 started", |e| e["event"] == "started");
+    let socket = notify_socket(&sup);
+    // Settled: the same count twice in a row.
+    let mut before = fd_count(sup.pid());
+    wait_until(LONG, || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = fd_count(sup.pid());
+        std::mem::replace(&mut before, now) == now
+    });
+    let (r, w) = pipe();
+    {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        let client = std::os::unix::net::UnixDatagram::unbound().expect("client");
+        let fds = [w.as_raw_fd(); 253];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        sendmsg(
+            client.as_raw_fd(),
+            &[std::io::IoSlice::new(b"FDSTORE=1")],
+            &cmsg,
+            MsgFlags::empty(),
+            Some(&UnixAddr::new(&socket).expect("addr")),
+        )
+        .expect("sendmsg");
+    }
+    drop(w);
+    // Every copy closed: the read end sees EOF.
+    let closed = wait_until(LONG, || {
+        let mut b = [0u8; 1];
+        nix::unistd::read(&r, &mut b) == Ok(0)
+    });
+    let after = fd_count(sup.pid());
+    assert!(
+        closed,
+        "supervise kept copies of the passed fd: {before} -> {after} fds\n{}",
+        sup.dump()
+    );
+    assert!(after <= before + 2, "fds {before} -> {after}");
+    let f = sup.wait_nth(1, LONG, "notify_dropped", |e| {
+        e["event"] == "finding" && e["kind"] == "notify_dropped"
+    });
+    assert!(
+        f.to_string().contains("fds_cut"),
+        "the cut control data was counted: {f}"
+    );
+    // Still serving, and still able to restart a worker.
+    assert_eq!(status_json(&sup.socket()).len(), 11);
+    let victim = pid_of(&sup.of("started")[0]);
+    // SAFETY: kill(2) on a worker of this test's supervisor.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    sup.wait_nth(12, LONG, "the killed worker started again", |e| {
+        e["event"] == "started"
+    });
+    let errors = sup.stderr();
+    assert!(!errors.contains("Too many open files"), "{errors}");
+}
+
+/// Floods of `WATCHDOG=1` from another worker, then from outside every tree, next to a worker
+/// that pings every 500 ms under a 1.5 s heartbeat timeout: its pings are all heard, so it is
+/// never hung. (With one budget for all senders, a flood used it up early in each second, and a
+/// ping was heard only if it came before that.)
+#[test]
+fn a_flood_from_anyone_never_crowds_out_a_workers_pings() {
+    let pinger = unique("pinger");
+    let flooder = unique("flooder");
+    let _guards = [ProgramGuard(pinger.clone()), ProgramGuard(flooder.clone())];
+    let notifier = example("notifier");
+    const FLOOD_SECS: &str = "5";
+    let sup = Sup::with_config(&format!(
+        "[program.{pinger}]\ncommand = [\"{notifier}\", \"--ping\", \"500\"]\n\
+         ready = {{ notify = true }}\nheartbeat = {{ timeout = \"1500ms\", grace = \"1s\" }}\n\
+         [program.{flooder}]\ncommand = [\"{notifier}\", \"--flood\", \"{FLOOD_SECS}\"]\n"
+    ));
+    sup.wait_socket(LONG);
+    sup.wait_event("ready", LONG);
+    // The other worker's flood, then one from this test's own process tree.
+    sup.wait_stdout("flooded", 1, LONG);
+    let mut outside = std::process::Command::new(&notifier)
+        .args(["--flood", FLOOD_SECS, "--socket"])
+        .arg(notify_socket(&sup))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the outside flooder");
+    let out = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(outside.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        line
+    };
+    let _ = outside.kill();
+    let _ = outside.wait();
+    // Both floods were floods (tens of thousands of datagrams), or this test proves nothing.
+    let count = |line: &str| {
+        line.trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let inside = std::fs::read_to_string(sup.path("stdout")).expect("stdout");
+    let inside = inside
+        .lines()
+        .find(|l| l.contains("flooded"))
+        .map_or(0, count);
+    assert!(count(&out) > 20_000, "outside: {out:?}");
+    assert!(inside > 20_000, "inside: {inside}");
+    // A last look after a full heartbeat timeout.
+    std::thread::sleep(Duration::from_millis(2000));
+    let hung: Vec<_> = sup
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "hung" || e["event"] == "restarting")
+        .collect();
+    assert!(hung.is_empty(), "{hung:?}\n{}", sup.dump());
+    let w = status_json(&sup.socket());
+    assert!(
+        w.iter()
+            .any(|w| w["program"] == pinger.as_str() && w["ready"] == true),
+        "{w:?}"
+    );
 }

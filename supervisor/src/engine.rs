@@ -84,9 +84,11 @@ struct Engine {
     stop_later: std::collections::BTreeSet<String>,
     /// The command that stop sends.
     stop_cmd: Command,
-    /// The notify socket's path, given to every worker.
-    notify_path: Option<Rc<std::path::Path>>,
-    /// What the notify socket dropped.
+    /// The notify sockets, one per user workers run as; each worker is given its user's.
+    notify: crate::notify::Sockets,
+    /// Each notify sender's budget this second.
+    notify_intake: crate::notify::Intake,
+    /// What the notify sockets dropped.
     notify_dropped: notified::Dropped,
     /// Findings about the supervisor as a whole (watched directories, the notify socket) by
     /// kind, for the history.
@@ -156,7 +158,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             waiting: std::collections::BTreeMap::new(),
             stop_later: std::collections::BTreeSet::new(),
             stop_cmd: Command::Stop { signal: None },
-            notify_path: None,
+            notify: crate::notify::Sockets::default(),
+            notify_intake: crate::notify::Intake::default(),
             notify_dropped: notified::Dropped::default(),
             own_findings: std::collections::BTreeMap::new(),
             manager,
@@ -253,19 +256,12 @@ impl Engine {
         // The destroy socket was found empty: look again after DESTROY_GAP, not at once.
         let mut destroy_rest: Option<tokio::time::Instant> = None;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
-        // Before any worker starts: each is told where it is.
-        let mut notify = match crate::notify::NotifySocket::bind(&crate::notify::path_beside(
-            &admin_path,
-        )) {
-            Ok(n) => {
-                self.notify_path = Some(Rc::from(n.path()));
-                Some(n)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no notify socket: NOTIFY_SOCKET is not set for the workers");
-                None
-            }
-        };
+        // Beside the control socket; each worker's is bound as it first starts.
+        self.notify = crate::notify::Sockets::new(
+            admin_path
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("/tmp")),
+        );
         for spec in self.plan.programs.clone() {
             self.start_program(Rc::new(spec));
         }
@@ -390,7 +386,7 @@ impl Engine {
                         destroy = None;
                     }
                 }
-                got = recv_notify(notify.as_mut()) => self.on_notify(got),
+                batch = self.notify.recv() => self.on_notify(batch),
             }
         }
         // Alerts of the last events (a `fatal` that ends the run) go out before the sweep kills
@@ -474,7 +470,7 @@ impl Engine {
             sample_every: self.plan.sample_every,
             roots: self.roots.clone(),
             lifeline: self.lifeline.clone(),
-            notify: self.notify_path.clone(),
+            notify: self.notify_for(spec),
             kept: self.buffers.buffer(&spec.name, instance),
         };
         let id = self.next_id;
@@ -492,6 +488,21 @@ impl Engine {
                 doomed: false,
             },
         );
+    }
+
+    /// The notify socket for the user `spec`'s workers start as.
+    fn notify_for(&mut self, spec: &ProgramSpec) -> Option<Rc<std::path::Path>> {
+        let (uid, gid) = match &spec.identity.switch {
+            Some(s) => (
+                s.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+                s.gid,
+            ),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        };
+        self.notify.path_for(uid, gid)
     }
 
     fn ended(&mut self, id: u64, end: End) {
@@ -647,16 +658,6 @@ async fn tick_opt(interval: Option<&mut tokio::time::Interval>) {
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The notify socket's next datagram; never, without one.
-async fn recv_notify(
-    notify: Option<&mut crate::notify::NotifySocket>,
-) -> std::io::Result<crate::notify::Datagram> {
-    match notify {
-        Some(n) => n.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -2,33 +2,30 @@
 //! datagram socket of the supervisor's, and says `READY=1`, `STATUS=…`, `WATCHDOG=1` and so on
 //! there, as `sd_notify(3)` and `systemd-notify(1)` do.
 //!
-//! Each datagram carries its sender's pid, attested by the kernel (`SO_PASSCRED`), and counts
-//! for the worker whose process tree holds that pid (systemd's `NotifyAccess=all`); one from
-//! outside every tree is counted and dropped, so the socket may be reachable by every local user
-//! (workers may run as other users) without letting one program speak for another. File
-//! descriptors a sender passes (`BARRIER=1`'s pipe, `FDSTORE=1`) are closed at once: closing the
-//! barrier's is what `systemd-notify` waits for, and a child must not be able to fill the
-//! supervisor's fd table. Datagrams are size-capped and read without ever blocking; what cannot
-//! be parsed is counted and ignored.
+//! Each datagram carries its sender's pid and uid, attested by the kernel (`SO_PASSCRED`), and
+//! counts for the worker whose process tree holds that pid (systemd's `NotifyAccess=all`); one
+//! from outside every tree is counted and dropped, so no program can speak for another.
+//!
+//! Who can reach it ([`Sockets`]): each user that workers run as has a socket of its own, owned
+//! by that user with mode 0600, so no other local user can send a byte to it (root excepted).
+//! What a sender can make supervise do ([`Intake`]): datagrams are read in batches without ever
+//! blocking; each sender (by pid) has a budget per second of its own, and the walks up /proc that
+//! attribute a process not yet known as a tree's member share one small budget, so a flood costs
+//! the flooder's budget only and never crowds out a worker's own `WATCHDOG=1` or `READY=1`.
+//! File descriptors a sender passes (`BARRIER=1`'s pipe, `FDSTORE=1`) are closed at once: the
+//! kernel installs at most [`MAX_FDS`] of a datagram's (the control buffer has room for no more;
+//! it closes the rest itself), and every one installed is closed, also when the control data was
+//! cut. Closing the barrier's is what `systemd-notify` waits for. What cannot be parsed is counted
+//! and ignored.
 
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-    UnixAddr,
-};
-use tokio::io::unix::AsyncFd;
+mod intake;
+mod socket;
 
-/// Longest datagram read (systemd's own limit is one pipe buffer).
-pub const MAX_DATAGRAM: usize = 4096;
-/// File descriptors one datagram can carry: the kernel's own cap (`SCM_MAX_FD`). Room for all
-/// of them, so the control data is never cut (`MSG_CTRUNC`): then the fds that did arrive could
-/// not be read out to be closed, and a sender could fill the supervisor's fd table.
-const MAX_FDS: usize = 253;
+pub use intake::{Admit, Intake};
+pub use socket::{Datagram, Dropped, NotifySocket, Sockets, MAX_DATAGRAM, MAX_FDS};
+
 /// Longest `STATUS=` text kept.
 pub const MAX_STATUS: usize = 256;
 
@@ -98,129 +95,6 @@ fn clip(s: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
-}
-
-/// What a receive brought.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Datagram {
-    /// A message from `pid` (kernel-attested), its bytes as sent.
-    Message { pid: i32, bytes: Vec<u8> },
-    /// Longer than [`MAX_DATAGRAM`], or without credentials: ignored.
-    Dropped(&'static str),
-}
-
-/// The supervisor's notify socket.
-#[derive(Debug)]
-pub struct NotifySocket {
-    fd: AsyncFd<OwnedFd>,
-    path: PathBuf,
-    buf: Vec<u8>,
-    /// Control data: the sender's credentials and any fds, kept between receives.
-    cmsg: Vec<u8>,
-}
-
-impl NotifySocket {
-    /// Binds a datagram socket at `path` (replacing a stale file), readable and writable by every
-    /// user, with `SO_PASSCRED`. Needs a tokio runtime.
-    pub fn bind(path: &Path) -> io::Result<Self> {
-        let fd = nix::sys::socket::socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )?;
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let addr = UnixAddr::new(path)?;
-        nix::sys::socket::bind(fd.as_raw_fd(), &addr)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-        setsockopt(&fd, sockopt::PassCred, &true)?;
-        // SAFETY: an `OwnedFd` stays open while owned and always returns the same number.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
-        Ok(Self {
-            fd,
-            path: path.to_owned(),
-            buf: vec![0; MAX_DATAGRAM],
-            cmsg: nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS]),
-        })
-    }
-
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The next datagram. Every fd it carried is closed before this returns.
-    pub async fn recv(&mut self) -> io::Result<Datagram> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            match receive(
-                guard.get_inner().as_fd().as_raw_fd(),
-                &mut self.buf,
-                &mut self.cmsg,
-            ) {
-                Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-                Ok(d) => return Ok(d),
-            }
-        }
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// One `recvmsg`, with its fds closed at once.
-fn receive(fd: RawFd, buf: &mut [u8], cmsg: &mut [u8]) -> nix::Result<Datagram> {
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )?;
-    let mut pid = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
-                ControlMessageOwned::ScmRights(fds) => {
-                    for f in fds {
-                        // SAFETY: the kernel just gave us this fd; we own it and close it here.
-                        drop(unsafe { OwnedFd::from_raw_fd(f) });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let len = msg.bytes;
-    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-    let Some(pid) = pid.filter(|&p| p > 0) else {
-        return Ok(Datagram::Dropped("no credentials"));
-    };
-    if truncated {
-        return Ok(Datagram::Dropped("too long"));
-    }
-    Ok(Datagram::Message {
-        pid,
-        bytes: buf[..len].to_vec(),
-    })
-}
-
-/// Where the notify socket goes: beside the control socket.
-#[must_use]
-pub fn path_beside(admin: &Path) -> PathBuf {
-    let dir = admin.parent().unwrap_or_else(|| Path::new("/tmp"));
-    dir.join(format!("supervise-notify.{}.sock", std::process::id()))
 }
 
 /// The supervisor's own line to *its* service manager: when systemd (or another manager that
@@ -371,79 +245,5 @@ mod tests {
             parse("STATUS=a\u{7}b".as_bytes()),
             Some(vec![Field::Status("a b".into())])
         );
-    }
-
-    #[test]
-    fn datagrams_carry_the_sender_and_passed_fds_are_closed() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("n.sock");
-            let mut sock = NotifySocket::bind(&path).expect("bind");
-            let client = std::os::unix::net::UnixDatagram::unbound().expect("client");
-            client.send_to(b"READY=1", &path).expect("send");
-            let me = i32::try_from(std::process::id()).expect("pid");
-            assert_eq!(
-                sock.recv().await.expect("recv"),
-                Datagram::Message {
-                    pid: me,
-                    bytes: b"READY=1".to_vec()
-                }
-            );
-            // A barrier: a pipe's write end passed along; once we close it the reader sees EOF.
-            let (r, w) = nix::unistd::pipe().expect("pipe");
-            let fds = [w.as_raw_fd()];
-            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-            let addr = UnixAddr::new(&path).expect("addr");
-            nix::sys::socket::sendmsg(
-                client.as_raw_fd(),
-                &[io::IoSlice::new(b"BARRIER=1")],
-                &cmsg,
-                MsgFlags::empty(),
-                Some(&addr),
-            )
-            .expect("sendmsg");
-            drop(w);
-            let got = sock.recv().await.expect("recv");
-            assert!(matches!(got, Datagram::Message { .. }), "{got:?}");
-            let mut b = [0u8; 1];
-            assert_eq!(nix::unistd::read(&r, &mut b).expect("read"), 0, "EOF");
-            // As many fds as the kernel lets one datagram carry: every copy closed, none kept.
-            let (r, w) = nix::unistd::pipe().expect("pipe");
-            nix::fcntl::fcntl(
-                &r,
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-            )
-            .expect("nonblocking");
-            let fds = [w.as_raw_fd(); 253];
-            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-            nix::sys::socket::sendmsg(
-                client.as_raw_fd(),
-                &[io::IoSlice::new(b"FDSTORE=1")],
-                &cmsg,
-                MsgFlags::empty(),
-                Some(&addr),
-            )
-            .expect("sendmsg");
-            drop(w);
-            let got = sock.recv().await.expect("recv");
-            assert!(matches!(got, Datagram::Message { .. }), "{got:?}");
-            assert_eq!(
-                nix::unistd::read(&r, &mut b),
-                Ok(0),
-                "EOF: no copy left open"
-            );
-            // Too long: dropped, and the next one still arrives.
-            client
-                .send_to(&vec![b'x'; MAX_DATAGRAM + 10], &path)
-                .expect("send");
-            assert_eq!(
-                sock.recv().await.expect("recv"),
-                Datagram::Dropped("too long")
-            );
-        });
     }
 }

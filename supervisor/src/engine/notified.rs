@@ -1,16 +1,14 @@
-//! What workers say on the notify socket ([`crate::notify`]): each datagram is attributed to the
-//! worker whose tree holds its sender and applied to that instance's state; the rest is counted
-//! and reported at most once a minute.
+//! What workers say on the notify sockets ([`crate::notify`]): each datagram is attributed to
+//! the worker whose tree holds its sender and applied to that instance's state; the rest is
+//! counted and reported at most once a minute. Each sender has a budget of its own
+//! ([`crate::notify::Intake`]), so a flood from anyone costs its own budget only.
 
 use std::time::{Duration, Instant};
 
 use super::{Engine, Slot};
 use crate::events::{Event, Kind};
-use crate::notify::{Datagram, Field};
+use crate::notify::{Admit, Datagram, Dropped as Why, Field};
 
-/// Datagrams handled per second, over all workers; the rest are dropped and counted (each costs
-/// a syscall and, for a sender that is not a worker's root, a walk up its parents in /proc).
-const MAX_PER_SECOND: u32 = 2000;
 /// How far up its parents a sender is followed to find its worker.
 const MAX_DEPTH: usize = 32;
 
@@ -21,66 +19,110 @@ pub(super) struct Dropped {
     garbage: u64,
     too_long: u64,
     over_rate: u64,
-    window: Option<(Instant, u32)>,
+    no_credentials: u64,
+    /// Messages whose fds were more than could arrive (each one that did was closed).
+    fds_cut: u64,
     reported: Option<Instant>,
 }
 
 impl Engine {
-    /// One datagram from the notify socket.
-    pub(super) fn on_notify(&mut self, got: std::io::Result<Datagram>) {
+    /// A batch of datagrams from the notify sockets.
+    pub(super) fn on_notify(&mut self, batch: Vec<Datagram>) {
         let now = Instant::now();
-        let (start, n) = self.notify_dropped.window.unwrap_or((now, 0));
-        let (start, n) = if now.duration_since(start) >= Duration::from_secs(1) {
-            (now, 0)
-        } else {
-            (start, n)
-        };
-        self.notify_dropped.window = Some((start, n + 1));
-        if n >= MAX_PER_SECOND {
-            self.notify_dropped.over_rate += 1;
-            return self.report_dropped(now);
+        let mut dropped = false;
+        for d in batch {
+            dropped |= !self.on_datagram(now, d);
         }
-        let (pid, bytes) = match got {
-            Ok(Datagram::Message { pid, bytes }) => (pid, bytes),
-            Ok(Datagram::Dropped(_)) => {
+        if dropped {
+            self.report_dropped(now);
+        }
+    }
+
+    /// One datagram; false if it was dropped.
+    fn on_datagram(&mut self, now: Instant, d: Datagram) -> bool {
+        let (pid, bytes, fds_cut) = match d {
+            Datagram::Message {
+                pid,
+                bytes,
+                fds_cut,
+                ..
+            } => (pid, bytes, fds_cut),
+            Datagram::Dropped(Why::TooLong) => {
                 self.notify_dropped.too_long += 1;
-                return self.report_dropped(now);
+                return false;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "notify socket");
-                return;
+            Datagram::Dropped(Why::NoCredentials) => {
+                self.notify_dropped.no_credentials += 1;
+                return false;
             }
         };
+        if fds_cut {
+            self.notify_dropped.fds_cut += 1;
+        }
+        if self.notify_intake.admit(now, pid) == Admit::OverRate {
+            self.notify_dropped.over_rate += 1;
+            return false;
+        }
         let Some(fields) = crate::notify::parse(&bytes) else {
             self.notify_dropped.garbage += 1;
-            return self.report_dropped(now);
+            return false;
         };
         let Some(id) = self.attribute(pid) else {
             self.notify_dropped.unattributed += 1;
-            return self.report_dropped(now);
+            return false;
         };
         if let Some(slot) = self.slots.get(&id) {
             self.apply(slot, pid, &fields);
         }
+        !fds_cut
     }
 
-    /// The slot whose running tree holds `pid`.
-    fn attribute(&self, pid: i32) -> Option<u64> {
-        let holds = |p: i32| {
-            self.slots.iter().find_map(|(&id, s)| {
-                let sh = &s.shared;
-                (sh.pid.get() == Some(p) || sh.members.borrow().contains(&p)).then_some(id)
-            })
-        };
+    /// The slot whose running tree holds `pid`: a root or a member seen by the last sample, at
+    /// once; else what a walk up its parents finds, remembered for the rest of the second, with
+    /// the walks budgeted (a sender that cannot be walked now is not heard).
+    fn attribute(&mut self, pid: i32) -> Option<u64> {
+        if let Some(id) = self.holder(pid) {
+            return Some(id);
+        }
+        match self.notify_intake.owner(pid) {
+            Some(Some(id))
+                if self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|s| s.shared.pid.get().is_some()) =>
+            {
+                return Some(id)
+            }
+            Some(None) => return None,
+            _ => {}
+        }
+        if !self.notify_intake.may_walk() {
+            return None;
+        }
+        let owner = self.walk_up(pid);
+        self.notify_intake.remember(pid, owner);
+        owner
+    }
+
+    /// The slot whose running process is `p` or whose last sample saw `p` in its tree.
+    fn holder(&self, p: i32) -> Option<u64> {
+        self.slots.iter().find_map(|(&id, s)| {
+            let sh = &s.shared;
+            (sh.pid.get() == Some(p) || sh.members.borrow().contains(&p)).then_some(id)
+        })
+    }
+
+    /// The slot of the nearest ancestor of `pid` that a tree holds, following parents in /proc.
+    fn walk_up(&self, pid: i32) -> Option<u64> {
         let me = i32::try_from(std::process::id()).unwrap_or(0);
         let mut p = pid;
         for _ in 0..MAX_DEPTH {
-            if let Some(id) = holds(p) {
-                return Some(id);
-            }
             p = crate::orphans::stat_of(p)?.ppid;
             if p <= 1 || p == me {
                 return None;
+            }
+            if let Some(id) = self.holder(p) {
+                return Some(id);
             }
         }
         None
@@ -140,6 +182,8 @@ impl Engine {
             ("garbage", d.garbage),
             ("too_long", d.too_long),
             ("over_rate", d.over_rate),
+            ("no_credentials", d.no_credentials),
+            ("fds_cut", d.fds_cut),
         ];
         tracing::warn!(?numbers, "notify socket: datagrams dropped");
         crate::worker::count_finding(&mut self.own_findings, "notify_dropped");
@@ -150,7 +194,7 @@ impl Engine {
             Kind::Finding {
                 kind: "notify_dropped",
                 detail: "datagrams on the notify socket from no worker's tree, unparsable, \
-                         too long, or over the rate"
+                         too long, over their sender's rate, or with more fds than could arrive"
                     .into(),
                 numbers: numbers.into(),
             },
