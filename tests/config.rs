@@ -71,13 +71,14 @@ fn replicas_beyond_the_bound() {
 
 #[test]
 fn replicas_beyond_the_open_files_limit() {
-    // 30 one-process instances need about 332 open files in the supervisor: more than 256.
+    // 30 one-process instances need about 436 open files in the supervisor (with what clients and a
+    // notify datagram may hold): more than 256.
     let (path, stderr) = common::refused_with(
         "[program.small]\ncommand = [\"touch\", \"MARKER\"]\n\
          [program.big]\ncommand = [\"touch\", \"MARKER\"]\nreplicas = 29\n",
         |cmd| common::fd_limit(cmd, 256, 256),
     );
-    let want = format!("{path}:3: program.big.replicas: 30 instances need about 332 open files");
+    let want = format!("{path}:3: program.big.replicas: 30 instances need about 436 open files");
     assert!(stderr.contains(&want), "expected {want:?} in {stderr:?}");
     assert!(stderr.contains("limit of 256"), "{stderr}");
     // Single-command mode: the flag is named, and nothing runs either.
@@ -88,7 +89,7 @@ fn replicas_beyond_the_open_files_limit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("--replicas: 30 instances need about 332 open files"),
+        stderr.contains("--replicas: 30 instances need about 436 open files"),
         "{stderr}"
     );
 }

@@ -271,13 +271,19 @@ pub const FDS_PER_INSTANCE: u64 = 10;
 /// Open files the supervisor holds for itself (control and notify sockets, signalfd, epoll, the
 /// lifeline's pipe, events file, /proc; measured: 24), with room to spare.
 pub const FDS_BASE: u64 = 32;
+/// Open files clients may hold at once: the control socket's connections
+/// (`admin::MAX_CONNECTIONS`, 32) and the metrics server's (`metrics::MAX_CONNECTIONS`, 64).
+/// Reserved whether or not they come, so that no client can take the fds a restart needs.
+pub const FDS_CLIENTS: u64 = 32 + 64;
+/// Open files one notify datagram can bring in before they are closed (`notify::MAX_FDS`).
+pub const FDS_NOTIFY: u64 = 8;
 
 /// Whether `instances` one-process trees fit in `limit` open files (the hard `RLIMIT_NOFILE`,
 /// which the supervisor raises its own soft limit to). `Err` says what they need.
 pub fn fd_budget(instances: u64, limit: u64) -> Result<(), String> {
     let need = instances
         .saturating_mul(FDS_PER_INSTANCE)
-        .saturating_add(FDS_BASE);
+        .saturating_add(FDS_BASE + FDS_CLIENTS + FDS_NOTIFY);
     if need <= limit {
         Ok(())
     } else {

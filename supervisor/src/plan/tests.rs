@@ -523,13 +523,17 @@ fn replicas_are_bounded() {
 }
 
 #[test]
-fn fd_budget_counts_every_instance() {
-    assert!(fd_budget(99, 1024).is_ok());
-    let e = fd_budget(100, 1024).expect_err("over");
-    assert!(
-        e.contains("100 instances need about 1032 open files"),
-        "{e}"
+fn fd_budget_counts_every_instance_and_what_clients_may_hold() {
+    // 10 per instance, 32 for the supervisor, 96 for control and metrics clients, 8 for a notify
+    // datagram's fds.
+    assert!(fd_budget(88, 1024).is_ok());
+    let e = fd_budget(89, 1024).expect_err("over");
+    assert!(e.contains("89 instances need about 1026 open files"), "{e}");
+    assert_eq!(
+        FDS_CLIENTS,
+        (crate::admin::MAX_CONNECTIONS + crate::metrics::MAX_CONNECTIONS) as u64
     );
+    assert_eq!(FDS_NOTIFY, crate::notify::MAX_FDS as u64);
     assert!(fd_budget(u64::MAX, u64::MAX).is_ok());
     assert!(fd_budget(u64::MAX, 1 << 40).is_err());
 }
