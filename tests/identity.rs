@@ -9,18 +9,15 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{example, pid_of, run_example, supervise_bin, unique, wait_until, ProgramGuard, Sup};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use common::{
+    example, is_root, nobody, nobodys_dir, pid_of, run_example, runnable_by_others, supervise_bin,
+    unique, wait_until, ProgramGuard, Sup,
+};
 
 /// `Key:` of /proc/PID/status, white space squeezed (`Uid:\t0\t0\t0\t0` is `0 0 0 0`).
 fn status_field(pid: i32, key: &str) -> String {
@@ -263,38 +260,6 @@ fn a_limit_the_kernel_refuses_fails_the_spawn() {
 
 // ---------------------------------------------------------------------------------------------
 // Other users.
-
-/// nobody's uid and gid.
-fn nobody() -> (u32, u32) {
-    let u = nix::unistd::User::from_name("nobody")
-        .expect("user database")
-        .expect("a user nobody");
-    (u.uid.as_raw(), u.gid.as_raw())
-}
-
-/// A temp dir owned by nobody (root only): nobody writes its files there.
-fn nobodys_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (uid, gid) = nobody();
-    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    dir
-}
-
-/// `path`, or a copy of it in `dir` when some directory on the way keeps other users out (a
-/// build dir under a private home), so that nobody can run it.
-fn runnable_by_others(path: &Path, dir: &Path) -> PathBuf {
-    let open =
-        |p: &Path, bits: u32| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & bits == bits);
-    let reachable = path.ancestors().skip(1).all(|d| open(d, 0o001)) && open(path, 0o005);
-    if reachable {
-        return path.to_owned();
-    }
-    let copy = dir.join(path.file_name().expect("a file"));
-    fs::copy(path, &copy).expect("copy");
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
-    copy
-}
 
 /// Runs `supervise ARGS` as nobody (root) or as ourselves, in `dir`, until it exits (killed
 /// after 30 s): its exit code and stderr.

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    example, fd_count, fd_limit, pid_of, status_json, unique, wait_until, ProgramGuard, Sup,
+    example, fd_count, fd_limit, is_root, nobody, nobodys_dir, pid_of, runnable_by_others,
+    status_json, unique, wait_until, ProgramGuard, Sup,
 };
 
 const LONG: Duration = Duration::from_secs(15);
@@ -416,4 +417,74 @@ fn a_flood_from_anyone_never_crowds_out_a_workers_pings() {
             .any(|w| w["program"] == pinger.as_str() && w["ready"] == true),
         "{w:?}"
     );
+}
+
+/// The mode bits and owner of `path`.
+fn mode_and_owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.permissions().mode() & 0o777, m.uid())
+}
+
+/// Each user that workers run as gets a socket of its own that only it can send to: a worker
+/// running as nobody is told of nobody's socket (0600, owned by nobody) and is heard there; the
+/// supervisor's own user's socket is 0600 too.
+#[test]
+fn each_worker_user_has_a_notify_socket_only_it_can_reach() {
+    let mine = unique("notifymine");
+    let theirs = unique("notifytheirs");
+    let _guards = [ProgramGuard(mine.clone()), ProgramGuard(theirs.clone())];
+    let shared = is_root().then(nobodys_dir);
+    let notifier = match &shared {
+        Some(d) => runnable_by_others(Path::new(&example("notifier")), d.path())
+            .display()
+            .to_string(),
+        None => example("notifier"),
+    };
+    let other = if is_root() {
+        format!(
+            "[program.{theirs}]\ncommand = [{notifier:?}, \"--ping\", \"500\"]\n\
+             user = \"nobody\"\nready = {{ notify = true }}\n"
+        )
+    } else {
+        eprintln!("skipped in part: a worker of another user needs root");
+        String::new()
+    };
+    let config = format!(
+        "[program.{mine}]\ncommand = [{notifier:?}, \"--ping\", \"500\"]\n\
+         ready = {{ notify = true }}\n{other}"
+    );
+    let sup = Sup::start_with(&[], |cmd, dir| {
+        // Other users may pass through (not list) the directory of the sockets.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .expect("chmod");
+        let path = dir.join("supervise.toml");
+        std::fs::write(&path, &config).expect("config");
+        cmd.arg("--admin")
+            .arg(dir.join("ctl.sock"))
+            .arg("-c")
+            .arg(path);
+    });
+    let want = if is_root() { 2 } else { 1 };
+    sup.wait_nth(want, LONG, "every worker ready", |e| e["event"] == "ready");
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(mode_and_owner(&notify_socket(&sup)), (0o600, me));
+    if is_root() {
+        let (uid, _) = nobody();
+        let path = sup.path(&format!("supervise-notify.{}.u{uid}.sock", sup.pid()));
+        assert_eq!(mode_and_owner(&path), (0o600, uid));
+        let worker = sup
+            .of("started")
+            .into_iter()
+            .find(|e| e["program"] == theirs.as_str())
+            .map(|e| pid_of(&e))
+            .expect("nobody's worker");
+        let env = std::fs::read(format!("/proc/{worker}/environ")).expect("environ");
+        let want = format!("NOTIFY_SOCKET={}", path.display());
+        assert!(
+            env.split(|&b| b == 0).any(|kv| kv == want.as_bytes()),
+            "{want} not in its environment"
+        );
+    }
 }

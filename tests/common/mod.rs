@@ -673,3 +673,46 @@ pub fn forker_grandchild(sup: &Sup, name: &str) -> i32 {
 }
 
 pub mod peers;
+
+/// Whether the tests run as root (switching users needs it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// nobody's uid and gid.
+pub fn nobody() -> (u32, u32) {
+    let u = nix::unistd::User::from_name("nobody")
+        .expect("user database")
+        .expect("a user nobody");
+    (u.uid.as_raw(), u.gid.as_raw())
+}
+
+/// A temp dir owned by nobody (root only): nobody writes its files there.
+pub fn nobodys_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (uid, gid) = nobody();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    dir
+}
+
+/// `path`, or a copy of it in `dir` when some directory on the way keeps other users out (a
+/// build dir under a private home), so that nobody can run it.
+pub fn runnable_by_others(path: &Path, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let open =
+        |p: &Path, bits: u32| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & bits == bits);
+    let reachable = path.ancestors().skip(1).all(|d| open(d, 0o001)) && open(path, 0o005);
+    if reachable {
+        return path.to_owned();
+    }
+    let copy = dir.join(path.file_name().expect("a file"));
+    fs::copy(path, &copy).expect("copy");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
+    copy
+}
