@@ -16,12 +16,13 @@
 #   bL  (--long) 2 replicas leaking 5.5 MiB/s: about 30 memory restarts in 5 minutes
 #   c2  2 replicas, --ready tcp://127.0.0.1:PORT, `supervise restart gu --wait` 3 times under load
 #   c4  the same, 4 replicas
-# --quick shortens a, b and bL (25 s, 20 s, 120 s); everything takes about 6 minutes (--quick:
-# 3; --long adds 5). For each: requests failed by kind of all sent, restarts by reason (events
-# file), fatal or not, the most instances not ready at once and the fewest sockets listening on
-# the port (sampled every 10 ms: the control socket's status, and sock_diag), peak tree memory,
-# load average. A table on stdout; the raw figures in DIR/results.json (default under the cache,
-# with each run's events, supervise output and load result beside it).
+# --quick shortens a, b and bL (25 s, 20 s, 120 s). Everything takes about 3.5 minutes (--quick:
+# 2; --long adds 5, or 2 with --quick), twice that with two variants. For each: requests failed
+# by kind of all sent, restarts by reason (events file), fatal or not, the most instances not
+# ready at once and the fewest sockets listening on the port (sampled every 10 ms: the control
+# socket's status, and sock_diag), peak tree memory, load average. A table on stdout; the raw
+# figures in DIR/results.json (default: under the cache, with each run's events, supervise
+# output and load result beside it). Other options (--clients, --rate): avail.py --help.
 #
 # Binaries and flags. --supervise PATH measures that binary instead of a fresh build (say, an
 # older one); --baseline PATH measures it too, in the same run: the `today` column is then the
@@ -32,25 +33,26 @@
 #   NEW_FLAGS_A="--memory-recycle member" supervisor/benches/availability/run.sh --only a
 # Every flag used is checked against the binary's --help first.
 #
-# net.ipv4.tcp_migrate_req (read below and printed; 0 on the project's VM, 2026-12-07). The
-# kernel spreads a SO_REUSEPORT port's new connections over the listeners of its group by hash.
-# When one of those listening sockets is closed (its last fd: a gunicorn instance stopping)
-# with connections queued on it, then with 0 (the default, per network namespace, since Linux
-# 5.14) what is queued is lost: connections that completed the handshake but were not yet
-# accept()ed are reset, and handshakes still in progress (SYN_RECV) are dropped, their final
-# ACK then answered with a reset. Clients see ECONNRESET (the `reset` column), although other
-# listeners of the same group were there to take them. With 1, the kernel moves both kinds to
-# another listener of the group (picked by hash, or by a BPF_SK_REUSEPORT_SELECT_OR_MIGRATE
-# program where one is attached) at close() or shutdown(), and later for requests whose SYN+ACK
-# is retransmitted or whose final ACK arrives after the close. It does not help when the
-# group's last listener goes (then nothing is left: `refused`), with connections the dying
-# process had already accepted (its own to finish), or while a listener stays open in a
-# process that no longer accepts (a gunicorn worker finishing its request still holds the fd:
-# migration happens only once that is closed). Caveat: until the fix "tcp: call sk_data_ready()
-# after listener migration" (upstream 3864c6b, in the stable series), a migrated connection did
-# not wake the target's poll/epoll waiters, so it waited for the next new connection to wake the
-# acceptor (moments under load; a stall on an idle port). --tcp-migrate-req 0|1 sets it for the
-# run (root, this network namespace) and restores it after, so both can be measured.
+# net.ipv4.tcp_migrate_req (avail.py prints it and keeps it in results.json; 0 on the project's
+# VM, 2026-12-07). The kernel spreads a SO_REUSEPORT port's new connections over the listeners
+# of its group by hash. When one of those listening sockets is closed (its last fd: a gunicorn
+# instance stopping) with connections queued on it, then with 0 (the default, per network
+# namespace, since Linux 5.14) what is queued is lost: connections that completed the handshake
+# but were not yet accept()ed are reset, and handshakes still in progress (SYN_RECV) are
+# dropped, their final ACK then answered with a reset. Clients see ECONNRESET (the `reset`
+# column), although other listeners of the same group were there to take them. With 1, the
+# kernel moves both kinds to another listener of the group (picked by hash, or by a
+# BPF_SK_REUSEPORT_SELECT_OR_MIGRATE program where one is attached) at close() or shutdown(),
+# and later for requests whose SYN+ACK is retransmitted or whose final ACK arrives after the
+# close. It does not help when the group's last listener goes (then nothing is left:
+# `refused`), with connections the dying process had already accepted (its own to finish), or
+# while a listener stays open in a process that no longer accepts (a gunicorn worker finishing
+# its request still holds the fd: migration happens only once that is closed). Caveat: until
+# the fix "tcp: call sk_data_ready() after listener migration" (upstream 3864c6b, in the stable
+# series), a migrated connection did not wake the target's poll/epoll waiters, so it waited for
+# the next new connection to wake the acceptor (moments under load; a stall on an idle port).
+# --tcp-migrate-req 0|1 sets it for the run (root, this network namespace) and restores it
+# after, so both can be measured.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
