@@ -56,6 +56,9 @@ pub struct Config {
     pub hung_grace: Duration,
     /// The restart intensity's window (for the `fatal` event).
     pub within: Duration,
+    /// How long an instance leaving for a graceful restart stays up, not ready, before its stop
+    /// signal (`stop.drain`): time for a load balancer to stop sending to it.
+    pub drain: Duration,
 }
 
 /// Who a stop signal goes to.
@@ -139,6 +142,8 @@ enum Cause {
 /// How far a stop has gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// Not ready any more, nothing sent yet: the drain before a graceful restart.
+    Draining,
     /// `Shutdown` was sent: no signal until the root leaves.
     Asked,
     /// The stop (or heartbeat) signal went out.
@@ -202,6 +207,10 @@ impl Lifecycle {
         match self.phase {
             Phase::Starting => status::Phase::Starting,
             Phase::Running => status::Phase::Running,
+            Phase::Stopping {
+                stage: Stage::Draining,
+                ..
+            } => status::Phase::Draining,
             Phase::Stopping { .. } | Phase::Deciding { .. } => status::Phase::Stopping,
             Phase::Backoff { .. } => status::Phase::Backoff,
             Phase::Stopped => status::Phase::Stopped,
@@ -223,6 +232,18 @@ impl Lifecycle {
     #[must_use]
     pub fn is_stopping(&self) -> bool {
         matches!(self.phase, Phase::Stopping { .. })
+    }
+
+    /// True while a tree drains before its stop signal (it is still sampled, for its ceiling).
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopping {
+                stage: Stage::Draining,
+                ..
+            }
+        )
     }
 
     /// True once the instance is stopped for good or fatal.
@@ -311,6 +332,10 @@ impl Lifecycle {
                     cfg.hung_grace,
                 );
             }
+            Input::Restart(reason) if !cfg.drain.is_zero() => {
+                out.push(stopping_event(Some(reason)));
+                self.enter_stop(Cause::Restart(reason), Stage::Draining, now, cfg.drain);
+            }
             Input::Restart(reason) => {
                 out.push(stopping_event(Some(reason)));
                 let stage = self.ask(cfg.stop_signal, out);
@@ -356,7 +381,11 @@ impl Lifecycle {
                     || (stage == Stage::Signalled
                         && (self.cfg.mode == StopMode::Main
                             || cause == Cause::Restart(Reason::Hung)));
-                if alone {
+                if stage == Stage::Draining {
+                    // It left during its drain: what it left gets the grace from now.
+                    stage = self.leftovers(out);
+                    deadline = now + self.stage_wait(stage, self.cfg.grace);
+                } else if alone {
                     let next = self.leftovers(out);
                     if next == Stage::Killing {
                         deadline = now + KILL_WAIT;
@@ -372,6 +401,10 @@ impl Lifecycle {
                     Cause::Exited => self.decide(exit, None, manual, false, out),
                 }
                 return;
+            }
+            Input::Timer if now >= deadline && stage == Stage::Draining => {
+                stage = self.ask(self.cfg.stop_signal, out);
+                deadline = now + self.stage_wait(stage, self.cfg.grace);
             }
             Input::Timer if now >= deadline => {
                 if stage == Stage::Killing {
@@ -394,9 +427,14 @@ impl Lifecycle {
                 });
                 stage = Stage::Signalled;
             }
-            Input::Stop { .. } if cause != Cause::ForGood => {
+            Input::Stop { signal } if cause != Cause::ForGood => {
                 out.push(stopping_event(None));
                 cause = Cause::ForGood;
+                // A stop for good does not wait for the drain.
+                if stage == Stage::Draining {
+                    stage = self.ask(signal.unwrap_or(self.cfg.stop_signal), out);
+                    deadline = now + self.stage_wait(stage, self.cfg.grace);
+                }
             }
             Input::Kill => {
                 if cause != Cause::ForGood {
@@ -416,6 +454,11 @@ impl Lifecycle {
             }
             // The stop under way ends in a start anyway: make it immediate.
             Input::Restart(Reason::Manual) if cause != Cause::ForGood => manual = true,
+            // A draining tree that must go now (past its memory ceiling): the drain ends.
+            Input::Restart(_) if stage == Stage::Draining => {
+                stage = self.ask(self.cfg.stop_signal, out);
+                deadline = now + self.stage_wait(stage, self.cfg.grace);
+            }
             _ => {}
         }
         self.phase = Phase::Stopping {

@@ -179,6 +179,8 @@ pub struct StopSpec {
     pub signal: Sig,
     pub grace: Duration,
     pub mode: StopMode,
+    /// Before a graceful restart's stop signal, how long the instance stays up but not ready.
+    pub drain: Duration,
 }
 
 impl Default for StopSpec {
@@ -187,6 +189,7 @@ impl Default for StopSpec {
             signal: Sig::TERM,
             grace: Duration::from_secs(10),
             mode: StopMode::Group,
+            drain: Duration::ZERO,
         }
     }
 }

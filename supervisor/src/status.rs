@@ -21,11 +21,13 @@ pub enum Phase {
     Fatal,
     /// Not started yet: what it starts after is not up (see `waiting_for`).
     Waiting,
+    /// Leaving for a graceful restart: not ready, its stop signal not sent yet (`stop.drain`).
+    Draining,
 }
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Starting,
         Phase::Running,
         Phase::Stopping,
@@ -33,6 +35,7 @@ impl Phase {
         Phase::Stopped,
         Phase::Fatal,
         Phase::Waiting,
+        Phase::Draining,
     ];
 
     #[must_use]
@@ -45,6 +48,7 @@ impl Phase {
             Phase::Stopped => "stopped",
             Phase::Fatal => "fatal",
             Phase::Waiting => "waiting",
+            Phase::Draining => "draining",
         }
     }
 }

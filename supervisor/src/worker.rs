@@ -296,6 +296,7 @@ impl Ctx {
             hung_signal: hb.map_or(crate::plan::DEFAULT_HEARTBEAT_SIGNAL, |h| h.signal),
             hung_grace: hb.map_or(crate::plan::DEFAULT_HEARTBEAT_GRACE, |h| h.grace),
             within: self.spec.intensity.within,
+            drain: self.spec.stop.drain,
         }
     }
 

@@ -15,17 +15,22 @@ fn cfg(mode: StopMode) -> Config {
         hung_signal: Sig::ABRT,
         hung_grace: HUNG_GRACE,
         within: Duration::from_secs(60),
+        drain: Duration::ZERO,
     }
 }
 
+/// How long the `draining` row drains.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// Every phase worth its own row, reached through inputs only, at `t0`.
-const PHASES: [&str; 14] = [
+const PHASES: [&str; 15] = [
     "starting",
     "running",
     "running/sdk",
     "stop-restart",
     "stop-restart/asked",
     "stop-restart/exited",
+    "draining",
     "stop-hung",
     "stop-for-good",
     "killing",
@@ -89,7 +94,12 @@ fn input(label: &str, t0: Instant) -> (Input, Instant) {
 }
 
 fn reach(label: &str, mode: StopMode, t0: Instant) -> Lifecycle {
-    let mut m = Lifecycle::new(cfg(mode));
+    let drain = if label == "draining" {
+        DRAIN
+    } else {
+        Duration::ZERO
+    };
+    let mut m = Lifecycle::new(Config { drain, ..cfg(mode) });
     let steps: &[Input] = match label {
         "starting" => &[],
         "running" => &[Input::Begin, Input::Spawned],
@@ -107,6 +117,7 @@ fn reach(label: &str, mode: StopMode, t0: Instant) -> Lifecycle {
             Input::Restart(Reason::Memory),
             Input::Exited(Exit::Signal(15)),
         ],
+        "draining" => &[Input::Begin, Input::Spawned, Input::Restart(Reason::Memory)],
         "stop-hung" => &[Input::Begin, Input::Spawned, Input::Restart(Reason::Hung)],
         "stop-for-good" => &[Input::Begin, Input::Spawned, Input::Stop { signal: None }],
         "killing" => &[Input::Begin, Input::Spawned, Input::Kill],
@@ -162,6 +173,7 @@ fn phase(m: &Lifecycle, t0: Instant) -> String {
                 Cause::Exited => "exited".into(),
             };
             let stage = match stage {
+                Stage::Draining => "draining",
                 Stage::Asked => "asked",
                 Stage::Signalled => "signalled",
                 Stage::Killing => "killing",
@@ -628,6 +640,96 @@ const TABLE: &[(&str, &str, &str)] = &[
         "stop-restart/exited",
         "decided-fatal",
         "stopping(restart:memory,signalled,root-gone,20s)",
+    ),
+    (
+        "draining",
+        "begin",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "spawned",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "spawn-failed",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "exited",
+        "stopping(restart:memory,signalled,root-gone,20s) | TERM to Leftovers",
+    ),
+    (
+        "draining",
+        "tree-gone",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "restart",
+        "stopping(restart:memory,signalled,root-up,20s) | TERM to Tree",
+    ),
+    (
+        "draining",
+        "manual",
+        "stopping(restart:memory,draining,root-up,5s,manual)",
+    ),
+    (
+        "draining",
+        "hung",
+        "stopping(restart:memory,signalled,root-up,20s) | TERM to Tree",
+    ),
+    (
+        "draining",
+        "kill-restart",
+        "stopping(restart:memory,killing,root-up,10s) | kill",
+    ),
+    (
+        "draining",
+        "stop",
+        "stopping(for-good,signalled,root-up,20s) | stopping(for good); TERM to Tree",
+    ),
+    (
+        "draining",
+        "stop(INT)",
+        "stopping(for-good,signalled,root-up,20s) | stopping(for good); INT to Tree",
+    ),
+    (
+        "draining",
+        "kill",
+        "stopping(for-good,killing,root-up,10s) | stopping(for good); kill",
+    ),
+    (
+        "draining",
+        "undelivered",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "timer-early",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "timer",
+        "stopping(restart:memory,signalled,root-up,3620s) | TERM to Tree",
+    ),
+    (
+        "draining",
+        "decided-restart",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "decided-done",
+        "stopping(restart:memory,draining,root-up,5s)",
+    ),
+    (
+        "draining",
+        "decided-fatal",
+        "stopping(restart:memory,draining,root-up,5s)",
     ),
     (
         "stop-hung",
@@ -1283,10 +1385,12 @@ proptest! {
     fn stops_are_never_lost(
         steps in prop::collection::vec((any_input(), 0u64..30_000, any::<u8>()), 1..60),
         main in any::<bool>(),
+        drains in any::<bool>(),
     ) {
         let mode = if main { StopMode::Main } else { StopMode::Group };
         let t0 = Instant::now();
-        let mut m = Lifecycle::new(cfg(mode));
+        let drain = if drains { DRAIN } else { Duration::ZERO };
+        let mut m = Lifecycle::new(Config { drain, ..cfg(mode) });
         let mut now = t0;
         let (mut stopped, mut killed, mut kills_after, mut finished) = (false, false, 0, false);
         let mut queue = std::collections::VecDeque::new();

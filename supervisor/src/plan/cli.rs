@@ -58,6 +58,10 @@ pub struct Cli {
     /// own children).
     #[arg(long, value_enum, value_name = "group|main", default_value_t = StopMode::Group)]
     pub stop_mode: StopMode,
+    /// Before the stop signal of a graceful restart (memory, leak, recycle, manual, roll), how
+    /// long the instance stays up but not ready, so a load balancer stops sending to it.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub drain: Duration,
     /// Restart intensity: more than N restarts within --within makes the program fatal.
     #[arg(long, value_name = "N", default_value_t = Intensity::default().max)]
     pub max_restarts: u32,
@@ -306,6 +310,7 @@ const PROGRAM_FLAGS: &[&str] = &[
     "grace",
     "stop_signal",
     "stop_mode",
+    "drain",
     "max_restarts",
     "within",
     "backoff_first",
@@ -502,6 +507,7 @@ impl Cli {
                     signal: self.stop_signal.unwrap_or(Sig::TERM),
                     grace: self.grace,
                     mode: self.stop_mode,
+                    drain: self.drain,
                 },
                 memory,
                 heartbeat: self.heartbeat_timeout.map(|timeout| HeartbeatSpec {

@@ -208,6 +208,7 @@ struct RawStop {
     signal: Option<SigName>,
     grace: Option<Dur>,
     mode: Option<StopMode>,
+    drain: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -552,6 +553,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             signal: s.signal.map_or(ds.signal, |x| x.0),
             grace: s.grace.map_or(ds.grace, |x| x.0),
             mode: s.mode.unwrap_or(ds.mode),
+            drain: s.drain.map_or(ds.drain, |x| x.0),
         });
         let mut memory = None;
         let mut leak = None;

@@ -223,6 +223,7 @@ fn flags_build_a_single_program_plan() {
             signal: Sig::INT,
             grace: Duration::from_secs(2),
             mode: StopMode::Group,
+            drain: Duration::ZERO,
         }
     );
     assert_eq!(p.memory.map(|m| (m.max, m.count)), Some((64 << 20, 1)));
