@@ -195,6 +195,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         ready: None,
         health: None,
         after: Vec::new(),
+        handling: supervisor::plan::Handling::default(),
         leak: None,
         net: None,
     };

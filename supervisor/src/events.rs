@@ -30,11 +30,14 @@ pub enum Reason {
     NotReady,
     /// Its health check failed `failures` times in a row.
     Unhealthy,
+    /// Recycled before its memory limit: its leak trend would reach the limit soon, or its
+    /// schedule (`recycle.every`, `recycle.requests`) came due.
+    Recycle,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (the index of [`Reason::index`]).
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Exit,
         Reason::Memory,
         Reason::Manual,
@@ -43,6 +46,7 @@ impl Reason {
         Reason::Net,
         Reason::NotReady,
         Reason::Unhealthy,
+        Reason::Recycle,
     ];
 
     #[must_use]
@@ -56,6 +60,7 @@ impl Reason {
             Reason::Net => "net",
             Reason::NotReady => "not_ready",
             Reason::Unhealthy => "unhealthy",
+            Reason::Recycle => "recycle",
         }
     }
 

@@ -85,6 +85,8 @@ pub struct ProgramSpec {
     pub health: Option<HealthSpec>,
     /// Programs that must be ready before this one starts (and stop after it).
     pub after: Vec<String>,
+    /// How its memory restarts are carried out (capacity guard, ceiling, recycling).
+    pub handling: Handling,
 }
 
 /// A program's network policy, checked against its tree's sockets every tick.
@@ -512,6 +514,7 @@ mod checks;
 mod cli;
 mod config;
 pub mod envfile;
+mod handling;
 mod identity;
 
 pub use checks::{
@@ -521,6 +524,9 @@ pub use checks::{
 };
 pub use cli::{Cli, Control, WaitFlags};
 pub use config::{load_config, parse_config};
+pub use handling::{
+    default_ceiling, Handling, RecycleScope, Schedule, DEFAULT_MIN_UPTIME, DEFAULT_TREND_WINDOW,
+};
 pub use identity::{
     credentials, effective_ids, parse_rlimit_flag, parse_umask, resolve_group, resolve_user,
     Identity, Rlimit, Switch, Who, RLIMITS, UNLIMITED,

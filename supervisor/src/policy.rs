@@ -51,6 +51,21 @@ pub struct Rules<'a> {
     pub mode: RestartMode,
     pub backoff: &'a Backoff,
     pub intensity: &'a Intensity,
+    /// The incarnation that exited was stopped for memory (a limit, a leak, a recycle) younger
+    /// than `memory.min_uptime` (`limit_too_low`): that restart is a failure like a crash.
+    pub too_soon: bool,
+}
+
+/// Restarts the supervisor makes that are no failure of the worker: an operator's, and the ones
+/// that handle memory (a limit crossed, a leak trend, a recycle). A leak handled is the
+/// supervisor doing its job; counting it toward the intensity made a steadily leaking program
+/// fatal after a few restarts, and a service down for good.
+#[must_use]
+pub fn is_handled(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::Manual | Reason::Memory | Reason::Leak | Reason::Recycle
+    )
 }
 
 impl Rules<'_> {
@@ -70,8 +85,9 @@ impl Rules<'_> {
 
     /// Decides what follows an exit. `requested` is set when the supervisor itself stopped the
     /// worker to restart it (memory, manual): such a restart happens whatever the restart mode,
-    /// which only governs exits the worker chose. An operator's restart (`Manual`) is no failure:
-    /// it starts at once and neither counts toward the intensity nor grows the backoff.
+    /// which only governs exits the worker chose. A handled restart ([`is_handled`]: an
+    /// operator's, or one for memory) is no failure: it starts at once and neither counts
+    /// toward the intensity nor grows the backoff, unless it came [`Rules::too_soon`].
     /// `rand01` in `[0, 1)` drives the jitter.
     ///
     /// The intensity counts the restarts of the whole `program` (every replica, as an OTP
@@ -88,9 +104,9 @@ impl Rules<'_> {
         rand01: f64,
     ) -> AfterExit {
         let reason = match requested {
-            Some(Reason::Manual) => {
+            Some(r) if is_handled(r) && !(self.too_soon && r != Reason::Manual) => {
                 return AfterExit::Restart {
-                    reason: Reason::Manual,
+                    reason: r,
                     delay: Duration::ZERO,
                 }
             }
@@ -133,6 +149,37 @@ pub fn backoff_delay(b: &Backoff, n: u32, rand01: f64) -> Duration {
         Duration::try_from_secs_f64(secs).map_or(b.max, |d| d.min(b.max))
     } else {
         b.max
+    }
+}
+
+/// What the capacity guard says of a restart that handles memory (a limit, a leak, a recycle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// Fewer than `max_unavailable` of the program's other instances are out: go.
+    Go,
+    /// The tree is past its ceiling: go now, whatever the others do (the host comes first).
+    Ceiling,
+    /// `out` other instances are out already: wait until one is up again.
+    Wait { out: u32 },
+}
+
+/// The capacity guard: a program never has more than `max_unavailable` instances out at once
+/// for memory, so a leak handled one replica at a time leaves the rest serving. `others_out`
+/// counts the program's other instances that are not up (starting, not ready yet, draining,
+/// stopping, backing off); a tree past `ceiling` goes at once.
+#[must_use]
+pub fn capacity(
+    others_out: u32,
+    max_unavailable: u32,
+    bytes: u64,
+    ceiling: Option<u64>,
+) -> Capacity {
+    if ceiling.is_some_and(|c| bytes > c) {
+        Capacity::Ceiling
+    } else if others_out < max_unavailable {
+        Capacity::Go
+    } else {
+        Capacity::Wait { out: others_out }
     }
 }
 

@@ -146,6 +146,9 @@ pub struct Shared {
     pub restarts: RefCell<crate::policy::History>,
     /// Kinds of the findings raised about this instance, latest last (at most 8 kept).
     pub findings: RefCell<Vec<&'static str>>,
+    /// The incarnation that ended was stopped for memory too soon (`limit_too_low`): kept for
+    /// the restart decision that follows its end.
+    pub too_soon: Cell<bool>,
 }
 
 /// What a worker said on the notify socket, this incarnation.
@@ -246,6 +249,24 @@ impl Shared {
 pub struct ProgramState {
     pub history: RefCell<History>,
     pub fatal: Cell<bool>,
+    /// The program's instances, for the capacity guard (who else is out).
+    pub instances: RefCell<BTreeMap<u32, std::rc::Weak<Shared>>>,
+}
+
+impl ProgramState {
+    /// How many of the program's instances other than `me` are not up.
+    #[must_use]
+    pub fn others_out(&self, me: u32, rule: bool) -> u32 {
+        let n = self
+            .instances
+            .borrow()
+            .iter()
+            .filter(|(&i, _)| i != me)
+            .filter_map(|(_, s)| s.upgrade())
+            .filter(|s| s.up(rule) != Up::Yes)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
 }
 
 /// Everything a worker task needs.
@@ -305,6 +326,10 @@ impl Ctx {
     pub async fn run(self, mut cmds: mpsc::UnboundedReceiver<Command>) -> End {
         let src = Source::new(&self.spec.name, self.instance);
         let mut life = Lifecycle::new(self.lifecycle_config());
+        self.program
+            .instances
+            .borrow_mut()
+            .insert(self.instance, Rc::downgrade(&self.shared));
         let mut inc: Option<running::Incarnation> = None;
         // A stop queued before the first start (a TERM during a mass start) comes first.
         let mut inputs = VecDeque::new();
@@ -327,6 +352,13 @@ impl Ctx {
                 self.shared.for_good.set(life.for_good());
             }
             if life.finished() {
+                let mut instances = self.program.instances.borrow_mut();
+                if instances
+                    .get(&self.instance)
+                    .is_some_and(|s| std::ptr::eq(s.as_ptr(), Rc::as_ptr(&self.shared)))
+                {
+                    instances.remove(&self.instance);
+                }
                 return End {
                     last_exit: life.last_exit(),
                     fatal: life.status() == Phase::Fatal,
@@ -394,6 +426,7 @@ impl Ctx {
                     mode: self.spec.restart,
                     backoff: &self.spec.backoff,
                     intensity: &self.spec.intensity,
+                    too_soon: self.shared.too_soon.take(),
                 };
                 Some(Input::Decided(rules.after_exit_of(
                     &mut self.program.history.borrow_mut(),

@@ -12,7 +12,7 @@ fn worker(program: &str, instance: u32) -> WorkerStatus {
         ready: true,
         uptime_s: Some(12.5),
         restarts: 3,
-        restarts_by_reason: restarts_by_reason(&[2, 0, 1, 0, 0, 0, 0, 0]),
+        restarts_by_reason: restarts_by_reason(&[2, 0, 1, 0, 0, 0, 0, 0, 0]),
         rss_bytes: Some(10 << 20),
         cpu_percent: Some(1.0),
         cpu_seconds: Some(0.25),

@@ -93,6 +93,38 @@ pub struct Cli {
     /// What a detected leak does.
     #[arg(long, value_enum, value_name = "restart|warn", default_value_t = OnLeak::Restart)]
     pub on_leak: OnLeak,
+    /// An incarnation stopped for memory younger than this is `limit_too_low`: that restart
+    /// counts toward the intensity and backs off [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub memory_min_uptime: Option<Duration>,
+    /// Instances that may be out at once for memory, a leak or a recycle; the next waits until
+    /// the one before is ready again [default: 1].
+    #[arg(long, value_name = "N")]
+    pub memory_max_unavailable: Option<u32>,
+    /// A tree past this is restarted at once, whatever its siblings do [default: 1.5 x
+    /// --memory-max].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_ceiling: Option<u64>,
+    /// What goes when a tree is over its limit or its leak trend fires: the whole tree, or only
+    /// the member (not the root) that holds the growth.
+    #[arg(long, value_enum, value_name = "tree|member")]
+    pub memory_recycle: Option<super::RecycleScope>,
+    /// Recycle a tree (reason `recycle`) when its memory trend says it reaches --memory-max
+    /// within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub recycle_before: Option<Duration>,
+    /// Recycle each instance after it has run this long (reason `recycle`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub recycle_every: Option<Duration>,
+    /// Spread each scheduled recycle by up to plus or minus this much.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub recycle_jitter: Option<Duration>,
+    /// Recycle each instance after this many requests (its SDK counter `requests`).
+    #[arg(long, value_name = "N")]
+    pub recycle_requests: Option<u64>,
+    /// Spread each request-count recycle by up to plus or minus this many requests.
+    #[arg(long, value_name = "N")]
+    pub recycle_requests_jitter: Option<u64>,
     /// Restart an SDK worker whose heartbeat is older than this (reason `hung`).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_timeout: Option<Duration>,
@@ -319,6 +351,15 @@ const PROGRAM_FLAGS: &[&str] = &[
     "memory_measure",
     "memory_for",
     "memory_warn_at",
+    "memory_min_uptime",
+    "memory_max_unavailable",
+    "memory_ceiling",
+    "memory_recycle",
+    "recycle_before",
+    "recycle_every",
+    "recycle_jitter",
+    "recycle_requests",
+    "recycle_requests_jitter",
     "heartbeat_timeout",
     "heartbeat_signal",
     "heartbeat_grace",
@@ -454,6 +495,21 @@ impl Cli {
         if self.memory_warn_at.is_some() && memory.is_none() {
             return Err(PlanError::flag("--memory-warn-at", "needs --memory-max"));
         }
+        let handling = super::handling::Given {
+            min_uptime: self.memory_min_uptime,
+            max_unavailable: self.memory_max_unavailable,
+            ceiling: self.memory_ceiling,
+            recycle: self.memory_recycle,
+            recycle_before: self.recycle_before,
+            schedule: super::Schedule {
+                every: self.recycle_every,
+                jitter: self.recycle_jitter.unwrap_or_default(),
+                requests: self.recycle_requests,
+                requests_jitter: self.recycle_requests_jitter.unwrap_or(0),
+            },
+        }
+        .build(memory.map(|m| m.max))
+        .map_err(|(key, m)| PlanError::flag(flag_of(key), m))?;
         if self.heartbeat_timeout.is_none()
             && (explicit("heartbeat_signal") || explicit("heartbeat_grace"))
         {
@@ -533,6 +589,7 @@ impl Cli {
                     failures: super::DEFAULT_HEALTH_FAILURES,
                 }),
                 after: Vec::new(),
+                handling,
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
@@ -603,4 +660,19 @@ fn parse_warn_at(s: &str) -> Result<f64, String> {
         .parse()
         .map_err(|_| format!("invalid fraction {s:?}; use e.g. 0.8"))?;
     check_warn_at(w)
+}
+
+/// The flag that sets a memory-handling key (`memory.ceiling` is `--memory-ceiling`).
+fn flag_of(key: &str) -> &'static str {
+    match key {
+        "memory.min_uptime" => "--memory-min-uptime",
+        "memory.max_unavailable" => "--memory-max-unavailable",
+        "memory.ceiling" => "--memory-ceiling",
+        "memory.recycle_before" => "--recycle-before",
+        "recycle.every" => "--recycle-every",
+        "recycle.jitter" => "--recycle-jitter",
+        "recycle.requests" => "--recycle-requests",
+        "recycle.requests_jitter" => "--recycle-requests-jitter",
+        _ => "--memory-recycle",
+    }
 }

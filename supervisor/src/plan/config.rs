@@ -163,6 +163,8 @@ struct RawProgram {
     health: Option<super::checks::RawHealth>,
     #[serde(default)]
     after: Vec<String>,
+    #[serde(default)]
+    recycle: Option<RawRecycle>,
 }
 
 /// A replica count, 1 to [`MAX_REPLICAS`].
@@ -228,6 +230,30 @@ struct RawMemory {
     leak: Option<Leak>,
     #[serde(default)]
     on_leak: Option<OnLeak>,
+    #[serde(default)]
+    min_uptime: Option<Dur>,
+    #[serde(default)]
+    max_unavailable: Option<u32>,
+    #[serde(default)]
+    ceiling: Option<NonZeroSize>,
+    #[serde(default)]
+    recycle: Option<super::RecycleScope>,
+    #[serde(default)]
+    recycle_before: Option<Dur>,
+}
+
+/// `[program.NAME.recycle]`: recycling on a schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecycle {
+    #[serde(default)]
+    every: Option<Dur>,
+    #[serde(default)]
+    jitter: Option<Dur>,
+    #[serde(default)]
+    requests: Option<u64>,
+    #[serde(default)]
+    requests_jitter: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -557,7 +583,21 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         });
         let mut memory = None;
         let mut leak = None;
+        let mut given = super::handling::Given::default();
+        if let Some(r) = &p.recycle {
+            given.schedule = super::Schedule {
+                every: r.every.map(|x| x.0),
+                jitter: r.jitter.map_or(Duration::ZERO, |x| x.0),
+                requests: r.requests,
+                requests_jitter: r.requests_jitter.unwrap_or(0),
+            };
+        }
         if let Some(m) = p.memory {
+            given.min_uptime = m.min_uptime.map(|x| x.0);
+            given.max_unavailable = m.max_unavailable;
+            given.ceiling = m.ceiling.map(|x| x.0);
+            given.recycle = m.recycle;
+            given.recycle_before = m.recycle_before.map(|x| x.0);
             let key = format!("program.{name}.memory");
             let measure = m.measure.unwrap_or(Measure::Rss);
             if m.max.is_none() && m.leak.is_none() {
@@ -589,6 +629,18 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                 on_leak: m.on_leak.unwrap_or(OnLeak::Restart),
             });
         }
+        let handling = given.build(memory.map(|m| m.max)).map_err(|(key, m)| {
+            let section = if key.starts_with("recycle.") {
+                "recycle"
+            } else {
+                "memory"
+            };
+            at(
+                program_key_line(src, &name, section),
+                format!("program.{name}.{key}"),
+                m,
+            )
+        })?;
         let net = p
             .net
             .map(|n| net_policy(n, &format!("program.{name}.net")))
@@ -676,6 +728,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             ready,
             health,
             after: p.after,
+            handling,
         });
     }
     check_order(&programs).map_err(|(name, m)| {

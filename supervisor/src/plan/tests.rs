@@ -757,3 +757,73 @@ fn logs_and_wait_flags_parse() {
     assert_eq!(wait.wait_ms(), None);
     assert!(Cli::try_parse_from(["supervise", "start", "api", "--timeout", "5s"]).is_err());
 }
+
+#[test]
+fn memory_handling_from_the_file_and_the_flags() {
+    let plan = parse_config(
+        "[program.a]\ncommand = [\"x\"]\nreplicas = 4\n[program.a.memory]\nmax = \"100MiB\"\n\
+         min_uptime = \"5s\"\nmax_unavailable = 2\nceiling = \"200MiB\"\nrecycle = \"member\"\n\
+         recycle_before = \"10m\"\n[program.a.recycle]\nevery = \"24h\"\njitter = \"1h\"\n\
+         requests = 10000\nrequests_jitter = 500\n",
+        None,
+    )
+    .expect("parses");
+    let h = plan.programs[0].handling;
+    assert_eq!(h.min_uptime, Duration::from_secs(5));
+    assert_eq!(h.max_unavailable, 2);
+    assert_eq!(h.ceiling, Some(200 << 20));
+    assert_eq!(h.recycle, RecycleScope::Member);
+    assert_eq!(h.recycle_before, Some(Duration::from_secs(600)));
+    assert_eq!(h.schedule.every, Some(Duration::from_secs(86_400)));
+    assert_eq!(h.schedule.requests, Some(10_000));
+    assert_eq!(h.schedule.requests_jitter, 500);
+    // Defaults: a ceiling of 1.5 × max, one out at a time.
+    let plan = parse_config(
+        "[program.a]\ncommand = [\"x\"]\n[program.a.memory]\nmax = \"100MiB\"\n",
+        None,
+    )
+    .expect("parses");
+    assert_eq!(plan.programs[0].handling.ceiling, Some(150 << 20));
+    assert_eq!(plan.programs[0].handling.max_unavailable, 1);
+    // Errors name the key and the line of its table.
+    let e = err(
+        "[program.a]\ncommand = [\"x\"]\n[program.a.memory]\nmax = \"100MiB\"\n\
+                 ceiling = \"50MiB\"\n",
+    );
+    assert_eq!(e.key, "program.a.memory.ceiling", "{e}");
+    assert!(e.to_string().contains("must be above `max`"), "{e}");
+    let e = err("[program.a]\ncommand = [\"x\"]\n[program.a.recycle]\njitter = \"1h\"\n");
+    assert_eq!(e.key, "program.a.recycle.jitter", "{e}");
+    assert_eq!(e.line, Some(3), "{e}");
+    let e = err("[program.a]\ncommand = [\"x\"]\n[program.a.recycle]\nevry = \"1h\"\n");
+    assert!(e.to_string().contains("evry"), "{e}");
+    // The flags.
+    let plan = cli(&[
+        "supervise",
+        "--memory-max",
+        "64MiB",
+        "--memory-recycle",
+        "member",
+        "--memory-max-unavailable",
+        "3",
+        "--drain",
+        "2s",
+        "--recycle-every",
+        "1h",
+        "--recycle-jitter",
+        "5m",
+        "--",
+        "x",
+    ])
+    .expect("flags");
+    let p = &plan.programs[0];
+    assert_eq!(p.handling.recycle, RecycleScope::Member);
+    assert_eq!(p.handling.max_unavailable, 3);
+    assert_eq!(p.handling.ceiling, Some(96 << 20));
+    assert_eq!(p.stop.drain, Duration::from_secs(2));
+    assert_eq!(p.handling.schedule.jitter, Duration::from_secs(300));
+    let e = cli(&["supervise", "--memory-ceiling", "1GiB", "--", "x"]).expect_err("no max");
+    assert_eq!(e.key, "--memory-ceiling");
+    let e = cli(&["supervise", "--recycle-requests", "0", "--", "x"]).expect_err("zero");
+    assert_eq!(e.key, "--recycle-requests");
+}

@@ -36,6 +36,7 @@ fn rules<'a>(mode: RestartMode, backoff: &'a Backoff, intensity: &'a Intensity) 
         mode,
         backoff,
         intensity,
+        too_soon: false,
     }
 }
 
@@ -124,6 +125,63 @@ fn operator_restarts_are_no_failures() {
         decide(RestartMode::Always, &mut h, Exit::Code(1), None, t + S * 10),
         AfterExit::Restart { delay, .. } if delay == Duration::from_millis(100)
     ));
+}
+
+/// Every reason the supervisor restarts for, handled or not, in time or too soon: handled ones
+/// (operator, memory, leak, recycle) start at once and leave no trace in the intensity or the
+/// backoff; the others, and a memory restart of an incarnation younger than `min_uptime`, count
+/// and back off, and end fatal once the intensity is spent.
+#[test]
+fn handled_restarts_are_no_failures_unless_too_soon() {
+    let t = Instant::now();
+    let (b, i) = (backoff(), intensity());
+    for reason in Reason::ALL {
+        for too_soon in [false, true] {
+            let r = Rules {
+                too_soon,
+                ..rules(RestartMode::Never, &b, &i)
+            };
+            let mut h = History::default();
+            let got: Vec<AfterExit> = (0..5)
+                .map(|k| r.after_exit(&mut h, Exit::Signal(15), Some(reason), t + S * k, 0.5))
+                .collect();
+            let handled = matches!(
+                reason,
+                Reason::Manual | Reason::Memory | Reason::Leak | Reason::Recycle
+            ) && !(too_soon && reason != Reason::Manual);
+            let want: Vec<AfterExit> = if handled {
+                vec![
+                    AfterExit::Restart {
+                        reason,
+                        delay: Duration::ZERO
+                    };
+                    5
+                ]
+            } else {
+                vec![
+                    AfterExit::Restart {
+                        reason,
+                        delay: Duration::from_millis(100),
+                    },
+                    AfterExit::Restart {
+                        reason,
+                        delay: Duration::from_millis(200),
+                    },
+                    AfterExit::Restart {
+                        reason,
+                        delay: Duration::from_millis(400),
+                    },
+                    AfterExit::Fatal { restarts: 3 },
+                    AfterExit::Fatal { restarts: 3 },
+                ]
+            };
+            assert_eq!(got, want, "{reason:?}, too soon: {too_soon}");
+            assert_eq!(
+                is_handled(reason) && !(too_soon && reason != Reason::Manual),
+                handled
+            );
+        }
+    }
 }
 
 #[test]
@@ -624,4 +682,31 @@ fn siblings_count_toward_the_intensity_but_not_toward_the_backoff() {
         ),
         AfterExit::Fatal { restarts: 13 }
     );
+}
+
+#[test]
+fn the_capacity_guard_lets_one_out_at_a_time_and_the_ceiling_through() {
+    const M: u64 = 100;
+    for (others_out, max_unavailable, bytes, ceiling, want) in [
+        (0, 1, 120, Some(150), Capacity::Go),
+        (1, 1, 120, Some(150), Capacity::Wait { out: 1 }),
+        (3, 1, 149, Some(150), Capacity::Wait { out: 3 }),
+        (1, 2, 120, Some(150), Capacity::Go),
+        (2, 2, 120, Some(150), Capacity::Wait { out: 2 }),
+        // Past the ceiling: at once, however many are out.
+        (1, 1, 151, Some(150), Capacity::Ceiling),
+        (9, 1, 151, Some(150), Capacity::Ceiling),
+        (0, 1, 151, Some(150), Capacity::Ceiling),
+        // At the ceiling is not past it.
+        (1, 1, 150, Some(150), Capacity::Wait { out: 1 }),
+        // No ceiling (a leak without a limit): the guard alone.
+        (1, 1, u64::MAX, None, Capacity::Wait { out: 1 }),
+        (0, 1, M, None, Capacity::Go),
+    ] {
+        assert_eq!(
+            capacity(others_out, max_unavailable, bytes, ceiling),
+            want,
+            "{others_out} out of {max_unavailable}, {bytes} bytes, ceiling {ceiling:?}"
+        );
+    }
 }

@@ -80,6 +80,12 @@ pub(super) struct Watch {
     pub(super) snap: segment::Snapshot,
     /// Readiness rule, start timeout and health check.
     pub(super) checks: super::ready::Checks,
+    /// A restart for memory (this reason) waits for the capacity guard (said once per wait).
+    pub(super) waiting: Option<Reason>,
+    /// Stopped for memory younger than `memory.min_uptime`: the restart is a failure.
+    pub(super) too_soon: bool,
+    /// The tree's size at its first sample (for `limit_too_low`).
+    pub(super) first_bytes: Option<u64>,
 }
 
 /// One running process of a worker instance and everything watched about it.
@@ -225,6 +231,9 @@ impl Ctx {
                 implausible_heartbeat: false,
                 cross: CrossCheck::default(),
                 leak: None,
+                waiting: None,
+                too_soon: false,
+                first_bytes: None,
                 snap: segment::Snapshot::default(),
                 checks: super::ready::Checks::new(
                     self.spec.ready.clone(),
@@ -410,6 +419,7 @@ impl Ctx {
     /// output, forget it.
     pub(super) async fn ended(&self, inc: &mut Option<Incarnation>) {
         let Some(i) = inc.take() else { return };
+        self.shared.too_soon.set(i.w.too_soon);
         let left = i.w.tree.pids().filter(|&p| p != i.w.pid).count();
         if left > 0 {
             tracing::warn!(

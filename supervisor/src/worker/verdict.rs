@@ -12,7 +12,7 @@ use crate::crosscheck::Claims;
 use crate::events::{Kind, Reason, Report};
 use crate::leak::{LeakVerdict, LeakWatch};
 use crate::plan::{Measure, OnLeak};
-use crate::policy::{self, Heartbeat, MemoryVerdict};
+use crate::policy::{self, Capacity, Heartbeat, MemoryVerdict};
 use crate::probe::tree::TreeSample;
 
 impl Ctx {
@@ -33,22 +33,31 @@ impl Ctx {
             members.extend(w.tree.pids());
         }
         let bytes = measured(&s);
+        let first_bytes = *w.first_bytes.get_or_insert(bytes);
         if let Some(spec) = &self.spec.memory {
             match w.memory.observe(spec, bytes) {
-                MemoryVerdict::Ok => {}
+                MemoryVerdict::Ok => {
+                    if w.waiting == Some(Reason::Memory) {
+                        w.waiting = None;
+                    }
+                }
                 MemoryVerdict::Over { count } | MemoryVerdict::Restart { count } => {
-                    self.event(
-                        Some(pid),
-                        Kind::MemoryOver {
-                            bytes,
-                            limit: spec.max,
-                            measure: spec.measure.as_str(),
-                            count,
-                            of: spec.count,
-                        },
-                    );
-                    if count >= spec.count {
-                        return Err(Reason::Memory);
+                    // While it waits for the capacity guard, the wait was said once.
+                    if w.waiting != Some(Reason::Memory) {
+                        self.event(
+                            Some(pid),
+                            Kind::MemoryOver {
+                                bytes,
+                                limit: spec.max,
+                                measure: spec.measure.as_str(),
+                                count,
+                                of: spec.count,
+                            },
+                        );
+                    }
+                    let past_ceiling = self.spec.handling.ceiling.is_some_and(|c| bytes > c);
+                    if count >= spec.count || past_ceiling {
+                        self.handled(w, Reason::Memory, bytes, first_bytes)?;
                     }
                 }
             }
@@ -69,28 +78,38 @@ impl Ctx {
         }
         if let Some(policy) = &self.spec.leak {
             let watch = w.leak.get_or_insert_with(|| LeakWatch::new(policy.spec));
+            let verdict = watch.observe(s.at, bytes);
+            if !matches!(verdict, LeakVerdict::Leak { .. }) && w.waiting == Some(Reason::Leak) {
+                w.waiting = None;
+            }
             if let LeakVerdict::Leak {
                 slope_bytes_per_s,
                 growth_over_window,
                 samples,
-            } = watch.observe(s.at, bytes)
+            } = verdict
             {
-                self.event(
-                    Some(pid),
-                    Kind::Finding {
-                        kind: "leak",
-                        detail: "the tree's memory grows steadily at or above the leak rate".into(),
-                        numbers: [
-                            ("slope_bytes_per_s", slope_bytes_per_s.max(0.0) as u64),
-                            ("growth_over_window_bytes", growth_over_window),
-                            ("window_ms", millis(policy.spec.within)),
-                            ("samples", samples as u64),
-                        ]
-                        .into(),
-                    },
-                );
+                // While its restart waits for the capacity guard, the leak was said once.
+                let said = w.waiting == Some(Reason::Leak);
+                if !said {
+                    self.event(
+                        Some(pid),
+                        Kind::Finding {
+                            kind: "leak",
+                            detail: "the tree's memory grows steadily at or above the leak rate"
+                                .into(),
+                            numbers: [
+                                ("slope_bytes_per_s", slope_bytes_per_s.max(0.0) as u64),
+                                ("growth_over_window_bytes", growth_over_window),
+                                ("window_ms", millis(policy.spec.within)),
+                                ("samples", samples as u64),
+                            ]
+                            .into(),
+                        },
+                    );
+                }
                 match policy.on_leak {
-                    OnLeak::Restart => return Err(Reason::Leak),
+                    // Waiting for the capacity guard: looked at again at the next sample.
+                    OnLeak::Restart => self.handled(w, Reason::Leak, bytes, first_bytes)?,
                     // Warned: judge afresh from here, so the next warning needs a new window.
                     OnLeak::Warn => w.leak = None,
                 }
@@ -185,16 +204,107 @@ impl Ctx {
             w.recent.pop_front();
         }
         let limit = self.spec.memory.map(|m| m.max);
-        let delay = policy::next_sample(
+        let mut delay = policy::next_sample(
             self.sample_every,
             limit,
             w.recent.front().copied(),
             (s.at, bytes),
         );
+        if w.waiting.is_some() {
+            // Over the limit and waiting for a sibling: the ceiling is what is watched now.
+            delay = delay.max(WAITING_SAMPLE.min(self.sample_every));
+        }
         w.recent.push_back((s.at, bytes));
         Ok(delay)
     }
+
+    /// A restart that handles memory (a limit, a leak, a recycle) passes the program's capacity
+    /// guard (`Err(reason)`: go) or waits (`Ok`), said once per wait. One of an incarnation
+    /// younger than `memory.min_uptime` is `limit_too_low`, and counted as a failure.
+    pub(super) fn handled(
+        &self,
+        w: &mut Watch,
+        reason: Reason,
+        bytes: u64,
+        first_bytes: u64,
+    ) -> Result<(), Reason> {
+        let h = &self.spec.handling;
+        let out = self
+            .program
+            .others_out(self.instance, self.spec.ready.is_some());
+        let limit = self.spec.memory.map_or(0, |m| m.max);
+        match policy::capacity(out, h.max_unavailable, bytes, h.ceiling) {
+            Capacity::Wait { out } => {
+                if w.waiting != Some(reason) {
+                    w.waiting = Some(reason);
+                    self.event(
+                        Some(w.pid),
+                        Kind::Finding {
+                            kind: "restart_waits",
+                            detail: format!(
+                                "{} restart waits: {out} other instance(s) of the program are \
+                                 out; it goes once one is up again, or at once past the ceiling",
+                                reason.as_str()
+                            ),
+                            numbers: [
+                                ("bytes", bytes),
+                                ("others_out", u64::from(out)),
+                                ("max_unavailable", u64::from(h.max_unavailable)),
+                                ("ceiling", h.ceiling.unwrap_or(0)),
+                            ]
+                            .into(),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            go => {
+                w.waiting = None;
+                // Said when the ceiling is what let it go.
+                if go == Capacity::Ceiling && out >= h.max_unavailable {
+                    self.event(
+                        Some(w.pid),
+                        Kind::Finding {
+                            kind: "over_ceiling",
+                            detail: "past its memory ceiling: restarted at once, whatever the \
+                                     program's other instances do"
+                                .into(),
+                            numbers: [("bytes", bytes), ("ceiling", h.ceiling.unwrap_or(0))].into(),
+                        },
+                    );
+                }
+                let age = self.shared.started.get().map(|t| t.elapsed());
+                if let Some(age) = age.filter(|&a| a < h.min_uptime) {
+                    w.too_soon = true;
+                    self.event(
+                        Some(w.pid),
+                        Kind::Finding {
+                            kind: "limit_too_low",
+                            detail: format!(
+                                "stopped for {} within {} of its start: the limit is below what \
+                                 the program needs; this restart counts toward the intensity",
+                                reason.as_str(),
+                                humantime::format_duration(h.min_uptime)
+                            ),
+                            numbers: [
+                                ("bytes_at_start", first_bytes),
+                                ("bytes", bytes),
+                                ("limit", limit),
+                                ("uptime_ms", millis(age)),
+                                ("min_uptime_ms", millis(h.min_uptime)),
+                            ]
+                            .into(),
+                        },
+                    );
+                }
+                Err(reason)
+            }
+        }
+    }
 }
+
+/// How often a tree over its limit is sampled while its restart waits for the capacity guard.
+const WAITING_SAMPLE: Duration = Duration::from_millis(250);
 
 /// Reads the segment into `snap` (reused: no allocation per tick) and brings `report` up to date
 /// from it, rebuilding its maps only when the set of metric names changed. Returns whether the

@@ -1,0 +1,221 @@
+//! A leak handled is no failure: memory restarts neither count toward the restart intensity nor
+//! back off, unless the incarnation could not even start under its limit (`limit_too_low`); a
+//! program's replicas are taken out one at a time (the capacity guard), except past the ceiling;
+//! and a graceful restart can drain first.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{alive, ctl, pid_of, run_example_ctl, status_json, wait_until};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[test]
+fn memory_restarts_never_make_a_program_fatal() {
+    // 40 MiB/s past a 48 MiB limit: a memory restart about every 1.3 s, with an intensity of 1.
+    let (sup, _name, _guard) = run_example_ctl(
+        "handled",
+        &[
+            "--memory-max",
+            "48MiB",
+            "--memory-for",
+            "1",
+            "--memory-min-uptime",
+            "300ms",
+            "--max-restarts",
+            "1",
+            "--within",
+            "60s",
+        ],
+        "leaky",
+        &["--rate", "40"],
+    );
+    sup.wait_nth(4, LONG, "four memory restarts", |e| {
+        e["event"] == "restarting" && e["reason"] == "memory"
+    });
+    assert!(sup.of("fatal").is_empty(), "{}", sup.dump());
+    assert!(alive(sup.pid()), "{}", sup.dump());
+    let restarting = sup.of("restarting");
+    assert!(
+        restarting.iter().all(|e| e["delay_ms"] == 0),
+        "a handled leak does not back off\n{}",
+        sup.dump()
+    );
+    assert!(
+        !sup.dump().contains("limit_too_low"),
+        "each incarnation ran past its min_uptime\n{}",
+        sup.dump()
+    );
+}
+
+#[test]
+fn a_limit_below_the_baseline_is_limit_too_low_backs_off_and_ends_fatal() {
+    // 64 MiB held from the start under a 32 MiB limit: it can never fit.
+    let (mut sup, _name, _guard) = run_example_ctl(
+        "toolow",
+        &[
+            "--memory-max",
+            "32MiB",
+            "--memory-for",
+            "1",
+            "--max-restarts",
+            "2",
+            "--within",
+            "60s",
+        ],
+        "leaky",
+        &["--start", "64", "--rate", "0"],
+    );
+    let f = sup.wait_nth(1, LONG, "limit_too_low", |e| {
+        e["event"] == "finding" && e["kind"] == "limit_too_low"
+    });
+    assert_eq!(f["limit"], 32 << 20, "{f}");
+    assert!(f["bytes"].as_u64().unwrap_or(0) > 32 << 20, "{f}");
+    assert!(f["bytes_at_start"].as_u64().is_some(), "{f}");
+    sup.wait_event("fatal", LONG);
+    let delays: Vec<u64> = sup
+        .of("restarting")
+        .iter()
+        .filter_map(|e| e["delay_ms"].as_u64())
+        .collect();
+    // The backoff grows (100 ms, then 200 ms, ±10 % jitter) as for any failure.
+    assert_eq!(delays.len(), 2, "{}", sup.dump());
+    assert!(delays[0] >= 90 && delays[1] >= 180, "{delays:?}");
+    let status = sup.wait_exit(LONG);
+    assert_ne!(status.code(), Some(0), "{}", sup.dump());
+}
+
+/// Two replicas leaking at one rate cross their limit within milliseconds of each other: the
+/// second waits until the first is up again, so one always serves.
+#[test]
+fn replicas_leaking_together_are_restarted_one_at_a_time() {
+    let (sup, _name, _guard) = run_example_ctl(
+        "guard",
+        &[
+            "--replicas",
+            "2",
+            "--memory-max",
+            "40MiB",
+            "--memory-for",
+            "1",
+            "--memory-min-uptime",
+            "100ms",
+            "--memory-ceiling",
+            "4GiB",
+        ],
+        "leaky",
+        &["--rate", "20"],
+    );
+    sup.wait_socket(LONG);
+    // Watch readiness closely over three restarts of each: never both out.
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut most_out = 0;
+    let mut polls = 0;
+    while Instant::now() < end {
+        let workers = status_json(&sup.socket());
+        let out = workers.iter().filter(|w| w["ready"] != true).count();
+        // Both start together: judge from the first moment one was up.
+        if polls > 0 || out < 2 {
+            polls += 1;
+            most_out = most_out.max(out);
+        }
+        let memory = sup
+            .of("restarting")
+            .iter()
+            .filter(|e| e["reason"] == "memory")
+            .count();
+        if memory >= 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let memory = sup
+        .of("restarting")
+        .iter()
+        .filter(|e| e["reason"] == "memory")
+        .count();
+    assert!(memory >= 6, "only {memory} memory restarts\n{}", sup.dump());
+    assert!(
+        most_out <= 1,
+        "{most_out} instances out at once\n{}",
+        sup.dump()
+    );
+    assert!(
+        sup.dump().contains("restart_waits"),
+        "the second waited\n{}",
+        sup.dump()
+    );
+}
+
+/// A tree that keeps growing while its restart waits is restarted at once past its ceiling.
+#[test]
+fn a_tree_past_its_ceiling_does_not_wait() {
+    // The sibling restarted first is not up for a second (it says nothing of readiness); at
+    // 100 MiB/s the waiting one passes 60 MiB well within that.
+    let (sup, _name, _guard) = run_example_ctl(
+        "ceiling",
+        &[
+            "--replicas",
+            "2",
+            "--memory-max",
+            "40MiB",
+            "--memory-for",
+            "1",
+            "--memory-min-uptime",
+            "100ms",
+            "--memory-ceiling",
+            "60MiB",
+        ],
+        "leaky",
+        &["--rate", "100"],
+    );
+    let f = sup.wait_nth(1, LONG, "over_ceiling", |e| {
+        e["event"] == "finding" && e["kind"] == "over_ceiling"
+    });
+    assert!(f["bytes"].as_u64().unwrap_or(0) > 60 << 20, "{f}");
+}
+
+#[test]
+fn a_graceful_restart_drains_first_and_a_stop_cuts_the_drain_short() {
+    let (mut sup, name, _guard) = run_example_ctl(
+        "drain",
+        &["--drain", "3s"],
+        "crasher",
+        &["--after", "1000000"],
+    );
+    let first = pid_of(&sup.wait_event("started", LONG));
+    let (ok, text) = ctl(&sup.socket(), &["restart", &name]);
+    assert!(ok, "{text}");
+    // Draining: not ready, still running, for the drain.
+    assert!(
+        wait_until(LONG, || status_json(&sup.socket())
+            .iter()
+            .any(|w| w["state"] == "draining" && w["ready"] == false)),
+        "{}",
+        sup.dump()
+    );
+    let drained = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(alive(first), "stopped before its drain was over");
+    sup.wait_nth(2, LONG, "the replacement", |e| e["event"] == "started");
+    assert!(
+        drained.elapsed() >= Duration::from_millis(2500),
+        "replaced {:?} after the drain began",
+        drained.elapsed()
+    );
+    // A stop for good during a drain does not wait for it.
+    let (ok, text) = ctl(&sup.socket(), &["restart", &name]);
+    assert!(ok, "{text}");
+    assert!(wait_until(LONG, || status_json(&sup.socket())
+        .iter()
+        .any(|w| w["state"] == "draining")));
+    let asked = Instant::now();
+    sup.signal(libc::SIGTERM);
+    sup.wait_exit(LONG);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the stop waited {:?} for the drain",
+        asked.elapsed()
+    );
+}
