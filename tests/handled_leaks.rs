@@ -219,3 +219,112 @@ fn a_graceful_restart_drains_first_and_a_stop_cuts_the_drain_short() {
         asked.elapsed()
     );
 }
+
+/// Requests sent one connection at a time to 127.0.0.1:`port` until `stop`: (answered, failed).
+fn client_load(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u64) {
+    use std::io::{Read, Write};
+    let (mut ok, mut failed) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let answered = (|| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            text.starts_with("HTTP/1.0 200").then_some(())
+        })();
+        if answered.is_some() {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (ok, failed)
+}
+
+/// gunicorn's shape: a master and three workers, one of which leaks. Only that worker is
+/// recycled, never the master (its pid never changes), and every request is answered meanwhile.
+#[test]
+fn only_the_leaking_member_of_a_preforked_tree_is_recycled_and_no_request_fails() {
+    let (sup, _name, _guard) = run_example_ctl(
+        "prefork",
+        &[
+            "--memory-max",
+            "100MiB",
+            "--memory-for",
+            "1",
+            "--memory-recycle",
+            "member",
+        ],
+        "prefork",
+        &[
+            "--workers",
+            "3",
+            "--leak-worker",
+            "1",
+            "--leak-rate",
+            "40",
+            "--port-file",
+            "@/port",
+        ],
+    );
+    let master = pid_of(&sup.wait_event("started", LONG));
+    let mut port = 0;
+    assert!(wait_until(LONG, || {
+        port = std::fs::read_to_string(sup.path("port"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        port != 0
+    }));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| client_load(port, &stop));
+        sup.wait_nth(3, Duration::from_secs(60), "three recycles", |e| {
+            e["event"] == "recycled"
+        });
+        // The tree's members, with the master among them.
+        let w = status_json(&sup.socket());
+        let members = w[0]["members"].as_array().cloned().unwrap_or_default();
+        assert!(
+            members.iter().any(|m| m["pid"] == master),
+            "members: {members:?}"
+        );
+        assert!(
+            members
+                .iter()
+                .all(|m| m["command"].as_str().is_some_and(|c| c.contains("prefork"))),
+            "{members:?}"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.join().expect("client")
+    });
+    let recycled = sup.of("recycled");
+    assert!(
+        recycled
+            .iter()
+            .all(|e| e["member"] != master && pid_of(e) == master),
+        "{}",
+        sup.dump()
+    );
+    assert!(
+        recycled
+            .iter()
+            .all(|e| e["tree_after"].as_u64() < e["tree_before"].as_u64()),
+        "{}",
+        sup.dump()
+    );
+    assert!(sup.of("restarting").is_empty(), "{}", sup.dump());
+    assert_eq!(sup.of("started").len(), 1, "{}", sup.dump());
+    assert!(w_recycles(&sup) >= 3, "{}", sup.dump());
+    assert!(ok > 100, "only {ok} requests answered");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+}
+
+/// `restarts_by_reason.recycle` of the first instance.
+fn w_recycles(sup: &common::Sup) -> u64 {
+    status_json(&sup.socket())[0]["restarts_by_reason"]["recycle"]
+        .as_u64()
+        .unwrap_or(0)
+}

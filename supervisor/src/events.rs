@@ -165,6 +165,17 @@ pub enum Kind {
         detail: String,
         remaining: u32,
     },
+    /// One member of the tree (not its root) was stopped because it held the tree's growth
+    /// (`memory.recycle = "member"`); its master starts a fresh one. `pid` is the worker's root,
+    /// `member` the process recycled.
+    Recycled {
+        reason: Reason,
+        member: i32,
+        command: String,
+        member_bytes: u64,
+        tree_before: u64,
+        tree_after: u64,
+    },
 }
 
 impl Kind {
@@ -239,11 +250,19 @@ impl Kind {
                 detail: s(),
                 remaining: 0,
             },
+            Kind::Recycled {
+                reason: Reason::Memory,
+                member: 2,
+                command: s(),
+                member_bytes: 1,
+                tree_before: 2,
+                tree_after: 1,
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 22] = [
+    pub const NAMES: [&'static str; 23] = [
         "started",
         "spawn_failed",
         "exited",
@@ -266,6 +285,7 @@ impl Kind {
         "lifeline_error",
         "daemonized",
         "cleared",
+        "recycled",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -294,6 +314,7 @@ impl Kind {
             Kind::LifelineError { .. } => 19,
             Kind::Daemonized { .. } => 20,
             Kind::Cleared { .. } => 21,
+            Kind::Recycled { .. } => 22,
         };
         Self::NAMES[i]
     }

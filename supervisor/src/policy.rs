@@ -183,6 +183,38 @@ pub fn capacity(
     }
 }
 
+/// One member of a tree, as the member choice sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberGrowth {
+    pub pid: i32,
+    /// Resident memory now, bytes.
+    pub rss: u64,
+    /// Resident memory when it was first seen, bytes.
+    pub first_rss: u64,
+}
+
+impl MemberGrowth {
+    #[must_use]
+    pub fn growth(&self) -> u64 {
+        self.rss.saturating_sub(self.first_rss)
+    }
+}
+
+/// Which member of a tree to recycle instead of the whole tree (`memory.recycle = "member"`):
+/// the member that grew most since it was first seen, if it is not the root and holds at least
+/// half of the tree's growth (the sum of every member's growth). `None`: the tree goes. A
+/// pre-forking server's master respawns a worker that exits; its root holding the growth means
+/// the master itself leaks, which only a restart of the tree can cure.
+#[must_use]
+pub fn member_to_recycle(root: i32, members: &[MemberGrowth]) -> Option<i32> {
+    let total: u64 = members.iter().map(MemberGrowth::growth).sum();
+    let top = members
+        .iter()
+        .max_by_key(|m| (m.growth(), std::cmp::Reverse(m.pid)))?;
+    let g = top.growth();
+    (top.pid != root && g > 0 && g.saturating_mul(2) >= total).then_some(top.pid)
+}
+
 /// Memory verdict for one sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryVerdict {

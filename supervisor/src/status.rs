@@ -112,6 +112,24 @@ pub struct WorkerStatus {
     /// every incarnation included: never goes backwards (the metrics' `_total` families).
     #[serde(default)]
     pub totals: Totals,
+    /// The tree's processes when it has more than one, largest first (at most
+    /// [`MAX_MEMBERS_SHOWN`]): who holds the memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+}
+
+/// Most members of one tree listed in its status.
+pub const MAX_MEMBERS_SHOWN: usize = 16;
+
+/// One process of a worker's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub pid: i32,
+    /// Its command line, at most 120 characters.
+    pub command: String,
+    pub rss_bytes: u64,
+    /// Resident memory gained since it joined the tree.
+    pub growth_bytes: u64,
 }
 
 impl WorkerStatus {
@@ -148,6 +166,7 @@ impl WorkerStatus {
             errno: None,
             waiting_for: None,
             totals: Totals::default(),
+            members: Vec::new(),
         }
     }
 }

@@ -149,6 +149,8 @@ pub struct Shared {
     /// The incarnation that ended was stopped for memory too soon (`limit_too_low`): kept for
     /// the restart decision that follows its end.
     pub too_soon: Cell<bool>,
+    /// The tree's members as of the last sample, when it has more than one.
+    pub member_status: RefCell<Vec<crate::status::MemberStatus>>,
 }
 
 /// What a worker said on the notify socket, this incarnation.
@@ -565,6 +567,7 @@ fn rand01() -> f64 {
 }
 
 mod ready;
+mod recycle;
 mod running;
 mod verdict;
 

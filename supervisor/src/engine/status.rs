@@ -138,6 +138,11 @@ impl Engine {
                     errno: sh.notified.borrow().errno,
                     waiting_for: None,
                     totals: sh.counters.totals(&sh.current_totals()),
+                    members: if last.is_some() {
+                        sh.member_status.borrow().clone()
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect();

@@ -225,6 +225,23 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
         Kind::Cleared { kind, detail, .. } => {
             (Tone::Good, format!("finding {kind} cleared: {detail}"))
         }
+        Kind::Recycled {
+            reason,
+            member,
+            command,
+            member_bytes,
+            tree_before,
+            tree_after,
+        } => (
+            Tone::Warn,
+            format!(
+                "recycled member {member} ({command}) holding {} ({}): tree {} -> {}",
+                size(*member_bytes),
+                reason.as_str(),
+                size(*tree_before),
+                size(*tree_after)
+            ),
+        ),
     })
 }
 

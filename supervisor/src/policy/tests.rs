@@ -710,3 +710,56 @@ fn the_capacity_guard_lets_one_out_at_a_time_and_the_ceiling_through() {
         );
     }
 }
+
+#[test]
+fn the_member_to_recycle_holds_the_growth_and_is_never_the_root() {
+    let m = |pid, first: u64, now: u64| MemberGrowth {
+        pid,
+        rss: now << 20,
+        first_rss: first << 20,
+    };
+    for (members, want, why) in [
+        // gunicorn: a master and four workers, one of which leaks.
+        (
+            vec![
+                m(1, 20, 20),
+                m(2, 30, 31),
+                m(3, 30, 130),
+                m(4, 30, 32),
+                m(5, 30, 30),
+            ],
+            Some(3),
+            "one worker holds the growth",
+        ),
+        (
+            vec![m(1, 20, 120), m(2, 30, 31), m(3, 30, 40)],
+            None,
+            "the root grew most: the master leaks",
+        ),
+        (
+            vec![m(1, 20, 20), m(2, 30, 60), m(3, 30, 60), m(4, 30, 62)],
+            None,
+            "the growth is spread: no member holds half",
+        ),
+        (
+            vec![m(1, 20, 20), m(2, 30, 60), m(3, 30, 60)],
+            Some(2),
+            "half exactly, a tie: the lower pid",
+        ),
+        (vec![m(1, 20, 20), m(2, 30, 30)], None, "nothing grew"),
+        (
+            vec![m(1, 20, 20), m(2, 30, 10), m(3, 5, 15)],
+            Some(3),
+            "shrinking members add nothing",
+        ),
+        (vec![], None, "no members"),
+        (vec![m(1, 10, 90)], None, "the root alone"),
+        (
+            vec![m(1, 20, 20), m(7, 0, 50)],
+            Some(7),
+            "a member that came later, at 0: all of it is growth",
+        ),
+    ] {
+        assert_eq!(member_to_recycle(1, &members), want, "{why}");
+    }
+}

@@ -243,6 +243,29 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Longest command line shown for a process (`cmdline`), in characters.
+pub const MAX_COMMAND: usize = 120;
+
+/// The command line of `pid` as one line (arguments joined by spaces, control characters
+/// replaced), at most [`MAX_COMMAND`] characters; empty if it cannot be read (gone, a kernel
+/// thread). Reads at most 4 KiB: a process sets its own argv and may make it anything.
+#[must_use]
+pub fn command_line(pid: i32) -> String {
+    use std::io::Read;
+    let mut raw = Vec::with_capacity(256);
+    let read =
+        File::open(format!("/proc/{pid}/cmdline")).and_then(|f| f.take(4096).read_to_end(&mut raw));
+    if read.is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&raw);
+    text.trim_end_matches('\0')
+        .chars()
+        .map(|c| if c == '\0' || c.is_control() { ' ' } else { c })
+        .take(MAX_COMMAND)
+        .collect()
+}
+
 /// Parses a space-separated list of pids, ignoring anything that is not one.
 pub fn parse_pids(bytes: &[u8], out: &mut Vec<i32>) {
     for word in bytes.split(|b| b.is_ascii_whitespace()) {

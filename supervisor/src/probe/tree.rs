@@ -41,6 +41,8 @@ const SLOW_EVERY: u32 = 4;
 struct Member {
     files: ProcFiles,
     last: ProcSample,
+    /// Resident memory when it joined the tree: what its growth is measured from.
+    first_rss: u64,
     fds: u64,
     /// Already had a stop signal (see [`Tree::stop_signal`]).
     signalled: bool,
@@ -191,6 +193,7 @@ impl Tree {
                         Member {
                             fds: files.fd_count(),
                             files,
+                            first_rss: last.rss,
                             last,
                             signalled: false,
                         },
@@ -211,6 +214,25 @@ impl Tree {
     /// Pids currently tracked (as of the last sample).
     pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
         self.members.keys().copied()
+    }
+
+    /// Every member's resident memory as of the last sample, and when it joined.
+    pub fn growth(&self) -> impl Iterator<Item = crate::policy::MemberGrowth> + '_ {
+        self.members
+            .iter()
+            .map(|(&pid, m)| crate::policy::MemberGrowth {
+                pid,
+                rss: m.last.rss,
+                first_rss: m.first_rss,
+            })
+    }
+
+    /// Sends `sig` to the member `pid` alone, through its pidfd (never to a process that reused
+    /// its pid). False if it is not a member or the signal could not be sent.
+    pub fn signal_member(&self, pid: i32, sig: i32) -> bool {
+        self.members
+            .get(&pid)
+            .is_some_and(|m| m.files.signal(sig).is_ok())
     }
 
     #[must_use]

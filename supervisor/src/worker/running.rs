@@ -86,6 +86,11 @@ pub(super) struct Watch {
     pub(super) too_soon: bool,
     /// The tree's size at its first sample (for `limit_too_low`).
     pub(super) first_bytes: Option<u64>,
+    /// A member recycle under way (`memory.recycle = "member"`).
+    pub(super) recycling: Option<super::recycle::Recycling>,
+    /// A member was recycled and the tree has not been under its limit since: the next memory
+    /// restart is the tree's.
+    pub(super) after_member: bool,
 }
 
 /// One running process of a worker instance and everything watched about it.
@@ -234,6 +239,8 @@ impl Ctx {
                 waiting: None,
                 too_soon: false,
                 first_bytes: None,
+                recycling: None,
+                after_member: false,
                 snap: segment::Snapshot::default(),
                 checks: super::ready::Checks::new(
                     self.spec.ready.clone(),
@@ -432,6 +439,7 @@ impl Ctx {
         self.shared.counters.carry(&self.shared.current_totals());
         self.shared.started.set(None);
         self.shared.members.borrow_mut().clear();
+        self.shared.member_status.borrow_mut().clear();
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
         let [out, err] = i.forwarders;

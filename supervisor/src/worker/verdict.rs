@@ -34,16 +34,20 @@ impl Ctx {
         }
         let bytes = measured(&s);
         let first_bytes = *w.first_bytes.get_or_insert(bytes);
+        self.note_members(w, s.procs);
+        let recycling = self.follow_recycle(w, bytes);
         if let Some(spec) = &self.spec.memory {
             match w.memory.observe(spec, bytes) {
                 MemoryVerdict::Ok => {
                     if w.waiting == Some(Reason::Memory) {
                         w.waiting = None;
                     }
+                    w.after_member = false;
                 }
                 MemoryVerdict::Over { count } | MemoryVerdict::Restart { count } => {
                     // While it waits for the capacity guard, the wait was said once.
-                    if w.waiting != Some(Reason::Memory) {
+                    // Said once while it waits for the guard, not at all while a member leaves.
+                    if w.waiting != Some(Reason::Memory) && !recycling {
                         self.event(
                             Some(pid),
                             Kind::MemoryOver {
@@ -56,7 +60,11 @@ impl Ctx {
                         );
                     }
                     let past_ceiling = self.spec.handling.ceiling.is_some_and(|c| bytes > c);
-                    if count >= spec.count || past_ceiling {
+                    if past_ceiling
+                        || (count >= spec.count
+                            && !recycling
+                            && !self.recycle_member(w, Reason::Memory, bytes))
+                    {
                         self.handled(w, Reason::Memory, bytes, first_bytes)?;
                     }
                 }
@@ -108,6 +116,11 @@ impl Ctx {
                     );
                 }
                 match policy.on_leak {
+                    // A member recycled: the trend starts afresh with the tree that is left.
+                    OnLeak::Restart if recycling => {}
+                    OnLeak::Restart if self.recycle_member(w, Reason::Leak, bytes) => {
+                        w.leak = None;
+                    }
                     // Waiting for the capacity guard: looked at again at the next sample.
                     OnLeak::Restart => self.handled(w, Reason::Leak, bytes, first_bytes)?,
                     // Warned: judge afresh from here, so the next warning needs a new window.

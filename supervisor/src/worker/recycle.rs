@@ -1,0 +1,125 @@
+//! Member recycling (`memory.recycle = "member"`): when a tree is over its limit or its leak
+//! trend fires, and one member that is not the root holds the growth
+//! ([`policy::member_to_recycle`]), only that member gets the stop signal (SIGKILL after the
+//! grace); a pre-forking server's master starts a fresh one and its clients lose nothing. If the
+//! tree is still over its limit `memory.for` samples after the member is gone, the tree goes.
+
+use std::time::Instant;
+
+use super::running::Watch;
+use super::Ctx;
+use crate::events::{Kind, Reason};
+use crate::policy;
+use crate::probe::proc::command_line;
+
+/// A member recycle under way.
+pub(super) struct Recycling {
+    pid: i32,
+    command: String,
+    member_bytes: u64,
+    tree_before: u64,
+    reason: Reason,
+    asked: Instant,
+    killed: bool,
+}
+
+impl Ctx {
+    /// Keeps the tree's members (pid, command, memory, growth) for `status`, when it has more
+    /// than one: each command is read once, when its process is first listed.
+    pub(super) fn note_members(&self, w: &Watch, procs: u32) {
+        let mut shown = self.shared.member_status.borrow_mut();
+        if procs <= 1 {
+            shown.clear();
+            return;
+        }
+        let mut members: Vec<policy::MemberGrowth> = w.tree.growth().collect();
+        members.sort_by_key(|m| std::cmp::Reverse(m.rss));
+        members.truncate(crate::status::MAX_MEMBERS_SHOWN);
+        let before = std::mem::take(&mut *shown);
+        shown.extend(members.iter().map(|m| {
+            crate::status::MemberStatus {
+                pid: m.pid,
+                command: before
+                    .iter()
+                    .find(|b| b.pid == m.pid)
+                    .map_or_else(|| command_line(m.pid), |b| b.command.clone()),
+                rss_bytes: m.rss,
+                growth_bytes: m.growth(),
+            }
+        }));
+    }
+
+    /// Follows a member recycle under way, at each sample: once the member is gone it is said
+    /// (`recycled`) and counted, and the tree is judged afresh; past the grace it is SIGKILLed.
+    /// True while the member is still there (the tree's memory decisions wait for it).
+    pub(super) fn follow_recycle(&self, w: &mut Watch, bytes: u64) -> bool {
+        let Some(r) = w.recycling.as_mut() else {
+            return false;
+        };
+        if w.tree.contains(r.pid) {
+            if !r.killed && r.asked.elapsed() >= self.spec.stop.grace {
+                r.killed = true;
+                w.tree.signal_member(r.pid, libc::SIGKILL);
+            }
+            return true;
+        }
+        let Some(r) = w.recycling.take() else {
+            return false;
+        };
+        self.shared.counters.count(Reason::Recycle);
+        self.event(
+            Some(w.pid),
+            Kind::Recycled {
+                reason: r.reason,
+                member: r.pid,
+                command: r.command,
+                member_bytes: r.member_bytes,
+                tree_before: r.tree_before,
+                tree_after: bytes,
+            },
+        );
+        // Judged afresh: `for` samples over the limit from here make the tree go.
+        w.memory = policy::MemoryWatch::default();
+        w.leak = None;
+        w.after_member = true;
+        false
+    }
+
+    /// Instead of the tree, recycles the member that holds its growth, if one does and the last
+    /// member recycle was enough. True if it started (the tree stays).
+    pub(super) fn recycle_member(&self, w: &mut Watch, reason: Reason, bytes: u64) -> bool {
+        if self.spec.handling.recycle != crate::plan::RecycleScope::Member {
+            return false;
+        }
+        if w.after_member && reason == Reason::Memory {
+            self.event(
+                Some(w.pid),
+                Kind::Finding {
+                    kind: "recycle_not_enough",
+                    detail: "still over the limit after a member was recycled: the tree goes"
+                        .into(),
+                    numbers: [("bytes", bytes)].into(),
+                },
+            );
+            return false;
+        }
+        let members: Vec<policy::MemberGrowth> = w.tree.growth().collect();
+        let Some(pid) = policy::member_to_recycle(w.pid, &members) else {
+            return false;
+        };
+        let member_bytes = members.iter().find(|m| m.pid == pid).map_or(0, |m| m.rss);
+        if !w.tree.signal_member(pid, self.spec.stop.signal.raw()) {
+            return false;
+        }
+        w.recycling = Some(Recycling {
+            pid,
+            command: command_line(pid),
+            member_bytes,
+            tree_before: bytes,
+            reason,
+            asked: Instant::now(),
+            killed: false,
+        });
+        true
+    }
+}
