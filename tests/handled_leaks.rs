@@ -328,3 +328,154 @@ fn w_recycles(sup: &common::Sup) -> u64 {
         .as_u64()
         .unwrap_or(0)
 }
+
+#[test]
+fn scheduled_recycles_are_no_failures() {
+    // Every 2 s, with no restart allowed by the intensity: recycled all the same, never fatal.
+    let (sup, _name, _guard) = run_example_ctl(
+        "every",
+        &[
+            "--recycle-every",
+            "2s",
+            "--recycle-jitter",
+            "500ms",
+            "--max-restarts",
+            "0",
+        ],
+        "crasher",
+        &["--after", "1000000"],
+    );
+    sup.wait_nth(3, LONG, "three recycles", |e| {
+        e["event"] == "restarting" && e["reason"] == "recycle"
+    });
+    assert!(sup.of("fatal").is_empty(), "{}", sup.dump());
+    let due = sup
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "recycle_due")
+        .count();
+    assert!(due >= 3, "{}", sup.dump());
+}
+
+#[test]
+fn a_worker_is_recycled_after_its_requests() {
+    use std::io::{BufRead, BufReader, Write};
+    let (sup, _name, _guard) = run_example_ctl(
+        "requests",
+        &["--recycle-requests", "20", "--memory-min-uptime", "1s"],
+        "sdk_worker",
+        &["--serve"],
+    );
+    sup.wait_stdout("sdk_worker port=", 1, LONG);
+    let stdout = std::fs::read_to_string(sup.path("stdout")).expect("stdout");
+    let port: u16 = stdout
+        .lines()
+        .find_map(|l| l.split("port=").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("port");
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    for i in 0..19 {
+        writeln!(conn, "request {i}").expect("send");
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("echo");
+    }
+    // 19 requests: not yet (give it a few samples to be sure).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        sup.of("restarting").is_empty(),
+        "recycled before its 20th request\n{}",
+        sup.dump()
+    );
+    writeln!(conn, "request 19").expect("send");
+    let r = sup.wait_nth(1, LONG, "the recycle", |e| e["event"] == "restarting");
+    assert_eq!(r["reason"], "recycle", "{}", sup.dump());
+    assert_eq!(r["delay_ms"], 0, "{}", sup.dump());
+}
+
+#[test]
+fn a_tree_is_recycled_before_its_trend_reaches_the_limit() {
+    // 2 MiB/s towards a 100 MiB limit, the trend read over 10 s (a leak rate it never reaches,
+    // so `leak` itself never fires): due once the trend says 60 s or less, long before the limit.
+    let (sup, _name, _guard) = run_example_ctl(
+        "before",
+        &[
+            "--memory-max",
+            "100MiB",
+            "--recycle-before",
+            "60s",
+            "--leak",
+            "1GiB/10s",
+            "--on-leak",
+            "warn",
+        ],
+        "leaky",
+        &["--rate", "2", "--start", "10"],
+    );
+    let r = sup.wait_nth(1, Duration::from_secs(60), "the recycle", |e| {
+        e["event"] == "restarting"
+    });
+    assert_eq!(r["reason"], "recycle", "{}", sup.dump());
+    let due = sup
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "recycle_due")
+        .expect("recycle_due");
+    assert!(
+        due["eta_ms"].as_u64().is_some_and(|ms| ms <= 60_000),
+        "{due}"
+    );
+    assert!(sup.of("memory_over").is_empty(), "{}", sup.dump());
+}
+
+#[test]
+fn a_draining_tree_is_held_to_its_ceiling() {
+    // Over its limit at 100 MiB/s with a 10 s drain: past the ceiling within a second of the
+    // drain's start, which ends it.
+    let (sup, _name, _guard) = run_example_ctl(
+        "drainceil",
+        &[
+            "--memory-max",
+            "40MiB",
+            "--memory-for",
+            "1",
+            "--memory-ceiling",
+            "80MiB",
+            "--memory-min-uptime",
+            "100ms",
+            "--drain",
+            "10s",
+        ],
+        "leaky",
+        &["--rate", "100"],
+    );
+    let stopping = sup.wait_nth(1, LONG, "stopping", |e| e["event"] == "stopping");
+    let f = sup.wait_nth(1, LONG, "over_ceiling", |e| e["kind"] == "over_ceiling");
+    sup.wait_nth(2, LONG, "the replacement", |e| e["event"] == "started");
+    let ts = |e: &serde_json::Value| e["ts"].as_str().unwrap_or_default().to_owned();
+    let started = sup.of("started");
+    // Within a few seconds of the drain's start, not after its 10 s.
+    let t0 = chrono_ms(&ts(&stopping));
+    let t1 = chrono_ms(&ts(&started[1]));
+    assert!(
+        t1 - t0 < 5_000,
+        "replaced {} ms after its drain began\n{}",
+        t1 - t0,
+        sup.dump()
+    );
+    assert!(f["bytes"].as_u64().unwrap_or(0) > 80 << 20, "{f}");
+}
+
+/// Milliseconds since midnight of an event's `ts` (`2026-12-07T22:51:03.942Z`).
+fn chrono_ms(ts: &str) -> i64 {
+    let time = ts
+        .split('T')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: i64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let m: i64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let s: f64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    (h * 3600 + m * 60) * 1000 + (s * 1000.0) as i64
+}

@@ -183,6 +183,37 @@ pub fn capacity(
     }
 }
 
+/// How long until a tree at `bytes`, growing `slope` bytes a second, reaches `max`: `None` when
+/// it is not growing; zero when it is there already.
+#[must_use]
+pub fn time_to_limit(max: u64, bytes: u64, slope_bytes_per_s: f64) -> Option<Duration> {
+    if bytes >= max {
+        return Some(Duration::ZERO);
+    }
+    if !slope_bytes_per_s.is_finite() || slope_bytes_per_s <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64((max - bytes) as f64 / slope_bytes_per_s).ok()
+}
+
+/// When an incarnation started at `start` is due for its scheduled recycle: `every`, spread by
+/// `±jitter` (`rand01` in `[0, 1)`), so replicas started together are not recycled together.
+#[must_use]
+pub fn recycle_at(start: Instant, every: Duration, jitter: Duration, rand01: f64) -> Instant {
+    let spread = jitter.as_secs_f64() * (2.0 * rand01.clamp(0.0, 1.0) - 1.0);
+    let secs = (every.as_secs_f64() + spread).max(0.0);
+    start + Duration::try_from_secs_f64(secs).unwrap_or(every)
+}
+
+/// The request count at which an incarnation is due for its recycle: `requests`, spread by
+/// `±jitter` requests (`rand01` in `[0, 1)`), at least 1.
+#[must_use]
+pub fn recycle_after_requests(requests: u64, jitter: u64, rand01: f64) -> u64 {
+    let spread = (jitter as f64 * (2.0 * rand01.clamp(0.0, 1.0) - 1.0)).round() as i64;
+    let n = i128::from(requests) + i128::from(spread);
+    u64::try_from(n.max(1)).unwrap_or(requests)
+}
+
 /// One member of a tree, as the member choice sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberGrowth {

@@ -763,3 +763,46 @@ fn the_member_to_recycle_holds_the_growth_and_is_never_the_root() {
         assert_eq!(member_to_recycle(1, &members), want, "{why}");
     }
 }
+
+#[test]
+fn the_time_a_trend_takes_to_reach_the_limit() {
+    const M: u64 = 100 << 20;
+    let mib_s = f64::from(1 << 20);
+    for (bytes, slope, want) in [
+        (M - (60 << 20), mib_s, Some(Duration::from_secs(60))),
+        (M - (10 << 20), 2.0 * mib_s, Some(Duration::from_secs(5))),
+        (M, mib_s, Some(Duration::ZERO)),
+        (M + 1, 0.0, Some(Duration::ZERO)),
+        (M / 2, 0.0, None),
+        (M / 2, -mib_s, None),
+        (M / 2, f64::NAN, None),
+        (M / 2, f64::INFINITY, None),
+        (0, f64::MIN_POSITIVE, None),
+    ] {
+        assert_eq!(time_to_limit(M, bytes, slope), want, "{bytes} at {slope}/s");
+    }
+}
+
+#[test]
+fn scheduled_recycles_are_spread_by_their_jitter() {
+    let t = Instant::now();
+    let day = Duration::from_secs(86_400);
+    let hour = Duration::from_secs(3600);
+    assert_eq!(recycle_at(t, day, hour, 0.5), t + day);
+    assert_eq!(recycle_at(t, day, hour, 0.0), t + day - hour);
+    assert!(recycle_at(t, day, hour, 0.999_999) <= t + day + hour);
+    assert_eq!(recycle_at(t, day, Duration::ZERO, 0.9), t + day);
+    // Out-of-range randomness is clamped, never a panic.
+    assert_eq!(recycle_at(t, day, hour, 7.0), t + day + hour);
+    assert_eq!(recycle_after_requests(10_000, 500, 0.5), 10_000);
+    assert_eq!(recycle_after_requests(10_000, 500, 0.0), 9_500);
+    assert_eq!(recycle_after_requests(10_000, 0, 0.3), 10_000);
+    assert_eq!(recycle_after_requests(1, 0, 0.0), 1);
+    assert_eq!(recycle_after_requests(u64::MAX, 1, 1.0), u64::MAX);
+    // Spread over many draws: within the bounds, and not all the same.
+    let draws: Vec<u64> = (0..100)
+        .map(|k| recycle_after_requests(1000, 100, f64::from(k) / 100.0))
+        .collect();
+    assert!(draws.iter().all(|&d| (900..=1100).contains(&d)));
+    assert!(draws.iter().min() < draws.iter().max());
+}

@@ -4,13 +4,18 @@
 //! grace); a pre-forking server's master starts a fresh one and its clients lose nothing. If the
 //! tree is still over its limit `memory.for` samples after the member is gone, the tree goes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::running::Watch;
+use super::verdict::millis;
 use super::Ctx;
 use crate::events::{Kind, Reason};
+use crate::leak::{LeakSpec, LeakVerdict, LeakWatch};
 use crate::policy;
 use crate::probe::proc::command_line;
+
+/// How often a draining tree is sampled for its ceiling.
+pub(super) const DRAIN_SAMPLE: Duration = Duration::from_millis(250);
 
 /// A member recycle under way.
 pub(super) struct Recycling {
@@ -24,6 +29,122 @@ pub(super) struct Recycling {
 }
 
 impl Ctx {
+    /// Recycling ahead of the limit (`memory.recycle_before`: the trend says the tree reaches
+    /// `max` within that long) and on a schedule (`recycle.every`, `recycle.requests`): the
+    /// member or the tree, as `memory.recycle` says, through the capacity guard (`Err`: the tree
+    /// goes now). Nothing while a member recycle is under way.
+    pub(super) fn recycle_checks(
+        &self,
+        w: &mut Watch,
+        at: Instant,
+        bytes: u64,
+        first_bytes: u64,
+        recycling: bool,
+    ) -> Result<(), Reason> {
+        if recycling {
+            return Ok(());
+        }
+        let h = self.spec.handling;
+        if let (Some(before), Some(m)) = (h.recycle_before, self.spec.memory) {
+            let within = self
+                .spec
+                .leak
+                .map_or(crate::plan::DEFAULT_TREND_WINDOW, |l| l.spec.within);
+            let trend = w
+                .trend
+                .get_or_insert_with(|| LeakWatch::new(LeakSpec { growth: 0, within }));
+            if let LeakVerdict::Leak {
+                slope_bytes_per_s, ..
+            } = trend.observe(at, bytes)
+            {
+                let eta = policy::time_to_limit(m.max, bytes, slope_bytes_per_s);
+                if let Some(eta) = eta.filter(|&e| e <= before) {
+                    if w.waiting != Some(Reason::Recycle) {
+                        self.event(
+                            Some(w.pid),
+                            Kind::Finding {
+                                kind: "recycle_due",
+                                detail: format!(
+                                    "the tree's memory trend reaches its limit within {}",
+                                    humantime::format_duration(before)
+                                ),
+                                numbers: [
+                                    ("bytes", bytes),
+                                    ("limit", m.max),
+                                    ("slope_bytes_per_s", slope_bytes_per_s.max(0.0) as u64),
+                                    ("eta_ms", millis(eta)),
+                                ]
+                                .into(),
+                            },
+                        );
+                    }
+                    if self.recycle_member(w, Reason::Recycle, bytes) {
+                        w.trend = None;
+                        return Ok(());
+                    }
+                    return self.handled(w, Reason::Recycle, bytes, Some(first_bytes));
+                }
+            }
+        }
+        let age = self
+            .shared
+            .started
+            .get()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let by_time = w.recycle_at.is_some_and(|t| at >= t);
+        let by_requests =
+            w.recycle_requests.is_some_and(|n| self.requests() >= n) && age >= h.min_uptime;
+        if by_time || by_requests {
+            if w.waiting != Some(Reason::Recycle) {
+                self.event(
+                    Some(w.pid),
+                    Kind::Finding {
+                        kind: "recycle_due",
+                        detail: if by_time {
+                            "its scheduled recycle (recycle.every) came due".into()
+                        } else {
+                            "it served its recycle.requests".into()
+                        },
+                        numbers: [("uptime_ms", millis(age)), ("requests", self.requests())].into(),
+                    },
+                );
+            }
+            return self.handled(w, Reason::Recycle, bytes, None);
+        }
+        Ok(())
+    }
+
+    /// Requests the worker counted (its SDK's `requests` counter, fixed or named).
+    fn requests(&self) -> u64 {
+        self.shared.report.borrow().as_ref().map_or(0, |r| {
+            r.requests
+                .max(r.metrics.get("requests").copied().unwrap_or(0))
+        })
+    }
+
+    /// A sample of a draining tree: only its ceiling is judged. `Some` ends the drain now.
+    pub(super) fn drain_tick(&self, w: &mut Watch) -> Option<Reason> {
+        let ceiling = self.spec.handling.ceiling?;
+        let s = w.tree.sample(
+            self.spec
+                .memory
+                .is_some_and(|m| m.measure == crate::plan::Measure::Pss),
+        );
+        self.shared.last.set(Some(s));
+        let bytes = s.pss.unwrap_or(s.rss);
+        (bytes > ceiling).then(|| {
+            self.event(
+                Some(w.pid),
+                Kind::Finding {
+                    kind: "over_ceiling",
+                    detail: "past its memory ceiling while draining: the drain ends".into(),
+                    numbers: [("bytes", bytes), ("ceiling", ceiling)].into(),
+                },
+            );
+            Reason::Memory
+        })
+    }
+
     /// Keeps the tree's members (pid, command, memory, growth) for `status`, when it has more
     /// than one: each command is read once, when its process is first listed.
     pub(super) fn note_members(&self, w: &Watch, procs: u32) {

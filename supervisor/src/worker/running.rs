@@ -91,6 +91,12 @@ pub(super) struct Watch {
     /// A member was recycled and the tree has not been under its limit since: the next memory
     /// restart is the tree's.
     pub(super) after_member: bool,
+    /// The trend `memory.recycle_before` reads (any steady growth), when asked for.
+    pub(super) trend: Option<LeakWatch>,
+    /// When this incarnation is due for its scheduled recycle (`recycle.every`).
+    pub(super) recycle_at: Option<Instant>,
+    /// The request count at which it is due (`recycle.requests`).
+    pub(super) recycle_requests: Option<u64>,
 }
 
 /// One running process of a worker instance and everything watched about it.
@@ -241,6 +247,22 @@ impl Ctx {
                 first_bytes: None,
                 recycling: None,
                 after_member: false,
+                trend: None,
+                recycle_at: self.spec.handling.schedule.every.map(|every| {
+                    crate::policy::recycle_at(
+                        started,
+                        every,
+                        self.spec.handling.schedule.jitter,
+                        super::rand01(),
+                    )
+                }),
+                recycle_requests: self.spec.handling.schedule.requests.map(|n| {
+                    crate::policy::recycle_after_requests(
+                        n,
+                        self.spec.handling.schedule.requests_jitter,
+                        super::rand01(),
+                    )
+                }),
                 snap: segment::Snapshot::default(),
                 checks: super::ready::Checks::new(
                     self.spec.ready.clone(),
@@ -317,12 +339,18 @@ impl Ctx {
         &self,
         parts: Option<(&mut Watch, &mut tokio::time::Instant)>,
         sample: bool,
+        draining: bool,
     ) -> Option<Input> {
         let Some((w, next)) = parts else {
             return std::future::pending().await;
         };
         let listening = w.ipc.is_some();
         tokio::select! {
+            // A draining tree is still held to its ceiling.
+            () = sleep_until(*next), if draining => {
+                *next = tokio::time::Instant::now() + super::recycle::DRAIN_SAMPLE.min(self.sample_every);
+                self.drain_tick(w).map(Input::Restart)
+            }
             () = sleep_until(*next), if sample => match self.tick(w) {
                 Ok(delay) if delay < self.sample_every => {
                     *next = tokio::time::Instant::now() + delay;

@@ -65,7 +65,7 @@ impl Ctx {
                             && !recycling
                             && !self.recycle_member(w, Reason::Memory, bytes))
                     {
-                        self.handled(w, Reason::Memory, bytes, first_bytes)?;
+                        self.handled(w, Reason::Memory, bytes, Some(first_bytes))?;
                     }
                 }
             }
@@ -84,6 +84,7 @@ impl Ctx {
                 self.send(w, &msg);
             }
         }
+        self.recycle_checks(w, s.at, bytes, first_bytes, recycling)?;
         if let Some(policy) = &self.spec.leak {
             let watch = w.leak.get_or_insert_with(|| LeakWatch::new(policy.spec));
             let verdict = watch.observe(s.at, bytes);
@@ -122,7 +123,7 @@ impl Ctx {
                         w.leak = None;
                     }
                     // Waiting for the capacity guard: looked at again at the next sample.
-                    OnLeak::Restart => self.handled(w, Reason::Leak, bytes, first_bytes)?,
+                    OnLeak::Restart => self.handled(w, Reason::Leak, bytes, Some(first_bytes))?,
                     // Warned: judge afresh from here, so the next warning needs a new window.
                     OnLeak::Warn => w.leak = None,
                 }
@@ -232,14 +233,16 @@ impl Ctx {
     }
 
     /// A restart that handles memory (a limit, a leak, a recycle) passes the program's capacity
-    /// guard (`Err(reason)`: go) or waits (`Ok`), said once per wait. One of an incarnation
-    /// younger than `memory.min_uptime` is `limit_too_low`, and counted as a failure.
+    /// guard (`Err(reason)`: go) or waits (`Ok`), said once per wait. One for memory of an
+    /// incarnation younger than `memory.min_uptime` is `limit_too_low`, and counted as a
+    /// failure; `first_bytes` is the tree's first sample, `None` for a scheduled recycle (never
+    /// too soon: its schedule says when).
     pub(super) fn handled(
         &self,
         w: &mut Watch,
         reason: Reason,
         bytes: u64,
-        first_bytes: u64,
+        first_bytes: Option<u64>,
     ) -> Result<(), Reason> {
         let h = &self.spec.handling;
         let out = self
@@ -287,7 +290,9 @@ impl Ctx {
                     );
                 }
                 let age = self.shared.started.get().map(|t| t.elapsed());
-                if let Some(age) = age.filter(|&a| a < h.min_uptime) {
+                if let (Some(age), Some(first_bytes)) =
+                    (age.filter(|&a| a < h.min_uptime), first_bytes)
+                {
                     w.too_soon = true;
                     self.event(
                         Some(w.pid),
