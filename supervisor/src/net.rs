@@ -50,6 +50,7 @@ pub mod closed;
 pub mod destroy;
 pub mod diag;
 pub mod inodes;
+pub mod listen;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,8 @@ const TCPI_BYTES_RECEIVED_AT: usize = 128; // __u64 tcpi_bytes_received (Linux 4
 
 /// `TCP_NEW_SYN_RECV` (`include/net/tcp_states.h`): request sockets, reported as SYN_RECV.
 const TCP_NEW_SYN_RECV: u8 = 12;
+/// `TCP_LISTEN` (`include/net/tcp_states.h`).
+pub const TCP_LISTEN: u8 = 10;
 
 /// Receive buffer: netlink caps a dump datagram at 32 KiB (`max_recvmsg_len` in
 /// net/netlink/af_netlink.c), so one this size is never truncated.
@@ -142,6 +144,11 @@ fn request(family: u8, protocol: u8) -> Vec<u8> {
     } else {
         (ExtensionFlags::empty(), u32::MAX)
     };
+    request_of(family, protocol, extensions, states)
+}
+
+/// A dump request of the sockets of one family and protocol in `states` (a bit per `TCP_*`).
+fn request_of(family: u8, protocol: u8, extensions: ExtensionFlags, states: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let socket_id = if family == AF_INET {
@@ -189,6 +196,28 @@ impl Dumper {
             seq: 0,
             deadline: Duration::from_millis(500),
             udp: true,
+        }
+    }
+
+    /// A dumper of listening TCP sockets only (IPv4 and IPv6, no `tcp_info`): the kernel walks
+    /// its listener tables alone, whatever else the host has open.
+    #[must_use]
+    pub fn listeners() -> Self {
+        let requests = [AF_INET, AF_INET6]
+            .into_iter()
+            .map(|family| Request {
+                bytes: request_of(
+                    family,
+                    IPPROTO_TCP,
+                    ExtensionFlags::empty(),
+                    1 << TCP_LISTEN,
+                ),
+                proto: Proto::Tcp,
+            })
+            .collect();
+        Self {
+            requests,
+            ..Self::new()
         }
     }
 

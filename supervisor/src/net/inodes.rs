@@ -191,7 +191,7 @@ fn fd_count(dir: &File) -> io::Result<u64> {
 }
 
 /// Reads every fd link of the directory and keeps the socket inodes.
-fn scan(dir: &File, inodes: &mut Vec<u32>, stats: &mut ScanStats) -> io::Result<()> {
+pub(crate) fn scan(dir: &File, inodes: &mut Vec<u32>, stats: &mut ScanStats) -> io::Result<()> {
     inodes.clear();
     // The kept-open directory, listed through its own fd: the same process, never a pid reuser.
     let list = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
