@@ -108,8 +108,7 @@ async fn exec(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    // SAFETY: runs in the forked child before exec; `helper_child` is async-signal-safe.
-    unsafe { cmd.pre_exec(crate::spawn::helper_child) };
+    crate::spawn::helper_pre_exec(&mut cmd);
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {program:?}: {e}"))?;
