@@ -344,6 +344,19 @@ impl TreeWatch {
     }
 }
 
+/// A tree rooted at `root` (just spawned, leading its own process group) whose members the
+/// lifeline, if there is one, is told of as they join; once the tree is dropped, the groups and
+/// sessions they led are no longer watched for it. A worker's tree, or an exec check's.
+#[must_use]
+pub fn watched_tree(root: i32, lifeline: Option<Rc<Lifeline>>) -> crate::probe::tree::Tree {
+    let mut tree = crate::probe::tree::Tree::new(root);
+    if let Some(lifeline) = lifeline {
+        let watch = TreeWatch::new(lifeline);
+        tree.on_join(move |m| watch.join(m));
+    }
+    tree
+}
+
 impl Drop for TreeWatch {
     fn drop(&mut self) {
         for &id in self.led.borrow().iter() {

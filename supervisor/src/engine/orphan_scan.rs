@@ -1,6 +1,7 @@
 //! Orphans of the workers, reparented to the supervisor (a child subreaper): attributed to the
 //! worker they belong to and held by the lifeline as soon as they are seen (at each tick, and
-//! within moments of any orphan's exit), and, at the end, swept.
+//! within moments of any orphan's exit), and, at the end, swept. What an exec check left is the
+//! check's (see [`crate::checks::trees`]): handed to it, never reported.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -44,6 +45,9 @@ impl Engine {
         roots.extend(alert_group);
         // The lifeline is a child of ours but nobody's orphan.
         roots.extend(self.lifeline.as_ref().map(|l| l.pid));
+        // Nor is an exec check's command.
+        let checks = self.check_trees.clone();
+        roots.extend(checks.borrow().roots());
         for &pid in &children {
             if roots.contains(&pid) || !self.orphans_seen.insert(pid) {
                 continue;
@@ -68,6 +72,14 @@ impl Engine {
                 if l.watch_leader(&joined) {
                     self.orphan_leaders.insert(pid);
                 }
+            }
+            // Left by an exec check: the check kills it with the rest of its tree.
+            let check = checks
+                .borrow()
+                .claimant(pgid, || crate::checks::trees::mark_of(pid));
+            if let Some(root) = check {
+                checks.borrow_mut().hand(root, pid);
+                continue;
             }
             let owner = self.slots.values().find(|s| {
                 orphans::Owner {
