@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::trees::{self, MARK};
+use super::trees::{self, Claim, MARK};
 use super::Env;
 use crate::orphans;
 use crate::probe::tree::Tree;
@@ -24,6 +24,9 @@ const KILL_LOOK: Duration = Duration::from_millis(20);
 /// Processes that SIGKILL has not ended after this long (stuck in the kernel) are no longer
 /// waited for.
 const GIVE_UP: Duration = Duration::from_secs(5);
+/// A child of the supervisor whose environment reads empty (mid-`execve`, or empty indeed) is
+/// looked at this many times at most, [`KILL_LOOK`] apart, before it is taken for no check's.
+const UNKNOWN_LOOKS: u8 = 3;
 
 /// Runs `argv`; Ok if it exits 0 within `timeout`. Returns once nothing of it is left.
 pub(super) async fn exec(
@@ -57,7 +60,7 @@ pub(super) async fn exec(
     let pid = i32::try_from(child.id()).map_err(|e| e.to_string())?;
     // `child` is dropped without wait(): the reaper owns every exit status.
     drop(child);
-    let mut run = Run::start(pid, mark, env);
+    let mut run = Run::start(pid, &mark, env);
     let ended = run.wait(timeout, cancel).await;
     run.finish().await;
     match ended {
@@ -83,10 +86,15 @@ enum Ended {
 struct Run<'a> {
     env: &'a Env,
     pid: i32,
-    mark: String,
     /// The command's exit, until it is reaped.
     exit_rx: Option<oneshot::Receiver<Exit>>,
     tree: Tree,
+    /// At the last look, a child of the supervisor could not be told to be the check's or not
+    /// (its environment read empty: mid-`execve`): the check is not over until it can, or it
+    /// has been looked at [`UNKNOWN_LOOKS`] times.
+    unsure: bool,
+    /// Those children (pid, start time), and how many looks each has had.
+    unknown: Vec<((i32, u64), u8)>,
     /// Killed and gone (or given up on): nothing is left to do when dropped.
     done: bool,
 }
@@ -96,16 +104,19 @@ impl<'a> Run<'a> {
     /// roots and the checks under way (so the orphan scan leaves it alone and hands it what it
     /// leaves), and its tree, of which the lifeline is told. Before anything can yield: the
     /// reaper must not reap it unseen.
-    fn start(pid: i32, mark: String, env: &'a Env) -> Self {
+    fn start(pid: i32, mark: &str, env: &'a Env) -> Self {
         let exit_rx = env.reaper.watch_group(pid);
         env.roots.borrow_mut().insert(pid);
-        env.trees.borrow_mut().add(pid, &mark);
+        // Unreadable only if it is gone already: then anything may be the check's.
+        let start = orphans::stat_of(pid).map_or(0, |s| s.starttime);
+        env.trees.borrow_mut().add(pid, start, mark);
         Self {
             env,
             pid,
-            mark,
             exit_rx: Some(exit_rx),
             tree: crate::lifeline::watched_tree(pid, env.lifeline.clone()),
+            unsure: false,
+            unknown: Vec::new(),
             done: false,
         }
     }
@@ -149,7 +160,7 @@ impl<'a> Run<'a> {
             self.poll_exit();
             self.look(true);
             self.tree.kill();
-            if self.exit_rx.is_none() && self.tree.is_empty() {
+            if self.exit_rx.is_none() && self.tree.is_empty() && !self.unsure {
                 break;
             }
             if Instant::now() >= give_up {
@@ -207,23 +218,44 @@ impl<'a> Run<'a> {
             self.tree.adopt(pid);
         }
         if claim {
-            let unreaped = self.exit_rx.is_some();
+            self.unsure = false;
             for pid in orphans::orphans(&self.env.roots) {
                 if self.tree.contains(pid) {
                     continue;
                 }
-                // A zombie is only waiting for the reaper.
-                let Some(stat) = orphans::stat_of(pid).filter(|s| s.state != b'Z') else {
+                // A zombie, or a process exiting, is only waiting for the reaper.
+                let Some(stat) = orphans::living_stat_of(pid) else {
                     continue;
                 };
-                if trees::belongs(self.pid, unreaped, &self.mark, stat.pgrp, || {
-                    trees::mark_of(pid)
-                }) {
-                    self.tree.adopt(pid);
+                let claim =
+                    self.env
+                        .trees
+                        .borrow()
+                        .claims(self.pid, stat.pgrp, stat.starttime, || trees::mark_of(pid));
+                match claim {
+                    Claim::Check(_) => {
+                        self.tree.adopt(pid);
+                    }
+                    Claim::Later => self.unsure |= self.unknown_again((pid, stat.starttime)),
+                    Claim::No => {}
                 }
             }
         }
         self.tree.sample(false);
+    }
+
+    /// One more look at a process that could not be told: true while it is worth another.
+    fn unknown_again(&mut self, who: (i32, u64)) -> bool {
+        let i = match self.unknown.iter().position(|(w, _)| *w == who) {
+            Some(i) => i,
+            None => {
+                self.unknown.push((who, 0));
+                self.unknown.len() - 1
+            }
+        };
+        let looks = &mut self.unknown[i].1;
+        *looks = looks.saturating_add(1);
+        *looks <= UNKNOWN_LOOKS
     }
 
     /// The check is no longer under way.

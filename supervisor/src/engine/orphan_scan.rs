@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::Engine;
+use crate::checks::trees::Claim;
 use crate::events::{Event, Kind};
 use crate::orphans;
 
@@ -49,13 +50,28 @@ impl Engine {
         let checks = self.check_trees.clone();
         roots.extend(checks.borrow().roots());
         for &pid in &children {
-            if roots.contains(&pid) || !self.orphans_seen.insert(pid) {
+            if roots.contains(&pid) || self.orphans_seen.contains(&pid) {
                 continue;
             }
-            let Some(stat) = orphans::stat_of(pid) else {
+            // A zombie, or a process exiting, is nobody's orphan. (What a check or a tree
+            // being stopped just killed is one, for a moment after the check or the stop is
+            // over.)
+            let Some(stat) = orphans::living_stat_of(pid) else {
+                self.orphans_seen.insert(pid);
                 continue;
             };
             let pgid = stat.pgrp;
+            // Left by an exec check? Caught mid-`execve` (its environment reads empty), it
+            // cannot be told yet: looked at again at the next scan, rather than taken for a
+            // stray. (One whose environment is empty indeed waits only while a check that
+            // started before it is under way.)
+            let check = checks
+                .borrow()
+                .claimant(pgid, stat.starttime, || crate::checks::trees::mark_of(pid));
+            if check == Claim::Later {
+                continue;
+            }
+            self.orphans_seen.insert(pid);
             if alert_group == Some(pgid) {
                 continue;
             }
@@ -73,11 +89,8 @@ impl Engine {
                     self.orphan_leaders.insert(pid);
                 }
             }
-            // Left by an exec check: the check kills it with the rest of its tree.
-            let check = checks
-                .borrow()
-                .claimant(pgid, || crate::checks::trees::mark_of(pid));
-            if let Some(root) = check {
+            // The check kills it with the rest of its tree.
+            if let Claim::Check(root) = check {
                 checks.borrow_mut().hand(root, pid);
                 continue;
             }
@@ -91,6 +104,9 @@ impl Engine {
             });
             match owner {
                 Some(s) => s.shared.adopt.borrow_mut().push(pid),
+                // Its environment may have been unreadable because it was exiting meanwhile: a
+                // process that is dying is nobody's orphan either.
+                None if orphans::living_stat_of(pid).is_none() => {}
                 None => {
                     self.strays.insert(pid);
                     self.output
