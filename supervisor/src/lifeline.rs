@@ -15,9 +15,11 @@
 //! pipe reaches end-of-file, the supervisor is gone: it SIGKILLs every process it holds, every
 //! watched process group (`killpg`) and every process of a watched session (a scan of /proc), so
 //! a process forked since the supervisor's last look dies too if it stayed in its group or
-//! session ([`serve`]). A group or session whose leader's pid now belongs to another process
-//! was emptied and reused: it is left alone. A supervisor that shuts down cleanly kills the
-//! lifeline in its final sweep (after every worker has stopped), so nothing is killed twice.
+//! session ([`serve`]). A process it holds that leads a group or session by then (it called
+//! `setsid` after the look that found it) has that group and session killed too. A group or
+//! session whose leader's pid now belongs to another process was emptied and reused: it is left
+//! alone. A supervisor that shuts down cleanly kills the lifeline in its final sweep (after
+//! every worker has stopped), so nothing is killed twice.
 //!
 //! What goes wrong is said once per kind, as a `lifeline_error` event and a warning: the lifeline
 //! cannot be started, cannot watch a process (out of fds: it then watches it by pid and start
