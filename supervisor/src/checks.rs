@@ -1,49 +1,90 @@
 //! Running a readiness or health [`Check`]: a TCP connect, an HTTP GET, or a command. Each try is
 //! bounded by its timeout and never blocks the runtime: connects and reads are async, and a
-//! command's exit comes from the supervisor's one reaper.
+//! command's exit comes from the supervisor's one reaper. A command is tracked as a tree, as a
+//! worker is, and nothing of it outlives its try (see [`exec`]).
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use crate::orphans::Roots;
 use crate::plan::Check;
-use crate::reaper::{Exit, Reaper};
+use crate::reaper::Reaper;
 
-/// Longest HTTP status line read.
-const MAX_STATUS_LINE: usize = 1024;
+mod exec;
+pub mod trees;
 
-/// Tries `check` once; `Err` says why it failed.
+pub use trees::Trees;
+
+/// What a check needs of the supervisor.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// A command's exit.
+    pub reaper: Rc<Reaper>,
+    /// A command is a child of the supervisor but no orphan.
+    pub roots: Roots,
+    /// Where the orphan scan finds the commands under way, and hands them what they left.
+    pub trees: Trees,
+    /// Told of every process of a command's tree.
+    pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
+    /// How often a command's tree is looked at while it runs (the workers' sampling period).
+    pub sample_every: Duration,
+}
+
+/// Tries `check` once; `Err` says why it failed. A `cancel` that fires (or whose sender is
+/// dropped: the worker's incarnation is over) ends the try at once, its command's tree killed.
 pub async fn run(
     check: &Check,
     timeout: Duration,
-    reaper: &Reaper,
-    roots: &Roots,
+    env: &Env,
+    mut cancel: oneshot::Receiver<()>,
 ) -> Result<(), String> {
     match check {
-        Check::Tcp { host, port } => {
-            tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), *port)))
-                .await
-                .map_err(|_| format!("no connection to {host}:{port} within {timeout:?}"))?
-                .map_err(|e| format!("{host}:{port}: {e}"))?;
-            Ok(())
-        }
+        Check::Tcp { host, port } => cancellable(&mut cancel, tcp(host, *port, timeout)).await,
         Check::Http { host, port, path } => {
-            let status = tokio::time::timeout(timeout, http_get(host, *port, path))
-                .await
-                .map_err(|_| format!("no answer from {host}:{port} within {timeout:?}"))??;
-            if (200..400).contains(&status) {
-                Ok(())
-            } else {
-                Err(format!("GET {path} answered {status}"))
-            }
+            cancellable(&mut cancel, http(host, *port, path, timeout)).await
         }
-        Check::Exec(argv) => exec(argv, timeout, reaper, roots).await,
+        Check::Exec(argv) => exec::exec(argv, timeout, env, &mut cancel).await,
     }
 }
+
+/// `try_` unless `cancel` fires first.
+async fn cancellable(
+    cancel: &mut oneshot::Receiver<()>,
+    try_: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::select! {
+        r = try_ => r,
+        _ = cancel => Err("cancelled".to_owned()),
+    }
+}
+
+/// A connection to `host:port` is accepted within `timeout`.
+async fn tcp(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+    tokio::time::timeout(timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("no connection to {host}:{port} within {timeout:?}"))?
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
+    Ok(())
+}
+
+/// `GET path` answers 2xx or 3xx within `timeout`.
+async fn http(host: &str, port: u16, path: &str, timeout: Duration) -> Result<(), String> {
+    let status = tokio::time::timeout(timeout, http_get(host, port, path))
+        .await
+        .map_err(|_| format!("no answer from {host}:{port} within {timeout:?}"))??;
+    if (200..400).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status}"))
+    }
+}
+
+/// Longest HTTP status line read.
+const MAX_STATUS_LINE: usize = 1024;
 
 /// `GET path` over HTTP/1.0; the status code of the answer.
 async fn http_get(host: &str, port: u16, path: &str) -> Result<u16, String> {
@@ -89,53 +130,6 @@ fn status_code(head: &[u8]) -> Option<u16> {
         return None;
     }
     std::str::from_utf8(code).ok()?.parse().ok()
-}
-
-/// Runs `argv` (its own process group, no stdio, the supervisor's original signal mask); Ok if it
-/// exits 0 within `timeout`, else its group is SIGKILLed.
-async fn exec(
-    argv: &[String],
-    timeout: Duration,
-    reaper: &Reaper,
-    roots: &Roots,
-) -> Result<(), String> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| "empty command".to_owned())?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    // SAFETY: runs in the forked child before exec; `helper_child` is async-signal-safe.
-    unsafe { cmd.pre_exec(crate::spawn::helper_child) };
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {program:?}: {e}"))?;
-    let pid = i32::try_from(child.id()).map_err(|e| e.to_string())?;
-    // `child` is dropped without wait(): the reaper owns every exit status.
-    drop(child);
-    let mut exit_rx = reaper.watch(pid);
-    // A child of ours, but nobody's orphan.
-    roots.borrow_mut().insert(pid);
-    let waited = tokio::time::timeout(timeout, &mut exit_rx).await;
-    let result = match waited {
-        Ok(Ok(Exit::Code(0))) => Ok(()),
-        Ok(Ok(Exit::Code(c))) => Err(format!("{program} exited with code {c}")),
-        Ok(Ok(Exit::Signal(s))) => Err(format!("{program} died of signal {s}")),
-        Ok(Err(_)) => Err(format!("{program}: exit status lost")),
-        Err(_) => {
-            // SAFETY: killpg(2) on the group the command leads; it is unreaped (we never got its
-            // exit), so the group id cannot have been reused.
-            unsafe { libc::killpg(pid, libc::SIGKILL) };
-            // Reaped before it leaves the roots, or the orphan scan would take it for a stray.
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut exit_rx).await;
-            Err(format!("{program} did not finish within {timeout:?}"))
-        }
-    };
-    roots.borrow_mut().remove(&pid);
-    result
 }
 
 #[cfg(test)]

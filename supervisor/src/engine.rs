@@ -61,6 +61,8 @@ struct Engine {
     /// Restart counts per program and instance, for the supervisor's whole life.
     counters: HashMap<(String, u32), Rc<Counters>>,
     roots: orphans::Roots,
+    /// The exec checks under way: their processes are no orphans.
+    check_trees: crate::checks::Trees,
     /// Programs an operator stopped (`supervise stop`): kept stopped, and keeping the supervisor
     /// alive, until `supervise start`.
     held: HashSet<String>,
@@ -146,6 +148,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             fatal_exit: None,
             counters: HashMap::new(),
             roots: orphans::Roots::default(),
+            check_trees: crate::checks::Trees::default(),
             held: HashSet::new(),
             lifeline: None,
             last_exits: Vec::new(),
@@ -469,6 +472,7 @@ impl Engine {
             output: self.output.clone(),
             sample_every: self.plan.sample_every,
             roots: self.roots.clone(),
+            check_trees: self.check_trees.clone(),
             lifeline: self.lifeline.clone(),
             notify: self.notify_for(spec),
             kept: self.buffers.buffer(&spec.name, instance),

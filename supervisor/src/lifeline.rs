@@ -15,9 +15,11 @@
 //! pipe reaches end-of-file, the supervisor is gone: it SIGKILLs every process it holds, every
 //! watched process group (`killpg`) and every process of a watched session (a scan of /proc), so
 //! a process forked since the supervisor's last look dies too if it stayed in its group or
-//! session ([`serve`]). A group or session whose leader's pid now belongs to another process
-//! was emptied and reused: it is left alone. A supervisor that shuts down cleanly kills the
-//! lifeline in its final sweep (after every worker has stopped), so nothing is killed twice.
+//! session ([`serve`]). A process it holds that leads a group or session by then (it called
+//! `setsid` after the look that found it) has that group and session killed too. A group or
+//! session whose leader's pid now belongs to another process was emptied and reused: it is left
+//! alone. A supervisor that shuts down cleanly kills the lifeline in its final sweep (after
+//! every worker has stopped), so nothing is killed twice.
 //!
 //! What goes wrong is said once per kind, as a `lifeline_error` event and a warning: the lifeline
 //! cannot be started, cannot watch a process (out of fds: it then watches it by pid and start
@@ -342,6 +344,19 @@ impl TreeWatch {
             led.push(m.pid);
         }
     }
+}
+
+/// A tree rooted at `root` (just spawned, leading its own process group) whose members the
+/// lifeline, if there is one, is told of as they join; once the tree is dropped, the groups and
+/// sessions they led are no longer watched for it. A worker's tree, or an exec check's.
+#[must_use]
+pub fn watched_tree(root: i32, lifeline: Option<Rc<Lifeline>>) -> crate::probe::tree::Tree {
+    let mut tree = crate::probe::tree::Tree::new(root);
+    if let Some(lifeline) = lifeline {
+        let watch = TreeWatch::new(lifeline);
+        tree.on_join(move |m| watch.join(m));
+    }
+    tree
 }
 
 impl Drop for TreeWatch {

@@ -84,6 +84,14 @@ pub fn stat_of(pid: i32) -> Option<crate::probe::parse::Stat> {
     crate::probe::parse::stat(&stat)
 }
 
+/// What /proc/PID/stat says of `pid` while it lives: `None` once it is gone, a zombie, or
+/// exiting (its address space already released: `vsize` 0, which no live user process has, and
+/// its environment no longer readable). A dying process is nobody's orphan.
+#[must_use]
+pub fn living_stat_of(pid: i32) -> Option<crate::probe::parse::Stat> {
+    stat_of(pid).filter(|s| !matches!(s.state, b'Z' | b'X') && s.vsize != 0)
+}
+
 impl Owner<'_> {
     /// True when `pid` (with process group `pgid`) descends from this worker.
     #[must_use]

@@ -5,7 +5,7 @@
 //! here would steal their statuses.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -38,6 +38,8 @@ impl Exit {
 #[derive(Debug, Default)]
 pub struct Reaper {
     waiters: RefCell<HashMap<i32, oneshot::Sender<Exit>>>,
+    /// Leaders whose process group is SIGKILLed as they exit (see [`Reaper::watch_group`]).
+    groups: RefCell<HashSet<i32>>,
 }
 
 impl Reaper {
@@ -49,11 +51,37 @@ impl Reaper {
         rx
     }
 
+    /// Like [`Reaper::watch`], for a child that leads its own process group (spawned with
+    /// `process_group(0)`): when it exits, whatever is left in its group is SIGKILLed before it
+    /// is reaped, while the group's id cannot have been reused. What an exec check started and
+    /// left in its group ends with it, to the instant.
+    pub fn watch_group(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        self.groups.borrow_mut().insert(pid);
+        self.watch(pid)
+    }
+
     /// Reaps every child that has exited. Returns the pids reaped that nobody awaited (orphans).
     pub fn reap(&self) -> Vec<i32> {
         let mut orphans = Vec::new();
         loop {
-            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            // While a group leader is watched, each exited child is first looked at without
+            // being reaped (one more syscall per exit, only then).
+            let next = if self.groups.borrow().is_empty() {
+                -1
+            } else {
+                match exited_child() {
+                    Some(pid) => {
+                        if self.groups.borrow_mut().remove(&pid) {
+                            // SAFETY: killpg(2) on the group `pid` leads; `pid` is an unreaped
+                            // child of ours, so the id cannot have been reused.
+                            unsafe { libc::killpg(pid, libc::SIGKILL) };
+                        }
+                        pid
+                    }
+                    None => -1,
+                }
+            };
+            let (pid, exit) = match waitpid(Pid::from_raw(next), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
                 Ok(WaitStatus::StillAlive) => break,
@@ -61,6 +89,7 @@ impl Reaper {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break, // ECHILD: no children at all
             };
+            self.groups.borrow_mut().remove(&pid.as_raw());
             let waiter = self.waiters.borrow_mut().remove(&pid.as_raw());
             match waiter {
                 Some(tx) => {
@@ -83,4 +112,31 @@ impl Reaper {
             }
         }
     }
+}
+
+/// A child that has exited, left unreaped (`waitid` with `WNOWAIT`), if there is one.
+fn exited_child() -> Option<i32> {
+    // SAFETY: an all-zero siginfo_t is a valid value; waitid writes into the one we own, and
+    // leaves its pid 0 when no child has exited (WNOHANG).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waitid(2) on any child, into `info`; WNOWAIT leaves the child waitable.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+    // SAFETY: waitid filled `info` for a child's exit (or left it zeroed): si_pid is valid.
+    let pid = unsafe { info.si_pid() };
+    (pid > 0).then_some(pid)
 }

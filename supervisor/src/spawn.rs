@@ -239,14 +239,33 @@ pub(crate) fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
 
 /// The `pre_exec` of a command supervise runs for itself (a check, an alert): it dies with
 /// supervise, and gets back the signal mask, stop signals and open-files limit supervise started
-/// with, as a worker does. Async-signal-safe (prctl, signal, sigprocmask, setrlimit).
-pub fn helper_child() -> io::Result<()> {
+/// with, as a worker does. `parent` is supervise's pid, taken before the fork (`getpid` in the
+/// parent): if supervise died before the death signal was set, nobody would ever kill the
+/// command, so it does not run. Async-signal-safe (prctl, signal, sigprocmask, setrlimit,
+/// getppid).
+pub fn helper_child(parent: i32) -> io::Result<()> {
     // SAFETY: prctl(2) with constant arguments; async-signal-safe.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
     crate::signals::restore_in_child()?;
-    restore_fd_limit_in_child()
+    restore_fd_limit_in_child()?;
+    // As for workers: after prctl, a parent that is gone already shows as another one (the
+    // subreaper or init that adopted us). No message: building one would allocate.
+    // SAFETY: getppid(2) has no preconditions and is async-signal-safe.
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// [`helper_child`] for a command about to be spawned by this process.
+pub fn helper_pre_exec(cmd: &mut Command) {
+    // SAFETY: getpid has no preconditions; it runs here, in the parent.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: runs in the forked child before exec; `helper_child` is async-signal-safe and
+    // captures only an integer.
+    unsafe { cmd.pre_exec(move || helper_child(parent)) };
 }
 
 /// Gives a child about to `exec` the `RLIMIT_NOFILE` supervise started with (nothing when it was
@@ -325,4 +344,26 @@ pub fn reserve_low_fds() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_whose_parent_is_not_supervise_any_more_does_not_run() {
+        // As if supervise had died between the fork and the death signal: the child's parent is
+        // not the one it was forked by (getppid never answers -1).
+        let mut orphaned = Command::new("true");
+        // SAFETY: `helper_child` is async-signal-safe and captures nothing.
+        unsafe { orphaned.pre_exec(|| helper_child(-1)) };
+        let e = orphaned.spawn().expect_err("refused to run");
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{e}");
+
+        let mut cmd = Command::new("true");
+        cmd.stdin(Stdio::null());
+        helper_pre_exec(&mut cmd);
+        let status = cmd.spawn().expect("runs").wait().expect("wait");
+        assert!(status.success(), "{status}");
+    }
 }

@@ -282,6 +282,8 @@ pub struct Ctx {
     pub output: Output,
     pub sample_every: Duration,
     pub roots: orphans::Roots,
+    /// The exec checks under way, where the orphan scan finds them.
+    pub check_trees: crate::checks::Trees,
     /// Kills the trees' escaped descendants if the supervisor is SIGKILLed.
     pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
     /// The supervisor's notify socket, given to the worker as `NOTIFY_SOCKET`.

@@ -66,8 +66,7 @@ pub fn run(
         .stdout(Stdio::from(out_w.try_clone()?))
         .stderr(Stdio::from(out_w))
         .process_group(0);
-    // SAFETY: runs in the forked child before exec; `helper_child` is async-signal-safe.
-    unsafe { cmd.pre_exec(crate::spawn::helper_child) };
+    crate::spawn::helper_pre_exec(&mut cmd);
     let spawned = cmd.spawn();
     // Our copies of the pipe's write end live in `cmd`: close them, or the read end never
     // sees end-of-file.

@@ -1,11 +1,13 @@
 //! Orphans of the workers, reparented to the supervisor (a child subreaper): attributed to the
 //! worker they belong to and held by the lifeline as soon as they are seen (at each tick, and
-//! within moments of any orphan's exit), and, at the end, swept.
+//! within moments of any orphan's exit), and, at the end, swept. What an exec check left is the
+//! check's (see [`crate::checks::trees`]): handed to it, never reported.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::Engine;
+use crate::checks::trees::Claim;
 use crate::events::{Event, Kind};
 use crate::orphans;
 
@@ -44,14 +46,32 @@ impl Engine {
         roots.extend(alert_group);
         // The lifeline is a child of ours but nobody's orphan.
         roots.extend(self.lifeline.as_ref().map(|l| l.pid));
+        // Nor is an exec check's command.
+        let checks = self.check_trees.clone();
+        roots.extend(checks.borrow().roots());
         for &pid in &children {
-            if roots.contains(&pid) || !self.orphans_seen.insert(pid) {
+            if roots.contains(&pid) || self.orphans_seen.contains(&pid) {
                 continue;
             }
-            let Some(stat) = orphans::stat_of(pid) else {
+            // A zombie, or a process exiting, is nobody's orphan. (What a check or a tree
+            // being stopped just killed is one, for a moment after the check or the stop is
+            // over.)
+            let Some(stat) = orphans::living_stat_of(pid) else {
+                self.orphans_seen.insert(pid);
                 continue;
             };
             let pgid = stat.pgrp;
+            // Left by an exec check? Caught mid-`execve` (its environment reads empty), it
+            // cannot be told yet: looked at again at the next scan, rather than taken for a
+            // stray. (One whose environment is empty indeed waits only while a check that
+            // started before it is under way.)
+            let check = checks
+                .borrow()
+                .claimant(pgid, stat.starttime, || crate::checks::trees::mark_of(pid));
+            if check == Claim::Later {
+                continue;
+            }
+            self.orphans_seen.insert(pid);
             if alert_group == Some(pgid) {
                 continue;
             }
@@ -69,6 +89,11 @@ impl Engine {
                     self.orphan_leaders.insert(pid);
                 }
             }
+            // The check kills it with the rest of its tree.
+            if let Claim::Check(root) = check {
+                checks.borrow_mut().hand(root, pid);
+                continue;
+            }
             let owner = self.slots.values().find(|s| {
                 orphans::Owner {
                     root: s.shared.pid.get(),
@@ -79,6 +104,9 @@ impl Engine {
             });
             match owner {
                 Some(s) => s.shared.adopt.borrow_mut().push(pid),
+                // Its environment may have been unreadable because it was exiting meanwhile: a
+                // process that is dying is nobody's orphan either.
+                None if orphans::living_stat_of(pid).is_none() => {}
                 None => {
                     self.strays.insert(pid);
                     self.output

@@ -291,6 +291,7 @@ impl Watch {
 
     /// The supervisor is gone: SIGKILL every watched group, process and session member.
     fn kill_all(&mut self) {
+        self.take_new_leaders();
         for h in &self.held {
             // SAFETY: pidfd_send_signal on a pidfd we hold; a process that already exited is
             // ESRCH.
@@ -327,6 +328,25 @@ impl Watch {
                 if self.kill_sessions(&mut killed) == 0 {
                     break;
                 }
+            }
+        }
+    }
+
+    /// Held processes that lead a group or session they did not lead when they were registered
+    /// (an orphan the supervisor saw a moment before it called `setsid`) have it watched now,
+    /// before they are killed: what they forked in it since dies too. Read by pid, checked by
+    /// start time.
+    fn take_new_leaders(&mut self) {
+        for h in &self.held {
+            let Some(stat) = crate::orphans::stat_of(h.pid).filter(|s| s.starttime == h.start)
+            else {
+                continue;
+            };
+            if stat.session == h.pid && self.own.may_watch_session(h.pid) {
+                register(&mut self.sessions, h.pid, h.start);
+            }
+            if stat.pgrp == h.pid && self.own.may_watch_group(h.pid) {
+                register(&mut self.groups, h.pid, h.start);
             }
         }
     }

@@ -279,9 +279,33 @@ pub fn parse_pids(bytes: &[u8], out: &mut Vec<i32>) {
     }
 }
 
+/// A process's initial environment, as one snapshot. The kernel reads it from the address space
+/// the process had when the file was opened, and a read that comes after an `execve` replaced
+/// that address space finds nothing: read piecewise (as `fs::read` does, from a 32-byte probe
+/// on), an environment could end after its first piece and lose what came after. So it is read
+/// in one call, which the kernel serves from one address space, whole (unless larger than 64
+/// KiB).
+pub fn read_environ(pid: i32) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = File::open(format!("/proc/{pid}/environ"))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let n = loop {
+        match f.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => break r?,
+        }
+    };
+    if n == buf.len() {
+        f.read_to_end(&mut buf)?;
+    } else {
+        buf.truncate(n);
+    }
+    Ok(buf)
+}
+
 /// Reads `NAME=VALUE` pairs of a process's initial environment; `None` when unreadable.
 pub fn environ_has(pid: i32, pairs: &[(&str, &str)]) -> Option<bool> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let env = read_environ(pid).ok()?;
     Some(pairs.iter().all(|(k, v)| {
         env.split(|&b| b == 0).any(|entry| {
             entry.len() == k.len() + 1 + v.len()

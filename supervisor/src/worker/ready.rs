@@ -1,21 +1,19 @@
 //! A running worker's readiness and health: its readiness rule (an s6 notification fd, a check
 //! tried every `every`, or systemd's `READY=1`), its start timeout, and its liveness check. Each
 //! check runs as a task of its own and reports back, so a slow one never holds up the worker's
-//! other inputs.
+//! other inputs; the incarnation's end cancels the checks under way (see [`Checks`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::sleep_until_opt;
 
-use crate::orphans::Roots;
 use crate::plan::{Check, HealthSpec, ReadyHow, ReadySpec};
-use crate::reaper::Reaper;
 
 /// What the checks found that matters to the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +36,9 @@ enum Which {
 /// A check's result, for the check it was.
 type Outcome = (Which, Result<(), String>);
 
-/// The readiness and health state of one running incarnation.
+/// The readiness and health state of one running incarnation. Dropped with the incarnation,
+/// it drops the cancel senders of the checks under way: each ends at once, its command's tree
+/// killed (see [`crate::checks`]), and none outlives the instance.
 pub(super) struct Checks {
     ready: Option<ReadySpec>,
     health: Option<HealthSpec>,
@@ -50,24 +50,16 @@ pub(super) struct Checks {
     next_health: Option<Instant>,
     start_deadline: Option<Instant>,
     failures: u32,
-    in_flight: [Option<tokio::task::JoinHandle<()>>; 2],
+    /// The checks under way (readiness, health): dropping one's sender cancels it.
+    in_flight: [Option<oneshot::Sender<()>>; 2],
     results: (
         mpsc::UnboundedSender<Outcome>,
         mpsc::UnboundedReceiver<Outcome>,
     ),
-    reaper: Rc<Reaper>,
-    roots: Roots,
+    env: crate::checks::Env,
     /// Where systemd's `READY=1` and `EXTEND_TIMEOUT_USEC=` land (the engine reads the notify
     /// socket).
     shared: Rc<super::Shared>,
-}
-
-impl Drop for Checks {
-    fn drop(&mut self) {
-        for h in self.in_flight.iter().flatten() {
-            h.abort();
-        }
-    }
 }
 
 impl Checks {
@@ -76,8 +68,7 @@ impl Checks {
         ready: Option<ReadySpec>,
         health: Option<HealthSpec>,
         fd: Option<OwnedFd>,
-        reaper: Rc<Reaper>,
-        roots: Roots,
+        env: crate::checks::Env,
         shared: Rc<super::Shared>,
     ) -> Self {
         let now = Instant::now();
@@ -104,8 +95,7 @@ impl Checks {
             failures: 0,
             in_flight: [None, None],
             results: mpsc::unbounded_channel(),
-            reaper,
-            roots,
+            env,
             shared,
         }
     }
@@ -183,14 +173,17 @@ impl Checks {
         }
     }
 
+    /// Starts a try as a task of its own. The task is never aborted: cancelled, it still kills
+    /// what its command left before it ends.
     fn launch(&mut self, which: Which, check: Check, timeout: Duration) {
         let tx = self.results.0.clone();
-        let (reaper, roots) = (self.reaper.clone(), self.roots.clone());
-        let task = tokio::task::spawn_local(async move {
-            let result = crate::checks::run(&check, timeout, &reaper, &roots).await;
+        let env = self.env.clone();
+        let (cancel, cancelled) = oneshot::channel();
+        tokio::task::spawn_local(async move {
+            let result = crate::checks::run(&check, timeout, &env, cancelled).await;
             let _ = tx.send((which, result));
         });
-        self.in_flight[which as usize] = Some(task);
+        self.in_flight[which as usize] = Some(cancel);
     }
 
     fn finished(&mut self, which: Which, result: Result<(), String>) -> Option<Verdict> {

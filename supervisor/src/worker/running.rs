@@ -268,8 +268,13 @@ impl Ctx {
                     self.spec.ready.clone(),
                     self.spec.health.clone(),
                     ready_read,
-                    self.reaper.clone(),
-                    self.roots.clone(),
+                    crate::checks::Env {
+                        reaper: self.reaper.clone(),
+                        roots: self.roots.clone(),
+                        trees: self.check_trees.clone(),
+                        lifeline: self.lifeline.clone(),
+                        sample_every: self.sample_every,
+                    },
                     self.shared.clone(),
                 ),
             },
@@ -495,12 +500,7 @@ impl Ctx {
     /// The tree of a new worker, reporting every member to the lifeline (and, once the tree is
     /// dropped, that the groups and sessions its members led are no longer the worker's).
     fn new_tree(&self, pid: i32) -> Tree {
-        let mut tree = Tree::new(pid);
-        if let Some(lifeline) = self.lifeline.clone() {
-            let watch = crate::lifeline::TreeWatch::new(lifeline);
-            tree.on_join(move |m| watch.join(m));
-        }
-        tree
+        crate::lifeline::watched_tree(pid, self.lifeline.clone())
     }
 
     /// Carries out what the session decided about a packet.
