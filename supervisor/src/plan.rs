@@ -514,6 +514,7 @@ mod checks;
 mod cli;
 mod config;
 pub mod envfile;
+pub mod file;
 mod handling;
 mod identity;
 

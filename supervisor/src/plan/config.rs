@@ -134,7 +134,7 @@ struct RawProgram {
     #[serde(default)]
     group: Option<super::identity::raw::GroupName>,
     #[serde(default)]
-    umask: Option<super::identity::raw::Umask>,
+    umask: Option<toml::Spanned<super::identity::raw::Umask>>,
     #[serde(default)]
     nice: Option<super::identity::raw::Nice>,
     #[serde(default)]
@@ -498,13 +498,17 @@ fn top_key_line(src: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file: a regular file of at most [`super::file::MAX_CONFIG`]
+/// bytes (a FIFO or a device is refused, never waited on).
 pub fn load_config(path: &Path) -> Result<Plan, PlanError> {
-    let src = std::fs::read_to_string(path).map_err(|e| PlanError {
+    let src = super::file::read_text(path, super::file::MAX_CONFIG).map_err(|e| PlanError {
         file: Some(path.to_owned()),
         line: None,
         key: String::new(),
-        message: format!("cannot read config: {e}"),
+        message: match e {
+            super::file::ReadError::Io(e) => format!("cannot read config: {e}"),
+            e => format!("the config {e}"),
+        },
     })?;
     parse_config(&src, Some(path))
 }
@@ -525,7 +529,12 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         )
     })?;
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
+        // A value kept with its span (`toml::Spanned`) is read as a field of the span's own
+        // making: the key is the one written.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
         let key = if key == "." { String::new() } else { key };
         at(
             e.inner().span().map(|s| line_of(src, s.start)),
@@ -668,11 +677,22 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                     m,
                 )
             })?;
+        let umask = p
+            .umask
+            .map(|u| super::identity::raw::umask(&u, src))
+            .transpose()
+            .map_err(|m| {
+                at(
+                    program_key_line(src, &name, "umask"),
+                    format!("program.{name}.umask"),
+                    m,
+                )
+            })?;
         let identity = super::identity::raw::from_config(
             super::identity::raw::RawIdentity {
                 user: p.user,
                 group: p.group,
-                umask: p.umask,
+                umask,
                 nice: p.nice,
                 oom_score_adj: p.oom_score_adj,
                 rlimits: p.rlimits,
