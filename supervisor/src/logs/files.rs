@@ -172,7 +172,7 @@ impl LogFile {
 }
 
 /// Shifts `path.N` to `path.N+1` (dropping those past `keep`) and `path` to `path.1`.
-fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
+pub(super) fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     let numbered = |n: u32| {
         let mut p = path.as_os_str().to_owned();
         p.push(format!(".{n}"));

@@ -10,13 +10,14 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
-    check_factor, check_history_max, check_jitter, check_log_buffer, check_name, check_replicas,
-    check_sample_every, check_warn_at, fd_budget, nofile_limit, parse_duration, parse_metrics_addr,
-    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
-    LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy, OnLeak, OnViolation, Plan, PlanError,
-    ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HEARTBEAT_GRACE,
-    DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER,
-    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
+    check_events_max, check_factor, check_history_max, check_jitter, check_log_buffer, check_name,
+    check_replicas, check_sample_every, check_warn_at, fd_budget, nofile_limit, parse_duration,
+    parse_metrics_addr, parse_signal, parse_size, Backoff, EventsRotation, EventsTarget,
+    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy,
+    OnLeak, OnViolation, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
+    DEFAULT_HEARTBEAT_GRACE, DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS,
+    DEFAULT_LOG_BUFFER, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
+    DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
 };
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +27,10 @@ struct RawConfig {
     sample: Option<RawSample>,
     #[serde(default)]
     events: Option<String>,
+    #[serde(default)]
+    events_max: Option<EventsMax>,
+    #[serde(default)]
+    events_keep: Option<u32>,
     #[serde(default)]
     quiet: bool,
     #[serde(default)]
@@ -372,6 +377,19 @@ struct HistoryMax(u64);
 
 #[derive(Debug, Clone, Copy)]
 struct LogBuffer(u64);
+
+/// The events file's rotation size: 0 (never) or at least 1 KiB.
+#[derive(Debug, Clone, Copy)]
+struct EventsMax(u64);
+
+impl<'de> Deserialize<'de> for EventsMax {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Size(n) = Size::deserialize(d)?;
+        check_events_max(n)
+            .map(EventsMax)
+            .map_err(de::Error::custom)
+    }
+}
 
 impl<'de> Deserialize<'de> for LogBuffer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -784,6 +802,24 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             "needs `history` (the file to write)".into(),
         ));
     }
+    let events = raw.events.as_deref().map(EventsTarget::parse);
+    for (key, given) in [
+        ("events_max", raw.events_max.is_some()),
+        ("events_keep", raw.events_keep.is_some()),
+    ] {
+        if given && !matches!(events, Some(EventsTarget::File(_))) {
+            return Err(at(
+                top_key_line(src, key),
+                key.into(),
+                "needs `events` (a file to write, not \"-\")".into(),
+            ));
+        }
+    }
+    let dr = EventsRotation::default();
+    let events_rotation = EventsRotation {
+        max: raw.events_max.map_or(dr.max, |m| m.0),
+        keep: raw.events_keep.unwrap_or(dr.keep),
+    };
     let history = raw.history.map(|path| HistorySpec {
         path,
         max: raw.history_max.map_or(DEFAULT_HISTORY_MAX, |m| m.0),
@@ -848,7 +884,8 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             .and_then(|s| s.destroy_events)
             .unwrap_or(true),
         deleted_growth,
-        events: raw.events.as_deref().map(EventsTarget::parse),
+        events,
+        events_rotation,
         quiet: raw.quiet,
         timestamps: raw.timestamps,
         log,
