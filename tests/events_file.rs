@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{run_example, run_example_in, wait_until};
+use common::{example, run_example, run_example_in, unique, wait_until, ProgramGuard, Sup};
 
 #[test]
 fn events_resume_after_a_full_disk_and_count_what_was_lost() {
@@ -120,4 +120,92 @@ fn a_crash_loop_cannot_grow_the_events_file_past_its_bound() {
             p.display()
         );
     }
+}
+
+#[test]
+fn a_full_disk_is_told_once_when_it_fills_and_once_when_writing_resumes() {
+    // The events file and the worker's log file are links to /dev/full (every write fails with
+    // ENOSPC, as on a full disk) while the worker crashes and restarts, writing lines; then real
+    // files take their place, as freeing space would let writes succeed again.
+    let name = unique("evonce");
+    let _guard = ProgramGuard(name.clone());
+    let crasher = example("crasher");
+    let log = format!("{name}.0.stdout.log");
+    let sup = Sup::start_with(&[], |cmd, dir| {
+        std::os::unix::fs::symlink("/dev/full", dir.join("events.jsonl")).expect("symlink");
+        fs::create_dir(dir.join("logs")).expect("mkdir");
+        std::os::unix::fs::symlink("/dev/full", dir.join("logs").join(&log)).expect("symlink");
+        cmd.arg("--log-dir").arg(dir.join("logs")).args([
+            "--name",
+            &name,
+            "--restart",
+            "always",
+            "--max-restarts",
+            "1000",
+            "--backoff-first",
+            "100ms",
+            "--backoff-max",
+            "100ms",
+            "--",
+            &crasher,
+            "--code",
+            "0",
+            "--after",
+            "100",
+            "--lines",
+            "3",
+        ]);
+    });
+    let said = |needle: &str| sup.stderr().lines().filter(|l| l.contains(needle)).count();
+    let (events_full, log_full) = (
+        "cannot write events",
+        format!("cannot write {}", sup.path("logs").join(&log).display()),
+    );
+    // Some 3 s of failure: three retries of each, at least.
+    sup.wait_stdout("crasher exiting", 15, Duration::from_secs(30));
+    assert_eq!(said(events_full), 1, "{}", sup.dump());
+    assert_eq!(said(&log_full), 1, "{}", sup.dump());
+
+    // The events file first, so that the log's `log_resumed` finds it written again.
+    let replace = |link: &std::path::Path| {
+        let fresh = sup.path("fresh");
+        fs::write(&fresh, "").expect("file");
+        fs::rename(&fresh, link).expect("replace the link");
+    };
+    let events_back = "writing events again";
+    let log_back = format!("writing {} again", sup.path("logs").join(&log).display());
+    replace(&sup.events);
+    assert!(
+        wait_until(Duration::from_secs(15), || said(events_back) == 1),
+        "{}",
+        sup.dump()
+    );
+    replace(&sup.path("logs").join(&log));
+    assert!(
+        wait_until(Duration::from_secs(15), || said(&log_back) == 1),
+        "{}",
+        sup.dump()
+    );
+    // A few more cycles: nothing more is said.
+    let exits = |s: &Sup| {
+        fs::read_to_string(s.path("stdout")).map_or(0, |t| t.matches("crasher exiting").count())
+    };
+    let now = exits(&sup);
+    sup.wait_stdout("crasher exiting", now + 8, Duration::from_secs(30));
+    for (needle, n) in [
+        (events_full, 1),
+        (log_full.as_str(), 1),
+        (events_back, 1),
+        (log_back.as_str(), 1),
+    ] {
+        assert_eq!(said(needle), n, "{needle}\n{}", sup.dump());
+    }
+    // The events file has the end of the log's episode.
+    assert!(
+        wait_until(Duration::from_secs(10), || !sup
+            .of("log_resumed")
+            .is_empty()),
+        "{}",
+        sup.dump()
+    );
 }
