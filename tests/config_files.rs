@@ -64,7 +64,7 @@ fn a_config_that_is_a_fifo_or_a_device_is_refused_at_once() {
         .expect("sparse");
     let err = refused_at_once(dir.path(), &["-c", "big.toml"]);
     assert!(
-        err.contains("big.toml: the config is 5.0 MiB, more than the 4.0 MiB it may be"),
+        err.contains("big.toml: the config is 5.0 MiB, more than the 1.0 MiB it may be"),
         "{err}"
     );
 }

@@ -570,11 +570,13 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
     let mut programs = Vec::with_capacity(raw.program.len());
     let (euid, egid) = super::identity::effective_ids();
     for (name, p) in raw.program {
-        let line = program_line(src, &name);
-        check_name(&name).map_err(|m| at(line, format!("program.{name}"), m))?;
+        // Looked for only on an error: it scans the text, and a scan per program would make
+        // loading a config of many programs quadratic.
+        let line = || program_line(src, &name);
+        check_name(&name).map_err(|m| at(line(), format!("program.{name}"), m))?;
         let Some(command) = p.command else {
             return Err(at(
-                line,
+                line(),
                 format!("program.{name}.command"),
                 "missing: every program needs a command".into(),
             ));
@@ -591,7 +593,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         };
         if backoff.max < backoff.first {
             return Err(at(
-                line,
+                line(),
                 format!("program.{name}.backoff.max"),
                 "must not be shorter than backoff.first".into(),
             ));
@@ -628,18 +630,18 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             let key = format!("program.{name}.memory");
             let measure = m.measure.unwrap_or(Measure::Rss);
             if m.max.is_none() && m.leak.is_none() {
-                return Err(at(line, key, "needs `max`, `leak` or both".into()));
+                return Err(at(line(), key, "needs `max`, `leak` or both".into()));
             }
             if m.max.is_none() && (m.warn_at.is_some() || m.count.is_some()) {
                 return Err(at(
-                    line,
+                    line(),
                     format!("{key}.max"),
                     "missing: `for` and `warn_at` need a limit".into(),
                 ));
             }
             if m.leak.is_none() && m.on_leak.is_some() {
                 return Err(at(
-                    line,
+                    line(),
                     format!("{key}.leak"),
                     "missing: `on_leak` needs `leak`".into(),
                 ));
@@ -672,7 +674,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             .net
             .map(|n| net_policy(n, &format!("program.{name}.net")))
             .transpose()
-            .map_err(|(key, m)| at(line, key, m))?;
+            .map_err(|(key, m)| at(line(), key, m))?;
         let ready = p
             .ready
             .map(super::checks::RawReady::spec)
@@ -937,13 +939,17 @@ pub(super) fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
 
 /// Every `after` names a program, none its own, and there is no cycle. `Err((program, message))`.
 fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
-    let known = |n: &str| programs.iter().any(|p| p.name == n);
+    // By name, so that a config of many programs is checked in linear time.
+    let after: std::collections::HashMap<&str, &[String]> = programs
+        .iter()
+        .map(|p| (p.name.as_str(), p.after.as_slice()))
+        .collect();
     for p in programs {
         for dep in &p.after {
             if dep == &p.name {
                 return Err((p.name.clone(), "a program cannot start after itself".into()));
             }
-            if !known(dep) {
+            if !after.contains_key(dep.as_str()) {
                 return Err((p.name.clone(), format!("no program named {dep:?}")));
             }
         }
@@ -951,7 +957,7 @@ fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
     // Depth-first search for a cycle, reporting its path.
     fn visit<'a>(
         name: &'a str,
-        programs: &'a [ProgramSpec],
+        after: &std::collections::HashMap<&'a str, &'a [String]>,
         path: &mut Vec<&'a str>,
         done: &mut std::collections::HashSet<&'a str>,
     ) -> Result<(), (String, String)> {
@@ -967,10 +973,8 @@ fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
             ));
         }
         path.push(name);
-        if let Some(p) = programs.iter().find(|p| p.name == name) {
-            for dep in &p.after {
-                visit(dep, programs, path, done)?;
-            }
+        for dep in after.get(name).copied().unwrap_or_default() {
+            visit(dep, after, path, done)?;
         }
         path.pop();
         done.insert(name);
@@ -978,7 +982,7 @@ fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
     }
     let mut done = std::collections::HashSet::new();
     for p in programs {
-        visit(&p.name, programs, &mut Vec::new(), &mut done)?;
+        visit(&p.name, &after, &mut Vec::new(), &mut done)?;
     }
     Ok(())
 }
