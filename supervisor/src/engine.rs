@@ -305,8 +305,10 @@ impl Engine {
         let mut ticks: u64 = 0;
         let mut scan_due: Option<tokio::time::Instant> = None;
 
+        // A reload under way may start programs: it is waited for (until its deadline).
         while !self.tasks.is_empty()
-            || ((!self.held.is_empty() || !self.waiting.is_empty()) && self.stopping == 0)
+            || ((!self.held.is_empty() || !self.waiting.is_empty() || self.reload.pending())
+                && self.stopping == 0)
         {
             tokio::select! {
                 Some(call) = calls.recv() => self.on_call(call.request, call.reply),

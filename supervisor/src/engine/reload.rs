@@ -145,6 +145,11 @@ impl<W> Reloads<W> {
         out
     }
 
+    /// A load is under way and its outcome will be applied.
+    pub(super) fn pending(&self) -> bool {
+        self.loading.as_ref().is_some_and(|l| !l.dropped)
+    }
+
     /// When the load under way is to be given up on, if one is and it is not yet.
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.loading
@@ -196,6 +201,11 @@ pub(super) enum Progress {
 }
 
 impl Reload {
+    /// A load is under way and its outcome will be applied.
+    pub(super) fn pending(&self) -> bool {
+        self.machine.pending()
+    }
+
     /// The next thing to happen to the load under way; never, without one.
     pub(super) async fn next(&mut self) -> Progress {
         let Some(rx) = self.rx.as_mut() else {

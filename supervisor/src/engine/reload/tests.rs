@@ -18,10 +18,13 @@ fn failed(actions: &[A]) -> Vec<(Vec<u32>, String)> {
 fn one_reload_loads_then_applies() {
     let t = Instant::now();
     let mut r = Reloads::default();
+    assert!(!r.pending());
     assert_eq!(r.ask::<&str>(Some(1), t, false), [A::Load]);
+    assert!(r.pending());
     assert_eq!(r.deadline(), Some(t + LOAD_TIMEOUT));
     assert_eq!(r.loaded(Ok("new"), t), [A::Apply("new", vec![1])]);
     assert_eq!(r.deadline(), None);
+    assert!(!r.pending());
     // A load that failed answers why; the next ask loads again.
     assert_eq!(r.ask::<&str>(Some(2), t, false), [A::Load]);
     assert_eq!(
@@ -94,6 +97,7 @@ fn a_load_past_its_deadline_is_answered_and_its_outcome_dropped() {
     assert_eq!(f[0].0, [1, 2]);
     assert!(f[0].1.contains("took more than 5s"), "{}", f[0].1);
     assert_eq!(r.deadline(), None);
+    assert!(!r.pending(), "what it reads will not be applied");
     assert!(r.overdue::<&str>(t + LOAD_TIMEOUT * 2).is_empty());
     // While the stuck load has not returned, no second loader is started.
     let busy = r.ask::<&str>(Some(3), t + Duration::from_secs(7), false);
