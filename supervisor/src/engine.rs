@@ -19,7 +19,7 @@ use crate::events::{Event, Kind};
 use crate::logs::Output;
 use crate::metrics;
 use crate::orphans;
-use crate::plan::{self, Plan, ProgramSpec};
+use crate::plan::{Plan, ProgramSpec};
 use crate::reaper::{Exit, Reaper};
 use crate::spawn::become_subreaper;
 use crate::worker::{Command, Counters, Ctx, End, ProgramState, Shared};
@@ -103,6 +103,8 @@ struct Engine {
     waits: Vec<wait::Wait>,
     /// Rolls halted, per program, for the waits on them.
     roll_halts: HashMap<String, u64>,
+    /// Reloads asked for, and the config being loaded for them.
+    reload: reload::Reload,
 }
 
 /// The shortest time between two orphan scans that orphans' exits trigger.
@@ -169,6 +171,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             buffers,
             waits: Vec::new(),
             roll_halts: HashMap::new(),
+            reload: reload::Reload::default(),
         };
         engine.main().await
     });
@@ -305,8 +308,10 @@ impl Engine {
         let mut ticks: u64 = 0;
         let mut scan_due: Option<tokio::time::Instant> = None;
 
+        // A reload under way may start programs: it is waited for (until its deadline).
         while !self.tasks.is_empty()
-            || ((!self.held.is_empty() || !self.waiting.is_empty()) && self.stopping == 0)
+            || ((!self.held.is_empty() || !self.waiting.is_empty() || self.reload.pending())
+                && self.stopping == 0)
         {
             tokio::select! {
                 Some(call) = calls.recv() => self.on_call(call.request, call.reply),
@@ -390,8 +395,11 @@ impl Engine {
                     }
                 }
                 batch = self.notify.recv() => self.on_notify(batch),
+                got = self.reload.next() => self.on_reload(got),
             }
         }
+        // Reloads still waiting are answered: nothing loaded now will be applied.
+        self.abandon_reload();
         // Alerts of the last events (a `fatal` that ends the run) go out before the sweep kills
         // every child left, for at most a few seconds.
         if let Some(a) = &self.alerter {
@@ -544,94 +552,6 @@ impl Engine {
             }
         }
     }
-
-    /// HUP: re-read the config. Removed programs stop, new ones start, changed ones are replaced
-    /// one replica at a time; unchanged ones keep running. A bad config changes nothing.
-    fn reload(&mut self) -> Result<String, String> {
-        let Some(path) = self.plan.source.clone() else {
-            return Err("nothing to reload: not started with -c".into());
-        };
-        if self.stopping > 0 {
-            return Err("stopping".into());
-        }
-        let new = plan::load_config(&path).map_err(|e| e.to_string())?;
-        tracing::info!(config = %path.display(), "reloading");
-        if let Some(m) = &mut self.manager {
-            // READY=1 again once every program is up (the next sampling tick looks).
-            m.reloading();
-        }
-        let old: HashMap<String, ProgramSpec> = self
-            .plan
-            .programs
-            .iter()
-            .map(|p| (p.name.clone(), p.clone()))
-            .collect();
-        let mut changed = Vec::new();
-        for spec in &new.programs {
-            let spec_rc = Rc::new(spec.clone());
-            match old.get(&spec.name) {
-                None => self.start_program(spec_rc),
-                Some(o) if o == spec => {}
-                Some(o)
-                    if ProgramSpec {
-                        replicas: spec.replicas,
-                        ..o.clone()
-                    } == *spec =>
-                {
-                    // Only the replica count changed: add or remove instances.
-                    for i in o.replicas..spec.replicas {
-                        self.start(&spec_rc, i);
-                    }
-                    for s in self
-                        .slots
-                        .values()
-                        .filter(|s| s.spec.name == spec.name && s.instance >= spec.replicas)
-                    {
-                        let _ = s.cmds.send(Command::Stop { signal: None });
-                    }
-                }
-                Some(_) => {
-                    self.programs
-                        .entry(spec.name.clone())
-                        .or_default()
-                        .fatal
-                        .set(false);
-                    changed.push(spec_rc);
-                }
-            }
-        }
-        for name in old.keys() {
-            if !new.programs.iter().any(|p| &p.name == name) {
-                for s in self.slots.values().filter(|s| &s.spec.name == name) {
-                    let _ = s.cmds.send(Command::Stop { signal: None });
-                }
-            }
-        }
-        self.plan.programs = new.programs;
-        self.buffers.sync(
-            self.plan
-                .programs
-                .iter()
-                .map(|p| (p.name.as_str(), p.replicas)),
-        );
-        if self.plan.watch_dirs != new.watch_dirs {
-            self.resources.watch(new.watch_dirs.clone());
-            self.plan.watch_dirs = new.watch_dirs;
-        }
-        if let Some(h) = &self.history {
-            h.limits(
-                self.plan
-                    .programs
-                    .iter()
-                    .map(|p| (p.name.as_str(), p.memory.map(|m| m.max))),
-            );
-        }
-        // Rolled once the plan holds the new replica counts.
-        for spec in changed {
-            self.roll(&spec.name.clone(), Some(spec));
-        }
-        Ok(format!("reloaded {}", path.display()))
-    }
 }
 
 /// The next readiness of an optional fd; never, without one.
@@ -686,6 +606,7 @@ mod control;
 mod notified;
 mod order;
 mod orphan_scan;
+mod reload;
 mod resources;
 mod roll;
 mod status;

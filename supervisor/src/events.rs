@@ -137,7 +137,8 @@ pub enum Kind {
     /// A rolling restart or replacement stopped at this instance: its new process was not up
     /// (running, and ready where it says so) after `waited_s`; `left` instances were not touched.
     RollHalted { waited_s: f64, left: u32 },
-    /// Writing a worker's log file failed; lines are dropped until it works again.
+    /// Writing a worker's log file failed; lines are dropped until it works again. Once per
+    /// episode: the next is after a `log_resumed`.
     LogError { path: String, error: String },
     /// The supervisor began stopping the worker: to restart it (`reason`), or for good
     /// (`reason` null, `for_good` true). A stop for restart that becomes one for good (a stop or
@@ -176,6 +177,9 @@ pub enum Kind {
         tree_before: u64,
         tree_after: u64,
     },
+    /// A worker's log file that could not be written (a `log_error`) is written again;
+    /// `dropped` lines were lost meanwhile.
+    LogResumed { path: String, dropped: u64 },
 }
 
 impl Kind {
@@ -258,11 +262,15 @@ impl Kind {
                 tree_before: 2,
                 tree_after: 1,
             },
+            Kind::LogResumed {
+                path: s(),
+                dropped: 0,
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 23] = [
+    pub const NAMES: [&'static str; 24] = [
         "started",
         "spawn_failed",
         "exited",
@@ -286,6 +294,7 @@ impl Kind {
         "daemonized",
         "cleared",
         "recycled",
+        "log_resumed",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -315,6 +324,7 @@ impl Kind {
             Kind::Daemonized { .. } => 20,
             Kind::Cleared { .. } => 21,
             Kind::Recycled { .. } => 22,
+            Kind::LogResumed { .. } => 23,
         };
         Self::NAMES[i]
     }

@@ -18,7 +18,6 @@
 //! and counted), the events file likewise, with an `events_lost` event as its first line once it
 //! can be written again.
 
-use std::fs::OpenOptions;
 use std::io::{self, IsTerminal as _};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
@@ -218,21 +217,11 @@ impl Output {
             Some(target) => {
                 let sink = match target {
                     EventsTarget::Stderr => EventsFile::new(target.clone(), Box::new(io::stderr())),
-                    EventsTarget::File(path) => EventsFile::new(
-                        target.clone(),
-                        Box::new(
-                            OpenOptions::new()
-                                .create(true)
-                                .append(true)
-                                .open(path)
-                                .map_err(|e| {
-                                    io::Error::new(
-                                        e.kind(),
-                                        format!("events file {}: {e}", path.display()),
-                                    )
-                                })?,
-                        ),
-                    ),
+                    EventsTarget::File(path) => {
+                        EventsFile::open(target.clone(), plan.events_rotation).map_err(|e| {
+                            io::Error::new(e.kind(), format!("events file {}: {e}", path.display()))
+                        })?
+                    }
                 };
                 let (tx, rx) = std::sync::mpsc::channel();
                 threads.push(

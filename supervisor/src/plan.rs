@@ -20,6 +20,8 @@ pub struct Plan {
     pub sample_every: Duration,
     /// Where events go, if anywhere.
     pub events: Option<EventsTarget>,
+    /// When an events file is rotated, and how many rotated files are kept.
+    pub events_rotation: EventsRotation,
     /// No line on stderr for each event (`--quiet`).
     pub quiet: bool,
     /// Worker lines, on the console and in log files, start with the time they were read
@@ -325,6 +327,11 @@ pub const DEFAULT_LOG_KEEP: u32 = 5;
 pub const DEFAULT_LOG_BUFFER: u64 = 256 * 1024;
 /// Largest `--log-buffer`: what one instance may hold is not meant to be an archive.
 pub const MAX_LOG_BUFFER: u64 = 1 << 30;
+/// Default size at which the events file is rotated: some 150,000 restarts' events (a restart
+/// writes about 430 bytes of them), or a year of a busy but healthy config's.
+pub const DEFAULT_EVENTS_MAX: u64 = 64 * 1024 * 1024;
+/// Rotated events files kept by default: with the live one, at most 256 MiB of events.
+pub const DEFAULT_EVENTS_KEEP: u32 = 3;
 /// Default size at which the history file is rotated to FILE.1.
 pub const DEFAULT_HISTORY_MAX: u64 = 64 * 1024 * 1024;
 /// Smallest history size limit accepted.
@@ -343,6 +350,24 @@ impl EventsTarget {
             EventsTarget::Stderr
         } else {
             EventsTarget::File(PathBuf::from(s))
+        }
+    }
+}
+
+/// Rotation of the events file (`--events-max`, `--events-keep`), as the log files are rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsRotation {
+    /// Rotate the file before it would pass this size; 0 never rotates it.
+    pub max: u64,
+    /// Rotated files kept besides the live one (`FILE.1` newest).
+    pub keep: u32,
+}
+
+impl Default for EventsRotation {
+    fn default() -> Self {
+        Self {
+            max: DEFAULT_EVENTS_MAX,
+            keep: DEFAULT_EVENTS_KEEP,
         }
     }
 }
@@ -488,6 +513,16 @@ fn check_history_max(max: u64) -> Result<u64, String> {
     }
 }
 
+fn check_events_max(max: u64) -> Result<u64, String> {
+    if max == 0 || max >= 1024 {
+        Ok(max)
+    } else {
+        Err(format!(
+            "must be 0 (never rotate) or at least 1KiB, got {max} bytes"
+        ))
+    }
+}
+
 fn check_log_buffer(size: u64) -> Result<u64, String> {
     let min = crate::logs::MIN_BUFFER as u64;
     if size == 0 || (min..=MAX_LOG_BUFFER).contains(&size) {
@@ -514,6 +549,7 @@ mod checks;
 mod cli;
 mod config;
 pub mod envfile;
+pub mod file;
 mod handling;
 mod identity;
 

@@ -47,10 +47,8 @@ impl Engine {
                 ok(format!("stopping {n} instance(s) of {program}"))
             }
             Request::Start { program, .. } => self.start_held(&program),
-            Request::Reload => match self.reload() {
-                Ok(message) => ok(message),
-                Err(message) => error(message),
-            },
+            // Answered once the config is loaded (see `on_call` and `reload.rs`).
+            Request::Reload => error("reload: not a request answered at once".into()),
             Request::Ready => match self.readiness() {
                 Ok(()) => ok("ready".into()),
                 Err(message) => error(message),
@@ -177,11 +175,7 @@ impl Engine {
         tracing::info!(signal = %got.sig, from = got.from, "received");
         match crate::signals::disposition(got.sig) {
             Some(Disposition::Stop) => self.stop_all(got.sig),
-            Some(Disposition::Reload) if self.plan.source.is_some() => {
-                if let Err(e) = self.reload() {
-                    tracing::error!(error = %e, "reload failed; keeping the running config");
-                }
-            }
+            Some(Disposition::Reload) if self.plan.source.is_some() => self.ask_reload(None),
             Some(Disposition::Reload | Disposition::Forward) if got.for_workers() => {
                 self.forward(got.sig);
             }
@@ -197,6 +191,7 @@ impl Engine {
     /// single-command mode without `--stop-signal`, the workers get the very signal received.
     pub(super) fn stop_all(&mut self, sig: Sig) {
         self.stopping += 1;
+        self.abandon_reload();
         if self.stopping == 1 {
             if let Some(m) = &self.manager {
                 m.stopping();

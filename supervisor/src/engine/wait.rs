@@ -61,6 +61,11 @@ impl Engine {
     /// Answers a control-socket request: at once, or, for a `--wait` action that was accepted,
     /// once it has completed.
     pub(super) fn on_call(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        if request == Request::Reload {
+            // Answered once the config has been loaded, off this thread.
+            self.ask_reload(Some(reply));
+            return;
+        }
         let Some(timeout) = request.wait() else {
             let _ = reply.send(self.handle(request));
             return;

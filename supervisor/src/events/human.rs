@@ -242,6 +242,13 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
                 size(*tree_after)
             ),
         ),
+        Kind::LogResumed { path, dropped } => (
+            Tone::Good,
+            format!(
+                "writing {path} again; {dropped} {} dropped meanwhile",
+                plural(*dropped, "line was", "lines were")
+            ),
+        ),
     })
 }
 

@@ -1,5 +1,11 @@
 //! The events sink (`--events FILE`, or `-` for stderr), owned by the "events" thread.
 //!
+//! A regular file is rotated as the log files are (`--events-max`, `--events-keep`): before a
+//! line would take it past its bound, FILE.N becomes FILE.N+1 (the oldest dropped), FILE becomes
+//! FILE.1, and a fresh FILE is opened. A crash loop writes some 430 bytes of events a restart, so
+//! an unbounded file grows by tens of MiB an hour. Anything else (stderr, a pipe, a device) is
+//! never rotated.
+//!
 //! A write that fails (a full disk, a file system gone read-only) does not end the stream: the
 //! sink counts the events it cannot write, tries again a second later (on a timer, so it resumes
 //! even when no event comes), reopening the file by its path, and once a write succeeds its
@@ -14,7 +20,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::events::{Event, Kind};
-use crate::plan::EventsTarget;
+use crate::plan::{EventsRotation, EventsTarget};
 
 /// How long after a failure the next write is tried.
 const RETRY: Duration = Duration::from_secs(1);
@@ -30,10 +36,15 @@ pub(super) struct EventsFile {
     failing: bool,
     /// The destination may end in a partial line (a failed write cut one short).
     torn: bool,
+    rotation: EventsRotation,
+    /// What the open file holds, bytes.
+    size: u64,
+    /// The open destination is a regular file (the only kind rotated).
+    regular: bool,
 }
 
 impl EventsFile {
-    /// A sink writing to `out`, already open on `target`.
+    /// A sink writing to `out`, already open on `target`, never rotated.
     pub(super) fn new(target: EventsTarget, out: Box<dyn Write + Send>) -> Self {
         Self {
             target,
@@ -42,7 +53,20 @@ impl EventsFile {
             lost: 0,
             failing: false,
             torn: false,
+            rotation: EventsRotation { max: 0, keep: 0 },
+            size: 0,
+            regular: false,
         }
+    }
+
+    /// A sink for `target`, opened now (an error is the user's to fix before anything runs).
+    pub(super) fn open(target: EventsTarget, rotation: EventsRotation) -> io::Result<Self> {
+        let mut sink = Self {
+            rotation,
+            ..Self::new(target, Box::new(io::sink()))
+        };
+        sink.out = Some(sink.reopen()?);
+        Ok(sink)
     }
 
     /// Writes every line sent until all senders are gone, retrying after failures.
@@ -138,18 +162,32 @@ impl EventsFile {
                 };
                 // Whatever the file ends with (a line torn by our failed write, or by someone
                 // else's), the next line starts on a line of its own.
-                let len = f.metadata()?.len();
+                let meta = f.metadata()?;
+                let len = meta.len();
                 let mut last = [b'\n'];
                 if len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() {
                     self.torn = last[0] != b'\n';
+                } else if len == 0 {
+                    self.torn = false;
                 }
+                self.size = len;
+                self.regular = meta.is_file();
                 Ok(Box::new(f))
             }
         }
     }
 
-    /// Writes `line` whole, after a newline if the last write was torn.
+    /// Writes `line` whole, after a newline if the last write was torn; first rotates the file
+    /// if the line would take it past its bound.
     fn put(&mut self, line: &str) -> io::Result<()> {
+        let need = line.len() as u64 + u64::from(self.torn);
+        if self.regular
+            && self.rotation.max > 0
+            && self.size > 0
+            && self.size.saturating_add(need) > self.rotation.max
+        {
+            self.rotate()?;
+        }
         let Some(w) = self.out.as_mut() else {
             return Err(io::Error::other("not open"));
         };
@@ -161,21 +199,36 @@ impl EventsFile {
             line.as_bytes()
         };
         let mut done = 0;
-        while done < bytes.len() {
+        let written = loop {
+            if done == bytes.len() {
+                break Ok(());
+            }
             match w.write(&bytes[done..]) {
-                Ok(0) => {
-                    self.torn |= done > 0;
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.torn |= done > 0;
-                    return Err(e);
-                }
+                Err(e) => break Err(e),
             }
+        };
+        self.size += done as u64;
+        match written {
+            Ok(()) => self.torn = false,
+            Err(_) => self.torn |= done > 0,
         }
-        self.torn = false;
+        written
+    }
+
+    /// Shifts the rotated files by one, makes the live file FILE.1 and opens a fresh one.
+    fn rotate(&mut self) -> io::Result<()> {
+        let EventsTarget::File(path) = &self.target else {
+            return Ok(());
+        };
+        let path = path.clone();
+        if let Some(mut w) = self.out.take() {
+            w.flush()?;
+        }
+        super::files::rotate(&path, self.rotation.keep)?;
+        self.out = Some(self.reopen()?);
         Ok(())
     }
 

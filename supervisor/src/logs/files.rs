@@ -1,7 +1,9 @@
 //! Worker output files (`--log-dir`): one per worker stream, rotated by size, written by the
 //! "logs" thread. A failing write (a full disk) drops the file's lines for a second, then tries
-//! again, and notes how many it dropped once it can write. Each failed try is a `log_error`
-//! event; supervise's line on stderr says it once per episode.
+//! again, and notes how many it dropped once it can write. An episode of failure is told once,
+//! by a `log_error` event and its line on stderr, and its end once, by a `log_resumed`, when a
+//! flush has reached the file: lines written into the buffer prove nothing, since a full disk
+//! fails only the flush.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -20,9 +22,10 @@ struct LogFile {
     /// Set after a failure: lines are dropped until this instant, then opening is tried again.
     retry_at: Option<Instant>,
     dropped: u64,
-    /// Failing since the last line written: stderr has been told once (the events are told of
-    /// every failed try).
+    /// Failing since the last flush that reached the file: the episode has been told.
     failing: bool,
+    /// Lines dropped since the episode began, for its end's `log_resumed`.
+    episode_dropped: u64,
 }
 
 /// The log files of every worker stream, owned by the "logs" thread.
@@ -50,15 +53,21 @@ impl LogFiles {
 
     pub(super) fn flush_all(&mut self) {
         let mut failed = Vec::new();
+        let mut resumed = Vec::new();
         for (key, f) in &mut self.files {
             if let Some(out) = f.out.as_mut() {
-                if let Err(e) = out.flush() {
-                    failed.push((key.clone(), e));
+                match out.flush() {
+                    Err(e) => failed.push((key.clone(), e)),
+                    Ok(()) if f.failing => resumed.push(key.clone()),
+                    Ok(()) => {}
                 }
             }
         }
         for (key, e) in failed {
             self.failed(&key, &e);
+        }
+        for key in resumed {
+            self.resumed(&key);
         }
     }
 
@@ -83,30 +92,35 @@ impl LogFiles {
             retry_at: None,
             dropped: 0,
             failing: false,
+            episode_dropped: 0,
         });
         if let Some(t) = f.retry_at {
             if Instant::now() < t {
                 f.dropped += 1;
+                f.episode_dropped += 1;
                 return;
             }
             f.retry_at = None;
         }
-        match f.append(spec, read_at.map(stamp).as_deref(), bytes) {
-            Ok(()) => f.failing = false,
-            Err(e) => {
-                f.dropped += 1;
-                self.failed(&key, &e);
-            }
+        if let Err(e) = f.append(spec, read_at.map(stamp).as_deref(), bytes) {
+            f.dropped += 1;
+            f.episode_dropped += 1;
+            self.failed(&key, &e);
         }
     }
 
-    /// A write failed (disk full, permissions): report it, drop lines for a second, then retry.
+    /// A write failed (disk full, permissions): drop lines for a second, then retry; report it
+    /// if an episode begins.
     fn failed(&mut self, key: &(String, u32, Stream), e: &io::Error) {
         let Some(f) = self.files.get_mut(key) else {
             return;
         };
         f.out = None;
         f.retry_at = Some(Instant::now() + Duration::from_secs(1));
+        if f.failing {
+            return;
+        }
+        f.failing = true;
         let ev = Event::now(
             &key.0,
             key.1,
@@ -116,10 +130,32 @@ impl LogFiles {
                 error: e.to_string(),
             },
         );
-        if let Some(notes) = self.notes.as_ref().filter(|_| !f.failing) {
-            notes.event(&ev);
+        self.tell(&ev);
+    }
+
+    /// A flush reached the file after an episode of failure: report its end.
+    fn resumed(&mut self, key: &(String, u32, Stream)) {
+        let Some(f) = self.files.get_mut(key) else {
+            return;
+        };
+        f.failing = false;
+        let ev = Event::now(
+            &key.0,
+            key.1,
+            None,
+            Kind::LogResumed {
+                path: f.path.display().to_string(),
+                dropped: std::mem::take(&mut f.episode_dropped),
+            },
+        );
+        self.tell(&ev);
+    }
+
+    /// An event to the events file and its line to stderr.
+    fn tell(&self, ev: &Event<'_>) {
+        if let Some(notes) = &self.notes {
+            notes.event(ev);
         }
-        f.failing = true;
         if let Some(tx) = &self.events {
             let _ = tx.send(ev.to_line());
         }
@@ -172,7 +208,7 @@ impl LogFile {
 }
 
 /// Shifts `path.N` to `path.N+1` (dropping those past `keep`) and `path` to `path.1`.
-fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
+pub(super) fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     let numbered = |n: u32| {
         let mut p = path.as_os_str().to_owned();
         p.push(format!(".{n}"));
@@ -275,7 +311,9 @@ mod tests {
             w.write(&src, Stream::Stdout, b"lost", at);
             retry_now(&mut w);
         }
-        assert_eq!(events_rx.try_iter().count(), 3, "an event per failed try");
+        let events: Vec<String> = events_rx.try_iter().collect();
+        assert_eq!(events.len(), 1, "one event per episode: {events:?}");
+        assert!(events[0].contains("\"event\":\"log_error\""), "{events:?}");
         let mut told = Vec::new();
         while let Ok(super::super::Msg::Note(text)) = notes_rx.try_recv() {
             told.push(text);
@@ -290,6 +328,20 @@ mod tests {
             "supervise: 3 lines dropped while this log could not be written\n\
              1970-01-01T00:00:01.500Z kept\n"
         );
+        // Its end, once.
+        let events: Vec<String> = events_rx.try_iter().collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].contains("\"event\":\"log_resumed\"") && events[0].contains("\"dropped\":3"),
+            "{events:?}"
+        );
+        assert!(matches!(
+            notes_rx.try_recv(),
+            Ok(super::super::Msg::Note(text)) if text.contains("writing ") && text.contains(" again; 3 lines were dropped")
+        ));
+        w.write(&src, Stream::Stdout, b"more", at);
+        w.flush_all();
+        assert_eq!(events_rx.try_iter().count(), 0);
         // A new episode is told again.
         std::fs::remove_file(&live).expect("rm");
         std::fs::create_dir(&live).expect("mkdir");
@@ -299,5 +351,46 @@ mod tests {
             notes_rx.try_recv(),
             Ok(super::super::Msg::Note(_))
         ));
+    }
+
+    #[test]
+    fn a_disk_that_fails_only_the_flush_is_told_once_per_episode() {
+        // /dev/full takes every write into the buffer and fails every flush, as a full disk
+        // does with buffered lines.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = LogSpec {
+            dir: dir.path().to_owned(),
+            max: 1 << 20,
+            keep: 1,
+        };
+        let (events, events_rx) = std::sync::mpsc::channel();
+        let mut w = LogFiles::new(spec, Some(events), None);
+        let src = Source::new("p", 0);
+        let live = dir.path().join("p.0.stdout.log");
+        std::os::unix::fs::symlink("/dev/full", &live).expect("symlink");
+        let key = ("p".to_owned(), 0, Stream::Stdout);
+        for _ in 0..5 {
+            w.write(&src, Stream::Stdout, b"lost", None);
+            w.flush_all();
+            if let Some(f) = w.files.get_mut(&key) {
+                f.retry_at = None;
+            }
+        }
+        let names = |rx: &std::sync::mpsc::Receiver<String>| -> Vec<String> {
+            rx.try_iter()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+                    v["event"].as_str().expect("event").to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(names(&events_rx), ["log_error"]);
+        std::fs::remove_file(&live).expect("rm");
+        w.write(&src, Stream::Stdout, b"kept", None);
+        w.flush_all();
+        assert_eq!(names(&events_rx), ["log_resumed"]);
+        assert!(std::fs::read_to_string(&live)
+            .expect("read")
+            .ends_with("kept\n"));
     }
 }

@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::signals::Sig;
 
 use super::{
-    check_history_max, check_log_buffer, check_name, check_replicas, check_sample_every,
-    check_warn_at, fd_budget, load_config, nofile_limit, parse_duration, parse_signal, parse_size,
-    Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure,
-    MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
-    DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX,
-    DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    check_events_max, check_history_max, check_log_buffer, check_name, check_replicas,
+    check_sample_every, check_warn_at, fd_budget, load_config, nofile_limit, parse_duration,
+    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
+    LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode,
+    StopMode, StopSpec, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER,
+    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
 };
 
 /// Flags of `supervise` (the run mode).
@@ -201,6 +201,13 @@ pub struct Cli {
     /// Write events as JSON lines to FILE (`-` for stderr).
     #[arg(long, value_name = "FILE")]
     pub events: Option<String>,
+    /// Rotate the events file before it would pass this size (0 never rotates it)
+    /// [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub events_max: Option<u64>,
+    /// Rotated events files kept (FILE.1 newest) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub events_keep: Option<u32>,
     /// No line on stderr for each start, exit, restart, failure and finding (the events file
     /// still has them all).
     #[arg(short = 'q', long)]
@@ -410,6 +417,21 @@ impl Cli {
         if let Some(ev) = &self.events {
             plan.events = Some(EventsTarget::parse(ev));
         }
+        if let Some(max) = self.events_max {
+            plan.events_rotation.max =
+                check_events_max(max).map_err(|m| PlanError::flag("--events-max", m))?;
+        }
+        if let Some(keep) = self.events_keep {
+            plan.events_rotation.keep = keep;
+        }
+        for (flag, given) in [
+            ("--events-max", self.events_max.is_some()),
+            ("--events-keep", self.events_keep.is_some()),
+        ] {
+            if given && !matches!(plan.events, Some(EventsTarget::File(_))) {
+                return Err(PlanError::flag(flag, "needs --events FILE (not -)"));
+            }
+        }
         plan.quiet |= self.quiet;
         plan.timestamps |= self.timestamps;
         if let Some(size) = self.log_buffer {
@@ -593,6 +615,7 @@ impl Cli {
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
+            events_rotation: super::EventsRotation::default(),
             quiet: false,
             timestamps: false,
             log: None,

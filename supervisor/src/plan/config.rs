@@ -10,13 +10,14 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 
 use super::{
-    check_factor, check_history_max, check_jitter, check_log_buffer, check_name, check_replicas,
-    check_sample_every, check_warn_at, fd_budget, nofile_limit, parse_duration, parse_metrics_addr,
-    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
-    LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy, OnLeak, OnViolation, Plan, PlanError,
-    ProgramSpec, RestartMode, StopMode, StopSpec, DEFAULT_HEARTBEAT_GRACE,
-    DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER,
-    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
+    check_events_max, check_factor, check_history_max, check_jitter, check_log_buffer, check_name,
+    check_replicas, check_sample_every, check_warn_at, fd_budget, nofile_limit, parse_duration,
+    parse_metrics_addr, parse_signal, parse_size, Backoff, EventsRotation, EventsTarget,
+    HeartbeatSpec, HistorySpec, Intensity, LeakPolicy, LogSpec, Measure, MemorySpec, NetPolicy,
+    OnLeak, OnViolation, Plan, PlanError, ProgramSpec, RestartMode, StopMode, StopSpec,
+    DEFAULT_HEARTBEAT_GRACE, DEFAULT_HEARTBEAT_SIGNAL, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS,
+    DEFAULT_LOG_BUFFER, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
+    DEFAULT_SAMPLE_EVERY, MAX_REPLICAS,
 };
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +27,10 @@ struct RawConfig {
     sample: Option<RawSample>,
     #[serde(default)]
     events: Option<String>,
+    #[serde(default)]
+    events_max: Option<EventsMax>,
+    #[serde(default)]
+    events_keep: Option<u32>,
     #[serde(default)]
     quiet: bool,
     #[serde(default)]
@@ -134,7 +139,7 @@ struct RawProgram {
     #[serde(default)]
     group: Option<super::identity::raw::GroupName>,
     #[serde(default)]
-    umask: Option<super::identity::raw::Umask>,
+    umask: Option<toml::Spanned<super::identity::raw::Umask>>,
     #[serde(default)]
     nice: Option<super::identity::raw::Nice>,
     #[serde(default)]
@@ -373,6 +378,19 @@ struct HistoryMax(u64);
 #[derive(Debug, Clone, Copy)]
 struct LogBuffer(u64);
 
+/// The events file's rotation size: 0 (never) or at least 1 KiB.
+#[derive(Debug, Clone, Copy)]
+struct EventsMax(u64);
+
+impl<'de> Deserialize<'de> for EventsMax {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Size(n) = Size::deserialize(d)?;
+        check_events_max(n)
+            .map(EventsMax)
+            .map_err(de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for LogBuffer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Size(n) = Size::deserialize(d)?;
@@ -498,13 +516,17 @@ fn top_key_line(src: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file: a regular file of at most [`super::file::MAX_CONFIG`]
+/// bytes (a FIFO or a device is refused, never waited on).
 pub fn load_config(path: &Path) -> Result<Plan, PlanError> {
-    let src = std::fs::read_to_string(path).map_err(|e| PlanError {
+    let src = super::file::read_text(path, super::file::MAX_CONFIG).map_err(|e| PlanError {
         file: Some(path.to_owned()),
         line: None,
         key: String::new(),
-        message: format!("cannot read config: {e}"),
+        message: match e {
+            super::file::ReadError::Io(e) => format!("cannot read config: {e}"),
+            e => format!("the config {e}"),
+        },
     })?;
     parse_config(&src, Some(path))
 }
@@ -525,7 +547,12 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         )
     })?;
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
+        // A value kept with its span (`toml::Spanned`) is read as a field of the span's own
+        // making: the key is the one written.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
         let key = if key == "." { String::new() } else { key };
         at(
             e.inner().span().map(|s| line_of(src, s.start)),
@@ -543,11 +570,13 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
     let mut programs = Vec::with_capacity(raw.program.len());
     let (euid, egid) = super::identity::effective_ids();
     for (name, p) in raw.program {
-        let line = program_line(src, &name);
-        check_name(&name).map_err(|m| at(line, format!("program.{name}"), m))?;
+        // Looked for only on an error: it scans the text, and a scan per program would make
+        // loading a config of many programs quadratic.
+        let line = || program_line(src, &name);
+        check_name(&name).map_err(|m| at(line(), format!("program.{name}"), m))?;
         let Some(command) = p.command else {
             return Err(at(
-                line,
+                line(),
                 format!("program.{name}.command"),
                 "missing: every program needs a command".into(),
             ));
@@ -564,7 +593,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         };
         if backoff.max < backoff.first {
             return Err(at(
-                line,
+                line(),
                 format!("program.{name}.backoff.max"),
                 "must not be shorter than backoff.first".into(),
             ));
@@ -601,18 +630,18 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             let key = format!("program.{name}.memory");
             let measure = m.measure.unwrap_or(Measure::Rss);
             if m.max.is_none() && m.leak.is_none() {
-                return Err(at(line, key, "needs `max`, `leak` or both".into()));
+                return Err(at(line(), key, "needs `max`, `leak` or both".into()));
             }
             if m.max.is_none() && (m.warn_at.is_some() || m.count.is_some()) {
                 return Err(at(
-                    line,
+                    line(),
                     format!("{key}.max"),
                     "missing: `for` and `warn_at` need a limit".into(),
                 ));
             }
             if m.leak.is_none() && m.on_leak.is_some() {
                 return Err(at(
-                    line,
+                    line(),
                     format!("{key}.leak"),
                     "missing: `on_leak` needs `leak`".into(),
                 ));
@@ -645,7 +674,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             .net
             .map(|n| net_policy(n, &format!("program.{name}.net")))
             .transpose()
-            .map_err(|(key, m)| at(line, key, m))?;
+            .map_err(|(key, m)| at(line(), key, m))?;
         let ready = p
             .ready
             .map(super::checks::RawReady::spec)
@@ -668,11 +697,22 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                     m,
                 )
             })?;
+        let umask = p
+            .umask
+            .map(|u| super::identity::raw::umask(&u, src))
+            .transpose()
+            .map_err(|m| {
+                at(
+                    program_key_line(src, &name, "umask"),
+                    format!("program.{name}.umask"),
+                    m,
+                )
+            })?;
         let identity = super::identity::raw::from_config(
             super::identity::raw::RawIdentity {
                 user: p.user,
                 group: p.group,
-                umask: p.umask,
+                umask,
                 nice: p.nice,
                 oom_score_adj: p.oom_score_adj,
                 rlimits: p.rlimits,
@@ -764,6 +804,24 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             "needs `history` (the file to write)".into(),
         ));
     }
+    let events = raw.events.as_deref().map(EventsTarget::parse);
+    for (key, given) in [
+        ("events_max", raw.events_max.is_some()),
+        ("events_keep", raw.events_keep.is_some()),
+    ] {
+        if given && !matches!(events, Some(EventsTarget::File(_))) {
+            return Err(at(
+                top_key_line(src, key),
+                key.into(),
+                "needs `events` (a file to write, not \"-\")".into(),
+            ));
+        }
+    }
+    let dr = EventsRotation::default();
+    let events_rotation = EventsRotation {
+        max: raw.events_max.map_or(dr.max, |m| m.0),
+        keep: raw.events_keep.unwrap_or(dr.keep),
+    };
     let history = raw.history.map(|path| HistorySpec {
         path,
         max: raw.history_max.map_or(DEFAULT_HISTORY_MAX, |m| m.0),
@@ -828,7 +886,8 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             .and_then(|s| s.destroy_events)
             .unwrap_or(true),
         deleted_growth,
-        events: raw.events.as_deref().map(EventsTarget::parse),
+        events,
+        events_rotation,
         quiet: raw.quiet,
         timestamps: raw.timestamps,
         log,
@@ -880,13 +939,17 @@ pub(super) fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
 
 /// Every `after` names a program, none its own, and there is no cycle. `Err((program, message))`.
 fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
-    let known = |n: &str| programs.iter().any(|p| p.name == n);
+    // By name, so that a config of many programs is checked in linear time.
+    let after: std::collections::HashMap<&str, &[String]> = programs
+        .iter()
+        .map(|p| (p.name.as_str(), p.after.as_slice()))
+        .collect();
     for p in programs {
         for dep in &p.after {
             if dep == &p.name {
                 return Err((p.name.clone(), "a program cannot start after itself".into()));
             }
-            if !known(dep) {
+            if !after.contains_key(dep.as_str()) {
                 return Err((p.name.clone(), format!("no program named {dep:?}")));
             }
         }
@@ -894,7 +957,7 @@ fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
     // Depth-first search for a cycle, reporting its path.
     fn visit<'a>(
         name: &'a str,
-        programs: &'a [ProgramSpec],
+        after: &std::collections::HashMap<&'a str, &'a [String]>,
         path: &mut Vec<&'a str>,
         done: &mut std::collections::HashSet<&'a str>,
     ) -> Result<(), (String, String)> {
@@ -910,10 +973,8 @@ fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
             ));
         }
         path.push(name);
-        if let Some(p) = programs.iter().find(|p| p.name == name) {
-            for dep in &p.after {
-                visit(dep, programs, path, done)?;
-            }
+        for dep in after.get(name).copied().unwrap_or_default() {
+            visit(dep, after, path, done)?;
         }
         path.pop();
         done.insert(name);
@@ -921,7 +982,7 @@ fn check_order(programs: &[ProgramSpec]) -> Result<(), (String, String)> {
     }
     let mut done = std::collections::HashSet::new();
     for p in programs {
-        visit(&p.name, programs, &mut Vec::new(), &mut done)?;
+        visit(&p.name, &after, &mut Vec::new(), &mut done)?;
     }
     Ok(())
 }

@@ -14,11 +14,18 @@
 
 use std::path::Path;
 
-/// Reads and parses an env file. `Err` is `PATH:LINE: what is wrong`, or `PATH: why it cannot
-/// be read`.
+use super::file::MAX_ENV_FILE;
+
+/// Reads and parses an env file: a regular file of at most [`MAX_ENV_FILE`] bytes (see
+/// [`super::file`]: a FIFO or a device is refused, never waited on). `Err` is `PATH:LINE: what is
+/// wrong`, or `PATH: why it cannot be read`.
 pub fn load(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read the env file: {e}", path.display()))?;
+    let text = super::file::read_text(path, MAX_ENV_FILE).map_err(|e| match e {
+        super::file::ReadError::Io(e) => {
+            format!("{}: cannot read the env file: {e}", path.display())
+        }
+        e => format!("{}: the env file {e}", path.display()),
+    })?;
     parse(&text).map_err(|(line, m)| format!("{}:{line}: {m}", path.display()))
 }
 

@@ -827,3 +827,93 @@ fn memory_handling_from_the_file_and_the_flags() {
     let e = cli(&["supervise", "--recycle-requests", "0", "--", "x"]).expect_err("zero");
     assert_eq!(e.key, "--recycle-requests");
 }
+
+#[test]
+fn events_rotation_from_the_config_and_the_flags() {
+    let prog = "[program.a]\ncommand = [\"x\"]\n";
+    let plan = parse_config(&format!("events = \"e.jsonl\"\n{prog}"), None).expect("ok");
+    assert_eq!(
+        plan.events_rotation,
+        EventsRotation {
+            max: 64 << 20,
+            keep: 3
+        }
+    );
+    let plan = parse_config(
+        &format!("events = \"e.jsonl\"\nevents_max = \"1MiB\"\nevents_keep = 0\n{prog}"),
+        None,
+    )
+    .expect("ok");
+    assert_eq!(
+        plan.events_rotation,
+        EventsRotation {
+            max: 1 << 20,
+            keep: 0
+        }
+    );
+    let plan = parse_config(
+        &format!("events = \"e.jsonl\"\nevents_max = 0\n{prog}"),
+        None,
+    )
+    .expect("0 never rotates");
+    assert_eq!(plan.events_rotation.max, 0);
+    for (src, line, key, says) in [
+        (
+            "events = \"e\"\nevents_max = \"1000B\"\n",
+            2,
+            "events_max",
+            "at least 1KiB",
+        ),
+        ("events_max = \"1MiB\"\n", 1, "events_max", "needs `events`"),
+        (
+            "events = \"-\"\n\nevents_keep = 2\n",
+            3,
+            "events_keep",
+            "needs `events` (a file to write, not \"-\")",
+        ),
+    ] {
+        let e = err(&format!("{src}{prog}"));
+        assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+
+    let plan = cli(&[
+        "supervise",
+        "--events",
+        "e.jsonl",
+        "--events-max",
+        "4KiB",
+        "--events-keep",
+        "1",
+        "--",
+        "x",
+    ])
+    .expect("plan");
+    assert_eq!(plan.events_rotation, EventsRotation { max: 4096, keep: 1 });
+    let plan = cli(&["supervise", "--events", "e.jsonl", "--", "x"]).expect("plan");
+    assert_eq!(plan.events_rotation, EventsRotation::default());
+    for (args, flag, says) in [
+        (
+            &["--events-max", "1MiB"][..],
+            "--events-max",
+            "needs --events FILE",
+        ),
+        (
+            &["--events", "-", "--events-keep", "2"][..],
+            "--events-keep",
+            "needs --events FILE (not -)",
+        ),
+        (
+            &["--events", "e", "--events-max", "10"][..],
+            "--events-max",
+            "at least 1KiB",
+        ),
+    ] {
+        let mut all = vec!["supervise"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "x"]);
+        let e = cli(&all).expect_err(flag);
+        assert_eq!(e.key, flag, "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+}

@@ -132,6 +132,13 @@ fn the_lifecycle_in_words() {
             "api[0] cannot write logs/api.0.stdout.log: No space left on device; dropping its lines, retrying every second",
         ),
         (
+            Kind::LogResumed {
+                path: "logs/api.0.stdout.log".into(),
+                dropped: 3,
+            },
+            "api[0] writing logs/api.0.stdout.log again; 3 lines were dropped meanwhile",
+        ),
+        (
             Kind::RollHalted {
                 waited_s: 60.0,
                 left: 2,

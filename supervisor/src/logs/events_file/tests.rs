@@ -140,3 +140,58 @@ fn a_line_cut_short_by_a_full_disk_does_not_spoil_the_next() {
     assert_eq!(json(&got[1])["count"], 1);
     assert_eq!(got[2], "{\"n\":2}");
 }
+
+#[test]
+fn a_file_is_rotated_before_a_line_would_take_it_past_its_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    // Written before: counted against the bound.
+    std::fs::write(&path, "{\"n\":0}\n").expect("write");
+    let rotation = EventsRotation { max: 64, keep: 2 };
+    let mut sink = EventsFile::open(EventsTarget::File(path.clone()), rotation).expect("open");
+    let t0 = Instant::now();
+    for n in 1..=40 {
+        sink.write(&format!("{{\"n\":{n:02}}}\n"), t0);
+    }
+    let rotated = |k: u32| dir.path().join(format!("events.jsonl.{k}"));
+    let mut numbers = Vec::new();
+    for p in [rotated(2), rotated(1), path.clone()] {
+        let size = std::fs::metadata(&p).expect("exists").len();
+        assert!(size <= 64, "{}: {size} bytes", p.display());
+        numbers.extend(lines(&p).iter().map(|l| json(l)["n"].as_u64().expect("n")));
+    }
+    assert!(!rotated(3).exists(), "kept 2");
+    // The newest lines, in order, none lost or torn.
+    assert_eq!(*numbers.last().expect("lines"), 40);
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    // Each rotated file as full as whole lines of 9 bytes make it.
+    assert_eq!(lines(&rotated(1)).len(), 64 / 9);
+    assert_eq!(lines(&rotated(2)).len(), 64 / 9);
+}
+
+#[test]
+fn a_bound_of_zero_never_rotates_and_nor_is_anything_but_a_regular_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let never = EventsRotation { max: 0, keep: 1 };
+    let mut sink = EventsFile::open(EventsTarget::File(path.clone()), never).expect("open");
+    for _ in 0..100 {
+        sink.write("{\"n\":1}\n", Instant::now());
+    }
+    assert_eq!(lines(&path).len(), 100);
+    assert!(!dir.path().join("events.jsonl.1").exists());
+    // A link to a device: written through, never renamed.
+    let link = dir.path().join("null.jsonl");
+    std::os::unix::fs::symlink("/dev/null", &link).expect("symlink");
+    let small = EventsRotation { max: 1024, keep: 1 };
+    let mut sink = EventsFile::open(EventsTarget::File(link.clone()), small).expect("open");
+    for _ in 0..1000 {
+        sink.write("{\"n\":1}\n", Instant::now());
+    }
+    assert!(sink.lost == 0 && !sink.failing);
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("still there")
+        .file_type()
+        .is_symlink());
+    assert!(!dir.path().join("null.jsonl.1").exists());
+}

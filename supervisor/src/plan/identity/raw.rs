@@ -14,7 +14,7 @@ use super::{
 pub(in crate::plan) struct RawIdentity {
     pub user: Option<UserName>,
     pub group: Option<GroupName>,
-    pub umask: Option<Umask>,
+    pub umask: Option<u32>,
     pub nice: Option<Nice>,
     pub oom_score_adj: Option<OomScoreAdj>,
     pub rlimits: Option<RawRlimits>,
@@ -37,7 +37,7 @@ pub(in crate::plan) fn from_config(
     Ok(Identity {
         switch,
         user_env: env,
-        umask: raw.umask.map(|u| u.0),
+        umask: raw.umask,
         nice: raw.nice.map(|n| n.0),
         oom_score_adj: raw.oom_score_adj.map(|o| o.0),
         rlimits: raw.rlimits.map(|r| r.0).unwrap_or_default(),
@@ -88,21 +88,50 @@ fn who<'de, D: Deserializer<'de>>(d: D, expecting: &str) -> Result<Who, D::Error
     }
 }
 
-/// `umask = "027"` (octal digits) or an integer (`0o027`).
+/// `umask = "027"` (octal digits in a string), or a TOML integer, as read. Which integer was
+/// meant depends on how it was written (see [`umask_int`]), which only the config's text tells.
 #[derive(Debug, Clone, Copy)]
-pub(in crate::plan) struct Umask(pub u32);
+pub(in crate::plan) enum Umask {
+    Octal(u32),
+    Int(i64),
+}
 
 impl<'de> Deserialize<'de> for Umask {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match IntOrStr::deserialize(d)
             .map_err(|_| de::Error::custom("expected octal digits such as \"027\""))?
         {
-            IntOrStr::Int(n) => check_umask(n),
-            IntOrStr::Str(s) => parse_umask(&s),
+            IntOrStr::Int(n) => Ok(Umask::Int(n)),
+            IntOrStr::Str(s) => parse_umask(&s).map(Umask::Octal).map_err(de::Error::custom),
         }
-        .map(Umask)
-        .map_err(de::Error::custom)
     }
+}
+
+/// The umask of `umask = …`, `src` being the config's text.
+pub(in crate::plan) fn umask(raw: &toml::Spanned<Umask>, src: &str) -> Result<u32, String> {
+    match *raw.get_ref() {
+        Umask::Octal(m) => Ok(m),
+        Umask::Int(n) => umask_int(n, src.get(raw.span()).unwrap_or_default()),
+    }
+}
+
+/// A umask given as a TOML integer `n`, written as `written`. TOML reads `27` as decimal, the
+/// umask 0o033, where whoever wrote it meant 027 as chmod(1) and umask(1) read it: a decimal
+/// integer is refused (but 0, the same in any base), and an octal one (`0o027`) taken.
+pub(in crate::plan) fn umask_int(n: i64, written: &str) -> Result<u32, String> {
+    let written = written.trim();
+    if n == 0 || written.starts_with("0o") {
+        return check_umask(n);
+    }
+    let suggest = if parse_umask(written).is_ok() {
+        format!("{written:0>3}")
+    } else {
+        "027".to_owned()
+    };
+    Err(format!(
+        "{written} is a decimal number in TOML ({n:#o} as a umask); write the octal digits as a \
+         string: umask = \"{suggest}\""
+    ))
 }
 
 macro_rules! checked_int {

@@ -18,6 +18,27 @@ fn umasks() {
 }
 
 #[test]
+fn umask_integers_are_taken_only_when_written_in_octal() {
+    for (n, written, want) in [
+        (0o027, "0o027", Ok(0o027)),
+        (0o022, " 0o0_22 ", Ok(0o022)),
+        (0, "0", Ok(0)),
+        (0o1000, "0o1000", Err("at most 0o777")),
+        (27, "27", Err("27 is a decimal number in TOML (0o33 as a umask); write the octal digits as a string: umask = \"027\"")),
+        (22, "22", Err("umask = \"022\"")),
+        (777, "777", Err("umask = \"777\"")),
+        (18, "18", Err("umask = \"027\"")),
+        (23, "0x17", Err("0x17 is a decimal number")),
+    ] {
+        match (raw::umask_int(n, written), want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{written}"),
+            (Err(got), Err(want)) => assert!(got.contains(want), "{written}: {got}"),
+            (got, want) => panic!("{written}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
 fn rlimit_flags() {
     let r = parse_rlimit_flag("nofile=65536").expect("valid");
     assert_eq!(
@@ -166,6 +187,15 @@ fn config_errors_name_line_and_key() {
         (
             "umask = \"999\"\n",
             "s.toml:3: program.a.umask: invalid umask",
+        ),
+        (
+            "umask = true\n",
+            "s.toml:3: program.a.umask: expected octal digits such as \"027\"",
+        ),
+        (
+            "\numask = 27\n",
+            "s.toml:4: program.a.umask: 27 is a decimal number in TOML (0o33 as a umask); write \
+             the octal digits as a string: umask = \"027\"",
         ),
         (
             "nice = -21\n",
