@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use common::{example, pids_of_program, unique, wait_until, ProgramGuard, Sup};
 
-/// Open files one one-process instance costs the supervisor, and its own (see
-/// `plan::fd_budget`: a config that cannot all run is refused).
-const PER_INSTANCE: u64 = 10;
-const BASE: u64 = 32;
+/// Open files one one-process instance costs the supervisor, and its own with what clients and
+/// a notify datagram may hold (see `plan::fd_budget`: a config that cannot all run is refused).
+const PER_INSTANCE: u64 = supervisor::plan::FDS_PER_INSTANCE;
+const BASE: u64 =
+    supervisor::plan::FDS_BASE + supervisor::plan::FDS_CLIENTS + supervisor::plan::FDS_NOTIFY;
 
 #[test]
 fn term_during_a_mass_start_stops_starting() {
