@@ -11,7 +11,8 @@
 //!
 //! Stopping: a worker that gets TERM (or INT) finishes the request it is answering, stops
 //! accepting and exits 0: what a graceful worker does. The master on TERM passes it on to its
-//! workers, waits for them and exits 0. Every process ignores SIGPIPE (a client that left).
+//! workers, waits for them and exits 0; a worker whose master died gets TERM (its death
+//! signal). Every process ignores SIGPIPE (a client that left).
 
 use std::hint::black_box;
 use std::io::{self, Read, Write};
@@ -48,6 +49,14 @@ struct Args {
     /// MiB a second the leaking worker keeps.
     #[arg(long, value_name = "MIB", default_value_t = 10)]
     leak_rate: usize,
+
+    /// Bind with SO_REUSEPORT, so several masters (replicas) share the port.
+    #[arg(long)]
+    reuse_port: bool,
+
+    /// Milliseconds to wait before binding (a server that takes its time to start).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    listen_after: u64,
 }
 
 /// Set by TERM or INT.
@@ -81,7 +90,8 @@ fn say(line: std::fmt::Arguments<'_>) {
 fn main() {
     let args = Args::parse();
     handle_signals();
-    let listener = TcpListener::bind(("127.0.0.1", args.port)).unwrap_or_else(|e| {
+    std::thread::sleep(Duration::from_millis(args.listen_after));
+    let listener = bind(args.port, args.reuse_port).unwrap_or_else(|e| {
         eprintln!("prefork: bind: {e}");
         std::process::exit(2);
     });
@@ -132,9 +142,62 @@ fn main() {
     }
 }
 
+/// A listener on 127.0.0.1:`port`, with `SO_REUSEPORT` if asked (set before `bind`, which std's
+/// `TcpListener::bind` cannot do).
+fn bind(port: u16, reuse_port: bool) -> io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: socket(2) returns a new fd or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for (on, opt) in [(true, libc::SO_REUSEADDR), (reuse_port, libc::SO_REUSEPORT)] {
+        // SAFETY: setsockopt with a valid fd and a c_int option value of its size.
+        if on
+            && unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const one).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: bind and listen with a valid fd and a sockaddr_in of its size.
+    let ok = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) == 0
+            && libc::listen(fd.as_raw_fd(), 128) == 0
+    };
+    if !ok {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpListener::from(fd))
+}
+
 /// Forks worker `index`; the master gets its pid.
 fn spawn(listener: &TcpListener, index: u32, args: &Args) -> libc::pid_t {
     let _ = io::stdout().flush();
+    // SAFETY: getpid has no preconditions.
+    let master = unsafe { libc::getpid() };
     // SAFETY: this program never starts a thread, so the child is a copy of a single-threaded
     // process and may run ordinary Rust code.
     match unsafe { libc::fork() } {
@@ -143,6 +206,14 @@ fn spawn(listener: &TcpListener, index: u32, args: &Args) -> libc::pid_t {
             std::process::exit(1);
         }
         0 => {
+            // A worker whose master died (SIGKILLed, say) goes too, as gunicorn's do.
+            // SAFETY: prctl with constant arguments; getppid has no preconditions.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+                if libc::getppid() != master {
+                    std::process::exit(0);
+                }
+            }
             worker(listener, index, args);
             std::process::exit(0);
         }

@@ -159,3 +159,144 @@ fn a_failing_health_check_restarts_with_reason_unhealthy() {
     let stdout = std::fs::read_to_string(sup.path("stdout")).expect("stdout");
     assert!(stdout.contains("probe_target ill"), "{stdout}");
 }
+
+/// Starts `prefork --reuse-port` on `port` outside any supervisor (a sibling holding the port).
+fn sibling(port: u16) -> std::process::Child {
+    let child = std::process::Command::new(example("prefork"))
+        .args([
+            "--workers",
+            "1",
+            "--reuse-port",
+            "--port",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the sibling");
+    let listening = wait_until(LONG, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(listening, "the sibling never listened");
+    child
+}
+
+/// With SO_REUSEPORT another process listens on the port already: a tcp check passes at once
+/// (the sibling answers), while `listen` waits until the instance's own tree listens.
+#[test]
+fn listen_readiness_belongs_to_the_instance_not_to_a_sibling_on_its_port() {
+    let port = free_port();
+    let mut other = sibling(port);
+    for (rule, by, lies) in [
+        (format!("listen:{port}"), "listen", false),
+        (format!("tcp://127.0.0.1:{port}"), "tcp", true),
+    ] {
+        let (sup, _name, _guard) = run_example_ctl(
+            "listenready",
+            &["--ready", &rule],
+            "prefork",
+            &[
+                "--workers",
+                "1",
+                "--reuse-port",
+                "--port",
+                &port.to_string(),
+                "--listen-after",
+                "2000",
+            ],
+        );
+        let started = Instant::now();
+        let e = sup.wait_event("ready", LONG);
+        assert_eq!(e["by"], by, "{}", sup.dump());
+        let at = started.elapsed();
+        if lies {
+            assert!(
+                at < Duration::from_millis(1500),
+                "the sibling answered the tcp check, but it was ready only after {at:?}"
+            );
+        } else {
+            let stdout = std::fs::read_to_string(sup.path("stdout")).expect("stdout");
+            assert!(
+                stdout.contains("prefork master"),
+                "ready before its own tree listened\n{}",
+                sup.dump()
+            );
+        }
+    }
+    // TERM: the master stops its worker too.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(i32::try_from(other.id()).unwrap_or(0), libc::SIGTERM) };
+    let _ = other.wait();
+}
+
+/// Answered, refused and otherwise failed requests to 127.0.0.1:`port`, a new connection each,
+/// until `stop`.
+fn load(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u64, u64) {
+    use std::io::{Read, Write};
+    let (mut ok, mut refused, mut other) = (0, 0, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+            Err(_) => other += 1,
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut text = String::new();
+                let answered = s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                    && s.read_to_string(&mut text).is_ok()
+                    && text.starts_with("HTTP/1.0 200");
+                if answered {
+                    ok += 1;
+                } else {
+                    other += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (ok, refused, other)
+}
+
+/// Two replicas sharing a port (SO_REUSEPORT), each slow to listen: a rolling restart that
+/// waits for each replacement by `listen` never leaves the port without a listener.
+#[test]
+fn a_rolling_restart_by_listen_readiness_refuses_no_connection() {
+    let port = free_port();
+    let rule = format!("listen:{port}");
+    let (sup, name, _guard) = run_example_ctl(
+        "listenroll",
+        &["--replicas", "2", "--ready", &rule],
+        "prefork",
+        &[
+            "--workers",
+            "2",
+            "--reuse-port",
+            "--port",
+            &port.to_string(),
+            "--listen-after",
+            "700",
+        ],
+    );
+    sup.wait_socket(LONG);
+    assert!(wait_until(LONG, || status_json(&sup.socket())
+        .iter()
+        .filter(|w| w["ready"] == true)
+        .count()
+        == 2));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, refused, other) = std::thread::scope(|scope| {
+        let l = scope.spawn(|| load(port, &stop));
+        for _ in 0..2 {
+            let (ok, text) = common::ctl(&sup.socket(), &["restart", &name, "--wait"]);
+            assert!(ok, "{text}\n{}", sup.dump());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        l.join().expect("load")
+    });
+    assert!(ok > 50, "only {ok} answered");
+    assert_eq!(
+        refused,
+        0,
+        "{refused} refused ({other} otherwise failed) of {}",
+        ok + refused + other
+    );
+}

@@ -48,6 +48,8 @@ pub async fn run(
             cancellable(&mut cancel, http(host, *port, path, timeout)).await
         }
         Check::Exec(argv) => exec::exec(argv, timeout, env, &mut cancel).await,
+        // Judged against the worker's own tree, where its pids are known (`worker::ready`).
+        Check::Listen { port } => Err(format!("listen:{port} is judged with the worker's tree")),
     }
 }
 

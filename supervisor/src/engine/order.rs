@@ -12,6 +12,9 @@ use crate::worker::{Command, Up};
 impl Engine {
     /// Starts every instance of `spec` now, or once what it starts after is up.
     pub(super) fn start_program(&mut self, spec: Rc<ProgramSpec>) {
+        if let Some(warning) = shared_port_check(&spec) {
+            tracing::warn!(program = %spec.name, "{warning}");
+        }
         if self.blocked_by(&spec).is_none() {
             for i in 0..spec.replicas {
                 self.start(&spec, i);
@@ -117,4 +120,27 @@ impl Engine {
             let _ = s.cmds.send(cmd);
         }
     }
+}
+
+/// A warning for replicas that all check readiness by connecting to one port: if they share it
+/// (`SO_REUSEPORT`), any listening sibling answers for an instance that is not listening yet.
+fn shared_port_check(spec: &ProgramSpec) -> Option<String> {
+    use crate::plan::{Check, ReadyHow};
+    if spec.replicas < 2 {
+        return None;
+    }
+    let (what, port) = match spec.ready.as_ref().map(|r| &r.how) {
+        Some(ReadyHow::Check(Check::Tcp { host, port })) => (format!("tcp://{host}:{port}"), port),
+        Some(ReadyHow::Check(Check::Http { host, port, .. })) => {
+            (format!("http://{host}:{port}"), port)
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "{} replicas check readiness on the same {what}: if they share the port \
+         (SO_REUSEPORT), a sibling answers for an instance that is not listening yet; \
+         use ready = {{ listen = {port} }} (--ready listen:{port}) to ask whether the instance's \
+         own tree listens",
+        spec.replicas
+    ))
 }

@@ -16,8 +16,12 @@ pub enum Check {
         port: u16,
         path: String,
     },
-    /// The command exits 0 (run without a shell, killed with its process group on timeout).
+    /// The command exits 0 (run without a shell, tracked as a tree, nothing of it left after
+    /// its try).
     Exec(Vec<String>),
+    /// A process of the instance's own tree holds a TCP socket listening on `port` (any
+    /// address): with `SO_REUSEPORT` a sibling on the same port cannot answer for it.
+    Listen { port: u16 },
 }
 
 /// How a worker says it is ready.
@@ -79,11 +83,31 @@ pub(super) struct RawReady {
     #[serde(default)]
     exec: Option<Vec<String>>,
     #[serde(default)]
+    listen: Option<Port>,
+    #[serde(default)]
     pub every: Option<super::config::Dur>,
     #[serde(default)]
     pub timeout: Option<super::config::Dur>,
     #[serde(default)]
     pub start_timeout: Option<super::config::Dur>,
+}
+
+/// A TCP port, 1 to 65535.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Port(u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a port number such as 8080"))?;
+        u16::try_from(n)
+            .ok()
+            .filter(|&p| p != 0)
+            .map(Port)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("must be a port from 1 to 65535, got {n}"))
+            })
+    }
 }
 
 /// The raw `[program.NAME.health]` table.
@@ -96,6 +120,8 @@ pub(super) struct RawHealth {
     http: Option<String>,
     #[serde(default)]
     exec: Option<Vec<String>>,
+    #[serde(default)]
+    listen: Option<Port>,
     #[serde(default)]
     pub every: Option<super::config::Dur>,
     #[serde(default)]
@@ -110,14 +136,26 @@ struct RawCheck {
     tcp: Option<String>,
     http: Option<String>,
     exec: Option<Vec<String>>,
+    listen: Option<Port>,
 }
 
 impl RawCheck {
     /// The one check given, if any; `Err((subkey, message))`.
     fn check(self) -> Result<Option<Check>, (String, String)> {
-        let given = [self.tcp.is_some(), self.http.is_some(), self.exec.is_some()];
+        let given = [
+            self.tcp.is_some(),
+            self.http.is_some(),
+            self.exec.is_some(),
+            self.listen.is_some(),
+        ];
         if given.iter().filter(|&&g| g).count() > 1 {
-            return Err((String::new(), "give one of `tcp`, `http` or `exec`".into()));
+            return Err((
+                String::new(),
+                "give one of `tcp`, `http`, `exec` or `listen`".into(),
+            ));
+        }
+        if let Some(Port(port)) = self.listen {
+            return Ok(Some(Check::Listen { port }));
         }
         if let Some(t) = self.tcp {
             let (host, port) = host_port(&t).map_err(|m| ("tcp".to_owned(), m))?;
@@ -146,6 +184,7 @@ impl RawReady {
             tcp: self.tcp,
             http: self.http,
             exec: self.exec,
+            listen: self.listen,
         }
         .check()?;
         let notify = self.notify == Some(true);
@@ -156,13 +195,13 @@ impl RawReady {
             (false, None, None) => {
                 return Err((
                     String::new(),
-                    "needs one of `notify = true`, `fd`, `tcp`, `http` or `exec`".into(),
+                    "needs one of `notify = true`, `fd`, `tcp`, `http`, `exec` or `listen`".into(),
                 ))
             }
             _ => {
                 return Err((
                     String::new(),
-                    "give one of `notify`, `fd`, `tcp`, `http` or `exec`".into(),
+                    "give one of `notify`, `fd`, `tcp`, `http`, `exec` or `listen`".into(),
                 ))
             }
         };
@@ -188,10 +227,14 @@ impl RawHealth {
             tcp: self.tcp,
             http: self.http,
             exec: self.exec,
+            listen: self.listen,
         }
         .check()?;
         let Some(check) = check else {
-            return Err((String::new(), "needs one of `tcp`, `http` or `exec`".into()));
+            return Err((
+                String::new(),
+                "needs one of `tcp`, `http`, `exec` or `listen`".into(),
+            ));
         };
         check_timing(every, timeout)?;
         Ok(HealthSpec {
@@ -268,8 +311,8 @@ fn parse_http(url: &str) -> Result<Check, String> {
     })
 }
 
-/// The `--ready` flag: `notify`, `fd:N`, `tcp://HOST:PORT`, `http://HOST:PORT/PATH` or
-/// `exec:CMD ARGS…` (split on white space, no quoting).
+/// The `--ready` flag: `notify`, `fd:N`, `listen:PORT`, `tcp://HOST:PORT`,
+/// `http://HOST:PORT/PATH` or `exec:CMD ARGS…` (split on white space, no quoting).
 pub fn parse_ready_flag(s: &str) -> Result<ReadyHow, String> {
     let t = s.trim();
     if t == "notify" {
@@ -283,14 +326,24 @@ pub fn parse_ready_flag(s: &str) -> Result<ReadyHow, String> {
     }
     parse_check_flag(t).map(ReadyHow::Check).map_err(|_| {
         format!(
-            "invalid readiness {s:?}; use notify, fd:N, tcp://HOST:PORT, http://HOST:PORT/PATH or exec:CMD"
+            "invalid readiness {s:?}; use notify, fd:N, listen:PORT, tcp://HOST:PORT, \
+             http://HOST:PORT/PATH or exec:CMD"
         )
     })
 }
 
-/// The `--health` flag: `tcp://HOST:PORT`, `http://HOST:PORT/PATH` or `exec:CMD ARGS…`.
+/// The `--health` flag: `listen:PORT`, `tcp://HOST:PORT`, `http://HOST:PORT/PATH` or
+/// `exec:CMD ARGS…`.
 pub fn parse_check_flag(s: &str) -> Result<Check, String> {
     let t = s.trim();
+    if let Some(p) = t.strip_prefix("listen:") {
+        return p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .map(|port| Check::Listen { port })
+            .ok_or_else(|| format!("{s:?}: listen: needs a port from 1 to 65535"));
+    }
     if let Some(hp) = t.strip_prefix("tcp://") {
         let (host, port) = host_port(hp)?;
         return Ok(Check::Tcp { host, port });
@@ -306,7 +359,7 @@ pub fn parse_check_flag(s: &str) -> Result<Check, String> {
         return Ok(Check::Exec(argv));
     }
     Err(format!(
-        "invalid check {s:?}; use tcp://HOST:PORT, http://HOST:PORT/PATH or exec:CMD"
+        "invalid check {s:?}; use listen:PORT, tcp://HOST:PORT, http://HOST:PORT/PATH or exec:CMD"
     ))
 }
 

@@ -50,6 +50,11 @@ pub(super) struct Checks {
     next_health: Option<Instant>,
     start_deadline: Option<Instant>,
     failures: u32,
+    /// Readiness tries so far: the first comes at once, the next ones quickly, backing off to
+    /// `every` (see [`retry_after`]).
+    ready_tries: u32,
+    /// The listeners-only socket dump of a `listen` rule, kept open.
+    listeners: Option<crate::net::diag::Dumper>,
     /// The checks under way (readiness, health): dropping one's sender cancels it.
     in_flight: [Option<oneshot::Sender<()>>; 2],
     results: (
@@ -93,6 +98,8 @@ impl Checks {
             fd,
             next_ready,
             failures: 0,
+            ready_tries: 0,
+            listeners: None,
             in_flight: [None, None],
             results: mpsc::unbounded_channel(),
             env,
@@ -155,7 +162,9 @@ impl Checks {
                 }
                 () = sleep_until_opt(ready_due) => {
                     if let Some(r) = &self.ready {
-                        self.next_ready = Some(Instant::now() + r.every);
+                        self.next_ready =
+                            Some(Instant::now() + retry_after(self.ready_tries, r.every));
+                        self.ready_tries = self.ready_tries.saturating_add(1);
                         if let ReadyHow::Check(c) = &r.how {
                             let (c, t) = (c.clone(), r.timeout);
                             self.launch(Which::Ready, c, t);
@@ -177,6 +186,12 @@ impl Checks {
     /// what its command left before it ends.
     fn launch(&mut self, which: Which, check: Check, timeout: Duration) {
         let tx = self.results.0.clone();
+        if let Check::Listen { port } = check {
+            // A look at the kernel's listeners and the tree's fds: no task, no wait.
+            let result = self.listens(port);
+            let _ = tx.send((which, result));
+            return;
+        }
         let env = self.env.clone();
         let (cancel, cancelled) = oneshot::channel();
         tokio::task::spawn_local(async move {
@@ -194,6 +209,7 @@ impl Checks {
                 let by = match self.ready.as_ref().map(|r| &r.how) {
                     Some(ReadyHow::Check(Check::Tcp { .. })) => "tcp",
                     Some(ReadyHow::Check(Check::Http { .. })) => "http",
+                    Some(ReadyHow::Check(Check::Listen { .. })) => "listen",
                     _ => "exec",
                 };
                 Some(Verdict::Ready(by))
@@ -214,6 +230,40 @@ impl Checks {
         }
     }
 }
+
+impl Checks {
+    /// Whether a process of this instance's tree (its root, and the members its last sample
+    /// found) holds a TCP socket listening on `port`.
+    fn listens(&mut self, port: u16) -> Result<(), String> {
+        let dumper = self
+            .listeners
+            .get_or_insert_with(crate::net::diag::Dumper::listeners);
+        let inodes = crate::net::listen::listening_inodes(dumper, port)
+            .map_err(|e| format!("cannot list the listeners: {e}"))?;
+        let mut pids: Vec<i32> = self.shared.pid.get().into_iter().collect();
+        pids.extend(self.shared.members.borrow().iter().copied());
+        if crate::net::listen::holds_any(&pids, &inodes) {
+            Ok(())
+        } else if inodes.is_empty() {
+            Err(format!("nothing listens on port {port}"))
+        } else {
+            Err(format!(
+                "port {port} has listeners, none of them this instance's"
+            ))
+        }
+    }
+}
+
+/// The wait before readiness try `tries + 1`: 25 ms, doubling with each try, at most `every`.
+/// A server listening within milliseconds is seen ready within milliseconds, and a chain of
+/// programs that start `after` each other does not wait a full period per link.
+#[must_use]
+fn retry_after(tries: u32, every: Duration) -> Duration {
+    FIRST_RETRY.saturating_mul(1u32 << tries.min(16)).min(every)
+}
+
+/// The first wait between readiness tries.
+const FIRST_RETRY: Duration = Duration::from_millis(25);
 
 /// Reads what is there: `Ok(true)` once a newline came, `Err` at end of file or on an error.
 async fn readable(fd: Option<&AsyncFd<OwnedFd>>) -> Result<bool, ()> {
@@ -238,5 +288,22 @@ async fn readable(fd: Option<&AsyncFd<OwnedFd>>) -> Result<bool, ()> {
                 Err(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_tries_back_off_to_every() {
+        let every = Duration::from_secs(1);
+        let waits: Vec<u128> = (0..8).map(|k| retry_after(k, every).as_millis()).collect();
+        assert_eq!(waits, [25, 50, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(retry_after(u32::MAX, every), every);
+        assert_eq!(
+            retry_after(0, Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
     }
 }
