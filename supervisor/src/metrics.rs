@@ -521,14 +521,18 @@ pub fn render_all(workers: &[WorkerStatus], sup: &SupervisorStatus, format: Form
         Unit::Seconds,
         f.heartbeat_age.clone(),
     );
+    // Not `worker_sdk_counter` and `worker_sdk_gauge`: the linters (promtool, client_golang's
+    // promlint) refuse a family whose name carries its type, as `_counter_total` and `_gauge`
+    // did. One base with a suffix per kind keeps the two families apart in OpenMetrics, where a
+    // counter's family name has no `_total`.
     reg.register(
-        "worker_sdk_counter",
+        "worker_sdk",
         "named counters the worker publishes through the SDK",
         f.sdk_counter.clone(),
     );
     gauge(
         &mut reg,
-        "worker_sdk_gauge",
+        "worker_sdk_value",
         "named gauges the worker publishes through the SDK",
         &f.sdk_gauge,
     );
