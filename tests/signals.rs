@@ -182,6 +182,33 @@ fn other_signals_are_forwarded_and_never_end_the_supervisor() {
     assert_eq!(sup.of("started").len(), 1, "{}", sup.dump());
 }
 
+/// A worker that keeps the default action of the realtime signals, which kills, dies
+/// of the one forwarded to it, and its end is seen: the reaper once lost every status whose
+/// signal nix's `Signal` does not name, and supervise then waited for that worker forever.
+#[test]
+fn a_worker_killed_by_a_realtime_signal_is_seen_to_end() {
+    let rt = libc::SIGRTMIN() + 2;
+    for signal in [rt] {
+        let (mut sup, _name, _guard) =
+            run_example("rtkill", &["--restart", "never"], "leaky", &["--rate", "0"]);
+        sup.wait_event("started", LONG);
+        sup.signal(signal);
+        let status = sup.wait_exit(LONG);
+        assert_eq!(
+            status.code(),
+            Some(128 + signal),
+            "{status:?}\n{}",
+            sup.dump()
+        );
+        let exited = sup.of("exited");
+        assert!(
+            exited.len() == 1 && exited[0]["signal"] == signal,
+            "{}",
+            sup.dump()
+        );
+    }
+}
+
 #[test]
 fn terminal_stop_signals_do_not_suspend_the_supervisor() {
     let (sup, _name, _guard, root) = recorder("tstp", &[], &[]);
