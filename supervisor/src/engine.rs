@@ -122,6 +122,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
     let engine_alerter = alerter.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Its blocking pool (a check's name lookup) is threads of ours too.
+        .on_thread_start(signals::block_in_thread)
         .build()?;
     let local = tokio::task::LocalSet::new();
     let sample_every = plan.sample_every;
