@@ -103,7 +103,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves the listener until the runtime ends.
 pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<Call>, health: Rc<Health>) {
-    let conns = Connections::new(MAX_CONNECTIONS);
+    let conns = Connections::new(MAX_CONNECTIONS, 0);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of fds or similar: do not spin on the error.
@@ -111,7 +111,8 @@ pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<Call>, he
             continue;
         };
         let (calls, health) = (calls.clone(), health.clone());
-        conns.spawn(move |conn| async move {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        conns.spawn(fd, move |conn| async move {
             let _ =
                 tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &calls, &health, &conn))
                     .await;
