@@ -18,7 +18,7 @@
 //! then their action is the default, which kills: `kill -32` once ended supervise at once
 //! (exit 160). supervise never cancels a thread and changes credentials only in a forked child
 //! before `exec`, so neither of glibc's uses is lost. Through the system calls themselves
-//! ([`kernel`]), 32 and 33 are:
+//! (`signals/kernel.rs`), 32 and 33 are:
 //! - blocked in every thread and read from the signalfd with the others. The main thread blocks
 //!   them in [`block`] before any other thread starts, but after glibc's first `pthread_create`,
 //!   which unblocks them in its caller; each later `pthread_create` gives the new thread its
