@@ -416,9 +416,15 @@ fn call_once(path: &Path, request: &Request, limit: Duration) -> io::Result<Resp
     stream.set_read_timeout(Some(limit))?;
     let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    // A supervisor at its connection cap may have closed this one already, with a `busy`
+    // answer left to read: a failed write is only the error when there is no answer.
+    let wrote = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer)?;
+    let read = BufReader::new(stream).read_line(&mut answer);
+    match (wrote, read) {
+        (Err(e), Ok(0) | Err(_)) | (Ok(()), Err(e)) => return Err(e),
+        _ => {}
+    }
     serde_json::from_str(&answer)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
 }
