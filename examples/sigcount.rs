@@ -2,13 +2,16 @@
 //!
 //! Every process of its tree catches every signal it can (1 to SIGRTMAX, except KILL and STOP,
 //! which cannot be caught, CHLD, which the root needs for its children, SEGV, BUS, FPE, ILL and
-//! TRAP, which only faults raise, and PIPE; 32 and 33 are glibc's own) with a handler installed
-//! by sigaction with SA_RESTART. The handler only writes the signal number, one byte, to the
-//! process's self-pipe (async-signal-safe, never blocking: the write end is non-blocking). The
-//! process's main loop reads the pipe and appends one line per signal to the `--log` file,
+//! TRAP, which only faults raise, and PIPE) with a handler installed by sigaction with
+//! SA_RESTART. The handler only writes the signal number, one byte, to the process's self-pipe
+//! (async-signal-safe, never blocking: the write end is non-blocking). Signals 32 and 33, which
+//! glibc keeps for itself (SIGCANCEL, SIGSETXID) and whose sigaction and sigaddset refuse them,
+//! are blocked with the raw rt_sigprocmask system call and read from a signalfd instead. The
+//! process's main loop reads both and appends one line per signal to the `--log` file,
 //! `<pid> <role> <SIGNAME>`: role `root`, `child` or `escaped`; names without `SIG`, as `kill -l`
-//! spells them (`TERM`, `USR1`, `WINCH`, `RTMIN`, `RTMIN+3`, `RTMAX-2`, `RTMAX`). The file is
-//! opened with O_APPEND and each line is one write(2), so the processes' lines never interleave.
+//! spells them (`TERM`, `USR1`, `WINCH`, `RTMIN`, `RTMIN+3`, `RTMAX-2`, `RTMAX`; `32` and `33`
+//! by number). The file is opened with O_APPEND and each line is one write(2), so the processes'
+//! lines never interleave.
 //!
 //! The root sets everything up with the handled signals blocked, so nothing arrives before the
 //! process that gets it owns its pipe: it installs the handlers, forks `--children` children
@@ -139,6 +142,78 @@ extern "C" fn record(signal: libc::c_int) {
     unsafe { *libc::__errno_location() = errno };
 }
 
+/// The signals glibc keeps for itself (SIGCANCEL and SIGSETXID), which its sigaction refuses.
+const RESERVED: [libc::c_int; 2] = [32, 33];
+
+/// [`RESERVED`] as the kernel takes a signal set (bit N-1 for signal N; 64 signals on every
+/// architecture but MIPS): glibc's sigaddset refuses them.
+fn reserved_set() -> u64 {
+    RESERVED.iter().fold(0, |set, &s| set | 1 << (s - 1))
+}
+
+/// Blocks [`RESERVED`] with the system call itself (glibc's sigprocmask leaves them out). The
+/// process has a single thread, so the process mask is that thread's mask.
+fn block_reserved() {
+    let set = reserved_set();
+    // SAFETY: rt_sigprocmask reads one kernel signal set of the size given from a local; a null
+    // old-set pointer is allowed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            ptr::from_ref(&set),
+            ptr::null_mut::<u64>(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if r == -1 {
+        fail("rt_sigprocmask", io::Error::last_os_error());
+    }
+}
+
+/// A non-blocking signalfd for [`RESERVED`] (blocked first), reading this process's own.
+fn reserved_fd() -> OwnedFd {
+    let set = reserved_set();
+    // SAFETY: signalfd4 creates a new fd from a kernel signal set of the size given, read from
+    // a local, or returns -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            ptr::from_ref(&set),
+            std::mem::size_of::<u64>(),
+            libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
+        )
+    };
+    let Ok(fd) = libc::c_int::try_from(fd) else {
+        fail("signalfd", io::Error::last_os_error());
+    };
+    if fd < 0 {
+        fail("signalfd", io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The signal numbers queued on a non-blocking signalfd, until it has none left.
+fn drain_signalfd(fd: &OwnedFd) -> Vec<libc::c_int> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain data; zeroes are a valid value.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: read into one signalfd_siginfo we own, at most its size.
+        let n = unsafe { libc::read(fd.as_raw_fd(), ptr::from_mut(&mut info).cast(), size) };
+        if usize::try_from(n).ok() != Some(size) {
+            if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return out;
+        }
+        out.extend(libc::c_int::try_from(info.ssi_signo).ok());
+    }
+}
+
 /// A set of the given signals.
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: a zeroed sigset_t is then initialised by sigemptyset before any other use.
@@ -228,20 +303,23 @@ fn main() {
     let set = sigset(&signals);
     // Nothing is delivered until the process that gets it has a pipe of its own.
     mask(libc::SIG_BLOCK, &set);
+    // Blocked for good (every member inherits it): they are read from each one's signalfd.
+    block_reserved();
+    let reserved = reserved_fd();
     let (pipe_read, pipe_write) = self_pipe();
     install(&signals);
     let (ready_read, ready_write) = pipe(0);
 
     for _ in 0..args.children {
         if fork() == 0 {
-            drop((pipe_read, pipe_write, ready_read));
+            drop((pipe_read, pipe_write, ready_read, reserved));
             member("child", log, ready_write, &set, &args);
         }
     }
     for _ in 0..args.escaped {
         let middle = fork();
         if middle == 0 {
-            drop((pipe_read, pipe_write, ready_read));
+            drop((pipe_read, pipe_write, ready_read, reserved));
             if fork() == 0 {
                 // SAFETY: setsid has no memory-safety preconditions. It cannot fail here (EPERM
                 // is for process group leaders, and this fresh process is not one).
@@ -282,21 +360,30 @@ fn main() {
         fail("cannot write to stdout", err);
     }
     drop(out);
-    serve("root", &log, &pipe_read, &args, true);
+    serve("root", &log, &pipe_read, &reserved, &args, true);
 }
 
 /// A forked member: its own self-pipe, then the signals unblocked, then ready.
 fn member(role: &str, log: File, ready_write: OwnedFd, set: &libc::sigset_t, args: &Args) -> ! {
     let (pipe_read, _pipe_write) = self_pipe();
+    let reserved = reserved_fd();
     mask(libc::SIG_UNBLOCK, set);
     if let Err(err) = File::from(ready_write).write_all(&[1]) {
         fail("reporting ready", err);
     }
-    serve(role, &log, &pipe_read, args, false)
+    serve(role, &log, &pipe_read, &reserved, args, false)
 }
 
-/// Reads the self-pipe and logs each signal; dies of the first stop signal after the linger.
-fn serve(role: &str, mut log: &File, pipe_read: &OwnedFd, args: &Args, root: bool) -> ! {
+/// Reads the self-pipe and the signalfd and logs each signal; dies of the first stop signal
+/// after the linger.
+fn serve(
+    role: &str,
+    mut log: &File,
+    pipe_read: &OwnedFd,
+    reserved: &OwnedFd,
+    args: &Args,
+    root: bool,
+) -> ! {
     let pid = process::id();
     let mut dying: Option<(Instant, libc::c_int)> = None;
     let mut buf = [0u8; 256];
@@ -309,13 +396,14 @@ fn serve(role: &str, mut log: &File, pipe_read: &OwnedFd, args: &Args, root: boo
             None if root => REAP_EVERY_MS,
             None => -1,
         };
-        let mut pfd = libc::pollfd {
-            fd: pipe_read.as_raw_fd(),
+        let mut pfds = [pipe_read, reserved].map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd. EINTR (poll is never restarted) just goes round again.
-        unsafe { libc::poll(&mut pfd, 1, timeout) };
+        });
+        // SAFETY: two valid pollfds. EINTR (poll is never restarted) just goes round again.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout) };
+        let mut got = drain_signalfd(reserved);
         loop {
             // SAFETY: read into a buffer we own, at most its length.
             let n =
@@ -330,16 +418,16 @@ fn serve(role: &str, mut log: &File, pipe_read: &OwnedFd, args: &Args, root: boo
             if n == 0 {
                 break;
             }
-            for &byte in &buf[..n] {
-                let signal = libc::c_int::from(byte);
-                let line = format!("{pid} {role} {}\n", name(signal));
-                if let Err(err) = log.write_all(line.as_bytes()) {
-                    fail("writing the log", err);
-                }
-                let stop = matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT);
-                if stop && !args.ignore_stop && dying.is_none() {
-                    dying = Some((Instant::now() + Duration::from_millis(args.linger), signal));
-                }
+            got.extend(buf[..n].iter().map(|&b| libc::c_int::from(b)));
+        }
+        for signal in got {
+            let line = format!("{pid} {role} {}\n", name(signal));
+            if let Err(err) = log.write_all(line.as_bytes()) {
+                fail("writing the log", err);
+            }
+            let stop = matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT);
+            if stop && !args.ignore_stop && dying.is_none() {
+                dying = Some((Instant::now() + Duration::from_millis(args.linger), signal));
             }
         }
         if root {

@@ -1,6 +1,7 @@
 //! In single-command mode the worker's exit status becomes the supervisor's (128+N for signal N),
-//! whether the run ends by itself, by a signal to the supervisor or by going fatal; config mode
-//! exits 1 on fatal.
+//! whether the run ends by itself, by a signal to the supervisor or by going fatal (that of its
+//! last incarnation, after an operator's stop and start); config mode exits 1 on fatal, and when
+//! it ends by itself with an instance whose last exit was a failure.
 
 mod common;
 
@@ -93,4 +94,57 @@ fn a_fatal_program_in_config_mode_exits_1() {
     let status = sup.wait_exit(Duration::from_secs(20));
     assert_eq!(sup.of("fatal").len(), 1, "{}", sup.dump());
     assert_eq!(status.code(), Some(1), "{}", sup.dump());
+}
+
+#[test]
+fn after_an_operator_stop_and_start_a_term_still_exits_143() {
+    // Single-command mode: the status is the program's last one, not 1 for the incarnation the
+    // operator's stop ended earlier.
+    let (mut sup, name, _guard) =
+        common::run_example_ctl("stopstart", &[], "crasher", &["--after", "100000"]);
+    sup.wait_stdout("crasher pid=", 1, Duration::from_secs(10));
+    let socket = sup.socket();
+    for action in ["stop", "start"] {
+        let (ok, text) = common::ctl(&socket, &[action, &name, "--wait"]);
+        assert!(ok, "{action}: {text}");
+    }
+    sup.wait_stdout("crasher pid=", 2, Duration::from_secs(10));
+    sup.signal(libc::SIGTERM);
+    let status = sup.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(143), "{}", sup.dump());
+}
+
+/// Config mode, every program run once (`restart = "never"`): the run ends by itself, and its
+/// code says whether every instance's last exit was a success.
+fn config_run(codes: &[&str]) -> (Option<i32>, Sup) {
+    let names: Vec<String> = codes.iter().map(|_| unique("cfgonce")).collect();
+    let _guards: Vec<_> = names.iter().map(|n| ProgramGuard(n.clone())).collect();
+    let crasher = example("crasher");
+    let config: String = names
+        .iter()
+        .zip(codes)
+        .map(|(name, code)| {
+            format!(
+                "[program.{name}]\ncommand = [\"{crasher}\", \"--code\", \"{code}\", \"--after\", \"50\"]\n\
+                 restart = \"never\"\n"
+            )
+        })
+        .collect();
+    let mut sup = Sup::with_config(&config);
+    let code = sup.wait_exit(Duration::from_secs(20)).code();
+    (code, sup)
+}
+
+#[test]
+fn config_mode_exits_1_when_a_program_ended_in_failure() {
+    for (codes, want) in [
+        (&["3", "4"][..], 1),
+        (&["0", "5"], 1),
+        (&["0", "0"], 0),
+        (&["9"], 1),
+    ] {
+        let (got, sup) = config_run(codes);
+        assert_eq!(got, Some(want), "{codes:?}\n{}", sup.dump());
+        assert!(sup.of("fatal").is_empty(), "{}", sup.dump());
+    }
 }

@@ -420,3 +420,56 @@ fn ctl_output_lines(socket: &Path, args: &[&str]) -> (bool, Vec<String>, Vec<Str
     let lines = |s: &str| s.lines().map(str::to_owned).collect::<Vec<_>>();
     (code == Some(0), lines(&out), lines(&err))
 }
+
+/// CPU time (user and system, clock ticks) the process `pid` has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let (_, rest) = stat.rsplit_once(')').expect("comm");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the state.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Over `window`: the lines a flooding worker wrote (its counter, through `logs -n 1`) and the
+/// supervisor's CPU ticks per thousand of them.
+fn rate_and_cost(sup: &Sup, name: &str, window: Duration) -> (u64, f64) {
+    let socket = sup.socket();
+    let (before, cpu) = (newest(&socket, name).expect("a line"), cpu_ticks(sup.pid()));
+    std::thread::sleep(window);
+    let (after, cpu_after) = (newest(&socket, name).expect("a line"), cpu_ticks(sup.pid()));
+    let lines = after.saturating_sub(before);
+    (
+        lines,
+        (cpu_after - cpu) as f64 * 1000.0 / lines.max(1) as f64,
+    )
+}
+
+/// Followers that never read cost nothing once their queues are full: they are left out of the
+/// worker's lines until they read again (and are then told how many they missed). 33 of them
+/// once halved a flooding worker's rate, every line still offered to each. What the supervisor
+/// spends per line is compared (its CPU time over the lines read), not the rate itself, which
+/// the load of the machine moves as much.
+#[test]
+fn followers_that_never_read_do_not_slow_a_flooding_worker() {
+    let (sup, name, _guard) = flood("stuckfollow", &["--log-buffer", "256KiB"], &[]);
+    let socket = sup.socket();
+    sup.wait_event("started", LONG);
+    sup.wait_socket(LONG);
+    assert!(wait_until(LONG, || newest(&socket, &name).is_some()));
+    let window = Duration::from_secs(2);
+    let alone = rate_and_cost(&sup, &name, window);
+    // One more than the control socket serves at once: the oldest of them gives way.
+    let stalled: Vec<UnixStream> = (0..33).map(|_| follow_raw(&socket, &name)).collect();
+    // Their queues fill within a moment of a flood.
+    std::thread::sleep(Duration::from_secs(1));
+    let followed = rate_and_cost(&sup, &name, window);
+    drop(stalled);
+    let again = rate_and_cost(&sup, &name, window);
+    let said = format!(
+        "lines in {window:?} and supervisor CPU ticks per 1000 lines: alone {alone:?}, \
+         with 33 stuck followers {followed:?}, after {again:?}"
+    );
+    eprintln!("{said}");
+    let cost = alone.1.min(again.1);
+    assert!(followed.1 <= cost * 1.5 + 0.05, "{said}");
+}

@@ -59,6 +59,11 @@ fn raw_with_head(addr: &str, request: &[u8]) -> Option<(u16, String, String)> {
     Some((code, head.to_owned(), body.to_owned()))
 }
 
+/// The families of an SDK worker's named counters (OpenMetrics' family name, without `_total`)
+/// and gauges.
+const SDK_COUNTER: &str = "supervise_worker_sdk";
+const SDK_GAUGE: &str = "supervise_worker_sdk_value";
+
 type Samples = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
 
 /// Parses an exposition (panicking with the text if it does not parse) into family -> samples,
@@ -72,7 +77,7 @@ fn parse(text: &str) -> Samples {
             name.as_str(),
             "supervise_worker_restarts"
                 | "supervise_worker_cpu_seconds"
-                | "supervise_worker_sdk_counter"
+                | SDK_COUNTER
                 | "supervise_worker_io_read_bytes"
                 | "supervise_worker_io_write_bytes"
                 | "supervise_worker_blkio_delay_seconds"
@@ -268,13 +273,7 @@ fn metrics_health_and_readiness() {
         value(&m, "supervise_worker_heartbeat_age_seconds", &sdk, 0, &[]).is_some_and(|a| a < 5.0)
     );
     assert_eq!(
-        value(
-            &m,
-            "supervise_worker_sdk_counter",
-            &sdk,
-            0,
-            &[("name", "bytes_in")]
-        ),
+        value(&m, SDK_COUNTER, &sdk, 0, &[("name", "bytes_in")]),
         Some(0.0),
         "{m:#?}"
     );
@@ -466,17 +465,17 @@ fn formats_are_negotiated_and_pass_promtool() {
     );
     let listening = sup.wait_event("listening", Duration::from_secs(10));
     let addr = listening["addr"].as_str().expect("addr").to_owned();
-    // Wait for a probed worker, so that the figures of a live tree are there.
+    // Wait for a probed worker that has published its named counter (`bytes_in`) and gauge
+    // (`leaked_mib`), so that the figures of a live tree and the SDK families are all there.
+    let mut m = Samples::new();
     assert!(
-        wait_until(Duration::from_secs(10), || value(
-            &metrics(&addr),
-            "supervise_worker_rss_bytes",
-            &name,
-            0,
-            &[]
-        )
-        .is_some()),
-        "{}",
+        wait_until(Duration::from_secs(10), || {
+            m = metrics(&addr);
+            value(&m, "supervise_worker_rss_bytes", &name, 0, &[]).is_some()
+                && value(&m, SDK_COUNTER, &name, 0, &[("name", "bytes_in")]).is_some()
+                && value(&m, SDK_GAUGE, &name, 0, &[("name", "leaked_mib")]).is_some()
+        }),
+        "{m:#?}\n{}",
         sup.dump()
     );
 
@@ -504,6 +503,8 @@ fn formats_are_negotiated_and_pass_promtool() {
             .all(|l| l["program"] == name && l["replica"] == "0" && !l.contains_key("instance")));
         assert_eq!(f["supervise_worker_rss_bytes"].0, "gauge");
         assert_eq!(f["supervise_worker_cpu_seconds_total"].0, "counter");
+        assert_eq!(f[&format!("{SDK_COUNTER}_total")].0, "counter");
+        assert_eq!(f[SDK_GAUGE].0, "gauge");
     }
     // Asked for: OpenMetrics, which the strict parser in `metrics` checks.
     let (_, head, om) = get_accept(&addr, "/metrics", "application/openmetrics-text").expect("om");

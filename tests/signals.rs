@@ -182,6 +182,98 @@ fn other_signals_are_forwarded_and_never_end_the_supervisor() {
     assert_eq!(sup.of("started").len(), 1, "{}", sup.dump());
 }
 
+/// A `SigBlk:`/`SigIgn:`-style line of `/proc/PID[/task/TID]/status` as a mask (bit N-1 for
+/// signal N).
+fn status_mask(status_file: &std::path::Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(status_file).ok()?;
+    let hex = text.lines().find_map(|l| l.strip_prefix(key))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Signals 32 and 33, which glibc keeps for itself (SIGCANCEL, SIGSETXID): its sigaction and
+/// sigprocmask refuse them, so they once kept their default action in supervise, which kills
+/// (exit 160). They are forwarded like every other signal, supervise stays up, and every one of
+/// its threads blocks them (a thread that did not could be picked to take one).
+#[test]
+fn glibc_reserved_signals_32_and_33_are_forwarded_and_never_end_the_supervisor() {
+    let extra = tempfile::tempdir().expect("tempdir");
+    let history = extra.path().join("history");
+    let logs = extra.path().join("logs");
+    // A history file and log files: their writers are threads of their own.
+    let (sup, _name, _guard, root) = recorder(
+        "rsv",
+        &[
+            "--history",
+            history.to_str().expect("utf-8"),
+            "--log-dir",
+            logs.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let reserved = (1u64 << 31) | (1u64 << 32);
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", sup.pid()))
+        .expect("tasks")
+        .filter_map(Result::ok)
+        .map(|t| t.path().join("status"))
+        .collect();
+    assert!(tasks.len() > 1, "{tasks:?}");
+    for task in &tasks {
+        // A thread that ended since the listing has no status left to read.
+        let Some(blocked) = status_mask(task, "SigBlk:") else {
+            continue;
+        };
+        assert_eq!(
+            blocked & reserved,
+            reserved,
+            "{}: SigBlk {blocked:x}",
+            task.display()
+        );
+    }
+    // The worker is born with them at their default action (supervise's own are ignored).
+    let ignored = status_mask(
+        std::path::Path::new(&format!("/proc/{root}/status")),
+        "SigIgn:",
+    );
+    assert_eq!(ignored.map(|m| m & reserved), Some(0), "{ignored:x?}");
+    for round in 1..=3 {
+        for (signal, name) in [(32, "32"), (33, "33")] {
+            sup.signal(signal);
+            wait_received(&sup, root, name, round);
+            assert!(alive(sup.pid()), "supervise died of {name}\n{}", sup.dump());
+        }
+    }
+    let workers = status_json(&sup.socket());
+    assert_eq!(workers[0]["state"], "running", "{workers:?}");
+    assert_eq!(sup.of("started").len(), 1, "{}", sup.dump());
+}
+
+/// A worker that keeps the default action of 32 (and of the realtime signals), which kills, dies
+/// of the one forwarded to it, and its end is seen: the reaper once lost every status whose
+/// signal nix's `Signal` does not name, and supervise then waited for that worker forever.
+#[test]
+fn a_worker_killed_by_signal_32_or_a_realtime_one_is_seen_to_end() {
+    let rt = libc::SIGRTMIN() + 2;
+    for signal in [32, rt] {
+        let (mut sup, _name, _guard) =
+            run_example("rtkill", &["--restart", "never"], "leaky", &["--rate", "0"]);
+        sup.wait_event("started", LONG);
+        sup.signal(signal);
+        let status = sup.wait_exit(LONG);
+        assert_eq!(
+            status.code(),
+            Some(128 + signal),
+            "{status:?}\n{}",
+            sup.dump()
+        );
+        let exited = sup.of("exited");
+        assert!(
+            exited.len() == 1 && exited[0]["signal"] == signal,
+            "{}",
+            sup.dump()
+        );
+    }
+}
+
 #[test]
 fn terminal_stop_signals_do_not_suspend_the_supervisor() {
     let (sup, _name, _guard, root) = recorder("tstp", &[], &[]);

@@ -174,3 +174,86 @@ fn a_wait_that_runs_out_exits_non_zero_and_the_action_goes_on() {
     let (code, _, err, _) = timed(&socket, &["start", &never, "--timeout", "1s"]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// Forty clients at once, each waiting for its action: more than the control socket serves at
+/// once (32). Every one gets its answer. Waiting clients were once closed to make room for
+/// newcomers, and read a broken pipe instead; now they never are, at most 24 wait at once, and
+/// one more is told so before anything is done, and its client asks again within its wait.
+#[test]
+fn forty_clients_waiting_at_once_each_get_their_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let restarted = unique("manyr");
+    let stopped = unique("manys");
+    let started = [unique("manyt"), unique("manyt")];
+    let mut _guards: Vec<_> = started.iter().map(|n| ProgramGuard(n.clone())).collect();
+    _guards.extend([&restarted, &stopped].map(|n| ProgramGuard(n.clone())));
+    // Every action takes more than a second: SDK workers say Ready 1.5 s after they start, and
+    // sigcount dies 1.5 s after its TERM. So the forty waits overlap.
+    let sdk = example("sdk_worker");
+    let slow = format!("command = [\"{sdk}\", \"--ready-after\", \"1500\"]\n");
+    let sup = Sup::with_config(&format!(
+        "[program.{restarted}]\n{slow}replicas = 6\n\
+         [program.{stopped}]\ncommand = [\"{}\", \"--log\", \"{}\", \"--linger\", \"1500\"]\n\
+         replicas = 2\n[program.{}]\n{slow}[program.{}]\n{slow}",
+        example("sigcount"),
+        dir.path().join("sig.log").display(),
+        started[0],
+        started[1],
+    ));
+    let socket = sup.socket();
+    sup.wait_nth(8, LONG, "eight ready", |e| e["event"] == "ready");
+    for program in &started {
+        let (code, _, err) = ctl_output(&socket, &["stop", program, "--wait"]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+
+    // 28 restarts, 8 stops, 4 starts (two of each program).
+    let clients: Vec<Vec<String>> = (0..40)
+        .map(|i| match i {
+            0..28 => vec![
+                "restart".into(),
+                format!("{restarted}/{}", i % 6),
+                "--wait".into(),
+            ],
+            28..36 => vec!["stop".into(), stopped.clone(), "--wait".into()],
+            _ => vec!["start".into(), started[i % 2].clone(), "--wait".into()],
+        })
+        .collect();
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let running: Vec<_> = clients
+            .iter()
+            .map(|args| {
+                let socket = &socket;
+                s.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    (args.join(" "), ctl_output(socket, &args))
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().expect("client thread"))
+            .collect()
+    });
+    // Each got the answer of its own action: done, or, for a start that came once another had
+    // started the program, that it is running already.
+    let wrong: Vec<_> = answers
+        .iter()
+        .filter(|(args, (code, out, err))| {
+            let done = match args.split(' ').next() {
+                Some("stop") => "no process left",
+                Some("start") => "1 instance(s) up",
+                _ => "restarted",
+            };
+            let refused = args.starts_with("start ") && err.contains("is running");
+            !(*code == Some(0) && out.contains(done) || *code == Some(1) && refused)
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}\n{}", sup.dump());
+    let workers = status_json(&socket);
+    assert!(of(&workers, &stopped).iter().all(|w| w["pid"].is_null()));
+    for program in &started {
+        let w = of(&workers, program);
+        assert!(w.iter().all(|w| w["ready"] == true), "{w:?}");
+    }
+}

@@ -11,7 +11,7 @@
 //! - `push_full_ring_timestamped`: the same with a read time (`--timestamps`).
 //! - `push_no_ring`: with `--log-buffer 0` (nothing kept, nobody following): the floor.
 //! - `push_one_stalled_follower`: a full ring and a follower whose queue is full (a client that
-//!   does not read): the line is counted, not queued.
+//!   does not read): the buffer has left it out, and offers it nothing.
 
 use std::hint::black_box;
 use std::rc::Rc;

@@ -9,7 +9,10 @@
 //! [`MAX_CONNECTIONS`] are served at once, followers and waiting clients included, so clients
 //! cannot take every file descriptor the supervisor has; at the cap, the connection that has
 //! waited longest for its request is closed to let a new one in (see [`crate::connections`]),
-//! so clients that trickle their requests cannot lock `supervise status` out.
+//! so clients that trickle their requests cannot lock `supervise status` out. A waiting client
+//! is never closed so: at most [`MAX_WAITING`] wait at once, and one more is answered
+//! [`Response::Busy`] before its action is taken. So is a client closed before its request was
+//! read (a burst of newcomers). [`call_within`] asks again after a pause, within its own time.
 
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
@@ -40,6 +43,9 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; past it, the one that has waited longest for its request is
 /// closed to make room.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Of those, the most that may wait for their action to complete (`--wait`) at once: the rest
+/// are kept for everyone else (`status`, a probe, a newcomer's request).
+pub const MAX_WAITING: usize = 24;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +111,18 @@ pub const DEFAULT_LINES: u32 = 50;
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 impl Request {
+    /// Sets the wait of a waited request (`start`, `stop`, `restart` with `wait_ms`).
+    fn set_wait(&mut self, wait: Duration) {
+        if let Request::Start { wait_ms, .. }
+        | Request::Stop { wait_ms, .. }
+        | Request::Restart { wait_ms, .. } = self
+        {
+            if wait_ms.is_some() {
+                *wait_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+            }
+        }
+    }
+
     /// How long the client waits for its action to complete (`--wait`), at most [`MAX_WAIT`].
     #[must_use]
     pub fn wait(&self) -> Option<Duration> {
@@ -158,6 +176,12 @@ pub enum Response {
     End {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+    },
+    /// The request was refused untouched, nothing done: [`MAX_WAITING`] clients already wait,
+    /// or [`MAX_CONNECTIONS`] are open and this one was closed before its request was read. Ask
+    /// again.
+    Busy {
+        message: String,
     },
 }
 
@@ -218,7 +242,16 @@ pub async fn serve(
     calls: mpsc::UnboundedSender<Call>,
     buffers: Rc<Buffers>,
 ) {
-    let conns = Connections::new(MAX_CONNECTIONS);
+    // A client closed before its request was read is told so: nothing was done, ask again.
+    let mut busy = serde_json::to_vec(&Response::Busy {
+        message: format!(
+            "{MAX_CONNECTIONS} control connections are open, the most this supervisor serves; \
+             nothing was done"
+        ),
+    })
+    .unwrap_or_default();
+    busy.push(b'\n');
+    let conns = Connections::with_farewell(MAX_CONNECTIONS, MAX_WAITING, busy);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of fds or similar: do not spin on the error.
@@ -227,7 +260,8 @@ pub async fn serve(
         };
         let calls = calls.clone();
         let buffers = buffers.clone();
-        conns.spawn(move |conn| async move {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        conns.spawn(fd, move |conn| async move {
             let _ = answer(stream, calls, &buffers, &conn).await;
         });
     }
@@ -271,6 +305,16 @@ async fn answer(
             follow,
         };
         return logs::serve(read, write, buffers, ask).await;
+    }
+    // No await since the request was read: nothing can have closed this connection meanwhile.
+    if request.wait().is_some() && !conn.wait() {
+        let response = Response::Busy {
+            message: format!(
+                "{MAX_WAITING} clients already wait on this supervisor, the most it keeps; \
+                 nothing was done"
+            ),
+        };
+        return within(EXCHANGE_TIMEOUT, reply(&mut write, &response)).await;
     }
     let limit = EXCHANGE_TIMEOUT + request.wait().unwrap_or_default();
     within(limit, async {
@@ -325,15 +369,62 @@ pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
     call_within(path, request, Duration::from_secs(10))
 }
 
-/// Like [`call`], waiting at most `limit` for the answer.
+/// Like [`call`], waiting at most `limit` for the answer. A request refused as
+/// [`Response::Busy`] (nothing done) is sent again after a pause (50 ms, doubling up to 1 s)
+/// while time is left: of its own wait, asking for what is left of it, or else of `limit`. Past
+/// that, the refusal is returned as an error.
 pub fn call_within(path: &Path, request: &Request, limit: Duration) -> io::Result<Response> {
+    let start = std::time::Instant::now();
+    let mut request = request.clone();
+    let wait = request.wait();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        match call_once(path, &request, left)? {
+            Response::Busy { message } => {
+                let spent = start.elapsed() + pause;
+                if spent >= wait.unwrap_or(limit) {
+                    return Ok(Response::Error {
+                        message: format!(
+                            "{message}; still so after {}",
+                            humantime::format_duration(round_ms(start.elapsed()))
+                        ),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+                if let Some(wait) = wait {
+                    request.set_wait(wait.saturating_sub(start.elapsed()));
+                }
+            }
+            answer => return Ok(answer),
+        }
+    }
+}
+
+/// `d` to the millisecond, for messages.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One request and its answer, waiting at most `limit`.
+fn call_once(path: &Path, request: &Request, limit: Duration) -> io::Result<Response> {
+    if limit.is_zero() {
+        return Err(io::Error::from(io::ErrorKind::TimedOut));
+    }
     let mut stream = connect(path)?;
     stream.set_read_timeout(Some(limit))?;
     let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    // A supervisor at its connection cap may have closed this one already, with a `busy`
+    // answer left to read: a failed write is only the error when there is no answer.
+    let wrote = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer)?;
+    let read = BufReader::new(stream).read_line(&mut answer);
+    match (wrote, read) {
+        (Err(e), Ok(0) | Err(_)) | (Ok(()), Err(e)) => return Err(e),
+        _ => {}
+    }
     serde_json::from_str(&answer)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
 }

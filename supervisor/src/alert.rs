@@ -147,16 +147,17 @@ impl Alerter {
         });
         let (tx, rx) = mpsc::sync_channel(spec.queue.max(1));
         let thread_shared = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("alert".into())
-            .spawn(move || {
+        let spawned = crate::signals::spawn_thread(
+            std::thread::Builder::new().name("alert".into()),
+            move || {
                 Worker {
                     spec,
                     shared: thread_shared,
                     manager,
                 }
                 .run(&rx);
-            });
+            },
+        );
         let (tx, thread) = match spawned {
             Ok(t) => (Some(tx), Some(t)),
             Err(e) => {

@@ -67,7 +67,8 @@ struct Engine {
     /// alive, until `supervise start`.
     held: HashSet<String>,
     lifeline: Option<Rc<crate::lifeline::Lifeline>>,
-    last_exits: Vec<Exit>,
+    /// The last exit of each instance (program, instance number), for the exit code.
+    last_exits: std::collections::BTreeMap<(String, u32), Exit>,
     /// Stamped on each sampling turn of the loop, for `/healthz`.
     health: Rc<metrics::Health>,
     /// Programs whose replicas are being restarted or replaced one at a time.
@@ -128,6 +129,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
     let engine_alerter = alerter.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Its blocking pool (a check's name lookup) is threads of ours too.
+        .on_thread_start(signals::block_in_thread)
         .build()?;
     let local = tokio::task::LocalSet::new();
     let sample_every = plan.sample_every;
@@ -153,7 +156,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             check_trees: crate::checks::Trees::default(),
             held: HashSet::new(),
             lifeline: None,
-            last_exits: Vec::new(),
+            last_exits: std::collections::BTreeMap::new(),
             health: Rc::new(metrics::Health::new(sample_every)),
             rolls: Vec::new(),
             resources: resources::Resources::default(),
@@ -440,23 +443,24 @@ impl Engine {
     }
 
     fn exit_code(&self) -> i32 {
-        if self.any_fatal {
-            // As tini: the program's own status, so a wrapper is invisible to whoever reads it;
-            // but giving up is never a success, even on a program that kept exiting 0.
-            return match self.fatal_exit.map(crate::reaper::Exit::as_shell_code) {
-                Some(code) if self.plan.single && code != 0 => code,
-                _ => EXIT_FATAL,
-            };
-        }
-        if self.plan.single {
-            return match self.last_exits.as_slice() {
-                [] => 0,
-                [one] => one.as_shell_code(),
-                many if many.iter().all(|e| e.success()) => 0,
-                _ => 1,
-            };
-        }
-        0
+        // The instances of the config as it ends: not those a reload removed.
+        let lasts: Vec<Exit> = self
+            .last_exits
+            .iter()
+            .filter(|((program, instance), _)| {
+                self.plan
+                    .programs
+                    .iter()
+                    .any(|p| p.name == *program && *instance < p.replicas)
+            })
+            .map(|(_, &e)| e)
+            .collect();
+        exit_code::exit_code(exit_code::Ending {
+            single: self.plan.single,
+            stopped: self.stopping > 0,
+            fatal: self.any_fatal.then_some(self.fatal_exit),
+            lasts: &lasts,
+        })
     }
 
     fn start(&mut self, spec: &Rc<ProgramSpec>, instance: u32) {
@@ -522,7 +526,10 @@ impl Engine {
             return;
         };
         if let Some(e) = end.last_exit {
-            self.last_exits.push(e);
+            // The instance's last: an incarnation an operator's `stop` ended is replaced by the
+            // one after its `start`.
+            self.last_exits
+                .insert((slot.spec.name.clone(), slot.instance), e);
         }
         if end.fatal {
             self.any_fatal = true;
@@ -603,6 +610,7 @@ fn unix_ms() -> u64 {
 }
 
 mod control;
+mod exit_code;
 mod notified;
 mod order;
 mod orphan_scan;

@@ -146,10 +146,11 @@ impl History {
         let dropped = Arc::new(AtomicU64::new(0));
         let w = writer::Writer::new(path, file, size, max_bytes, dropped.clone());
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("history".into())
-            .spawn(move || w.run(&rx))
-            .map_err(context)?;
+        let thread = crate::signals::spawn_thread(
+            std::thread::Builder::new().name("history".into()),
+            move || w.run(&rx),
+        )
+        .map_err(context)?;
         Ok(History {
             tx: Some(tx),
             front: Mutex::new(front::Front::default()),

@@ -178,9 +178,8 @@ fn writer_thread(
     mut handle: impl FnMut(Msg) + Send + 'static,
     mut flush: impl FnMut() + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
-    let t = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
+    let t =
+        crate::signals::spawn_thread(std::thread::Builder::new().name(name.into()), move || {
             while let Some(m) = rx.blocking_recv() {
                 handle(m);
                 // Drain what is queued, then flush once: one write(2) per burst, not per line.
@@ -224,11 +223,10 @@ impl Output {
                     }
                 };
                 let (tx, rx) = std::sync::mpsc::channel();
-                threads.push(
-                    std::thread::Builder::new()
-                        .name("events".into())
-                        .spawn(move || sink.run(&rx))?,
-                );
+                threads.push(crate::signals::spawn_thread(
+                    std::thread::Builder::new().name("events".into()),
+                    move || sink.run(&rx),
+                )?);
                 Some(tx)
             }
         };

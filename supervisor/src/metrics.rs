@@ -103,7 +103,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves the listener until the runtime ends.
 pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<Call>, health: Rc<Health>) {
-    let conns = Connections::new(MAX_CONNECTIONS);
+    let conns = Connections::new(MAX_CONNECTIONS, 0);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of fds or similar: do not spin on the error.
@@ -111,7 +111,8 @@ pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<Call>, he
             continue;
         };
         let (calls, health) = (calls.clone(), health.clone());
-        conns.spawn(move |conn| async move {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        conns.spawn(fd, move |conn| async move {
             let _ =
                 tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &calls, &health, &conn))
                     .await;
@@ -521,14 +522,18 @@ pub fn render_all(workers: &[WorkerStatus], sup: &SupervisorStatus, format: Form
         Unit::Seconds,
         f.heartbeat_age.clone(),
     );
+    // Not `worker_sdk_counter` and `worker_sdk_gauge`: the linters (promtool, client_golang's
+    // promlint) refuse a family whose name carries its type, as `_counter_total` and `_gauge`
+    // did. One base with a suffix per kind keeps the two families apart in OpenMetrics, where a
+    // counter's family name has no `_total`.
     reg.register(
-        "worker_sdk_counter",
+        "worker_sdk",
         "named counters the worker publishes through the SDK",
         f.sdk_counter.clone(),
     );
     gauge(
         &mut reg,
-        "worker_sdk_gauge",
+        "worker_sdk_value",
         "named gauges the worker publishes through the SDK",
         &f.sdk_gauge,
     );

@@ -7,8 +7,6 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 /// How a process ended.
@@ -61,6 +59,11 @@ impl Reaper {
     }
 
     /// Reaps every child that has exited. Returns the pids reaped that nobody awaited (orphans).
+    ///
+    /// libc's `waitpid`, not nix's: nix turns a status into its `Signal` enum, which has no
+    /// realtime signals (32 and up), and answers an error for a process killed by one, after the
+    /// kernel has reaped it; its exit was then lost, and a worker killed by a forwarded `RTMIN`
+    /// was never seen to end.
     pub fn reap(&self) -> Vec<i32> {
         let mut orphans = Vec::new();
         loop {
@@ -81,21 +84,28 @@ impl Reaper {
                     None => -1,
                 }
             };
-            let (pid, exit) = match waitpid(Pid::from_raw(next), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break, // ECHILD: no children at all
+            let mut status = 0;
+            // SAFETY: waitpid(2) writes the status into a local; WNOHANG never blocks.
+            let pid = unsafe { libc::waitpid(next, &mut status, libc::WNOHANG) };
+            if pid == 0 {
+                break;
+            }
+            if pid < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break; // ECHILD: no children at all
+            }
+            let Some(exit) = exit_of(status) else {
+                continue;
             };
-            self.groups.borrow_mut().remove(&pid.as_raw());
-            let waiter = self.waiters.borrow_mut().remove(&pid.as_raw());
+            self.groups.borrow_mut().remove(&pid);
+            let waiter = self.waiters.borrow_mut().remove(&pid);
             match waiter {
                 Some(tx) => {
                     let _ = tx.send(exit);
                 }
-                None => orphans.push(pid.as_raw()),
+                None => orphans.push(pid),
             }
         }
         orphans
@@ -139,4 +149,42 @@ fn exited_child() -> Option<i32> {
     // SAFETY: waitid filled `info` for a child's exit (or left it zeroed): si_pid is valid.
     let pid = unsafe { info.si_pid() };
     (pid > 0).then_some(pid)
+}
+
+/// How a process ended, from a `waitpid` status: `None` for a stop or a continue (not asked for,
+/// so not expected).
+fn exit_of(status: i32) -> Option<Exit> {
+    if libc::WIFEXITED(status) {
+        Some(Exit::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Exit::Signal(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        // Statuses as the kernel packs them (wait(2)): code << 8, the signal (| 0x80 with a core),
+        // 0x7f | signal << 8 for a stop, 0xffff for a continue.
+        for (status, want) in [
+            (0, Some(Exit::Code(0))),
+            (3 << 8, Some(Exit::Code(3))),
+            (255 << 8, Some(Exit::Code(255))),
+            (libc::SIGTERM, Some(Exit::Signal(libc::SIGTERM))),
+            (libc::SIGABRT | 0x80, Some(Exit::Signal(libc::SIGABRT))),
+            (32, Some(Exit::Signal(32))),
+            (33, Some(Exit::Signal(33))),
+            (64, Some(Exit::Signal(64))),
+            (0x7f | libc::SIGSTOP << 8, None),
+            (0xffff, None),
+        ] {
+            assert_eq!(exit_of(status), want, "{status:#x}");
+        }
+        assert_eq!(Exit::Signal(32).as_shell_code(), 160);
+    }
 }

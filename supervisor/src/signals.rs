@@ -10,8 +10,31 @@
 //! signal is forwarded to the workers, so none of them can terminate or suspend the supervisor.
 //! Faults (SEGV, BUS, FPE, ILL, TRAP, ABRT) keep their default action: they are the supervisor's
 //! own crash, not a request; CHLD is the reaper's; KILL and STOP cannot be caught.
+//!
+//! Signals 32 and 33 are handled like the rest, although glibc keeps them for itself
+//! (SIGCANCEL for `pthread_cancel`, SIGSETXID for `setuid` and friends in a threaded process),
+//! refuses them in `sigaction` and `sigaddset`, and leaves them out of every mask its
+//! `sigprocmask` and `pthread_sigmask` set. It installs its handlers only on first use, so until
+//! then their action is the default, which kills: `kill -32` once ended supervise at once
+//! (exit 160). supervise never cancels a thread and changes credentials only in a forked child
+//! before `exec`, so neither of glibc's uses is lost. Through the system calls themselves
+//! (`signals/kernel.rs`), 32 and 33 are:
+//! - blocked in every thread and read from the signalfd with the others. The main thread blocks
+//!   them in [`block`] before any other thread starts, but after glibc's first `pthread_create`,
+//!   which unblocks them in its caller; each later `pthread_create` gives the new thread its
+//!   creator's mask less 32, so every thread supervise starts blocks them again as its first
+//!   act ([`spawn_thread`], [`block_in_thread`]);
+//! - ignored (`SIG_IGN`, in place of the SIGSETXID handler glibc installs with its first thread),
+//!   so that one sent in the instant between a new thread's start and its first act is lost
+//!   rather than fatal. An ignored signal stays ignored across `exec`, so a child gets the
+//!   default action back before it execs ([`restore_in_child`]).
+//!
+//! Had supervise itself called `setuid` while threaded, glibc's SIGSETXID round between its
+//! threads would wait forever on threads that block it: it must not (nothing does).
 
 use std::fmt;
+
+mod kernel;
 
 /// A signal number, valid on this system (1 to `SIGRTMAX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -189,8 +212,6 @@ pub fn disposition(sig: Sig) -> Option<Disposition> {
         n if NOT_HANDLED.contains(&n) => None,
         libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => Some(Disposition::Stop),
         libc::SIGHUP => Some(Disposition::Reload),
-        // The realtime signals glibc keeps for itself (32, 33) are never sent by anyone else.
-        n if n > 31 && n < rtmin() => None,
         _ => Some(Disposition::Forward),
     }
 }
@@ -200,22 +221,17 @@ pub fn handled() -> impl Iterator<Item = Sig> {
     (1..=rtmax()).map(Sig).filter(|&s| disposition(s).is_some())
 }
 
-/// The set of every handled signal.
-fn handled_set() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: sigemptyset/sigaddset on a set we own, with valid signal numbers.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in handled() {
-            libc::sigaddset(&mut set, s.0);
-        }
-    }
-    set
+/// The set of every handled signal, as the kernel takes it (glibc's would leave out 32 and 33).
+fn handled_set() -> kernel::Set {
+    kernel::set_of(handled().map(Sig::raw))
 }
 
-/// The signal mask the supervisor started with, restored in every child it starts.
-static ORIGINAL_MASK: std::sync::OnceLock<libc::sigset_t> = std::sync::OnceLock::new();
+/// The signals glibc keeps for itself: SIGCANCEL and SIGSETXID (see the module's doc).
+const RESERVED: [i32; 2] = [32, 33];
+
+/// The signal mask the supervisor started with (less the stop signals), restored in every child
+/// it starts.
+static ORIGINAL_MASK: std::sync::OnceLock<kernel::Set> = std::sync::OnceLock::new();
 
 /// The signals supervise stops on (TERM, INT, QUIT) whatever it inherited: blocked or ignored
 /// by its parent, they still reach it through the signalfd, so its workers must be able to
@@ -228,10 +244,19 @@ const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQU
 /// gets their default action back before it `exec`s.
 static IGNORED_STOPS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Blocks every handled signal in the calling thread (and so in every thread spawned after),
-/// remembering the mask it had, and which stop signals it inherited ignored. Call before the
-/// runtime starts.
+/// Blocks every handled signal in the calling thread (and so in every thread spawned after, but
+/// for 32: see [`spawn_thread`]), remembering the mask it had, and which stop signals it
+/// inherited ignored; ignores 32 and 33 (see the module's doc). Call before any other thread
+/// starts.
 pub fn block() -> std::io::Result<()> {
+    // glibc's first `pthread_create` in a process unblocks 32 and 33 in the thread that calls it
+    // and installs its own SIGSETXID handler (`late_init` in nptl/pthread_create.c): have that
+    // happen now, with a thread that does nothing, so that what is set below stays.
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(|| ())?
+        .join()
+        .map_err(|_| std::io::Error::other("a thread that does nothing panicked"))?;
     let mut ignored = 0u8;
     for (i, &sig) in STOP_SIGNALS.iter().enumerate() {
         // SAFETY: sigaction only reads the disposition into a zeroed struct we own.
@@ -243,26 +268,44 @@ pub fn block() -> std::io::Result<()> {
         }
     }
     IGNORED_STOPS.store(ignored, std::sync::atomic::Ordering::Relaxed);
-    let set = handled_set();
-    // SAFETY: sigset_t is plain data, filled in by pthread_sigmask.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pthread_sigmask with a valid set and a valid old-set pointer.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
-    if r != 0 {
-        return Err(std::io::Error::from_raw_os_error(r));
+    // Blocked first: a 32 or 33 sent between the two steps then waits in the queue, where
+    // setting SIG_IGN would not drop it (the kernel keeps a blocked signal, whatever its action).
+    let old = kernel::sigprocmask(libc::SIG_BLOCK, handled_set())?;
+    for sig in RESERVED {
+        kernel::set_action(sig, libc::SIG_IGN)?;
     }
-    for sig in STOP_SIGNALS {
-        // SAFETY: a valid set and signal number.
-        unsafe { libc::sigdelset(&mut old, sig) };
-    }
-    let _ = ORIGINAL_MASK.set(old);
+    let _ = ORIGINAL_MASK.set(old & !kernel::set_of(STOP_SIGNALS));
     Ok(())
 }
 
+/// Blocks 32 and 33 in the calling thread, which glibc's `pthread_create` does not hand down
+/// (see the module's doc); every other handled signal a thread inherits blocked. For threads
+/// started other than by [`spawn_thread`] (a runtime's `on_thread_start`).
+pub fn block_in_thread() {
+    // Cannot fail: a valid `how` and the kernel's own set size.
+    let _ = kernel::sigprocmask(libc::SIG_BLOCK, kernel::set_of(RESERVED));
+}
+
+/// Starts a thread of the supervisor's that blocks 32 and 33 before it runs `f`: without that,
+/// the kernel could pick it to take one of them, which would then be lost instead of forwarded.
+pub fn spawn_thread<F, T>(
+    builder: std::thread::Builder,
+    f: F,
+) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    builder.spawn(move || {
+        block_in_thread();
+        f()
+    })
+}
+
 /// Gives a child about to `exec` the signal mask the supervisor started with (less the stop
-/// signals), so a worker is not born with the supervisor's signals blocked, and the default
-/// action of any stop signal supervise inherited ignored. Async-signal-safe (atomic loads and
-/// at most four syscalls): for `pre_exec`.
+/// signals), so a worker is not born with the supervisor's signals blocked, the default action
+/// of any stop signal supervise inherited ignored, and that of 32 and 33, which supervise
+/// ignores. Async-signal-safe (atomic loads and at most six syscalls): for `pre_exec`.
 pub fn restore_in_child() -> std::io::Result<()> {
     let Some(mask) = ORIGINAL_MASK.get() else {
         return Ok(());
@@ -276,12 +319,10 @@ pub fn restore_in_child() -> std::io::Result<()> {
             }
         }
     }
-    // SAFETY: sigprocmask with a valid set; async-signal-safe.
-    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    for sig in RESERVED {
+        kernel::set_action(sig, libc::SIG_DFL)?;
     }
+    kernel::sigprocmask(libc::SIG_SETMASK, *mask).map(|_| ())
 }
 
 /// A signal the supervisor received, and where it came from.
@@ -329,15 +370,7 @@ pub struct Intake {
 impl Intake {
     /// Opens the signalfd for every handled signal ([`block`] them first).
     pub fn open() -> std::io::Result<Self> {
-        use std::os::fd::FromRawFd;
-        let set = handled_set();
-        // SAFETY: signalfd(-1, ...) creates a new fd from a valid set, or returns -1.
-        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this fd; we own it.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let fd = kernel::signalfd(handled_set())?;
         // SAFETY: an `OwnedFd` stays open while owned and always returns the same number, as
         // `register_with_interest` requires of its inner value.
         let fd = unsafe {
@@ -398,6 +431,9 @@ mod tests {
         for n in 1..=rtmax() {
             let s = Sig(n);
             if (32..rtmin()).contains(&n) {
+                // Named by number only (`kill -l` has no name for them).
+                assert_eq!(s.name(), n.to_string());
+                assert_eq!(Sig::parse(&n.to_string()), Ok(s), "{n}");
                 continue;
             }
             assert_eq!(Sig::parse(&s.name()), Ok(s), "{n}");
@@ -459,20 +495,18 @@ mod tests {
             libc::SIGTTOU,
             libc::SIGCONT,
             libc::SIGWINCH,
+            32,
+            33,
             rtmin(),
             rtmax(),
         ] {
             assert_eq!(disposition(Sig(n)), Some(Disposition::Forward), "{n}");
         }
-        for n in [
-            libc::SIGSEGV,
-            libc::SIGCHLD,
-            libc::SIGKILL,
-            libc::SIGSTOP,
-            32,
-        ] {
+        for n in [libc::SIGSEGV, libc::SIGCHLD, libc::SIGKILL, libc::SIGSTOP] {
             assert_eq!(disposition(Sig(n)), None, "{n}");
         }
         assert!(handled().all(|s| s != Sig::KILL));
+        assert_eq!(handled_set() & kernel::set_of(RESERVED), 0b11 << 31);
+        assert_eq!(handled_set() & kernel::set_of(NOT_HANDLED), 0);
     }
 }

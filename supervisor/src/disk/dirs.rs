@@ -233,9 +233,10 @@ impl DirWatcher {
             stop: Arc::clone(&stop),
             limit: entry_limit,
         };
-        std::thread::Builder::new()
-            .name("disk-watch".into())
-            .spawn(move || run.run(&sleep))?;
+        crate::signals::spawn_thread(
+            std::thread::Builder::new().name("disk-watch".into()),
+            move || run.run(&sleep),
+        )?;
         Ok(Self {
             states,
             generation,

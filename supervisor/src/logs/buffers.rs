@@ -11,10 +11,14 @@
 //!
 //! A client that follows (`logs -f`) is a [`Follower`]: every line pushed into a buffer it
 //! follows is also queued for it, sharing the forwarder's allocation of the line (no copy).
-//! Its queue holds at most [`FOLLOW_BUDGET`] bytes: past that, lines are not queued but counted,
-//! and the count takes their place in the queue, so the client is told how many it missed where
-//! it missed them. Nothing ever waits for a follower: a client that does not read costs its
-//! queue, not the worker's progress nor the engine's.
+//! Its queue holds at most [`FOLLOW_BUDGET`] bytes. Once a line does not fit, the follower
+//! overflows: each buffer that has a line for it leaves it out from then on, noting how many
+//! lines it had pushed, so a client that does not read costs nothing per line (33 that never
+//! read once halved a flooding worker's rate, each line still offered to each). When the client
+//! has read its queue empty, the follower is put back on those buffers, and the lines they pushed
+//! meanwhile are counted into one [`Item::Skipped`], where it missed them. Nothing ever waits for
+//! a follower: a client that does not read costs its queue, not the worker's progress nor the
+//! engine's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -58,18 +62,25 @@ pub enum Item {
 /// The recent lines of one instance, and who follows them.
 #[derive(Debug)]
 pub struct Buffer {
+    /// Itself, for the followers that note it left them out.
+    me: Weak<Buffer>,
     program: Rc<str>,
     instance: u32,
     seq: Rc<Cell<u64>>,
+    /// Lines pushed, ever: what an overflowing follower missed is counted from it.
+    pushed: Cell<u64>,
     ring: RefCell<Ring>,
     followers: RefCell<Vec<Weak<Follower>>>,
 }
 
 impl Buffer {
-    /// Keeps a line the worker wrote, and queues it for every follower.
+    /// Keeps a line the worker wrote, and queues it for every follower; an overflowing one is
+    /// left out from now on (see the module's doc).
     pub fn push(&self, stream: Stream, bytes: &Arc<[u8]>, read_at: Option<SystemTime>) {
         let seq = self.seq.get();
         self.seq.set(seq.wrapping_add(1));
+        let pushed = self.pushed.get();
+        self.pushed.set(pushed + 1);
         let time_ms = read_at.map(unix_ms);
         self.ring
             .borrow_mut()
@@ -80,14 +91,18 @@ impl Buffer {
         }
         followers.retain(|f| {
             let Some(f) = f.upgrade() else { return false };
-            f.offer(RecentLine {
+            let taken = f.offer(RecentLine {
                 program: self.program.clone(),
                 instance: self.instance,
                 stream,
                 time_ms,
                 bytes: bytes.clone(),
             });
-            true
+            if !taken {
+                // Missed from this line on: counted from `pushed` when it is back.
+                f.left_out.borrow_mut().push((self.me.clone(), pushed));
+            }
+            taken
         });
     }
 
@@ -104,6 +119,9 @@ pub struct Follower {
     program: String,
     instance: Option<u32>,
     queue: RefCell<Queue>,
+    /// While it overflows: the buffers that left it out, and how many lines each had pushed
+    /// then.
+    left_out: RefCell<Vec<(Weak<Buffer>, u64)>>,
     wake: Notify,
 }
 
@@ -112,6 +130,8 @@ struct Queue {
     items: VecDeque<Item>,
     /// What the queued lines cost, against [`FOLLOW_BUDGET`].
     bytes: usize,
+    /// A line did not fit: no more are taken until the queue has been read empty.
+    overflowing: bool,
     /// Nothing more will come, and why.
     closed: Option<String>,
 }
@@ -121,33 +141,56 @@ impl Follower {
         self.program == program && self.instance.is_none_or(|i| i == instance)
     }
 
-    fn offer(&self, line: RecentLine) {
+    /// Queues a line; false if it overflows (the line is then missed, and the buffer leaves
+    /// this follower out until it is back). A closed follower takes lines and drops them.
+    fn offer(&self, line: RecentLine) -> bool {
         let mut q = self.queue.borrow_mut();
         if q.closed.is_some() {
-            return;
+            return true;
         }
         let cost = line.bytes.len() + ITEM_COST;
-        if q.bytes + cost > FOLLOW_BUDGET {
-            match q.items.back_mut() {
-                Some(Item::Skipped(n)) => *n += 1,
-                _ => q.items.push_back(Item::Skipped(1)),
-            }
-        } else {
-            q.bytes += cost;
-            q.items.push_back(Item::Line(line));
+        if q.overflowing {
+            return false;
         }
+        if q.bytes + cost > FOLLOW_BUDGET {
+            q.overflowing = true;
+            drop(q);
+            // Its task may be idle with the queue empty (a line larger than the budget): it must
+            // look, or nothing would ever wake it again.
+            self.wake.notify_one();
+            return false;
+        }
+        q.bytes += cost;
+        q.items.push_back(Item::Line(line));
         drop(q);
         self.wake.notify_one();
+        true
     }
 
-    /// The next queued item, if any.
-    pub fn pop(&self) -> Option<Item> {
+    /// The next queued item, if any. Once an overflowing follower's queue is empty, it is put
+    /// back on the buffers that left it out, and its next item says how many lines they pushed
+    /// meanwhile.
+    pub fn pop(self: &Rc<Self>) -> Option<Item> {
         let mut q = self.queue.borrow_mut();
-        let item = q.items.pop_front()?;
-        if let Item::Line(l) = &item {
-            q.bytes -= l.bytes.len() + ITEM_COST;
+        if let Some(item) = q.items.pop_front() {
+            if let Item::Line(l) = &item {
+                q.bytes -= l.bytes.len() + ITEM_COST;
+            }
+            return Some(item);
         }
-        Some(item)
+        if !q.overflowing {
+            return None;
+        }
+        q.overflowing = false;
+        drop(q);
+        let mut missed = 0;
+        for (b, pushed) in self.left_out.take() {
+            if let Some(b) = b.upgrade() {
+                missed += b.pushed.get() - pushed;
+                b.attach(self);
+            }
+        }
+        (missed > 0).then_some(Item::Skipped(missed))
     }
 
     /// Why nothing more will come, once that is so.
@@ -225,10 +268,12 @@ impl Buffers {
         if let Some(b) = buffers.get(&(program.to_owned(), instance)) {
             return b.clone();
         }
-        let b = Rc::new(Buffer {
+        let b = Rc::new_cyclic(|me| Buffer {
+            me: me.clone(),
             program: Rc::from(program),
             instance,
             seq: self.seq.clone(),
+            pushed: Cell::new(0),
             ring: RefCell::new(Ring::new(self.cap)),
             followers: RefCell::default(),
         });
@@ -311,6 +356,7 @@ impl Buffers {
             program: program.to_owned(),
             instance,
             queue: RefCell::default(),
+            left_out: RefCell::default(),
             wake: Notify::new(),
         });
         for b in buffers {
@@ -352,161 +398,4 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn push(b: &Buffer, stream: Stream, text: &str) {
-        b.push(stream, &Arc::from(text.as_bytes()), None);
-    }
-
-    fn texts(lines: &[RecentLine]) -> Vec<String> {
-        lines
-            .iter()
-            .map(|l| {
-                format!(
-                    "{}/{} {}",
-                    l.instance,
-                    if l.stream == Stream::Stderr { "e" } else { "o" },
-                    String::from_utf8_lossy(&l.bytes)
-                )
-            })
-            .collect()
-    }
-
-    fn buffers() -> Rc<Buffers> {
-        let b = Buffers::new(4096);
-        b.sync([("api", 2)]);
-        b
-    }
-
-    #[test]
-    fn lines_of_several_instances_interleave_in_the_order_they_were_read() {
-        let all = buffers();
-        let (a, b) = (all.buffer("api", 0), all.buffer("api", 1));
-        push(&a, Stream::Stdout, "one");
-        push(&b, Stream::Stderr, "two");
-        push(&a, Stream::Stderr, "three");
-        push(&b, Stream::Stdout, "four");
-        let both = all.select("api", None).expect("api");
-        assert_eq!(
-            texts(&Buffers::recent(&both, 3)),
-            ["1/e two", "0/e three", "1/o four"]
-        );
-        let one = all.select("api", Some(0)).expect("api/0");
-        assert_eq!(texts(&Buffers::recent(&one, 50)), ["0/o one", "0/e three"]);
-        assert!(Buffers::recent(&both, 0).is_empty());
-    }
-
-    #[test]
-    fn unknown_programs_and_instances_are_refused() {
-        let all = buffers();
-        assert_eq!(
-            all.select("db", None).err().as_deref(),
-            Some("no program named db")
-        );
-        assert_eq!(
-            all.select("api", Some(2)).err().as_deref(),
-            Some("api has no instance 2 (its instances are 0 to 1)")
-        );
-    }
-
-    #[test]
-    fn a_buffer_outlives_its_incarnations_but_not_its_place_in_the_config() {
-        let all = buffers();
-        push(&all.buffer("api", 1), Stream::Stdout, "last words");
-        // A new incarnation (or a stop and start) gets the same buffer.
-        let again = all.select("api", Some(1)).expect("api/1");
-        assert_eq!(texts(&Buffers::recent(&again, 5)), ["1/o last words"]);
-        all.sync([("api", 1)]);
-        assert!(all.select("api", Some(1)).is_err());
-        all.sync([("api", 2)]);
-        let fresh = all.select("api", Some(1)).expect("api/1");
-        assert!(Buffers::recent(&fresh, 5).is_empty());
-    }
-
-    #[test]
-    fn a_follower_gets_new_lines_and_a_count_of_those_it_could_not_take() {
-        let all = buffers();
-        let sel = all.select("api", None).expect("api");
-        let f = all.follow("api", None, &sel);
-        push(&sel[1], Stream::Stdout, "hello");
-        let Some(Item::Line(l)) = f.pop() else {
-            panic!("a line")
-        };
-        assert_eq!((l.instance, &*l.bytes), (1, &b"hello"[..]));
-        assert!(f.pop().is_none());
-        // Nobody reads: the queue fills, then lines are counted, in one place.
-        let line = "x".repeat(1000);
-        for _ in 0..1000 {
-            push(&sel[0], Stream::Stdout, &line);
-        }
-        let (mut lines, mut skipped, mut markers) = (0, 0, 0);
-        while let Some(item) = f.pop() {
-            match item {
-                Item::Line(_) => {
-                    assert_eq!(markers, 0, "lines after the marker");
-                    lines += 1;
-                }
-                Item::Skipped(n) => {
-                    skipped += n;
-                    markers += 1;
-                }
-            }
-        }
-        assert_eq!(lines + skipped, 1000);
-        assert_eq!(markers, 1);
-        assert_eq!(lines, (FOLLOW_BUDGET / (1000 + ITEM_COST)) as u64);
-        // Once read, it takes lines again.
-        push(&sel[0], Stream::Stdout, "again");
-        assert!(matches!(f.pop(), Some(Item::Line(_))));
-    }
-
-    #[test]
-    fn a_follower_of_a_program_gets_the_instances_it_gains_and_hears_when_it_goes() {
-        let all = Buffers::new(4096);
-        all.sync([("api", 1)]);
-        let sel = all.select("api", None).expect("api");
-        let f = all.follow("api", None, &sel);
-        let one = all.follow("api", Some(0), &sel[..1]);
-        all.sync([("api", 2)]);
-        push(&all.buffer("api", 1), Stream::Stdout, "new instance");
-        assert!(matches!(f.pop(), Some(Item::Line(l)) if l.instance == 1));
-        assert!(one.pop().is_none());
-        assert_eq!(all.followers(), 2);
-        all.sync([("web", 1)]);
-        assert_eq!(
-            f.closed().as_deref(),
-            Some("api was removed from the config")
-        );
-        drop((f, one));
-        assert_eq!(all.followers(), 0);
-    }
-
-    #[test]
-    fn a_follower_of_an_instance_a_reload_removes_hears_it() {
-        let all = Buffers::new(4096);
-        all.sync([("api", 3)]);
-        let sel = all.select("api", None).expect("api");
-        let last = all.follow("api", Some(2), &sel[2..]);
-        let first = all.follow("api", Some(0), &sel[..1]);
-        let every = all.follow("api", None, &sel);
-        all.sync([("api", 2)]);
-        assert_eq!(
-            last.closed().as_deref(),
-            Some("api/2 was removed from the config (api now has 2)")
-        );
-        assert_eq!((first.closed(), every.closed()), (None, None));
-        assert_eq!(all.followers(), 2);
-    }
-
-    #[test]
-    fn with_no_buffer_lines_are_followed_but_not_kept() {
-        let all = Buffers::new(0);
-        all.sync([("api", 1)]);
-        let sel = all.select("api", None).expect("api");
-        let f = all.follow("api", None, &sel);
-        push(&sel[0], Stream::Stdout, "live");
-        assert!(Buffers::recent(&sel, 10).is_empty());
-        assert!(matches!(f.pop(), Some(Item::Line(_))));
-    }
-}
+mod tests;

@@ -117,13 +117,13 @@ fn renders_parseable_openmetrics_with_every_family() {
             ("1".into(), "stopped".into())
         ]
     );
-    let counter = samples(&text, "supervise_worker_sdk_counter");
+    let counter = samples(&text, "supervise_worker_sdk");
     assert_eq!(counter.len(), 1);
     assert_eq!(
         (counter[0].0, counter[0].1["name"].as_str()),
         (42.0, "bytes_in")
     );
-    let gauge = samples(&text, "supervise_worker_sdk_gauge");
+    let gauge = samples(&text, "supervise_worker_sdk_value");
     assert_eq!((gauge[0].0, gauge[0].1["name"].as_str()), (7.0, "queue"));
     let hb = samples(&text, "supervise_worker_heartbeat_age_seconds");
     assert_eq!(hb[0].0, 1.5);
@@ -152,7 +152,7 @@ fn hostile_metric_names_cannot_break_the_exposition() {
     w.totals.counters = w.counters.clone();
     let text = render(&[w], Format::OpenMetrics);
     assert_eq!(text.lines().filter(|l| *l == "# EOF").count(), 1, "{text}");
-    let got: BTreeSet<String> = samples(&text, "supervise_worker_sdk_counter")
+    let got: BTreeSet<String> = samples(&text, "supervise_worker_sdk")
         .into_iter()
         .map(|(_, l)| l["name"].clone())
         .collect();
@@ -359,7 +359,7 @@ fn renders_the_prometheus_text_format() {
     let kind = |name: &str| f.get(name).map(|(k, _)| k.as_str());
     assert_eq!(kind("supervise_worker_restarts_total"), Some("counter"));
     assert_eq!(kind("supervise_worker_cpu_seconds_total"), Some("counter"));
-    assert_eq!(kind("supervise_worker_sdk_counter_total"), Some("counter"));
+    assert_eq!(kind("supervise_worker_sdk_total"), Some("counter"));
     assert_eq!(kind("supervise_worker_rss_bytes"), Some("gauge"));
     assert_eq!(kind("supervise_worker_uptime_seconds"), Some("gauge"));
     // Families without a sample are left out, as client_golang does.
@@ -407,7 +407,7 @@ fn hostile_metric_names_cannot_break_the_text_format() {
     w.counters = names.iter().map(|n| ((*n).to_owned(), 5)).collect();
     w.totals.counters = w.counters.clone();
     let text = render(&[w], Format::Text);
-    let got: BTreeSet<String> = parse_text(&text)["supervise_worker_sdk_counter_total"]
+    let got: BTreeSet<String> = parse_text(&text)["supervise_worker_sdk_total"]
         .1
         .iter()
         .map(|(_, l)| l["name"].clone())
