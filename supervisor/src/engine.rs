@@ -31,6 +31,9 @@ pub const EXIT_FATAL: i32 = 1;
 struct Slot {
     spec: Rc<ProgramSpec>,
     instance: u32,
+    /// The program state its task shares with its siblings: a fatal verdict on a state that
+    /// `start` or a reload has since replaced is about what they replaced.
+    program: Rc<ProgramState>,
     cmds: mpsc::UnboundedSender<Command>,
     shared: Rc<Shared>,
     /// Stopped by a reload, to be replaced by `replacement` once it has ended.
@@ -463,7 +466,7 @@ impl Engine {
         let ctx = Ctx {
             spec: spec.clone(),
             instance,
-            program,
+            program: program.clone(),
             shared: shared.clone(),
             reaper: self.reaper.clone(),
             output: self.output.clone(),
@@ -482,6 +485,7 @@ impl Engine {
             Slot {
                 spec: spec.clone(),
                 instance,
+                program,
                 cmds: tx,
                 shared,
                 replacement: None,
@@ -512,10 +516,20 @@ impl Engine {
         if let Some(e) = end.last_exit {
             self.last_exits.push(e);
         }
+        // A verdict on the program as it is now, not on one a reload or `start` replaced while
+        // this task was ending.
+        let current = self
+            .programs
+            .get(&slot.spec.name)
+            .is_some_and(|p| Rc::ptr_eq(p, &slot.program));
         if end.fatal {
             self.any_fatal = true;
             self.fatal_exit = self.fatal_exit.or(end.last_exit);
-            // The program is given up on: its other replicas stop too.
+        }
+        if end.fatal && current {
+            // The program is given up on: a roll of it must not start what it has not reached,
+            // and its other replicas stop too.
+            self.rolls.retain(|r| r.program != slot.spec.name);
             for s in self
                 .slots
                 .values_mut()
@@ -563,11 +577,24 @@ impl Engine {
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
         let mut changed = Vec::new();
+        // Fatal programs that changed: started once the plan is the new one.
+        let mut fresh = Vec::new();
         for spec in &new.programs {
             let spec_rc = Rc::new(spec.clone());
             match old.get(&spec.name) {
                 None => self.start_program(spec_rc),
                 Some(o) if o == spec => {}
+                Some(_) if self.is_fatal(&spec.name) => {
+                    // Given up on, and changed (its replica count too): started afresh, as
+                    // `supervise start` would, with its restart history forgotten. Instances
+                    // still being stopped are replaced as they end.
+                    self.programs.remove(&spec.name);
+                    if self.slots.values().any(|s| s.spec.name == spec.name) {
+                        changed.push(spec_rc);
+                    } else {
+                        fresh.push(spec_rc);
+                    }
+                }
                 Some(o)
                     if ProgramSpec {
                         replicas: spec.replicas,
@@ -601,6 +628,11 @@ impl Engine {
                 for s in self.slots.values().filter(|s| &s.spec.name == name) {
                     let _ = s.cmds.send(Command::Stop { signal: None });
                 }
+                // Out of the config, out of view; and should it come back, it starts afresh
+                // rather than fatal already.
+                if self.is_fatal(name) {
+                    self.programs.remove(name);
+                }
             }
         }
         self.plan.programs = new.programs;
@@ -621,6 +653,9 @@ impl Engine {
                     .iter()
                     .map(|p| (p.name.as_str(), p.memory.map(|m| m.max))),
             );
+        }
+        for spec in fresh {
+            self.start_program(spec);
         }
         // Rolled once the plan holds the new replica counts.
         for spec in changed {
