@@ -11,6 +11,8 @@
 //! - `--lines N`: numbered lines to print after the first line (default 0).
 //! - `--after MS`: milliseconds to sleep before exiting (default 100).
 //! - `--code N`: exit code, 0..=255 (default 1).
+//! - `--healed FILE`: if FILE exists when it starts, it prints `crasher healed` after the lines
+//!   and sleeps until it is stopped instead of exiting (a program that was fixed meanwhile).
 //! - `--signal N`: die by signal N instead (1..=31 or SIGRTMIN..=SIGRTMAX); before raising it,
 //!   RLIMIT_CORE is set to 0 so SEGV, ABRT and the like leave no core file behind and the wait
 //!   status deterministically carries no core-dump flag. A signal whose default action does not
@@ -47,6 +49,10 @@ struct Args {
     /// Die by this signal (raised on itself) instead of exiting with --code.
     #[arg(long, value_name = "N", value_parser = parse_signal)]
     signal: Option<i32>,
+
+    /// If this file exists at start, never exit: sleep until stopped.
+    #[arg(long, value_name = "FILE")]
+    healed: Option<std::path::PathBuf>,
 }
 
 fn parse_signal(text: &str) -> Result<i32, String> {
@@ -121,6 +127,12 @@ fn main() {
 
     out.line(format_args!("crasher pid={} starting", process::id()));
     out.numbered_lines(args.lines);
+    if args.healed.as_deref().is_some_and(std::path::Path::exists) {
+        out.line(format_args!("crasher healed"));
+        loop {
+            thread::park();
+        }
+    }
     thread::sleep(Duration::from_millis(args.after));
 
     if let Some(signal) = args.signal {

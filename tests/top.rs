@@ -192,3 +192,46 @@ fn top_survives_a_missing_supervisor() {
         tmux.screen()
     );
 }
+
+#[test]
+fn top_shows_a_fatal_program_and_why_it_cannot_be_restarted() {
+    if tmux_missing() {
+        return;
+    }
+    // Names in sort order: the fatal program's row comes first, and is selected.
+    let (crash, ok) = (unique("af"), unique("ok"));
+    let _guards = [ProgramGuard(crash.clone()), ProgramGuard(ok.clone())];
+    let sup = Sup::with_config(&format!(
+        "[program.{crash}]\ncommand = [\"{crasher}\", \"--after\", \"100\", \"--code\", \"3\"]\n\
+         restart = \"always\"\nintensity = {{ max = 1, within = \"60s\" }}\n\
+         backoff = {{ first = \"10ms\" }}\n\
+         [program.{ok}]\ncommand = [\"{leaky}\", \"--rate\", \"0\"]\n",
+        crasher = example("crasher"),
+        leaky = example("leaky"),
+    ));
+    sup.wait_event("fatal", Duration::from_secs(15));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmux = Tmux::top(dir.path(), &sup.socket());
+
+    // Its row stays, in state fatal, beside the program that runs on.
+    tmux.wait_for("2 workers", &sup);
+    let screen = tmux.wait_for(" fatal ", &sup);
+    let row = screen
+        .lines()
+        .find(|l| l.contains(&crash))
+        .unwrap_or_else(|| panic!("no row of {crash}:\n{screen}"));
+    assert!(row.contains(" fatal "), "{screen}");
+    assert!(screen.contains(&ok), "{screen}");
+
+    // A restart of it is answered with what to do instead.
+    tmux.keys("r");
+    tmux.wait_for(&format!("restart {crash}/0? (y/n)"), &sup);
+    tmux.keys("y");
+    tmux.wait_for(&format!("`supervise start {crash}`"), &sup);
+    tmux.keys("q");
+    assert!(
+        wait_until(Duration::from_secs(10), || !tmux.alive()),
+        "top did not quit on q:\n{}",
+        tmux.screen()
+    );
+}

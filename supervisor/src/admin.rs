@@ -460,6 +460,7 @@ pub fn table(workers: &[WorkerStatus]) -> String {
         )
     };
     let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let now = std::time::SystemTime::now();
     for w in workers {
         let beyond = beyond_memory(w);
         let _ = writeln!(
@@ -484,12 +485,25 @@ pub fn table(workers: &[WorkerStatus]) -> String {
             beyond[1],
             beyond[2],
             beyond[3],
-            w.waiting_for
-                .as_ref()
-                .map_or_else(|| w.findings.join(","), |x| format!("waiting for {x}")),
+            note(w, &w.findings.join(","), now),
         );
     }
     out
+}
+
+/// The last cell of a row, in the status table and `top`: what a program not started yet waits
+/// for; else, for an instance without a process, how its last one ended (`exit 3, 1m40s ago`)
+/// before `rest` (its findings, or what it said); else `rest`.
+#[must_use]
+pub fn note(w: &WorkerStatus, rest: &str, now: std::time::SystemTime) -> String {
+    if let Some(x) = &w.waiting_for {
+        return format!("waiting for {x}");
+    }
+    match w.last_exit.as_ref().filter(|_| w.pid.is_none()) {
+        Some(e) if rest.is_empty() => e.words(now),
+        Some(e) => format!("{}; {rest}", e.words(now)),
+        None => rest.to_owned(),
+    }
 }
 
 /// The lines under the `status` table about the supervisor itself: how closed sockets are

@@ -31,6 +31,9 @@ pub const EXIT_FATAL: i32 = 1;
 struct Slot {
     spec: Rc<ProgramSpec>,
     instance: u32,
+    /// The program state its task shares with its siblings: a fatal verdict on a state that
+    /// `start` or a reload has since replaced is about what they replaced.
+    program: Rc<ProgramState>,
     cmds: mpsc::UnboundedSender<Command>,
     shared: Rc<Shared>,
     /// Stopped by a reload, to be replaced by `replacement` once it has ended.
@@ -478,7 +481,7 @@ impl Engine {
         let ctx = Ctx {
             spec: spec.clone(),
             instance,
-            program,
+            program: program.clone(),
             shared: shared.clone(),
             reaper: self.reaper.clone(),
             output: self.output.clone(),
@@ -498,6 +501,7 @@ impl Engine {
             Slot {
                 spec: spec.clone(),
                 instance,
+                program,
                 cmds: tx,
                 shared,
                 replacement: None,
@@ -531,10 +535,20 @@ impl Engine {
             self.last_exits
                 .insert((slot.spec.name.clone(), slot.instance), e);
         }
+        // A verdict on the program as it is now, not on one a reload or `start` replaced while
+        // this task was ending.
+        let current = self
+            .programs
+            .get(&slot.spec.name)
+            .is_some_and(|p| Rc::ptr_eq(p, &slot.program));
         if end.fatal {
             self.any_fatal = true;
             self.fatal_exit = self.fatal_exit.or(end.last_exit);
-            // The program is given up on: its other replicas stop too.
+        }
+        if end.fatal && current {
+            // The program is given up on: a roll of it must not start what it has not reached,
+            // and its other replicas stop too.
+            self.rolls.retain(|r| r.program != slot.spec.name);
             for s in self
                 .slots
                 .values_mut()

@@ -3,6 +3,7 @@
 //! so that none imports another to learn the shape of a worker's state.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,11 @@ pub struct WorkerStatus {
     /// every incarnation included: never goes backwards (the metrics' `_total` families).
     #[serde(default)]
     pub totals: Totals,
+    /// How the instance's last process ended, and when: for one without a process (fatal,
+    /// stopped, in backoff) how it got there; for a running one, the process before it. `None`
+    /// until a process of it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<LastExit>,
     /// The tree's processes when it has more than one, largest first (at most
     /// [`MAX_MEMBERS_SHOWN`]): who holds the memory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -130,6 +136,65 @@ pub struct MemberStatus {
     pub rss_bytes: u64,
     /// Resident memory gained since it joined the tree.
     pub growth_bytes: u64,
+}
+
+/// An instance's last exit (`last_exit` in `status --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    /// Exactly one of `code` and `signal` is set, as in the `exited` event; a command that
+    /// could not be started at all counts as code 127.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// When supervise saw it (RFC 3339, UTC, milliseconds, as an event's `ts`).
+    pub at: String,
+}
+
+impl LastExit {
+    #[must_use]
+    pub fn new(exit: crate::reaper::Exit, at: SystemTime) -> Self {
+        let (code, signal) = match exit {
+            crate::reaper::Exit::Code(c) => (Some(c), None),
+            crate::reaper::Exit::Signal(s) => (None, Some(s)),
+        };
+        Self {
+            code,
+            signal,
+            at: humantime::format_rfc3339_millis(at).to_string(),
+        }
+    }
+
+    /// `exit 3, 1m40s ago` or `SIGSEGV, 5s ago`, for people, as of `now` (the age is left out
+    /// when `at` does not read as a time).
+    #[must_use]
+    pub fn words(&self, now: SystemTime) -> String {
+        let what = match (self.code, self.signal) {
+            (_, Some(s)) => crate::signals::Sig::from_raw(s)
+                .map_or_else(|| format!("signal {s}"), |s| s.to_string()),
+            (Some(c), None) => format!("exit {c}"),
+            (None, None) => "exited".to_owned(),
+        };
+        match humantime::parse_rfc3339(&self.at) {
+            Ok(at) => {
+                // A clock set back since is not a negative age.
+                let ago = now.duration_since(at).unwrap_or_default();
+                format!("{what}, {} ago", short_duration(ago.as_secs_f64()))
+            }
+            Err(_) => what,
+        }
+    }
+}
+
+/// `42s`, `3m05s`, `2h07m`, `3d04h`: a duration in the room of a table cell.
+#[must_use]
+pub fn short_duration(s: f64) -> String {
+    // Never negative; `as` saturates a NaN to 0.
+    let s = s.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
 }
 
 impl WorkerStatus {
@@ -167,6 +232,7 @@ impl WorkerStatus {
             waiting_for: None,
             totals: Totals::default(),
             members: Vec::new(),
+            last_exit: None,
         }
     }
 }
@@ -350,6 +416,58 @@ impl From<&crate::disk::DirState> for WatchedDir {
             fs_used_percent: s.fs.map(|f| (f.used_percent * 10.0).round() / 10.0),
             fs_max_used_percent: s.dir.fs_max_used,
             error: s.error.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::reaper::Exit;
+
+    #[test]
+    fn a_last_exit_in_words() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let code = LastExit::new(Exit::Code(3), at);
+        assert_eq!(
+            (code.code, code.signal, code.at.as_str()),
+            (Some(3), None, "2027-01-15T08:00:00.000Z")
+        );
+        let cases = [
+            (Exit::Code(3), 0, "exit 3, 0s ago"),
+            (Exit::Code(0), 100, "exit 0, 1m40s ago"),
+            (Exit::Signal(libc::SIGSEGV), 7300, "SIGSEGV, 2h01m ago"),
+            (Exit::Signal(99), 5, "signal 99, 5s ago"),
+            (Exit::Code(127), 90_000, "exit 127, 1d01h ago"),
+        ];
+        for (exit, after, words) in cases {
+            let e = LastExit::new(exit, at);
+            assert_eq!(e.words(at + Duration::from_secs(after)), words, "{e:?}");
+        }
+        // A clock set back is no negative age; a time that does not read is left out.
+        assert_eq!(code.words(at - Duration::from_secs(60)), "exit 3, 0s ago");
+        let odd = LastExit {
+            at: "yesterday".into(),
+            ..code
+        };
+        assert_eq!(odd.words(at), "exit 3");
+    }
+
+    #[test]
+    fn short_durations() {
+        for (s, text) in [
+            (-1.0, "0s"),
+            (f64::NAN, "0s"),
+            (59.9, "59s"),
+            (60.0, "1m00s"),
+            (3599.0, "59m59s"),
+            (3600.0, "1h00m"),
+            (86_399.0, "23h59m"),
+            (86_400.0 * 3.0 + 3600.0 * 4.0, "3d04h"),
+        ] {
+            assert_eq!(short_duration(s), text, "{s}");
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -69,6 +69,9 @@ pub struct Counters {
     carried: RefCell<Totals>,
     /// The totals last shown.
     shown: RefCell<Totals>,
+    /// Not a count, but kept as long: the instance's last exit and when it was seen, so an
+    /// instance without a process (fatal, stopped) still tells how it ended.
+    last_exit: Cell<Option<(Exit, SystemTime)>>,
 }
 
 impl Counters {
@@ -104,6 +107,17 @@ impl Counters {
     /// An incarnation ended with these totals: they are carried into every later figure.
     fn carry(&self, last: &Totals) {
         self.carried.borrow_mut().add(last);
+    }
+
+    /// The instance's latest process exited now (or could not be started: code 127).
+    pub(crate) fn exited(&self, exit: Exit) {
+        self.last_exit.set(Some((exit, SystemTime::now())));
+    }
+
+    /// The instance's last exit and when it was seen, if it ever ran.
+    #[must_use]
+    pub fn last_exit(&self) -> Option<(Exit, SystemTime)> {
+        self.last_exit.get()
     }
 }
 
@@ -392,6 +406,7 @@ impl Ctx {
                     Input::Spawned
                 }
                 Err(e) => {
+                    self.shared.counters.exited(Exit::Code(127));
                     self.event(None, Kind::SpawnFailed { error: e });
                     Input::SpawnFailed
                 }

@@ -30,22 +30,7 @@ impl Engine {
                 Some(sig) => self.signal(&program, instance, sig),
                 None => error(format!("no signal numbered {signal}")),
             },
-            Request::Stop { program, .. } => {
-                if !self.known(&program) {
-                    return error(format!("no program named {program}"));
-                }
-                let mut n = 0;
-                for s in self.slots.values_mut().filter(|s| s.spec.name == program) {
-                    s.doomed = true;
-                    if s.cmds.send(Command::Stop { signal: None }).is_ok() {
-                        n += 1;
-                    }
-                }
-                // A roll under way must not start what was just stopped.
-                self.rolls.retain(|r| r.program != program);
-                self.held.insert(program.clone());
-                ok(format!("stopping {n} instance(s) of {program}"))
-            }
+            Request::Stop { program, .. } => self.stop(&program),
             Request::Start { program, .. } => self.start_held(&program),
             // Answered once the config is loaded (see `on_call` and `reload.rs`).
             Request::Reload => error("reload: not a request answered at once".into()),
@@ -62,6 +47,37 @@ impl Engine {
         self.plan.programs.iter().any(|p| p.name == program)
     }
 
+    /// `stop NAME`: stops every instance and keeps the program stopped until `start`. A fatal
+    /// program becomes a stopped one: the operator has seen it, `/readyz` no longer waits for
+    /// it, and it keeps its last exits and counts.
+    fn stop(&mut self, program: &str) -> Response {
+        if !self.known(program) {
+            return error(format!("no program named {program}"));
+        }
+        let mut n = 0;
+        for s in self.slots.values_mut().filter(|s| s.spec.name == program) {
+            s.doomed = true;
+            if s.cmds.send(Command::Stop { signal: None }).is_ok() {
+                n += 1;
+            }
+        }
+        // A roll under way must not start what was just stopped.
+        self.rolls.retain(|r| r.program != program);
+        self.held.insert(program.to_owned());
+        if let Some(p) = self.programs.get(program).filter(|p| p.fatal.get()) {
+            p.fatal.set(false);
+            let left = if n > 0 {
+                format!(" ({n} instance(s) still stopping)")
+            } else {
+                String::new()
+            };
+            return ok(format!(
+                "{program} was fatal; it is stopped now{left}, until `supervise start {program}`"
+            ));
+        }
+        ok(format!("stopping {n} instance(s) of {program}"))
+    }
+
     /// `restart NAME[/INSTANCE]`: one instance at once, or a whole program one instance at a
     /// time. Refused while the supervisor or the program is stopping for good.
     fn restart(&mut self, program: &str, instance: Option<u32>) -> Response {
@@ -70,6 +86,12 @@ impl Engine {
         }
         if !self.known(program) && !self.slots.values().any(|s| s.spec.name == program) {
             return error(format!("no program named {program}"));
+        }
+        if self.is_fatal(program) {
+            return error(format!(
+                "{program} is fatal (it exceeded its restart intensity): nothing to restart; \
+                 `supervise start {program}` starts it afresh"
+            ));
         }
         let target =
             |s: &&super::Slot| s.spec.name == program && instance.is_none_or(|i| i == s.instance);
@@ -135,13 +157,18 @@ impl Engine {
         self.held.remove(program);
         // A fresh start: the restart history and a fatal verdict are forgotten (the counters
         // are not: they only ever grow).
+        let was = if self.is_fatal(program) {
+            " (it was fatal; its restart history is forgotten)"
+        } else {
+            ""
+        };
         self.programs.remove(program);
         let spec = Rc::new(spec);
         let replicas = spec.replicas;
         self.start_program(spec);
         match self.waiting.get(program).and_then(|s| self.blocked_by(s)) {
-            Some(what) => ok(format!("{program} will start once {what} is up")),
-            None => ok(format!("started {replicas} instance(s) of {program}")),
+            Some(what) => ok(format!("{program} will start once {what} is up{was}")),
+            None => ok(format!("started {replicas} instance(s) of {program}{was}")),
         }
     }
 
@@ -161,8 +188,13 @@ impl Engine {
             }
         }
         if n == 0 {
+            let fatal = if self.is_fatal(program) {
+                " (it is fatal: it exceeded its restart intensity)"
+            } else {
+                ""
+            };
             error(format!(
-                "no running instance of {}",
+                "no running instance of {}{fatal}",
                 named(program, instance)
             ))
         } else {

@@ -330,11 +330,24 @@ impl Engine {
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
         let mut changed = Vec::new();
+        // Fatal programs that changed: started once the plan is the new one.
+        let mut fresh = Vec::new();
         for spec in &new.programs {
             let spec_rc = Rc::new(spec.clone());
             match old.get(&spec.name) {
                 None => self.start_program(spec_rc),
                 Some(o) if o == spec => {}
+                Some(_) if self.is_fatal(&spec.name) => {
+                    // Given up on, and changed (its replica count too): started afresh, as
+                    // `supervise start` would, with its restart history forgotten. Instances
+                    // still being stopped are replaced as they end.
+                    self.programs.remove(&spec.name);
+                    if self.slots.values().any(|s| s.spec.name == spec.name) {
+                        changed.push(spec_rc);
+                    } else {
+                        fresh.push(spec_rc);
+                    }
+                }
                 Some(o)
                     if ProgramSpec {
                         replicas: spec.replicas,
@@ -368,6 +381,11 @@ impl Engine {
                 for s in self.slots.values().filter(|s| &s.spec.name == name) {
                     let _ = s.cmds.send(Command::Stop { signal: None });
                 }
+                // Out of the config, out of view; and should it come back, it starts afresh
+                // rather than fatal already.
+                if self.is_fatal(name) {
+                    self.programs.remove(name);
+                }
             }
         }
         self.plan.programs = new.programs;
@@ -388,6 +406,9 @@ impl Engine {
                     .iter()
                     .map(|p| (p.name.as_str(), p.memory.map(|m| m.max))),
             );
+        }
+        for spec in fresh {
+            self.start_program(spec);
         }
         // Rolled once the plan holds the new replica counts.
         for spec in changed {

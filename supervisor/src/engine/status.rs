@@ -1,8 +1,15 @@
 //! What the engine reports about its workers: the `status` snapshot and the readiness verdict.
+//!
+//! Every instance of a program in the config is in the snapshot, whether or not it has a task:
+//! one that ended is still shown, `stopped` (by an operator, or not restarted by its restart
+//! mode) or `fatal` (its program exceeded its restart intensity), with its last exit and its
+//! counts, so the program an operator most needs to see never drops out of `status`, `top`, the
+//! metrics or the history.
 
 use super::Engine;
 use crate::events::Reason;
 use crate::status;
+use crate::status::Phase;
 use crate::worker::Up;
 
 impl Engine {
@@ -20,13 +27,19 @@ impl Engine {
                 let what = self.blocked_by(spec).unwrap_or_else(|| "its turn".into());
                 return Err(format!("{}: waiting for {what}", spec.name));
             }
+            let name = &spec.name;
+            if self.is_fatal(name) {
+                // The instance given up on, before a sibling that is still being stopped.
+                let given_up = (0..spec.replicas).find(|&i| {
+                    self.slot_of(name, i)
+                        .is_none_or(|s| s.shared.phase.get() == Phase::Fatal)
+                });
+                if let Some(i) = given_up {
+                    return Err(format!("{name}/{i}: fatal"));
+                }
+            }
             for i in 0..spec.replicas {
-                let name = &spec.name;
-                let Some(s) = self
-                    .slots
-                    .values()
-                    .find(|s| &s.spec.name == name && s.instance == i)
-                else {
+                let Some(s) = self.slot_of(name, i) else {
                     return Err(format!("{name}/{i}: not running"));
                 };
                 let sh = &s.shared;
@@ -64,6 +77,21 @@ impl Engine {
         }
     }
 
+    /// Whether `program` was given up on (it exceeded its restart intensity) and not started
+    /// again since.
+    pub(super) fn is_fatal(&self, program: &str) -> bool {
+        self.programs.get(program).is_some_and(|p| p.fatal.get())
+    }
+
+    /// The task of `program`'s instance `i`, if it has one (the live one, during a reload's
+    /// replacement).
+    fn slot_of(&self, program: &str, i: u32) -> Option<&super::Slot> {
+        self.slots
+            .values()
+            .filter(|s| s.spec.name == program && s.instance == i)
+            .min_by_key(|s| s.doomed)
+    }
+
     /// An instance with no process: what it did before still counts.
     fn idle_status(&self, program: &str, instance: u32) -> status::WorkerStatus {
         let counters = self.counters.get(&(program.to_owned(), instance));
@@ -77,6 +105,9 @@ impl Engine {
             restarts_by_reason: crate::status::restarts_by_reason(&by),
             findings_by_kind: counters.map(|c| c.findings()).unwrap_or_default(),
             totals,
+            last_exit: counters
+                .and_then(|c| c.last_exit())
+                .map(|(exit, at)| status::LastExit::new(exit, at)),
             ..status::WorkerStatus::new(program, instance)
         }
     }
@@ -143,6 +174,10 @@ impl Engine {
                     } else {
                         Vec::new()
                     },
+                    last_exit: sh
+                        .counters
+                        .last_exit()
+                        .map(|(exit, at)| status::LastExit::new(exit, at)),
                 }
             })
             .collect();
@@ -155,17 +190,34 @@ impl Engine {
                 w
             }));
         }
-        for name in &self.held {
-            if !out.iter().any(|w| &w.program == name) {
-                let replicas = self
-                    .plan
-                    .programs
-                    .iter()
-                    .find(|p| &p.name == name)
-                    .map_or(0, |p| p.replicas);
-                out.extend((0..replicas).map(|instance| self.idle_status(name, instance)));
+        // Instances without a task: stopped by an operator, given up on, or ended as their
+        // restart mode allows. One that never had a task (a reload's new instance the roll has
+        // not reached yet) is not shown.
+        let mut shown: std::collections::HashSet<(&str, u32)> = out
+            .iter()
+            .map(|w| (w.program.as_str(), w.instance))
+            .collect();
+        let mut idle = Vec::new();
+        for spec in &self.plan.programs {
+            let name = spec.name.as_str();
+            if self.waiting.contains_key(name) {
+                continue;
+            }
+            let held = self.held.contains(name);
+            // `stop` on a fatal program makes it stopped: held wins.
+            let fatal = !held && self.is_fatal(name);
+            let state = if fatal { Phase::Fatal } else { Phase::Stopped };
+            for i in 0..spec.replicas {
+                if shown.insert((name, i))
+                    && (held || fatal || self.counters.contains_key(&(spec.name.clone(), i)))
+                {
+                    let mut w = self.idle_status(name, i);
+                    w.state = state;
+                    idle.push(w);
+                }
             }
         }
+        out.extend(idle);
         out.sort_by(|a, b| (&a.program, a.instance).cmp(&(&b.program, b.instance)));
         out
     }

@@ -29,16 +29,19 @@ pub(super) fn register(reg: &mut Registry, workers: &[WorkerStatus]) {
             ("replica".into(), w.instance.to_string()),
         ];
         // Counters over every incarnation (they never go backwards), from the first probe of
-        // the instance on: one not yet probed has no such series.
+        // the instance on: one not yet probed has no such series. One whose process ended
+        // (fatal, stopped) keeps them, at zero too: a series that vanishes is no counter.
         let t = &w.totals;
-        if w.disk.is_some() || t.read_bytes > 0 || t.write_bytes > 0 || t.blkio_delay_s > 0.0 {
+        let ran = w.last_exit.is_some();
+        if ran || w.disk.is_some() || t.read_bytes > 0 || t.write_bytes > 0 || t.blkio_delay_s > 0.0
+        {
             f.io_read.get_or_create(&base).inc_by(t.read_bytes);
             f.io_write.get_or_create(&base).inc_by(t.write_bytes);
             f.blkio
                 .get_or_create(&base)
                 .inc_by(t.blkio_delay_s.max(0.0));
         }
-        if w.net.is_some() || t.sent_bytes > 0 || t.received_bytes > 0 {
+        if ran || w.net.is_some() || t.sent_bytes > 0 || t.received_bytes > 0 {
             f.sent.get_or_create(&base).inc_by(t.sent_bytes);
             f.received.get_or_create(&base).inc_by(t.received_bytes);
         }

@@ -136,6 +136,66 @@ fn renders_parseable_openmetrics_with_every_family() {
 }
 
 #[test]
+fn a_fatal_instance_keeps_its_state_and_every_counter() {
+    // Given up on: no process, no figures of one, but the state and every count it had.
+    let mut fatal = WorkerStatus {
+        state: Phase::Fatal,
+        restarts: 5,
+        restarts_by_reason: restarts_by_reason(&[5, 0, 0, 0, 0, 0, 0, 0, 0]),
+        last_exit: Some(crate::status::LastExit::new(
+            crate::reaper::Exit::Code(3),
+            std::time::SystemTime::now(),
+        )),
+        ..WorkerStatus::new("crash", 0)
+    };
+    fatal.totals.cpu_seconds = 0.5;
+    fatal.totals.counters = [("jobs".to_owned(), 9)].into();
+    // Never ran (a program waiting for what it starts after): no series of counts it never had.
+    let never = WorkerStatus::new("later", 0);
+    let text = render(&[fatal, never], Format::OpenMetrics);
+    let of = |family: &str, program: &str| -> Vec<(f64, BTreeMap<String, String>)> {
+        samples(&text, family)
+            .into_iter()
+            .filter(|(_, l)| l["program"] == program)
+            .collect()
+    };
+    let state = of("supervise_worker_state", "crash");
+    let on: Vec<&str> = state
+        .iter()
+        .filter(|(v, _)| *v == 1.0)
+        .map(|(_, l)| l["state"].as_str())
+        .collect();
+    assert_eq!(on, ["fatal"], "{text}");
+    assert_eq!(state.len(), Phase::ALL.len());
+    assert_eq!(of("supervise_worker_up", "crash")[0].0, 0.0);
+    let exits = of("supervise_worker_restarts", "crash")
+        .into_iter()
+        .find(|(_, l)| l["reason"] == "exit")
+        .expect("exit restarts");
+    assert_eq!(exits.0, 5.0);
+    assert_eq!(of("supervise_worker_cpu_seconds", "crash")[0].0, 0.5);
+    assert_eq!(of("supervise_worker_sdk_counter", "crash")[0].0, 9.0);
+    // Its I/O and traffic counters stay too, at zero: a series that vanishes is no counter.
+    for family in [
+        "supervise_worker_io_read_bytes",
+        "supervise_worker_io_write_bytes",
+        "supervise_worker_net_sent_bytes",
+        "supervise_worker_net_received_bytes",
+    ] {
+        assert_eq!(
+            of(family, "crash")
+                .iter()
+                .map(|(v, _)| *v)
+                .collect::<Vec<_>>(),
+            [0.0],
+            "{family}\n{text}"
+        );
+        assert!(of(family, "later").is_empty(), "{family}\n{text}");
+    }
+    assert!(!text.contains("supervise_worker_rss_bytes{"), "{text}");
+}
+
+#[test]
 fn hostile_metric_names_cannot_break_the_exposition() {
     let names = [
         "a\"b",

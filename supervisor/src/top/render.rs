@@ -1,13 +1,13 @@
 //! Drawing [`App`]: pure over its state, so tests render it into a `TestBackend` buffer.
 
 use ratatui::layout::{Constraint, Layout};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use super::App;
-use crate::status::WorkerStatus;
+use crate::status::{Phase, WorkerStatus};
 
 /// Column titles, in order.
 pub const HEADER: [&str; 19] = [
@@ -65,7 +65,13 @@ pub fn render(app: &App, frame: &mut Frame) {
             .get(&(w.program.clone(), w.instance))
             .map(|h| h.iter().copied().collect::<Vec<_>>())
             .unwrap_or_default();
-        Row::new(cells(w, &hist))
+        let row = Row::new(cells(w, &hist));
+        // Given up on: the row an operator must not miss.
+        if w.state == Phase::Fatal {
+            row.style(Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+        } else {
+            row
+        }
     });
     let widths = [
         Constraint::Min(12),
@@ -116,7 +122,7 @@ fn cells(w: &WorkerStatus, history: &[u64]) -> Vec<String> {
         w.instance.to_string(),
         w.pid.map_or_else(dash, |p| p.to_string()),
         if w.ready { "ready" } else { w.state.as_str() }.to_owned(),
-        w.uptime_s.map_or_else(dash, duration),
+        w.uptime_s.map_or_else(dash, crate::status::short_duration),
         w.restarts.to_string(),
         w.rss_bytes.map_or_else(dash, bytes),
         sparkline(history, SPARK_WIDTH),
@@ -135,13 +141,14 @@ fn cells(w: &WorkerStatus, history: &[u64]) -> Vec<String> {
     ]
     .into_iter()
     .chain(crate::admin::beyond_memory(w))
-    .chain([w
-        .waiting_for
-        .as_ref()
-        .map(|x| format!("waiting for {x}"))
-        .or_else(|| w.status_text.clone())
-        .or_else(|| w.findings.last().cloned())
-        .unwrap_or_default()])
+    .chain([crate::admin::note(
+        w,
+        w.status_text
+            .as_deref()
+            .or(w.findings.last().map(String::as_str))
+            .unwrap_or_default(),
+        std::time::SystemTime::now(),
+    )])
     .collect()
 }
 
@@ -151,18 +158,6 @@ fn bytes(b: u64) -> String {
         return "0K".to_owned();
     }
     crate::admin::short_bytes(b as f64)
-}
-
-/// `42s`, `3m05s`, `2h07m`, `3d04h`.
-fn duration(s: f64) -> String {
-    // Uptimes are never negative; `as` saturates a NaN to 0.
-    let s = s.max(0.0) as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
 }
 
 /// The last `width` samples as block characters, scaled from the smallest to the biggest shown

@@ -98,6 +98,54 @@ fn ready_shows_instead_of_state_and_missing_figures_are_dashes() {
 }
 
 #[test]
+fn a_fatal_instance_is_a_red_row_with_its_last_exit() {
+    let ago = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+    let fatal = WorkerStatus {
+        state: Phase::Fatal,
+        restarts: 5,
+        last_exit: Some(crate::status::LastExit::new(
+            crate::reaper::Exit::Code(3),
+            ago,
+        )),
+        ..WorkerStatus::new("crash", 0)
+    };
+    // A running instance's last exit is its previous process's: not news.
+    let mut running = worker("api", 0, 10, 1.0);
+    running.last_exit = Some(crate::status::LastExit::new(
+        crate::reaper::Exit::Signal(libc::SIGKILL),
+        ago,
+    ));
+    let mut app = App::default();
+    app.update(vec![running, fatal]);
+    // Wide enough for the last column to hold the whole note.
+    let mut term = Terminal::new(TestBackend::new(200, 12)).expect("terminal");
+    term.draw(|f| super::render(&app, f)).expect("draw");
+    let buf = term.backend().buffer();
+    let lines: Vec<String> = (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect();
+    let y = row_of(&lines, "crash");
+    let row = &lines[y];
+    // The age is 100 s give or take the time this test takes to draw.
+    for cell in ["fatal", "exit 3, 1m4", "s ago"] {
+        assert!(row.contains(cell), "{cell} missing: {row}");
+    }
+    let at = u16::try_from(row.find("fatal").expect("fatal")).expect("narrow");
+    let cell = &buf[(at, u16::try_from(y).expect("short"))];
+    assert_eq!(cell.fg, ratatui::style::Color::Red, "{cell:?}");
+    assert!(cell.modifier.contains(ratatui::style::Modifier::BOLD));
+    let api = &lines[row_of(&lines, "api")];
+    assert!(!api.contains("SIGKILL") && api.contains("leak"), "{api}");
+    let api_at = u16::try_from(api.find("running").expect("running")).expect("narrow");
+    let y = u16::try_from(row_of(&lines, "api")).expect("short");
+    assert_ne!(buf[(api_at, y)].fg, ratatui::style::Color::Red);
+}
+
+#[test]
 fn sort_by_memory_puts_the_biggest_first_and_keeps_the_selection() {
     let mut app = App::default();
     app.update(fleet());

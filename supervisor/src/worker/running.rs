@@ -292,6 +292,7 @@ impl Ctx {
         i.exit_rx = None;
         i.w.tree.root_reaped();
         self.shared.pid.set(None);
+        self.shared.counters.exited(exit);
         self.roots.borrow_mut().remove(&i.w.pid);
         let w = &mut i.w;
         // The last word from the segment, else the last good read.
