@@ -174,7 +174,7 @@ fn a_fatal_instance_keeps_its_state_and_every_counter() {
         .expect("exit restarts");
     assert_eq!(exits.0, 5.0);
     assert_eq!(of("supervise_worker_cpu_seconds", "crash")[0].0, 0.5);
-    assert_eq!(of("supervise_worker_sdk_counter", "crash")[0].0, 9.0);
+    assert_eq!(of("supervise_worker_sdk", "crash")[0].0, 9.0);
     // Its I/O and traffic counters stay too, at zero: a series that vanishes is no counter.
     for family in [
         "supervise_worker_io_read_bytes",
