@@ -479,3 +479,37 @@ fn chrono_ms(ts: &str) -> i64 {
     let s: f64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0.0);
     (h * 3600 + m * 60) * 1000 + (s * 1000.0) as i64
 }
+
+/// A tree that ignores its stop signal and keeps leaking is SIGKILLed past its ceiling, not
+/// after the whole grace.
+#[test]
+fn a_tree_leaking_through_its_grace_is_killed_at_its_ceiling() {
+    let (sup, _name, _guard) = run_example_ctl(
+        "graceceil",
+        &[
+            "--memory-max",
+            "40MiB",
+            "--memory-for",
+            "1",
+            "--memory-ceiling",
+            "80MiB",
+            "--memory-min-uptime",
+            "100ms",
+            "--grace",
+            "30s",
+        ],
+        "leaky",
+        &["--rate", "100", "--ignore-term"],
+    );
+    let stopping = sup.wait_nth(1, LONG, "stopping", |e| e["event"] == "stopping");
+    sup.wait_nth(1, LONG, "killed", |e| e["event"] == "killed");
+    sup.wait_nth(2, LONG, "the replacement", |e| e["event"] == "started");
+    let t0 = chrono_ms(stopping["ts"].as_str().unwrap_or_default());
+    let t1 = chrono_ms(sup.of("started")[1]["ts"].as_str().unwrap_or_default());
+    assert!(t1 - t0 < 10_000, "replaced {} ms after its stop began\n{}", t1 - t0, sup.dump());
+    assert!(
+        sup.events().iter().any(|e| e["kind"] == "over_ceiling"),
+        "{}",
+        sup.dump()
+    );
+}

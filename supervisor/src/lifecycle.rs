@@ -234,6 +234,19 @@ impl Lifecycle {
         matches!(self.phase, Phase::Stopping { .. })
     }
 
+    /// True while a tree is being stopped and SIGKILL has not gone out yet: it is still sampled,
+    /// and held to its memory ceiling.
+    #[must_use]
+    pub fn held_to_ceiling(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopping {
+                stage: Stage::Draining | Stage::Asked | Stage::Signalled,
+                ..
+            }
+        )
+    }
+
     /// True while a tree drains before its stop signal (it is still sampled, for its ceiling).
     #[must_use]
     pub fn is_draining(&self) -> bool {

@@ -497,7 +497,7 @@ impl Ctx {
                     return Input::Exited(exit);
                 }
                 () = sleep_until_opt(deadline) => return Input::Timer,
-                input = self.watch(watched, running, life.is_draining()), if running || stopping => {
+                input = self.watch(watched, running, life.held_to_ceiling().then_some(life.is_draining())), if running || stopping => {
                     if let Some(input) = input {
                         return input;
                     }

@@ -122,8 +122,8 @@ impl Ctx {
         })
     }
 
-    /// A sample of a draining tree: only its ceiling is judged. `Some` ends the drain now.
-    pub(super) fn drain_tick(&self, w: &mut Watch) -> Option<Reason> {
+    /// A sample of a tree being stopped: only its ceiling is judged. `Some` when it is past it.
+    pub(super) fn ceiling_tick(&self, w: &mut Watch) -> Option<Reason> {
         let ceiling = self.spec.handling.ceiling?;
         let s = w.tree.sample(
             self.spec
@@ -137,7 +137,9 @@ impl Ctx {
                 Some(w.pid),
                 Kind::Finding {
                     kind: "over_ceiling",
-                    detail: "past its memory ceiling while draining: the drain ends".into(),
+                    detail: "past its memory ceiling while being stopped: a drain ends, a stop \
+                             under way goes on with SIGKILL"
+                        .into(),
                     numbers: [("bytes", bytes), ("ceiling", ceiling)].into(),
                 },
             );

@@ -345,17 +345,22 @@ impl Ctx {
         &self,
         parts: Option<(&mut Watch, &mut tokio::time::Instant)>,
         sample: bool,
-        draining: bool,
+        stopping: Option<bool>,
     ) -> Option<Input> {
         let Some((w, next)) = parts else {
             return std::future::pending().await;
         };
         let listening = w.ipc.is_some();
         tokio::select! {
-            // A draining tree is still held to its ceiling.
-            () = sleep_until(*next), if draining => {
+            // A tree being stopped is still held to its ceiling: past it, a drain ends (the stop
+            // signal goes out), and a stop under way turns into SIGKILL.
+            () = sleep_until(*next), if stopping.is_some() => {
                 *next = tokio::time::Instant::now() + super::recycle::DRAIN_SAMPLE.min(self.sample_every);
-                self.drain_tick(w).map(Input::Restart)
+                let past = self.ceiling_tick(w);
+                match stopping {
+                    Some(true) => past.map(Input::Restart),
+                    _ => past.map(Input::KillRestart),
+                }
             }
             () = sleep_until(*next), if sample => match self.tick(w) {
                 Ok(delay) if delay < self.sample_every => {
