@@ -506,7 +506,12 @@ fn a_tree_leaking_through_its_grace_is_killed_at_its_ceiling() {
     sup.wait_nth(2, LONG, "the replacement", |e| e["event"] == "started");
     let t0 = chrono_ms(stopping["ts"].as_str().unwrap_or_default());
     let t1 = chrono_ms(sup.of("started")[1]["ts"].as_str().unwrap_or_default());
-    assert!(t1 - t0 < 10_000, "replaced {} ms after its stop began\n{}", t1 - t0, sup.dump());
+    assert!(
+        t1 - t0 < 10_000,
+        "replaced {} ms after its stop began\n{}",
+        t1 - t0,
+        sup.dump()
+    );
     assert!(
         sup.events().iter().any(|e| e["kind"] == "over_ceiling"),
         "{}",

@@ -58,6 +58,7 @@ pub mod notify;
 pub mod orphans;
 pub mod plan;
 pub mod policy;
+pub mod pressure;
 pub mod probe;
 pub mod reaper;
 pub mod report;
