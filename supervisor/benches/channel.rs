@@ -196,6 +196,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         health: None,
         after: Vec::new(),
         handling: supervisor::plan::Handling::default(),
+        oom: supervisor::plan::OomPolicy::Normal,
         leak: None,
         net: None,
     };
@@ -208,6 +209,7 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         &spec,
         0,
         supervisor::spawn::With {
+            pressure: None,
             inherit: Some(&inherit),
             ..Default::default()
         },

@@ -94,6 +94,12 @@ struct Engine {
     notify: crate::notify::Sockets,
     /// Each notify sender's budget this second.
     notify_intake: crate::notify::Intake,
+    /// The host memory-pressure policy, when on.
+    host: Option<pressure::Host>,
+    /// Bumped when host pressure begins (workers read it).
+    host_pressure: Rc<std::cell::Cell<u64>>,
+    /// What workers watch for memory pressure.
+    pressure_watch: Option<crate::pressure::Watch>,
     /// What the notify sockets dropped.
     notify_dropped: notified::Dropped,
     /// Findings about the supervisor as a whole (watched directories, the notify socket) by
@@ -171,6 +177,9 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             stop_cmd: Command::Stop { signal: None },
             notify: crate::notify::Sockets::default(),
             notify_intake: crate::notify::Intake::default(),
+            host: None,
+            host_pressure: Rc::default(),
+            pressure_watch: None,
             notify_dropped: notified::Dropped::default(),
             own_findings: std::collections::BTreeMap::new(),
             manager,
@@ -274,6 +283,21 @@ impl Engine {
                 .parent()
                 .unwrap_or_else(|| std::path::Path::new("/tmp")),
         );
+        if let Some(spec) = self.plan.pressure.clone() {
+            let dir = admin_path
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("/tmp"));
+            match pressure::Host::open(spec, dir) {
+                Ok(h) => {
+                    self.pressure_watch = Some(h.watch());
+                    self.host = Some(h);
+                }
+                Err(e) => tracing::warn!(error = %e, "no host memory-pressure policy"),
+            }
+        }
+        if self.pressure_watch.is_none() {
+            self.pressure_watch = crate::pressure::kernel_watch();
+        }
         for spec in self.plan.programs.clone() {
             self.start_program(Rc::new(spec));
         }
@@ -349,6 +373,7 @@ impl Engine {
                     self.scan_orphans();
                     last_scan = tokio::time::Instant::now();
                     self.probe_resources();
+                    self.probe_pressure();
                     if let Some(h) = &self.history {
                         h.record(unix_ms(), &self.status());
                         h.own_findings(&self.own_findings);
@@ -490,6 +515,8 @@ impl Engine {
             check_trees: self.check_trees.clone(),
             lifeline: self.lifeline.clone(),
             notify: self.notify_for(spec),
+            pressure_watch: self.pressure_watch.clone(),
+            host_pressure: self.host_pressure.clone(),
             kept: self.buffers.buffer(&spec.name, instance),
         };
         let id = self.next_id;
@@ -628,6 +655,7 @@ mod exit_code;
 mod notified;
 mod order;
 mod orphan_scan;
+mod pressure;
 mod reload;
 mod resources;
 mod roll;

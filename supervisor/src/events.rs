@@ -33,11 +33,13 @@ pub enum Reason {
     /// Recycled before its memory limit: its leak trend would reach the limit soon, or its
     /// schedule (`recycle.every`, `recycle.requests`) came due.
     Recycle,
+    /// The host ran short of memory and its tree was the one that explained it (`[pressure]`).
+    Pressure,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (the index of [`Reason::index`]).
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Exit,
         Reason::Memory,
         Reason::Manual,
@@ -47,6 +49,7 @@ impl Reason {
         Reason::NotReady,
         Reason::Unhealthy,
         Reason::Recycle,
+        Reason::Pressure,
     ];
 
     #[must_use]
@@ -61,6 +64,7 @@ impl Reason {
             Reason::NotReady => "not_ready",
             Reason::Unhealthy => "unhealthy",
             Reason::Recycle => "recycle",
+            Reason::Pressure => "pressure",
         }
     }
 
@@ -180,6 +184,24 @@ pub enum Kind {
     /// A worker's log file that could not be written (a `log_error`) is written again;
     /// `dropped` lines were lost meanwhile.
     LogResumed { path: String, dropped: u64 },
+    /// The host memory-pressure gate opened and this tree was chosen (`action`: `restart`, or
+    /// `warn` where it is only named), with the evidence: the tree's memory and growth, its
+    /// `oom` policy, the host's `MemAvailable` and PSI, the grace it gets, its heap (SDK
+    /// workers) and its last lines.
+    Pressure {
+        action: &'static str,
+        bytes: u64,
+        growth_bytes_per_s: u64,
+        oom: &'static str,
+        mem_available: u64,
+        mem_total: u64,
+        full_avg10: f64,
+        some_avg10: f64,
+        grace_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heap_bytes: Option<u64>,
+        last_lines: Vec<String>,
+    },
 }
 
 impl Kind {
@@ -266,11 +288,24 @@ impl Kind {
                 path: s(),
                 dropped: 0,
             },
+            Kind::Pressure {
+                action: "restart",
+                bytes: 1,
+                growth_bytes_per_s: 1,
+                oom: "normal",
+                mem_available: 1,
+                mem_total: 2,
+                full_avg10: 20.0,
+                some_avg10: 30.0,
+                grace_ms: 1000,
+                heap_bytes: None,
+                last_lines: vec![s()],
+            },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 24] = [
+    pub const NAMES: [&'static str; 25] = [
         "started",
         "spawn_failed",
         "exited",
@@ -295,6 +330,7 @@ impl Kind {
         "cleared",
         "recycled",
         "log_resumed",
+        "pressure",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -325,6 +361,7 @@ impl Kind {
             Kind::Cleared { .. } => 21,
             Kind::Recycled { .. } => 22,
             Kind::LogResumed { .. } => 23,
+            Kind::Pressure { .. } => 24,
         };
         Self::NAMES[i]
     }

@@ -55,6 +55,8 @@ pub struct Plan {
     /// `[sample] destroy_events`: count closed sockets from the kernel's destroy messages
     /// (`false`: from samples only, `--no-destroy-events`).
     pub destroy_events: bool,
+    /// `[pressure]`: the host memory-pressure policy, when on.
+    pub pressure: Option<PressureSpec>,
 }
 
 /// One supervised program and its policies.
@@ -89,6 +91,8 @@ pub struct ProgramSpec {
     pub after: Vec<String>,
     /// How its memory restarts are carried out (capacity guard, ceiling, recycling).
     pub handling: Handling,
+    /// Its place in the order of host-pressure victims (`oom`).
+    pub oom: OomPolicy,
 }
 
 /// A program's network policy, checked against its tree's sockets every tick.
@@ -552,6 +556,7 @@ pub mod envfile;
 pub mod file;
 mod handling;
 mod identity;
+mod pressure;
 
 pub use checks::{
     parse_check_flag, parse_ready_flag, Check, HealthSpec, ReadyHow, ReadySpec,
@@ -567,6 +572,7 @@ pub use identity::{
     credentials, effective_ids, parse_rlimit_flag, parse_umask, resolve_group, resolve_user,
     Identity, Rlimit, Switch, Who, RLIMITS, UNLIMITED,
 };
+pub use pressure::{OomPolicy, PressureOn, PressureSpec};
 
 #[cfg(test)]
 mod tests;

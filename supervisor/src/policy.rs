@@ -64,7 +64,7 @@ pub struct Rules<'a> {
 pub fn is_handled(reason: Reason) -> bool {
     matches!(
         reason,
-        Reason::Manual | Reason::Memory | Reason::Leak | Reason::Recycle
+        Reason::Manual | Reason::Memory | Reason::Leak | Reason::Recycle | Reason::Pressure
     )
 }
 

@@ -21,6 +21,30 @@ use std::time::{Duration, Instant};
 
 pub mod source;
 
+/// `MEMORY_PRESSURE_WRITE` for the kernel's PSI file: base64 of `some 200000 2000000` and its
+/// NUL, systemd's default (stalls of 200 ms within 2 s; a 2 s window is what an unprivileged
+/// trigger may use).
+pub const PRESSURE_WRITE: &str = "c29tZSAyMDAwMDAgMjAwMDAwMAA=";
+
+/// What workers watch for memory pressure (systemd.io/MEMORY_PRESSURE), given to each.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub path: std::path::PathBuf,
+    /// Base64 trigger to write into it (the kernel's PSI file); none for a FIFO.
+    pub write: Option<&'static str>,
+}
+
+/// What workers watch without the policy on: the kernel's PSI file, where it has one.
+#[must_use]
+pub fn kernel_watch() -> Option<Watch> {
+    std::path::Path::new(source::PSI_MEMORY)
+        .exists()
+        .then(|| Watch {
+            path: std::path::PathBuf::from(source::PSI_MEMORY),
+            write: Some(PRESSURE_WRITE),
+        })
+}
+
 /// PSI averages of one resource, percent of wall time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Psi {
@@ -151,21 +175,7 @@ impl Gate {
     }
 }
 
-/// What a program's `oom` policy says of its trees as pressure victims.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum OomPolicy {
-    /// Chosen before the others.
-    Prefer,
-    #[default]
-    Normal,
-    /// Chosen only when nothing else can be.
-    Avoid,
-    /// Never chosen; and the kernel's `oom_score_adj` is -1000 for it (unless set).
-    Never,
-}
+pub use crate::plan::OomPolicy;
 
 /// One tree as the ranking sees it.
 #[derive(Debug, Clone, PartialEq)]

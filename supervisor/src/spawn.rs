@@ -57,6 +57,8 @@ pub struct With<'a> {
     pub inherit: Option<&'a Inherit>,
     pub ready: Option<&'a ReadyPipe>,
     pub notify: Option<&'a std::path::Path>,
+    /// What to watch for memory pressure (systemd's `MEMORY_PRESSURE_WATCH`).
+    pub pressure: Option<&'a crate::pressure::Watch>,
 }
 
 /// Starts one instance of `spec`. Errors are the exec's own (not found, permission denied),
@@ -67,6 +69,7 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         inherit,
         ready,
         notify,
+        pressure,
     } = with;
     let (program, args) = spec
         .command
@@ -87,6 +90,17 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(child_sdk::ENV_NAME, &spec.name)
         .env(child_sdk::ENV_INSTANCE, instance.to_string());
+    // systemd.io/MEMORY_PRESSURE: programs built on sd_event_add_memory_pressure() trim their
+    // caches when it fires. A program's own setting (in `env`) wins.
+    if let Some(w) =
+        pressure.filter(|_| !spec.env.iter().any(|(k, _)| k == "MEMORY_PRESSURE_WATCH"))
+    {
+        cmd.env("MEMORY_PRESSURE_WATCH", &w.path);
+        match w.write {
+            Some(b64) => cmd.env("MEMORY_PRESSURE_WRITE", b64),
+            None => cmd.env_remove("MEMORY_PRESSURE_WRITE"),
+        };
+    }
     if let Some(path) = notify {
         cmd.env("NOTIFY_SOCKET", path);
         // sd_watchdog_enabled(3): ping at least this often (no WATCHDOG_PID: it would have to be

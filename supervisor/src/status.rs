@@ -344,6 +344,29 @@ pub struct SupervisorStatus {
     pub closed_sockets: ClosedSockets,
     #[serde(default)]
     pub watched_dirs: Vec<WatchedDir>,
+    /// The host's memory: what the pressure gate reads (`None` where the kernel keeps no PSI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostStatus>,
+}
+
+/// The host's memory pressure and available memory, and the policy on them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// PSI of memory, percent of time: some task stalled, every task stalled; 10 s and 60 s
+    /// averages.
+    pub some_avg10: f64,
+    pub some_avg60: f64,
+    pub full_avg10: f64,
+    pub full_avg60: f64,
+    pub mem_available_bytes: u64,
+    pub mem_total_bytes: u64,
+    /// `off`, `restart` or `warn` (`[pressure]`), and, when on, the gate: `full avg10` at or
+    /// above `gate_full` percent with `MemAvailable` below `gate_available` percent.
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_full: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_available: Option<f64>,
 }
 
 /// How the traffic of closed TCP sockets reaches the workers' totals.

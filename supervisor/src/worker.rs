@@ -302,6 +302,11 @@ pub struct Ctx {
     pub lifeline: Option<Rc<crate::lifeline::Lifeline>>,
     /// The supervisor's notify socket, given to the worker as `NOTIFY_SOCKET`.
     pub notify: Option<Rc<std::path::Path>>,
+    /// What the worker watches for memory pressure (`MEMORY_PRESSURE_WATCH`).
+    pub pressure_watch: Option<crate::pressure::Watch>,
+    /// Bumped each time the host comes under memory pressure: SDK workers are then sent
+    /// `MemoryPressure`.
+    pub host_pressure: Rc<Cell<u64>>,
     /// Where the instance's recent lines are kept (`supervise logs`), across incarnations.
     pub kept: Rc<crate::logs::Buffer>,
 }

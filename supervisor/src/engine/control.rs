@@ -17,7 +17,10 @@ impl Engine {
         match request {
             Request::Status => Response::Status {
                 workers: self.status(),
-                supervisor: self.resources.supervisor_status(),
+                supervisor: crate::status::SupervisorStatus {
+                    host: self.host_status(),
+                    ..self.resources.supervisor_status()
+                },
             },
             Request::Restart {
                 program, instance, ..

@@ -175,6 +175,7 @@ impl Resources {
                 rcvbuf_bytes: rcvbuf,
             },
             watched_dirs: self.dir_states.iter().map(WatchedDir::from).collect(),
+            host: None,
         }
     }
 

@@ -249,6 +249,36 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
                 plural(*dropped, "line was", "lines were")
             ),
         ),
+        Kind::Pressure {
+            action,
+            bytes,
+            growth_bytes_per_s,
+            mem_available,
+            mem_total,
+            full_avg10,
+            grace_ms,
+            ..
+        } => (
+            Tone::Bad,
+            format!(
+                "host memory pressure ({full_avg10:.0}% full stalls, {} of {} available): {} \
+                 this tree of {} growing {}/s{}",
+                size(*mem_available),
+                size(*mem_total),
+                if *action == "restart" {
+                    "restarting"
+                } else {
+                    "would restart"
+                },
+                size(*bytes),
+                size(*growth_bytes_per_s),
+                if *action == "restart" {
+                    format!(" within {:.1} s", *grace_ms as f64 / 1000.0)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
     })
 }
 

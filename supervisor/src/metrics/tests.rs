@@ -12,7 +12,7 @@ fn worker(program: &str, instance: u32) -> WorkerStatus {
         ready: true,
         uptime_s: Some(12.5),
         restarts: 3,
-        restarts_by_reason: restarts_by_reason(&[2, 0, 1, 0, 0, 0, 0, 0, 0]),
+        restarts_by_reason: restarts_by_reason(&counts(&[(Reason::Exit, 2), (Reason::Manual, 1)])),
         rss_bytes: Some(10 << 20),
         cpu_percent: Some(1.0),
         cpu_seconds: Some(0.25),
@@ -141,7 +141,7 @@ fn a_fatal_instance_keeps_its_state_and_every_counter() {
     let mut fatal = WorkerStatus {
         state: Phase::Fatal,
         restarts: 5,
-        restarts_by_reason: restarts_by_reason(&[5, 0, 0, 0, 0, 0, 0, 0, 0]),
+        restarts_by_reason: restarts_by_reason(&counts(&[(Reason::Exit, 5)])),
         last_exit: Some(crate::status::LastExit::new(
             crate::reaper::Exit::Code(3),
             std::time::SystemTime::now(),
@@ -520,6 +520,17 @@ fn closed_sockets_and_watched_directories_are_exposed_per_supervisor() {
                 ..WatchedDir::default()
             },
         ],
+        host: Some(crate::status::HostStatus {
+            some_avg10: 12.5,
+            some_avg60: 3.0,
+            full_avg10: 4.0,
+            full_avg60: 1.0,
+            mem_available_bytes: 3 << 30,
+            mem_total_bytes: 16 << 30,
+            policy: "restart".into(),
+            gate_full: Some(10.0),
+            gate_available: Some(10.0),
+        }),
     };
     let text = render_all(&[worker("api", 0)], &sup, Format::OpenMetrics);
     let one = |family: &str| {
@@ -528,6 +539,15 @@ fn closed_sockets_and_watched_directories_are_exposed_per_supervisor() {
         s[0].clone()
     };
     assert_eq!(one("supervise_net_closed_by_events").0, 1.0);
+    assert_eq!(
+        one("supervise_host_memory_available_bytes").0,
+        f64::from(3u32 << 30)
+    );
+    let pressure = samples(&text, "supervise_host_memory_pressure_ratio");
+    assert_eq!(pressure.len(), 4, "{pressure:?}");
+    assert!(pressure
+        .iter()
+        .any(|(v, l)| (*v - 0.125).abs() < 1e-9 && l["kind"] == "some" && l["window"] == "10s"));
     assert_eq!(one("supervise_net_unattributed_sockets").0, 3.0);
     assert_eq!(one("supervise_net_unattributed_sent_bytes").0, 150_003.0);
     assert_eq!(one("supervise_net_unattributed_received_bytes").0, 17.0);
@@ -554,4 +574,13 @@ fn closed_sockets_and_watched_directories_are_exposed_per_supervisor() {
     };
     let text = render_all(&[], &sampled, Format::Text);
     assert!(text.contains("supervise_net_closed_by_events 0"), "{text}");
+}
+
+/// Restart counts by reason, every other reason 0.
+fn counts(by: &[(Reason, u64)]) -> [u64; Reason::ALL.len()] {
+    let mut out = [0; Reason::ALL.len()];
+    for &(r, n) in by {
+        out[r.index()] = n;
+    }
+    out
 }

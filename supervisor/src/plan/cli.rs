@@ -212,6 +212,29 @@ pub struct Cli {
     /// still has them all).
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Turn the host memory-pressure policy on (with `[pressure]`'s defaults where the flags
+    /// below do not say): restart the tree that explains the pressure before the kernel's OOM
+    /// killer has to act.
+    #[arg(long)]
+    pub pressure: bool,
+    /// PSI `full avg10` of memory at or above this percentage ... [default: 10]
+    #[arg(long, value_name = "PERCENT")]
+    pub pressure_full: Option<f64>,
+    /// ... held this long, together with low memory [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub pressure_for: Option<Duration>,
+    /// ... and MemAvailable below this percentage of MemTotal [default: 10]
+    #[arg(long, value_name = "PERCENT")]
+    pub pressure_available: Option<f64>,
+    /// What an open gate does: restart the chosen tree, or only report it.
+    #[arg(long, value_enum, value_name = "restart|warn")]
+    pub pressure_on: Option<super::PressureOn>,
+    /// Read the host from a recorded trace instead of /proc (tests and drills).
+    #[arg(long, value_name = "FILE")]
+    pub pressure_replay: Option<PathBuf>,
+    /// This program's place among pressure victims.
+    #[arg(long, value_enum, value_name = "prefer|normal|avoid|never", default_value_t = super::OomPolicy::Normal)]
+    pub oom: super::OomPolicy,
     /// Start each worker line (forwarded and in log files) with the time it was read
     /// (RFC 3339, UTC, milliseconds).
     #[arg(long)]
@@ -350,6 +373,7 @@ const PROGRAM_FLAGS: &[&str] = &[
     "stop_signal",
     "stop_mode",
     "drain",
+    "oom",
     "max_restarts",
     "within",
     "backoff_first",
@@ -410,6 +434,7 @@ impl Cli {
             plan.deleted_growth = rate;
         }
         plan.destroy_events &= !self.no_destroy_events;
+        self.pressure_into(&mut plan)?;
         plan.admin.clone_from(&self.admin);
         if let Some(addr) = self.metrics {
             plan.metrics = Some(addr);
@@ -556,7 +581,8 @@ impl Cli {
         if memory.is_some_and(|m| m.max == 0) {
             return Err(PlanError::flag("--memory-max", "must be more than 0"));
         }
-        let identity = self.identity()?;
+        let mut identity = self.identity()?;
+        super::pressure::never_adj(self.oom, &mut identity, nix::unistd::geteuid().as_raw());
         let env = match &self.env_file {
             Some(file) => {
                 super::envfile::load(file).map_err(|m| PlanError::flag("--env-file", m))?
@@ -612,6 +638,7 @@ impl Cli {
                 }),
                 after: Vec::new(),
                 handling,
+                oom: self.oom,
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
@@ -630,6 +657,7 @@ impl Cli {
             watch_dirs: Vec::new(),
             deleted_growth: crate::disk::growth::DEFAULT_RATE,
             destroy_events: true,
+            pressure: None,
         })
     }
 }
@@ -697,5 +725,38 @@ fn flag_of(key: &str) -> &'static str {
         "recycle.requests" => "--recycle-requests",
         "recycle.requests_jitter" => "--recycle-requests-jitter",
         _ => "--memory-recycle",
+    }
+}
+
+impl Cli {
+    /// The `--pressure…` flags over what the config file said: any of them turns it on.
+    fn pressure_into(&self, plan: &mut Plan) -> Result<(), PlanError> {
+        let given = self.pressure
+            || self.pressure_full.is_some()
+            || self.pressure_for.is_some()
+            || self.pressure_available.is_some()
+            || self.pressure_on.is_some()
+            || self.pressure_replay.is_some();
+        if !given {
+            return Ok(());
+        }
+        let base = plan.pressure.take();
+        let spec = super::pressure::build(
+            self.pressure_full.or(base.as_ref().map(|b| b.full)),
+            self.pressure_for.or(base.as_ref().map(|b| b.hold)),
+            self.pressure_available
+                .or(base.as_ref().map(|b| b.available)),
+            self.pressure_on.or(base.as_ref().map(|b| b.on)),
+            self.pressure_replay.clone().or(base.and_then(|b| b.replay)),
+        )
+        .map_err(|(key, m)| {
+            let flag = match key {
+                "full" => "--pressure-full",
+                _ => "--pressure-available",
+            };
+            PlanError::flag(flag, m)
+        })?;
+        plan.pressure = Some(spec);
+        Ok(())
     }
 }

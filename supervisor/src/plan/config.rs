@@ -51,6 +51,8 @@ struct RawConfig {
     watch: Option<RawWatch>,
     #[serde(default)]
     program: BTreeMap<String, RawProgram>,
+    #[serde(default)]
+    pressure: Option<super::pressure::RawPressure>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +172,8 @@ struct RawProgram {
     after: Vec<String>,
     #[serde(default)]
     recycle: Option<RawRecycle>,
+    #[serde(default)]
+    oom: Option<super::OomPolicy>,
 }
 
 /// A replica count, 1 to [`MAX_REPLICAS`].
@@ -708,7 +712,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
                     m,
                 )
             })?;
-        let identity = super::identity::raw::from_config(
+        let mut identity = super::identity::raw::from_config(
             super::identity::raw::RawIdentity {
                 user: p.user,
                 group: p.group,
@@ -746,6 +750,8 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             None => Vec::new(),
         };
         env.extend(p.env);
+        let oom = p.oom.unwrap_or_default();
+        super::pressure::never_adj(oom, &mut identity, euid);
         programs.push(ProgramSpec {
             name,
             command: command.0,
@@ -769,6 +775,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
             health,
             after: p.after,
             handling,
+            oom,
         });
     }
     check_order(&programs).map_err(|(name, m)| {
@@ -873,7 +880,19 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         })?;
         watch_dirs.push(dir);
     }
+    let pressure = raw
+        .pressure
+        .map(super::pressure::RawPressure::spec)
+        .transpose()
+        .map_err(|(sub, m)| {
+            at(
+                section_line(src, "pressure", 0),
+                format!("pressure.{sub}"),
+                m,
+            )
+        })?;
     Ok(Plan {
+        pressure,
         programs,
         sample_every: raw
             .sample

@@ -147,7 +147,7 @@ fn handled_restarts_are_no_failures_unless_too_soon() {
                 .collect();
             let handled = matches!(
                 reason,
-                Reason::Manual | Reason::Memory | Reason::Leak | Reason::Recycle
+                Reason::Manual | Reason::Memory | Reason::Leak | Reason::Recycle | Reason::Pressure
             ) && !(too_soon && reason != Reason::Manual);
             let want: Vec<AfterExit> = if handled {
                 vec![

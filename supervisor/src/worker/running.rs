@@ -97,6 +97,8 @@ pub(super) struct Watch {
     pub(super) recycle_at: Option<Instant>,
     /// The request count at which it is due (`recycle.requests`).
     pub(super) recycle_requests: Option<u64>,
+    /// The host-pressure episode it was last told of.
+    pub(super) host_pressure_seen: u64,
 }
 
 /// One running process of a worker instance and everything watched about it.
@@ -175,6 +177,7 @@ impl Ctx {
                 inherit: inherit.as_ref(),
                 ready: ready_pipe.as_ref(),
                 notify: self.notify.as_deref(),
+                pressure: self.pressure_watch.as_ref(),
             },
         );
         // The worker's ends now live in the worker; ours must not keep them open.
@@ -248,6 +251,7 @@ impl Ctx {
                 recycling: None,
                 after_member: false,
                 trend: None,
+                host_pressure_seen: self.host_pressure.get(),
                 recycle_at: self.spec.handling.schedule.every.map(|every| {
                     crate::policy::recycle_at(
                         started,

@@ -70,19 +70,14 @@ impl Ctx {
                 }
             }
             if w.pressure.observe(spec, bytes) && w.session.speaks() {
-                self.event(
-                    Some(pid),
-                    Kind::MemoryPressure {
-                        bytes,
-                        limit: spec.max,
-                    },
-                );
-                let msg = SupervisorMsg::MemoryPressure {
-                    bytes,
-                    limit: spec.max,
-                };
-                self.send(w, &msg);
+                self.memory_pressure(w, bytes, spec.max);
             }
+        }
+        // The host as a whole came under memory pressure (`[pressure]`): SDK workers are told
+        // too, whatever their own limit.
+        let host = self.host_pressure.get();
+        if std::mem::replace(&mut w.host_pressure_seen, host) != host && w.session.speaks() {
+            self.memory_pressure(w, bytes, self.spec.memory.map_or(0, |m| m.max));
         }
         self.recycle_checks(w, s.at, bytes, first_bytes, recycling)?;
         if let Some(policy) = &self.spec.leak {
@@ -230,6 +225,12 @@ impl Ctx {
         }
         w.recent.push_back((s.at, bytes));
         Ok(delay)
+    }
+
+    /// Tells an SDK worker its memory is under pressure (`MemoryPressure`), and says so.
+    fn memory_pressure(&self, w: &mut Watch, bytes: u64, limit: u64) {
+        self.event(Some(w.pid), Kind::MemoryPressure { bytes, limit });
+        self.send(w, &SupervisorMsg::MemoryPressure { bytes, limit });
     }
 
     /// A restart that handles memory (a limit, a leak, a recycle) passes the program's capacity
