@@ -143,9 +143,9 @@ impl Request {
 pub enum Response {
     Status {
         workers: Vec<WorkerStatus>,
-        /// Figures of the supervisor itself (closed sockets, watched directories).
+        /// Figures of the supervisor itself (closed sockets, watched directories, the host).
         #[serde(default)]
-        supervisor: crate::status::SupervisorStatus,
+        supervisor: Box<crate::status::SupervisorStatus>,
     },
     Ok {
         message: String,

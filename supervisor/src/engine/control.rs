@@ -17,10 +17,10 @@ impl Engine {
         match request {
             Request::Status => Response::Status {
                 workers: self.status(),
-                supervisor: crate::status::SupervisorStatus {
+                supervisor: Box::new(crate::status::SupervisorStatus {
                     host: self.host_status(),
                     ..self.resources.supervisor_status()
-                },
+                }),
             },
             Request::Restart {
                 program, instance, ..

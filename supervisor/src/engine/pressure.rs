@@ -196,7 +196,7 @@ impl Engine {
                 let program = self.programs.get(&s.spec.name);
                 let siblings = program.is_some_and(|p| {
                     p.others_out(s.instance, s.spec.ready.is_some())
-                        < u32::try_from(s.spec.replicas.saturating_sub(1)).unwrap_or(0)
+                        < s.spec.replicas.saturating_sub(1)
                 });
                 (
                     id,
