@@ -513,21 +513,6 @@ pub fn supervisor_lines(s: &crate::status::SupervisorStatus) -> String {
     use std::fmt::Write as _;
     let c = &s.closed_sockets;
     let mut out = String::new();
-    if let Some(h) = &s.host {
-        let _ = writeln!(
-            out,
-            "host memory: {} of {} available; pressure (10 s) some {:.1}%, full {:.1}%; policy: {}",
-            short_bytes(h.mem_available_bytes as f64),
-            short_bytes(h.mem_total_bytes as f64),
-            h.some_avg10,
-            h.full_avg10,
-            match (h.gate_full, h.gate_available) {
-                (Some(f), Some(a)) =>
-                    format!("{} at full >= {f}% with under {a}% available", h.policy),
-                _ => h.policy.clone(),
-            }
-        );
-    }
     if c.mode == "events" {
         let _ = writeln!(
             out,
@@ -567,6 +552,21 @@ pub fn supervisor_lines(s: &crate::status::SupervisorStatus) -> String {
             .as_ref()
             .map_or_else(String::new, |e| format!(" ({e})"));
         let _ = writeln!(out, "watched {}: {size}{fs}{err}", d.path);
+    }
+    if let Some(h) = &s.host {
+        let _ = writeln!(
+            out,
+            "host memory: {} of {} available; pressure (10 s) some {:.1}%, full {:.1}%; policy: {}",
+            short_bytes(h.mem_available_bytes as f64),
+            short_bytes(h.mem_total_bytes as f64),
+            h.some_avg10,
+            h.full_avg10,
+            match (h.gate_full, h.gate_available) {
+                (Some(f), Some(a)) =>
+                    format!("{} at full >= {f}% with under {a}% available", h.policy),
+                _ => h.policy.clone(),
+            }
+        );
     }
     out
 }
