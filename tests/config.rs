@@ -93,34 +93,3 @@ fn replicas_beyond_the_open_files_limit() {
         "{stderr}"
     );
 }
-
-/// The config example of the README is the one most users start from: it must load as it is
-/// shown, with every key it documents (only the files and the user it names may be missing here).
-#[test]
-fn the_readme_config_example_parses() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("### Config file")
-        .and_then(|at| {
-            readme[at..]
-                .find("```toml")
-                .map(|i| at + i + "```toml".len())
-        })
-        .expect("a toml block under \"### Config file\"");
-    let len = readme[start..].find("```").expect("the block ends");
-    let example = &readme[start..start + len];
-    assert!(example.contains("[program.api]"), "{example}");
-    match supervisor::plan::parse_config(example, None) {
-        Ok(plan) => assert!(plan.programs.iter().any(|p| p.name == "api")),
-        Err(e) => {
-            let text = e.to_string();
-            // What depends on this machine, not on the example's syntax or keys.
-            let environmental = ["api.env", "www-data", "No such file"];
-            assert!(
-                environmental.iter().any(|w| text.contains(w)),
-                "the README's config example does not load: {text}"
-            );
-        }
-    }
-}

@@ -24,7 +24,16 @@
 //!   environment so that programs this worker runs do not believe they own fds 3 and 4.
 //! - The segment holds 61 named metrics at most; registering more fails with
 //!   [`segment::SegmentError::TableFull`].
-//! - Heap numbers need the `alloc` feature and [`alloc::CountingAlloc`] as the global allocator.
+// The counting allocator exists only with the feature, so the docs link to it only then: the docs
+// build with and without `--all-features` under `-D warnings`.
+#![cfg_attr(
+    feature = "alloc",
+    doc = "- Heap numbers need the `alloc` feature and [`alloc::CountingAlloc`] as the global allocator."
+)]
+#![cfg_attr(
+    not(feature = "alloc"),
+    doc = "- Heap numbers need the `alloc` feature and its `alloc::CountingAlloc` as the global allocator."
+)]
 //! - Linux only, 64-bit only (the segment's lock-free reads rely on 8-byte atomics).
 
 pub use client::Client;

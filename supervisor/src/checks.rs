@@ -1,7 +1,7 @@
 //! Running a readiness or health [`Check`]: a TCP connect, an HTTP GET, or a command. Each try is
 //! bounded by its timeout and never blocks the runtime: connects and reads are async, and a
 //! command's exit comes from the supervisor's one reaper. A command is tracked as a tree, as a
-//! worker is, and nothing of it outlives its try (see [`exec`]).
+//! worker is, and nothing of it outlives its try (see `checks/exec.rs`).
 
 use std::rc::Rc;
 use std::time::Duration;

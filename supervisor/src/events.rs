@@ -1,8 +1,9 @@
 //! Events: what happened to which worker, as one JSON object per line.
 //!
 //! Every event has `ts` (RFC 3339, UTC, milliseconds), `event`, `program`, `instance` and `pid`
-//! (`null` when no process is involved), plus the fields of its kind. The README documents the
-//! schema; [`Kind`] is its single definition. [`human`] words them for people, one line each.
+//! (`null` when no process is involved), plus the fields of its kind. docs/observability.md
+//! documents the schema; [`Kind`] is its single definition. [`human`] words them for people, one
+//! line each.
 
 use std::time::SystemTime;
 

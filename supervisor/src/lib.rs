@@ -33,10 +33,10 @@
 //! # Caveats
 //! Linux only. A process that leaves its worker's process group (`setsid`, `setpgid`) after
 //! the supervisor's last look at the tree, and before the supervisor is SIGKILLed, can escape
-//! the lifeline (see the README's "The lifeline"). A lifeline that dies is reported, not started
-//! again. Outbound TCP connections a worker opens and closes between two ticks are counted per
-//! supervisor as unattributed, not per worker (a socket destroy message names no process; see
-//! [`net::closed`]); UDP traffic is not counted.
+//! the lifeline (see "The lifeline" in docs/architecture.md). A lifeline that dies is reported,
+//! not started again. Outbound TCP connections a worker opens and closes between two ticks are
+//! counted per supervisor as unattributed, not per worker (a socket destroy message names no
+//! process; see [`net::closed`]); UDP traffic is not counted.
 
 pub mod admin;
 pub mod alert;

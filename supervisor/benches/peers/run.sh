@@ -9,7 +9,7 @@
 # in the repository); builds `supervise` (release) and the `peerwork` example; then runs
 # peers.py, which prints one table with ratios to supervise. About 10 minutes (--quick: about 5,
 # shorter idle window and n = 3). What is measured and how: peers.py's docstring and
-# /work/shared/PEERS.md's rules, summarised in the README's Performance section.
+# /work/shared/PEERS.md's rules, summarised in docs/performance.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

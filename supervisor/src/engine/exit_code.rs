@@ -1,4 +1,5 @@
-//! The supervisor's exit code, decided from how the run ended (see the README's "Exit codes").
+//! The supervisor's exit code, decided from how the run ended (see "Exit codes" in
+//! docs/lifecycle.md).
 
 use crate::reaper::Exit;
 

@@ -41,7 +41,7 @@ struct Sender {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
     Go,
-    /// Its sender (or the pool of senders beyond [`MAX_SENDERS`]) used up this second's budget.
+    /// Its sender (or the pool of senders beyond `MAX_SENDERS`) used up this second's budget.
     OverRate,
 }
 
