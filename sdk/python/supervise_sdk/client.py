@@ -6,7 +6,6 @@ import socket
 import threading
 import time
 import tracemalloc
-import weakref
 from typing import Callable, Optional
 
 from . import heap, proto
@@ -111,8 +110,10 @@ class Client:
         self._limits = welcome.limits
         self._owner = os.getpid()
         self._ready_sent = False
-        self._metrics: "weakref.WeakValueDictionary[tuple, object]" = weakref.WeakValueDictionary()
-        self._order: list = []  # (name, kind) in registration order, for forked processes
+        # Every metric made, by (name, kind), in registration order (a forked process registers
+        # them again in its own page in that order). Names are write-once in the segment, so
+        # keeping the objects costs nothing more.
+        self._metrics: dict = {}
         self._registry_lock = threading.Lock()
         self._heap_at = 0
         self.shutdown_event = threading.Event()
@@ -198,15 +199,14 @@ class Client:
         return self._metric(name, GAUGE, Gauge)
 
     def _metric(self, name: str, kind: int, cls):
+        m = self._metrics.get((name, kind))
+        if m is not None:
+            return m
         with self._registry_lock:
             m = self._metrics.get((name, kind))
-            if m is not None:
-                return m
-            index = self._page.register(name, kind)
-            m = cls(name, self._page, index)
-            self._metrics[(name, kind)] = m
-            if (name, kind) not in self._order:
-                self._order.append((name, kind))
+            if m is None:
+                m = cls(name, self._page, self._page.register(name, kind))
+                self._metrics[(name, kind)] = m
             return m
 
     def _after_fork(self) -> None:
@@ -222,11 +222,8 @@ class Client:
         self._page = page
         for m, word in self._fixed.values():
             m._q, m._i, m._lock = page.q, page.w + word, threading.Lock()
-        for name, kind in self._order:
-            m = self._metrics.get((name, kind))
-            index = page.register(name, kind)
-            if m is not None:
-                m._q, m._i, m._lock = page.q, index, threading.Lock()
+        for (name, kind), m in list(self._metrics.items()):
+            m._q, m._i, m._lock = page.q, page.register(name, kind), threading.Lock()
         self._heap_at = 0
         heap.forget()
         self.heartbeat()
