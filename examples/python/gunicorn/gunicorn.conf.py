@@ -31,7 +31,9 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    # The worker already writes its own page (os.fork ran supervise_sdk's hook). Its figures
+    # The worker already writes its own page (gunicorn forks with os.fork, which ran
+    # supervise_sdk's hook; after_fork() makes sure of it and does nothing more). Its figures
     # start from here: heap and sections are this worker's.
     if client is not None:
+        client.after_fork()
         client.heartbeat()

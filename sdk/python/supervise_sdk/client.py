@@ -103,6 +103,7 @@ class Client:
         self._sock = sock
         self._segment = segment
         self._page = segment.main_page()
+        self._page_pid = os.getpid()
         self.name = welcome.name
         self.instance = welcome.instance
         ms = welcome.heartbeat_timeout_ms
@@ -209,8 +210,16 @@ class Client:
                 self._metrics[(name, kind)] = m
             return m
 
+    def after_fork(self) -> None:
+        """Gives this process a page of its own if it has none yet: for processes forked
+        outside ``os.fork`` (uWSGI forks in C), from the server's post-fork hook. Processes
+        forked with ``os.fork`` have one already; calling it again does nothing."""
+        if self._page_pid != os.getpid():
+            self._after_fork()
+
     def _after_fork(self) -> None:
         """In a forked process: its own page, and every metric object moved onto it."""
+        self._page_pid = os.getpid()
         global _client_lock
         _client_lock = threading.Lock()
         self._registry_lock = threading.Lock()
