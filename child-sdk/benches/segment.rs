@@ -100,12 +100,41 @@ fn reads(c: &mut Criterion) {
     g.finish();
 }
 
+/// A scrape of 1,000 worker processes' worth of counters: the main page and 1,000 process
+/// pages of 10 counters each, read and added up (what the supervisor does every tick for a
+/// pre-forking program that large), against prometheus_client's multiprocess collector reading
+/// 1,000 files (`sdk/python/bench.py`).
+fn processes(c: &mut Criterion) {
+    let (fd, reader) = segment::create().expect("segment");
+    let keep = fd.try_clone().expect("dup");
+    let main = Writer::from_fd(fd).expect("writer");
+    let names: Vec<String> = (0..10).map(|i| format!("requests_by_route_{i}")).collect();
+    for n in &names {
+        main.counter(n).expect("register").inc();
+    }
+    let pages: Vec<Writer> = (0..1000)
+        .map(|_| Writer::claim(std::os::fd::AsFd::as_fd(&keep)).expect("claim"))
+        .collect();
+    for (p, w) in pages.iter().enumerate() {
+        for n in &names {
+            w.counter(n).expect("register").add(p as u64);
+        }
+    }
+    let mut snap = Snapshot::default();
+    let mut g = c.benchmark_group("processes");
+    g.bench_function("read_1000_process_pages", |b| {
+        b.iter(|| reader.read_into(black_box(&mut snap)).expect("read"));
+    });
+    g.finish();
+    assert_eq!(snap.processes, 1001);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = updates, heartbeats, reads
+    targets = updates, heartbeats, reads, processes
 }
 criterion_main!(benches);

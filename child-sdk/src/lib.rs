@@ -6,7 +6,7 @@
 //! | what | where |
 //! |---|---|
 //! | its end of a `SOCK_SEQPACKET` socketpair, the channel ([`proto`]) | fd 3, named by `SUPERVISE_CONTROL_FD` |
-//! | a sealed memfd page, the segment ([`segment`]) | fd 4, named by `SUPERVISE_SEGMENT_FD` |
+//! | a sealed memfd, the segment ([`segment`]) | fd 4, named by `SUPERVISE_SEGMENT_FD` |
 //! | the program name and replica number | `SUPERVISE_NAME`, `SUPERVISE_INSTANCE` |
 //!
 //! [`Client::from_env`] takes the two fds, says `Hello` and waits for `Welcome`. From then on,

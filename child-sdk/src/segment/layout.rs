@@ -10,9 +10,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 /// `b"SUPVSEG1"` read as a little-endian `u64`: the first eight bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SUPVSEG1");
 /// The layout version this crate writes and accepts.
-pub const VERSION: u32 = 1;
-/// The size of a segment in bytes: one page.
+pub const VERSION: u32 = 2;
+/// The size of one page of the segment in bytes, and the `size` field of the main page.
 pub const SIZE: usize = 4096;
+/// How many process pages follow the directory: one `u32` pid each fills the directory page.
+pub const PROCESS_PAGES: usize = SIZE / 4;
+/// Where the directory page starts.
+pub const DIRECTORY: usize = SIZE;
+/// The size of the whole file: the main page, the directory, the process pages.
+pub const FILE_SIZE: usize = SIZE * (2 + PROCESS_PAGES);
 /// The longest metric name, in bytes of UTF-8.
 pub const NAME_MAX: usize = 48;
 /// How many named metrics fit in the table.
@@ -65,6 +71,18 @@ pub(crate) struct Entry {
     /// width: the bytes are guarded by the seqlock, not by atomicity).
     pub name: [AtomicU64; NAME_WORDS],
     pub value: AtomicU64,
+}
+
+/// The directory (the file's second page): who owns each process page; `0` for a free one.
+#[repr(C)]
+pub(crate) struct Directory {
+    pub pids: [AtomicU32; PROCESS_PAGES],
+}
+
+/// Where process page `index` (`0..PROCESS_PAGES`) starts in the file.
+#[must_use]
+pub const fn process_page_offset(index: usize) -> usize {
+    SIZE * (2 + index)
 }
 
 /// Bytes 128..4096.
@@ -153,4 +171,7 @@ const _: () = {
     assert!(offset_of!(Entry, name) == 8);
     assert!(offset_of!(Entry, value) == 56);
     assert!(192 + CAPACITY * 64 == SIZE);
+    assert!(size_of::<Directory>() == SIZE);
+    assert!(process_page_offset(0) == 2 * SIZE);
+    assert!(process_page_offset(PROCESS_PAGES) == FILE_SIZE);
 };

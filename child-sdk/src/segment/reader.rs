@@ -12,10 +12,15 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{fence, Ordering::Acquire, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::layout::{Entry, Page, Table, CAPACITY, FLAG_HEAP, MAGIC, NAME_MAX, SIZE, VERSION};
+use super::layout::{
+    process_page_offset, Directory, Entry, Page, Table, CAPACITY, DIRECTORY, FILE_SIZE, FLAG_HEAP,
+    MAGIC, NAME_MAX, PROCESS_PAGES, SIZE, VERSION,
+};
+use super::merge::{fold_page, merge_page};
 use super::{MetricKind, SegmentError};
 
 /// Passes over the table before a read gives up on the seqlock settling. A writer holding the
@@ -25,11 +30,13 @@ const READ_ATTEMPTS: u32 = 4;
 /// microsecond) to finish, short enough that a hostile writer costs a read a few microseconds.
 const SPINS_BETWEEN_ATTEMPTS: u32 = 64;
 
-/// Creates a segment for one worker incarnation: a memfd of [`SIZE`] bytes with a valid header,
-/// sealed with `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, and a read-only mapping of it.
+/// Creates a segment for one worker incarnation: a memfd of [`FILE_SIZE`] bytes with a valid
+/// header, sealed with `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, and a read-only mapping of it.
 ///
 /// The fd (close-on-exec) is for the child, at fd 4; the [`Reader`] is the supervisor's. The
-/// memory is freed when the fd, every dup of it and every mapping are gone.
+/// memory is freed when the fd, every dup of it and every mapping are gone. Pages nobody writes
+/// cost nothing: the file is sparse, and the reader touches a process page only once the
+/// directory names its owner.
 ///
 /// # Errors
 /// Any failing system call (`memfd_create`, `ftruncate`, `pwrite`, `fcntl`, `mmap`).
@@ -47,7 +54,7 @@ pub fn create() -> io::Result<(OwnedFd, Reader)> {
     }
     // SAFETY: `raw` is a valid fd that nothing else owns: memfd_create just returned it.
     let file = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
-    file.set_len(SIZE as u64)?;
+    file.set_len(FILE_SIZE as u64)?;
     // The header through pwrite rather than a temporary writable mapping: same bytes, no unsafe.
     // The rest of the page is zero (ftruncate).
     let mut header = [0u8; 16];
@@ -61,8 +68,18 @@ pub fn create() -> io::Result<(OwnedFd, Reader)> {
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let map = MmapOptions::new().len(SIZE).map_raw_read_only(&file)?;
-    Ok((OwnedFd::from(file), Reader { map }))
+    let map = MmapOptions::new().len(FILE_SIZE).map_raw_read_only(&file)?;
+    // Our own description of the file, for the one write the supervisor makes: freeing a dead
+    // process's page (`pwrite`, never through the mapping, which stays read-only).
+    let own = file.try_clone()?;
+    Ok((
+        OwnedFd::from(file),
+        Reader {
+            map,
+            file: own,
+            state: Mutex::new(State::default()),
+        },
+    ))
 }
 
 /// The supervisor's read-only view of one segment. `Send + Sync`; reads take `&self`.
@@ -72,6 +89,19 @@ pub fn create() -> io::Result<(OwnedFd, Reader)> {
 /// pointer.
 pub struct Reader {
     map: MmapRaw,
+    /// The memfd, to free directory entries with `pwrite`.
+    file: File,
+    state: Mutex<State>,
+}
+
+/// What a reader keeps between reads.
+#[derive(Debug, Default)]
+struct State {
+    /// The counters of process pages freed so far (see [`Reader::release`]): added to every
+    /// read, so that a counter never goes backwards because a process exited.
+    folded: Snapshot,
+    /// One process page's read, reused.
+    scratch: Snapshot,
 }
 
 /// One named metric as read from the table.
@@ -109,6 +139,10 @@ pub struct Snapshot {
     pub errors: u64,
     /// Units of work in progress.
     pub in_flight: u64,
+    /// Pages counted: the main page and the live process pages.
+    pub processes: u32,
+    /// Process pages freed so far because their process was gone, their counters folded in.
+    pub released: u64,
     /// The well-formed named metrics, in table order.
     pub metrics: Vec<Metric>,
     /// Whether the table's seqlock settled: `false` means the writer held it (or changed it)
@@ -132,14 +166,45 @@ impl Snapshot {
 impl Reader {
     #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned addresses
     fn page(&self) -> &Page {
-        // SAFETY: the pointer is the start of a live, page-aligned, `PROT_READ` shared mapping of
-        // `SIZE` bytes that lives as long as `self`, of a memfd we sealed against shrinking before
-        // mapping it, so it is valid for reads of a `Page` (`size_of::<Page>() == SIZE`, align 8)
-        // and can never SIGBUS. `Page` holds only atomics: any bytes the child writes are a valid
-        // `Page`, and its concurrent writes go through `UnsafeCell`, so they do not break a shared
-        // reference. The memory is read-only: nothing in this file stores through the reference,
-        // and it only performs relaxed loads of at most 8 bytes, which never write (module docs).
-        unsafe { &*self.map.as_ptr().cast::<Page>() }
+        self.page_at(0)
+    }
+
+    /// The page at byte `offset` (a multiple of [`SIZE`] below [`FILE_SIZE`]).
+    #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned addresses
+    fn page_at(&self, offset: usize) -> &Page {
+        debug_assert!(offset.is_multiple_of(SIZE) && offset < FILE_SIZE);
+        let offset = offset.min(FILE_SIZE - SIZE);
+        // SAFETY: the pointer is `offset` bytes (a multiple of the page size, at most
+        // `FILE_SIZE - SIZE`) into a live, page-aligned, `PROT_READ` shared mapping of
+        // `FILE_SIZE` bytes that lives as long as `self`, of a memfd we sealed against shrinking
+        // before mapping it, so it is valid for reads of a `Page` (`size_of::<Page>() == SIZE`,
+        // align 8) and can never SIGBUS. `Page` holds only atomics: any bytes the child writes
+        // are a valid `Page`, and its concurrent writes go through `UnsafeCell`, so they do not
+        // break a shared reference. The memory is read-only: nothing in this file stores through
+        // the reference, and it only performs relaxed loads of at most 8 bytes, which never write
+        // (module docs).
+        unsafe { &*self.map.as_ptr().add(offset).cast::<Page>() }
+    }
+
+    #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned addresses
+    fn directory(&self) -> &Directory {
+        // SAFETY: as in `page_at`: `DIRECTORY` is the second page of the mapping, and
+        // `Directory` (`SIZE` bytes, align 4) holds only atomics that we only load.
+        unsafe { &*self.map.as_ptr().add(DIRECTORY).cast::<Directory>() }
+    }
+
+    /// The claimed process pages: (index, owner pid), in directory order.
+    fn claimed(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.directory()
+            .pids
+            .iter()
+            .enumerate()
+            .map(|(i, pid)| (i, pid.load(Relaxed)))
+            .filter(|&(_, pid)| pid != 0)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where the page is mapped, for tests that look it up in `/proc/self/maps`.
@@ -148,12 +213,53 @@ impl Reader {
         self.map.as_ptr() as usize
     }
 
-    /// The heartbeat word alone: one relaxed load, no validation (a hostile child can put any
-    /// number here, as it can through [`Reader::read`]).
+    /// The latest heartbeat of the main page and the live process pages: relaxed loads, no
+    /// validation (a hostile child can put any number here, as it can through [`Reader::read`]).
+    /// One process's beat is enough: the work goes on somewhere in the program.
     #[inline]
     #[must_use]
     pub fn heartbeat_ns(&self) -> u64 {
-        self.page().header.heartbeat.load(Relaxed)
+        let main = self.page().header.heartbeat.load(Relaxed);
+        self.claimed()
+            .map(|(i, _)| {
+                self.page_at(process_page_offset(i))
+                    .header
+                    .heartbeat
+                    .load(Relaxed)
+            })
+            .fold(main, u64::max)
+    }
+
+    /// Frees the process pages whose owner `gone` says has exited, after folding their counters
+    /// (the fixed `requests`, `errors`, `allocations`, `deallocations` and every named counter)
+    /// into what every later read adds: a counter never goes backwards because a process
+    /// exited. Gauges and heap figures of a gone process are dropped. Returns how many pages
+    /// were freed.
+    ///
+    /// A page is freed by storing `0` into its directory entry with `pwrite` (the mapping stays
+    /// read-only); a page whose entry cannot be written stays counted and is not folded, so
+    /// nothing is counted twice.
+    pub fn release(&self, mut gone: impl FnMut(u32) -> bool) -> usize {
+        let mut state = self.state();
+        let State { folded, scratch } = &mut *state;
+        let mut freed = 0;
+        for (i, pid) in self.claimed().collect::<Vec<_>>() {
+            if !gone(pid) {
+                continue;
+            }
+            let page = self.page_at(process_page_offset(i));
+            let valid = read_page(page, scratch).is_ok();
+            let at = (DIRECTORY + 4 * i) as u64;
+            if self.file.write_all_at(&0u32.to_ne_bytes(), at).is_err() {
+                continue;
+            }
+            if valid {
+                fold_page(folded, scratch);
+            }
+            folded.released = folded.released.saturating_add(1);
+            freed += 1;
+        }
+        freed
     }
 
     /// Reads and validates the whole segment.
@@ -174,39 +280,62 @@ impl Reader {
     /// # Errors
     /// As [`Reader::read`].
     pub fn read_into(&self, snap: &mut Snapshot) -> Result<(), SegmentError> {
-        let page = self.page();
-        let header = &page.header;
-        let found = header.magic.load(Relaxed);
-        if found != MAGIC {
-            return Err(SegmentError::BadMagic { found });
+        read_page(self.page(), snap)?;
+        snap.processes = 1;
+        snap.released = 0;
+        let mut state = self.state();
+        let State { folded, scratch } = &mut *state;
+        for (i, _) in self.claimed() {
+            // A process page whose header its owner did not write (or scribbled over) is not
+            // counted: the owner harms only its own figures.
+            if read_page(self.page_at(process_page_offset(i)), scratch).is_ok() {
+                merge_page(snap, scratch);
+                snap.processes = snap.processes.saturating_add(1);
+            } else {
+                snap.invalid_entries = snap.invalid_entries.saturating_add(1);
+            }
         }
-        let found = header.version.load(Relaxed);
-        if found != VERSION {
-            return Err(SegmentError::BadVersion { found });
+        if folded.released > 0 {
+            merge_page(snap, folded);
+            snap.released = folded.released;
         }
-        let found = header.size.load(Relaxed);
-        if found as usize != SIZE {
-            return Err(SegmentError::BadSize { found });
-        }
-        snap.writer_pid = header.writer_pid.load(Relaxed);
-        snap.flags = header.flags.load(Relaxed);
-        snap.heartbeat_ns = header.heartbeat.load(Relaxed);
-        // Pairs with the child's release store of the heartbeat: slot updates it made before that
-        // beat are visible below.
-        fence(Acquire);
-        let slots = &page.slots;
-        snap.heap_bytes = slots.heap.bytes.load(Relaxed);
-        snap.heap_peak = slots.heap.peak.load(Relaxed);
-        snap.allocations = slots.heap.allocations.load(Relaxed);
-        snap.deallocations = slots.heap.deallocations.load(Relaxed);
-        snap.requests = slots.requests.load(Relaxed);
-        snap.errors = slots.errors.load(Relaxed);
-        snap.in_flight = slots.in_flight.load(Relaxed);
-        let (consistent, invalid) = read_table(&page.table, &mut snap.metrics);
-        snap.metrics_consistent = consistent;
-        snap.invalid_entries = invalid;
         Ok(())
     }
+}
+
+/// Reads one page (the main page or a process page) into `snap`, after checking its header.
+fn read_page(page: &Page, snap: &mut Snapshot) -> Result<(), SegmentError> {
+    let header = &page.header;
+    let found = header.magic.load(Relaxed);
+    if found != MAGIC {
+        return Err(SegmentError::BadMagic { found });
+    }
+    let found = header.version.load(Relaxed);
+    if found != VERSION {
+        return Err(SegmentError::BadVersion { found });
+    }
+    let found = header.size.load(Relaxed);
+    if found as usize != SIZE {
+        return Err(SegmentError::BadSize { found });
+    }
+    snap.writer_pid = header.writer_pid.load(Relaxed);
+    snap.flags = header.flags.load(Relaxed);
+    snap.heartbeat_ns = header.heartbeat.load(Relaxed);
+    // Pairs with the child's release store of the heartbeat: slot updates it made before that
+    // beat are visible below.
+    fence(Acquire);
+    let slots = &page.slots;
+    snap.heap_bytes = slots.heap.bytes.load(Relaxed);
+    snap.heap_peak = slots.heap.peak.load(Relaxed);
+    snap.allocations = slots.heap.allocations.load(Relaxed);
+    snap.deallocations = slots.heap.deallocations.load(Relaxed);
+    snap.requests = slots.requests.load(Relaxed);
+    snap.errors = slots.errors.load(Relaxed);
+    snap.in_flight = slots.in_flight.load(Relaxed);
+    let (consistent, invalid) = read_table(&page.table, &mut snap.metrics);
+    snap.metrics_consistent = consistent;
+    snap.invalid_entries = invalid;
+    Ok(())
 }
 
 /// The reader half of the seqlock (the fence-based form, Boehm 2012, since acquire *loads* are
@@ -296,6 +425,7 @@ impl fmt::Debug for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reader")
             .field("page", &self.map.as_ptr())
+            .field("pages", &PROCESS_PAGES)
             .finish_non_exhaustive()
     }
 }

@@ -10,6 +10,7 @@ use super::layout::{Page, SIZE};
 use super::{create, Reader, SegmentError, Writer};
 
 mod hostile;
+mod processes;
 mod registration;
 mod round_trip;
 mod seals;

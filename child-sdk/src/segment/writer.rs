@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,10 @@ use memmap2::{MmapOptions, MmapRaw};
 
 #[cfg(feature = "alloc")]
 use super::layout::HeapSlots;
-use super::layout::{pack_name, Page, CAPACITY, FLAG_HEAP, MAGIC, NAME_MAX, SIZE};
+use super::layout::{
+    pack_name, process_page_offset, Directory, Page, CAPACITY, DIRECTORY, FILE_SIZE, FLAG_HEAP,
+    MAGIC, NAME_MAX, SIZE,
+};
 use super::{clock_ns, MetricKind, SegmentError, VERSION};
 
 /// How long [`Writer::counter`] and [`Writer::gauge`] wait for another thread's registration.
@@ -23,20 +26,86 @@ const LOCK_PATIENCE: Duration = Duration::from_millis(100);
 /// The read-write mapping, shared by the [`Writer`] and every [`Counter`] and [`Gauge`] it made;
 /// unmapped when the last of them goes. `MmapRaw` rather than `MmapMut`: it never hands out a
 /// `&[u8]`/`&mut [u8]`, which would claim the bytes do not change behind our back.
-pub(crate) struct Mapping(MmapRaw);
+pub(crate) struct Mapping {
+    map: MmapRaw,
+    /// Where this writer's page starts: 0 for the main page, or a process page's offset.
+    offset: usize,
+}
 
 impl Mapping {
     #[inline]
     #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned addresses
     fn page(&self) -> &Page {
-        // SAFETY: the pointer is the start of a live, page-aligned, read-write shared mapping of
-        // `SIZE` bytes of a file sealed against shrinking (checked in `Writer::from_fd`), so it is
-        // valid for reads and writes of a `Page` (`size_of::<Page>() == SIZE`, align 8) for as
-        // long as `self`, and cannot SIGBUS. `Page` holds only atomics: every bit pattern is
-        // valid, and all access goes through `UnsafeCell`, so other threads and processes writing
-        // concurrently (even non-atomically, from another language) do not break this shared
-        // reference.
-        unsafe { &*self.0.as_mut_ptr().cast::<Page>() }
+        // SAFETY: `offset` is 0 or a process page's offset (a multiple of `SIZE`, at most
+        // `FILE_SIZE - SIZE`), inside a live, page-aligned, read-write shared mapping of
+        // `FILE_SIZE` bytes of a file sealed against shrinking (checked in `map_segment`), so the
+        // pointer is valid for reads and writes of a `Page` (`size_of::<Page>() == SIZE`, align
+        // 8) for as long as `self`, and cannot SIGBUS. `Page` holds only atomics: every bit
+        // pattern is valid, and all access goes through `UnsafeCell`, so other threads and
+        // processes writing concurrently (even non-atomically, from another language) do not
+        // break this shared reference.
+        unsafe { &*self.map.as_mut_ptr().add(self.offset).cast::<Page>() }
+    }
+
+    #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned addresses
+    fn directory(&self) -> &Directory {
+        // SAFETY: as in `page`: the directory is the mapping's second page, `Directory` is
+        // `SIZE` bytes of atomics with align 4.
+        unsafe { &*self.map.as_mut_ptr().add(DIRECTORY).cast::<Directory>() }
+    }
+}
+
+/// How long [`Writer::claim`] waits for a sibling's claim to finish.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Checks `file`'s seals, size and main page header, and maps it read-write.
+fn map_segment(file: &File) -> Result<MmapRaw, SegmentError> {
+    // SAFETY: F_GET_SEALS takes no argument and only reads the fd's seals; the fd is open
+    // because the caller holds it.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    // EINVAL: not a memfd (or a kernel without sealing): nothing stops a truncation.
+    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(SegmentError::NotSealed);
+    }
+    let len = file.metadata()?.len();
+    if len < FILE_SIZE as u64 {
+        return Err(SegmentError::TooSmall { len });
+    }
+    let map = MmapOptions::new().len(FILE_SIZE).map_raw(file)?;
+    let main = Mapping { map, offset: 0 };
+    let header = &main.page().header;
+    // Relaxed is enough: the supervisor wrote the header before handing us the fd, and the
+    // fork/exec (or fd passing) in between orders it before anything we do.
+    let found = header.magic.load(Ordering::Relaxed);
+    if found != MAGIC {
+        return Err(SegmentError::BadMagic { found });
+    }
+    let found = header.version.load(Ordering::Relaxed);
+    if found != VERSION {
+        return Err(SegmentError::BadVersion { found });
+    }
+    let found = header.size.load(Ordering::Relaxed);
+    if found as usize != SIZE {
+        return Err(SegmentError::BadSize { found });
+    }
+    Ok(main.map)
+}
+
+/// Takes (`F_WRLCK`) or drops (`F_UNLCK`) the claim lock: a POSIX record lock on the
+/// directory's first byte, held per process and released by the kernel if the process dies.
+fn claim_lock(fd: BorrowedFd<'_>, kind: libc::c_short) -> std::io::Result<()> {
+    // SAFETY: all-zero is a valid `flock`; the fields that matter are set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = DIRECTORY as libc::off_t;
+    lock.l_len = 1;
+    // SAFETY: F_SETLK with a pointer to a valid `flock` that lives for the call; the fd is
+    // borrowed, so it is open.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLK, &raw const lock) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -128,38 +197,79 @@ impl Writer {
     /// [`SegmentError::BadVersion`], [`SegmentError::BadSize`], or [`SegmentError::Io`].
     pub fn from_fd(fd: OwnedFd) -> Result<Self, SegmentError> {
         let file = File::from(fd);
-        // SAFETY: F_GET_SEALS takes no argument and only reads the fd's seals; the fd is open
-        // because we own it.
-        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-        // EINVAL: not a memfd (or a kernel without sealing): nothing stops a truncation.
-        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(SegmentError::NotSealed);
-        }
-        let len = file.metadata()?.len();
-        if len < SIZE as u64 {
-            return Err(SegmentError::TooSmall { len });
-        }
-        let map = Arc::new(Mapping(MmapOptions::new().len(SIZE).map_raw(&file)?));
+        let map = map_segment(&file)?;
         drop(file);
-        let header = &map.page().header;
-        // Relaxed is enough: the supervisor wrote the header before handing us the fd, and the
-        // fork/exec (or fd passing) in between orders it before anything we do.
-        let found = header.magic.load(Ordering::Relaxed);
-        if found != MAGIC {
-            return Err(SegmentError::BadMagic { found });
-        }
-        let found = header.version.load(Ordering::Relaxed);
-        if found != VERSION {
-            return Err(SegmentError::BadVersion { found });
-        }
-        let found = header.size.load(Ordering::Relaxed);
-        if found as usize != SIZE {
-            return Err(SegmentError::BadSize { found });
-        }
-        header
+        let map = Arc::new(Mapping { map, offset: 0 });
+        map.page()
+            .header
             .writer_pid
             .store(std::process::id(), Ordering::Release);
         Ok(Self { map })
+    }
+
+    /// Claims a process page of the segment `fd` for this process, as the spec's "Forked
+    /// processes" says: under the claim lock, the first free directory entry, its page zeroed and
+    /// given a header, then the entry set to this pid. For a process forked from one that
+    /// writes the main page (or another process page), so that the two never write the same
+    /// page; the supervisor adds the pages up and folds a page's counters into the program's
+    /// totals once its process is gone.
+    ///
+    /// # Errors
+    /// As [`Writer::from_fd`]; [`SegmentError::TableFull`] when every process page is taken;
+    /// [`SegmentError::Busy`] when the claim lock stays held for a second;
+    /// [`SegmentError::Io`] when the lock cannot be taken for another reason.
+    pub fn claim(fd: BorrowedFd<'_>) -> Result<Self, SegmentError> {
+        let file = File::from(fd.try_clone_to_owned()?);
+        let map = map_segment(&file)?;
+        let deadline = Instant::now() + CLAIM_PATIENCE;
+        loop {
+            match claim_lock(fd, libc::F_WRLCK as libc::c_short) {
+                Ok(()) => break,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES))
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                    return Err(SegmentError::Busy)
+                }
+                Err(e) => return Err(SegmentError::Io(e)),
+            }
+        }
+        let mut mapping = Mapping { map, offset: 0 };
+        let pid = std::process::id();
+        let free = mapping
+            .directory()
+            .pids
+            .iter()
+            .position(|p| p.load(Ordering::Acquire) == 0);
+        if let Some(index) = free {
+            mapping.offset = process_page_offset(index);
+            let page = mapping.page();
+            zero_page(page);
+            page.header.magic.store(MAGIC, Ordering::Relaxed);
+            page.header.version.store(VERSION, Ordering::Relaxed);
+            #[allow(clippy::cast_possible_truncation)] // SIZE is 4096
+            page.header.size.store(SIZE as u32, Ordering::Relaxed);
+            page.header.writer_pid.store(pid, Ordering::Relaxed);
+            // Release: a reader that sees the pid sees the page it publishes.
+            mapping.directory().pids[index].store(pid, Ordering::Release);
+        }
+        // The page is ours whether or not the unlock works (it cannot fail on a lock we hold).
+        let _ = claim_lock(fd, libc::F_UNLCK as libc::c_short);
+        if free.is_none() {
+            return Err(SegmentError::TableFull);
+        }
+        Ok(Self {
+            map: Arc::new(mapping),
+        })
+    }
+
+    /// Where this writer's page starts in the file: 0 for the main page.
+    #[must_use]
+    pub fn page_offset(&self) -> usize {
+        self.map.offset
     }
 
     fn page(&self) -> &Page {
@@ -376,10 +486,52 @@ impl Writer {
     }
 }
 
+/// Every word of `page` set to 0 (relaxed stores): a claimed page starts empty.
+fn zero_page(page: &Page) {
+    let h = &page.header;
+    h.writer_pid.store(0, Ordering::Relaxed);
+    h.flags.store(0, Ordering::Relaxed);
+    h.heartbeat.store(0, Ordering::Relaxed);
+    let s = &page.slots;
+    for v in [
+        &s.heap.bytes,
+        &s.heap.peak,
+        &s.heap.allocations,
+        &s.heap.deallocations,
+        &s.requests,
+        &s.errors,
+        &s.in_flight,
+    ]
+    .into_iter()
+    .chain(&s.reserved)
+    {
+        v.store(0, Ordering::Relaxed);
+    }
+    let t = &page.table;
+    t.seq.store(0, Ordering::Relaxed);
+    t.count.store(0, Ordering::Relaxed);
+    t.reserved0.store(0, Ordering::Relaxed);
+    for v in &t.reserved {
+        v.store(0, Ordering::Relaxed);
+    }
+    for e in &t.entries {
+        e.len.store(0, Ordering::Relaxed);
+        e.kind.store(0, Ordering::Relaxed);
+        for b in &e.reserved {
+            b.store(0, Ordering::Relaxed);
+        }
+        for w in &e.name {
+            w.store(0, Ordering::Relaxed);
+        }
+        e.value.store(0, Ordering::Relaxed);
+    }
+}
+
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
-            .field("page", &self.map.0.as_ptr())
+            .field("page", &self.map.map.as_ptr())
+            .field("offset", &self.map.offset)
             .finish_non_exhaustive()
     }
 }

@@ -326,14 +326,17 @@ impl Ctx {
 const WAITING_SAMPLE: Duration = Duration::from_millis(250);
 
 /// Reads the segment into `snap` (reused: no allocation per tick) and brings `report` up to date
-/// from it, rebuilding its maps only when the set of metric names changed. Returns whether the
-/// heap figures are really published (the worker installed the SDK's counting allocator), or
-/// `None` if the segment does not validate (a scribbling worker), leaving `report` as it was.
+/// from it, rebuilding its maps only when the set of metric names changed. The process pages of
+/// processes that are gone (forked workers that exited) are folded into the totals and freed
+/// first. Returns whether the heap figures are really published (the worker installed the SDK's
+/// counting allocator, or reports its heap itself), or `None` if the segment does not validate
+/// (a scribbling worker), leaving `report` as it was.
 pub(super) fn refresh_report(
     ipc: &Ipc,
     snap: &mut segment::Snapshot,
     report: &mut Option<Report>,
 ) -> Option<bool> {
+    ipc.segment.release(|pid| !process_exists(pid));
     ipc.segment.read_into(snap).ok()?;
     let r = report.get_or_insert_with(|| Report {
         heap_bytes: 0,
@@ -378,6 +381,16 @@ pub(super) fn refresh_report(
             .collect();
     }
     Some(snap.heap_reported())
+}
+
+/// Whether a process with this pid exists (a zombie does: it is freed once reaped). A pid the
+/// child wrote is hostile: one that is not a positive `pid_t` names no process.
+fn process_exists(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|p| {
+        p > 0
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                != Err(nix::errno::Errno::ESRCH)
+    })
 }
 
 pub(super) fn millis(d: Duration) -> u64 {

@@ -21,6 +21,7 @@ fn fresh_segment_has_header_and_nothing_else() -> Result<(), SegmentError> {
         snap,
         Snapshot {
             metrics_consistent: true,
+            processes: 1,
             ..Snapshot::default()
         }
     );
@@ -198,10 +199,10 @@ fn reader_rejects_a_scribbled_header() -> Result<(), SegmentError> {
     let header = &scribbler.page().header;
     header
         .version
-        .store(2, std::sync::atomic::Ordering::Relaxed);
+        .store(1, std::sync::atomic::Ordering::Relaxed);
     assert!(matches!(
         reader.read(),
-        Err(SegmentError::BadVersion { found: 2 })
+        Err(SegmentError::BadVersion { found: 1 })
     ));
     header
         .version

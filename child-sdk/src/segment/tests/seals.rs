@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use super::super::SIZE;
+use super::super::{FILE_SIZE, SIZE};
 use super::segment;
 use crate::segment::SegmentError;
 
@@ -30,12 +30,12 @@ fn seals_forbid_shrink_grow_and_unsealing() -> Result<(), SegmentError> {
         "shrink to half"
     );
     assert_eq!(
-        errno(raw.set_len(SIZE as u64 * 2)),
+        errno(raw.set_len(FILE_SIZE as u64 * 2)),
         Some(libc::EPERM),
         "grow"
     );
     // SAFETY: fallocate on an fd we own, with plain integer arguments.
-    let grown = unsafe { libc::fallocate(raw.as_raw_fd(), 0, 0, (SIZE * 4) as libc::off_t) };
+    let grown = unsafe { libc::fallocate(raw.as_raw_fd(), 0, 0, (FILE_SIZE * 4) as libc::off_t) };
     assert_eq!(
         (grown, io::Error::last_os_error().raw_os_error()),
         (-1, Some(libc::EPERM))
@@ -48,7 +48,7 @@ fn seals_forbid_shrink_grow_and_unsealing() -> Result<(), SegmentError> {
         (added, io::Error::last_os_error().raw_os_error()),
         (-1, Some(libc::EPERM))
     );
-    assert_eq!(raw.metadata()?.len(), SIZE as u64);
+    assert_eq!(raw.metadata()?.len(), FILE_SIZE as u64);
     assert_eq!(reader.read()?.metrics[0].value, 3);
     Ok(())
 }
