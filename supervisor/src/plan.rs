@@ -557,6 +557,7 @@ pub mod file;
 mod handling;
 mod identity;
 mod pressure;
+mod values;
 
 pub use checks::{
     parse_check_flag, parse_ready_flag, Check, HealthSpec, ReadyHow, ReadySpec,
