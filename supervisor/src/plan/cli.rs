@@ -17,7 +17,7 @@ use super::{
 mod control;
 mod single;
 
-pub use control::{Control, WaitFlags};
+pub use control::{Control, WaitFlags, DEFAULT_LINES};
 
 /// Flags of `supervise` (the run mode).
 #[derive(Debug, clap::Parser)]
@@ -187,7 +187,7 @@ pub struct Cli {
 
     /// A deleted-but-open file growing faster than this is a finding `deleted_growing`
     /// [default: 256KiB/s].
-    #[arg(long, value_name = "SIZE/s", value_parser = crate::disk::growth::parse_rate)]
+    #[arg(long, value_name = "SIZE/s", value_parser = super::watch::parse_rate)]
     pub deleted_growth: Option<u64>,
 
     /// Count closed sockets from samples only, not from the kernel's socket destroy messages

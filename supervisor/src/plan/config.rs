@@ -225,7 +225,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
     let alert = raw
         .alert
         .map(|a| {
-            crate::alert::AlertSpec::with_alertmanager(
+            super::alert::AlertSpec::with_alertmanager(
                 a.exec,
                 a.webhook.as_deref(),
                 a.alertmanager.as_deref(),
@@ -246,7 +246,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         .watch
         .as_ref()
         .and_then(|w| w.deleted_growth.as_ref())
-        .map_or(crate::disk::growth::DEFAULT_RATE, |r| r.0);
+        .map_or(super::watch::DEFAULT_RATE, |r| r.0);
     for (i, d) in raw
         .watch
         .map(|w| w.dir)
@@ -254,7 +254,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         .into_iter()
         .enumerate()
     {
-        let dir = crate::disk::WatchDir::new(
+        let dir = super::watch::WatchDir::new(
             d.path,
             d.every.map_or(DEFAULT_WATCH_EVERY, |e| e.0),
             d.max.map(|m| m.0),

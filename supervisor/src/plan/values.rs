@@ -78,7 +78,7 @@ parsed_str!(
     Rate,
     u64,
     "a rate such as \"256KiB/s\"",
-    crate::disk::growth::parse_rate
+    super::watch::parse_rate
 );
 parsed_str!(
     Leak,

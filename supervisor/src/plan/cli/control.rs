@@ -7,6 +7,9 @@ use crate::signals::Sig;
 
 use crate::plan::{parse_duration, parse_signal};
 
+/// Lines `logs` shows when not told how many (the control socket's default too).
+pub const DEFAULT_LINES: u32 = 50;
+
 /// The subcommands: all but `report` talk to a running supervisor over its control socket.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Control {
@@ -52,7 +55,7 @@ pub enum Control {
         #[arg(value_name = "NAME[/INSTANCE]")]
         target: String,
         /// How many lines, all instances together.
-        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = crate::admin::DEFAULT_LINES)]
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = DEFAULT_LINES)]
         lines: u32,
         /// Then show each new line as it is read, until interrupted (Ctrl-C) or supervise exits.
         #[arg(short = 'f', long)]

@@ -162,7 +162,7 @@ impl Cli {
             history: None,
             alert: None,
             watch_dirs: Vec::new(),
-            deleted_growth: crate::disk::growth::DEFAULT_RATE,
+            deleted_growth: crate::plan::watch::DEFAULT_RATE,
             destroy_events: true,
             pressure: None,
         })
