@@ -169,21 +169,23 @@ fn env_file_and_clear_env_shape_the_environment() {
     let env = environ(pid(&clear));
     let mut keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "IDT_A",
-            "IDT_B",
-            "IDT_Q",
-            "NOTIFY_SOCKET",
-            "SUPERVISE_CONTROL_FD",
-            "SUPERVISE_INSTANCE",
-            "SUPERVISE_NAME",
-            "SUPERVISE_SEGMENT_FD",
-            "WATCHDOG_USEC"
-        ],
-        "{env:?}"
-    );
+    let mut want = vec![
+        "IDT_A",
+        "IDT_B",
+        "IDT_Q",
+        "NOTIFY_SOCKET",
+        "SUPERVISE_CONTROL_FD",
+        "SUPERVISE_INSTANCE",
+        "SUPERVISE_NAME",
+        "SUPERVISE_SEGMENT_FD",
+        "WATCHDOG_USEC",
+    ];
+    // Where the kernel keeps memory PSI, the memory-pressure watch too (docs/host-pressure.md).
+    if Path::new("/proc/pressure/memory").exists() {
+        want.extend(["MEMORY_PRESSURE_WATCH", "MEMORY_PRESSURE_WRITE"]);
+    }
+    want.sort_unstable();
+    assert_eq!(keys, want, "{env:?}");
     assert_eq!(get(&env, "IDT_B"), Some("env"));
     assert_eq!(get(&env, "SUPERVISE_NAME"), Some(clear.as_str()));
     assert_eq!(get(&env, "WATCHDOG_USEC"), Some("3600000000"));

@@ -9,15 +9,19 @@
 //! | a sealed memfd, the segment ([`segment`]) | fd 4, named by `SUPERVISE_SEGMENT_FD` |
 //! | the program name and replica number | `SUPERVISE_NAME`, `SUPERVISE_INSTANCE` |
 //!
-//! [`Client::from_env`] takes the two fds, says `Hello` and waits for `Welcome`. From then on,
-//! messages (ready, status, events) go over the channel, while numbers that change all the time
-//! (heartbeat, counters, gauges, heap bytes) are single atomic stores into the segment, which the
-//! supervisor reads on its own schedule: no syscall, no lock, no thread on the hot path. One
-//! listener thread receives what the supervisor sends (shutdown requests, limits, memory-pressure
-//! warnings, pings).
+//! [`Client::from_env`] ([`client`]) takes the two fds, says `Hello` and waits for `Welcome`.
+//! From then on, messages (ready, status, events) go over the channel, while numbers that change
+//! all the time (heartbeat, counters, gauges, heap bytes) are single atomic stores into the
+//! segment, which the supervisor reads on its own schedule: no syscall, no lock, no thread on the
+//! hot path. One listener thread receives what the supervisor sends (shutdown requests, limits,
+//! memory-pressure warnings, pings).
 //!
 //! The supervisor also uses `SUPERVISE_NAME`/`SUPERVISE_INSTANCE` to attribute a process that
 //! double-forked away from its worker back to that worker.
+//!
+//! A program can also read what the kernel says about itself from /proc/self ([`usage`]), to
+//! shed caches or load before its supervisor has to act; with the `alloc` feature, the `alloc`
+//! module's counting allocator publishes its heap bytes into the segment.
 //!
 //! # Caveats
 //! - Call [`Client::from_env`] before starting threads: it removes the two fd variables from the

@@ -159,6 +159,7 @@ mod layout;
 mod merge;
 #[cfg(target_pointer_width = "64")]
 mod reader;
+mod snapshot;
 mod writer;
 
 #[cfg(all(test, target_pointer_width = "64"))]
@@ -171,7 +172,8 @@ pub use layout::{
 #[cfg(target_pointer_width = "64")]
 pub use merge::MAX_MERGED_NAMES;
 #[cfg(target_pointer_width = "64")]
-pub use reader::{create, Metric, Reader, Snapshot};
+pub use reader::{create, Reader};
+pub use snapshot::{Metric, Snapshot};
 pub use writer::{Counter, Gauge, HeapStats, Writer};
 
 #[cfg(feature = "alloc")]

@@ -105,8 +105,8 @@ fn default_lines() -> u32 {
     DEFAULT_LINES
 }
 
-/// Lines `logs` shows when not told how many.
-pub const DEFAULT_LINES: u32 = 50;
+/// Lines `logs` shows when not told how many: the flag's default ([`crate::plan::DEFAULT_LINES`]).
+pub use crate::plan::DEFAULT_LINES;
 /// Longest wait a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 

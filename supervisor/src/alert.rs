@@ -49,11 +49,11 @@ pub mod book;
 pub mod exec;
 pub mod http;
 pub mod rate;
-pub mod spec;
 
 use alertmanager::{Alert, End, Post};
 
-pub use spec::{AlertSpec, Rate, SpecError, Webhook};
+/// The `[alert]` table is the plan's ([`crate::plan::alert`]).
+pub use crate::plan::alert::{AlertSpec, Rate, SpecError, Webhook};
 
 /// Largest event accepted, bytes; a larger one is dropped and counted.
 pub const MAX_EVENT: usize = 64 * 1024;

@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use bytesize::ByteSize;
 
@@ -38,6 +37,9 @@ pub use dirs::{DirState, DirUsage, DirWatcher, FsUsage};
 pub use growth::{Growing, GrowthWatch};
 pub use io::{IoRates, Rates};
 
+/// What is watched is the plan's ([`crate::plan::watch`]).
+pub use crate::plan::watch::{WatchDir, WatchDirError, MIN_EVERY};
+
 /// A worker tree's disk figures, as the engine's probes last saw them (the `disk` object of
 /// `status --json`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -53,65 +55,6 @@ pub struct WorkerDisk {
     /// Time the members' threads spent waiting for block I/O, seconds (0 without the kernel's
     /// delay accounting).
     pub blkio_delay_s: f64,
-}
-
-/// Shortest `every` of a watched directory: a walk is a real cost, and sizes change slowly.
-pub const MIN_EVERY: Duration = Duration::from_secs(1);
-
-/// One `[[watch.dir]]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WatchDir {
-    pub path: PathBuf,
-    /// How long a measured size is reused before the next walk.
-    pub every: Duration,
-    /// A `disk` finding once the directory holds more than this, bytes.
-    pub max: Option<u64>,
-    /// A `disk` finding once the filesystem the directory lives on is more than this percent
-    /// used (df's Use%).
-    pub fs_max_used: Option<f64>,
-}
-
-/// Why a `[[watch.dir]]` is invalid: the key at fault and the message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct WatchDirError {
-    pub key: &'static str,
-    pub message: String,
-}
-
-impl WatchDir {
-    /// Checks the values (the config parses sizes and durations before).
-    pub fn new(
-        path: PathBuf,
-        every: Duration,
-        max: Option<u64>,
-        fs_max_used: Option<f64>,
-    ) -> Result<Self, WatchDirError> {
-        let bad = |key, message: String| WatchDirError { key, message };
-        if path.as_os_str().is_empty() {
-            return Err(bad("path", "empty path".into()));
-        }
-        if every < MIN_EVERY {
-            return Err(bad(
-                "every",
-                format!("{every:?} is too often; at least 1s (e.g. \"60s\")"),
-            ));
-        }
-        if let Some(p) = fs_max_used {
-            if !(p > 0.0 && p <= 100.0) {
-                return Err(bad(
-                    "fs_max_used",
-                    format!("{p} is not a percentage above 0 and at most 100 (e.g. 90)"),
-                ));
-            }
-        }
-        Ok(Self {
-            path,
-            every,
-            max,
-            fs_max_used,
-        })
-    }
 }
 
 /// A watched directory over its limits.
@@ -206,6 +149,8 @@ pub fn verdict(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const GIB: u64 = 1 << 30;
@@ -290,19 +235,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn watch_dir_checks() {
-        let ok = WatchDir::new("/srv".into(), Duration::from_secs(1), None, Some(100.0));
-        assert!(ok.is_ok());
-        let every = WatchDir::new("/srv".into(), Duration::from_millis(10), None, None);
-        assert_eq!(every.expect_err("too often").key, "every");
-        for p in [0.0, -1.0, 100.5, f64::NAN] {
-            let e = WatchDir::new("/srv".into(), Duration::from_secs(60), None, Some(p));
-            assert_eq!(e.expect_err("bad percent").key, "fs_max_used", "{p}");
-        }
-        let e = WatchDir::new(PathBuf::new(), Duration::from_secs(60), None, None);
-        assert_eq!(e.expect_err("empty").key, "path");
     }
 }

@@ -2,9 +2,11 @@
 //! leak.
 //!
 //! # Theory of operation
-//! The binary parses flags or a config into a [`plan::Plan`]. The engine ([`engine`]) runs on a
-//! single-threaded tokio runtime on the main thread: workers are forked from that thread only, so
-//! `PR_SET_PDEATHSIG` stays armed for the supervisor's whole life.
+//! The binary parses flags or a config into a [`plan::Plan`]: the model every other part reads,
+//! which imports none of them (the modules import one another in layers, without circles;
+//! `tests/house.rs` checks it). The engine ([`engine`]) runs on a single-threaded tokio runtime
+//! on the main thread: workers are forked from that thread only, so `PR_SET_PDEATHSIG` stays
+//! armed for the supervisor's whole life.
 //!
 //! Each worker instance is a local task ([`worker`]) that carries out what the instance's pure
 //! state machine ([`lifecycle`]) decides: spawn ([`spawn`], which also sets the worker's user,
@@ -13,12 +15,21 @@
 //! commands, the process's exit, each sample's verdict, timers — so no command is ever read and
 //! dropped. While a process runs, the task samples its whole tree from /proc ([`probe`]), reads
 //! its shared-memory segment and its channel ([`channel`], [`session`]), and asks the pure
-//! policies ([`policy`], [`leak`], [`crosscheck`]) what the samples mean. What happened goes out
-//! as [`events`], as JSON lines and as one line for people each on stderr, written with the
-//! workers' output by writer threads ([`logs`]) so no stalled destination holds up the engine;
-//! each instance's last lines are also kept in a bounded ring for `supervise logs`. What is known
-//! about each instance is the [`status`] model that the control socket ([`admin`]), `top`, the
-//! metrics and the history read.
+//! policies ([`policy`], [`leak`], [`crosscheck`]) what the samples mean. Readiness and health
+//! checks run against it ([`checks`]), and any process of its tree may speak systemd's notify
+//! protocol ([`notify`]). Once a tick the engine also dumps every worker's sockets at once
+//! ([`net`]), looks at what the trees hold and write on disk and at the watched directories
+//! ([`disk`]), and reads the host's memory pressure: when stalls and low available memory hold
+//! together, workers are told, then the tree that explains it is restarted ([`pressure`]).
+//!
+//! What happened goes out as [`events`], as JSON lines and as one line for people each on
+//! stderr, written with the workers' output by writer threads ([`logs`]) so no stalled
+//! destination holds up the engine; each instance's last lines are also kept in a bounded ring
+//! for `supervise logs`. Chosen events become alerts, on a thread of their own ([`alert`]). What
+//! is known about each instance is the [`status`] model that the control socket ([`admin`]), the
+//! terminal view ([`top`]), the metrics server ([`metrics`]) and the history file ([`history`])
+//! read; both servers cap the connections they hold at once ([`connections`]), and `supervise
+//! report` draws a history as an SVG ([`report`]).
 //!
 //! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
 //! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed

@@ -46,9 +46,9 @@ pub struct Plan {
     /// Where every tick's figures are appended for `supervise report`, if anywhere.
     pub history: Option<HistorySpec>,
     /// `[alert]`: chosen events to a command and/or a webhook.
-    pub alert: Option<crate::alert::AlertSpec>,
+    pub alert: Option<alert::AlertSpec>,
     /// `[[watch.dir]]`: directories whose size and filesystem are watched.
-    pub watch_dirs: Vec<crate::disk::WatchDir>,
+    pub watch_dirs: Vec<watch::WatchDir>,
     /// `[watch] deleted_growth`: a deleted-but-open file growing faster than this, bytes per
     /// second, is a finding `deleted_growing`.
     pub deleted_growth: u64,
@@ -329,6 +329,9 @@ pub const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_LOG_KEEP: u32 = 5;
 /// Bytes of recent lines kept per instance for `supervise logs`.
 pub const DEFAULT_LOG_BUFFER: u64 = 256 * 1024;
+/// Smallest `--log-buffer` but 0 (keep none): the buffer's header and a useful part of a line
+/// must fit.
+pub const MIN_LOG_BUFFER: usize = 1024;
 /// Largest `--log-buffer`: what one instance may hold is not meant to be an archive.
 pub const MAX_LOG_BUFFER: u64 = 1 << 30;
 /// Default size at which the events file is rotated: some 150,000 restarts' events (a restart
@@ -528,7 +531,7 @@ fn check_events_max(max: u64) -> Result<u64, String> {
 }
 
 fn check_log_buffer(size: u64) -> Result<u64, String> {
-    let min = crate::logs::MIN_BUFFER as u64;
+    let min = MIN_LOG_BUFFER as u64;
     if size == 0 || (min..=MAX_LOG_BUFFER).contains(&size) {
         Ok(size)
     } else {
@@ -549,6 +552,7 @@ fn check_sample_every(d: Duration) -> Result<Duration, String> {
     }
 }
 
+pub mod alert;
 mod checks;
 mod cli;
 mod config;
@@ -557,13 +561,15 @@ pub mod file;
 mod handling;
 mod identity;
 mod pressure;
+mod values;
+pub mod watch;
 
 pub use checks::{
     parse_check_flag, parse_ready_flag, Check, HealthSpec, ReadyHow, ReadySpec,
     DEFAULT_HEALTH_EVERY, DEFAULT_HEALTH_FAILURES, DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_EVERY,
     DEFAULT_READY_TIMEOUT,
 };
-pub use cli::{Cli, Control, WaitFlags};
+pub use cli::{Cli, Control, WaitFlags, DEFAULT_LINES};
 pub use config::{load_config, parse_config};
 pub use handling::{
     default_ceiling, Handling, RecycleScope, Schedule, DEFAULT_MIN_UPTIME, DEFAULT_TREND_WINDOW,

@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 use crate::history::{Series, WorkerSeries};
 
 mod axis;
+mod block;
 mod draw;
 mod marks;
 
@@ -108,7 +109,7 @@ pub fn render(series: &Series, title: &str, program: Option<&str>) -> Result<Str
     header(&mut out, series, &programs, &own, title, (t0, t1));
     for (i, (name, workers)) in programs.iter().enumerate() {
         let top = geo::HEAD + geo::BLOCK * i as f64;
-        let block = draw::Block {
+        let block = block::Block {
             name,
             workers,
             own: &own,

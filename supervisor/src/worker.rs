@@ -20,6 +20,9 @@ use crate::reaper::{Exit, Reaper};
 use crate::signals::Sig;
 use crate::status::{Phase, Totals};
 
+/// The sampling grid is the probes' (`probe::grid`).
+pub(crate) use crate::probe::grid::on_grid;
+
 /// What the engine can ask of a worker task. Every command is fed to the instance's lifecycle,
 /// whatever phase it is in: none is ever dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,24 +538,15 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The first point at least `every / 2` from now on a grid of period `every` that every worker
-/// and the engine's own tick share, so one wake-up a period samples them all (one timer expiry
-/// and one context switch, not one per worker). Intervals between such points average `every`.
-pub(crate) fn on_grid(every: Duration) -> tokio::time::Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let epoch = tokio::time::Instant::from_std(*EPOCH.get_or_init(Instant::now));
-    let period = every.as_nanos().max(1);
-    let earliest = (tokio::time::Instant::now() + every / 2)
-        .duration_since(epoch)
-        .as_nanos();
-    let at = earliest.div_ceil(period).saturating_mul(period);
-    epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
-}
-
 /// One more finding of `kind` in a count by kind (an instance's, or the supervisor's own).
 pub(crate) fn count_finding(by: &mut BTreeMap<&'static str, u64>, kind: &'static str) {
     let n = by.entry(kind).or_default();
     *n = n.saturating_add(1);
+}
+
+/// A duration in whole milliseconds, as events carry them.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock the SDK stamps heartbeats with.
@@ -592,6 +586,7 @@ mod ready;
 mod recycle;
 mod running;
 mod verdict;
+mod watch;
 
 #[cfg(test)]
 mod tests {

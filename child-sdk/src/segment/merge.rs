@@ -1,7 +1,8 @@
 //! Adding pages up: the figures of a program whose processes each write their own page, and the
 //! counters of pages whose process is gone. Pure functions over [`Snapshot`]s.
 
-use super::{Metric, MetricKind, Snapshot};
+use super::snapshot::{Metric, Snapshot};
+use super::MetricKind;
 
 /// Most distinct metric names a merged read holds: a program whose processes register different
 /// names in each page cannot make the supervisor's report grow without bound. Names past it are

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::spec::Webhook;
+use crate::plan::alert::Webhook;
 
 /// Longest status line read.
 pub const MAX_STATUS_LINE: usize = 1024;

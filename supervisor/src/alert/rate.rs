@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::spec::Rate;
+use crate::plan::alert::Rate;
 
 /// Longest wait [`Limiter::next_summary_at`] reports.
 const MAX_WAIT: Duration = Duration::from_secs(86_400);

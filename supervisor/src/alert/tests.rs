@@ -452,7 +452,7 @@ fn an_end_is_not_lost_to_a_full_queue() {
     let file = dir.path().join("alerts");
     // Every alert also runs a command that hangs for its 2 s deadline, with a queue of one.
     let mut spec = sink_spec(&file, &["--hang"], &["fatal", "restart"], "100/1m");
-    spec.alertmanager = Some(spec::parse_alertmanager(&base(&hook)).expect("url"));
+    spec.alertmanager = Some(crate::plan::alert::parse_alertmanager(&base(&hook)).expect("url"));
     spec.exec_timeout = Duration::from_secs(2);
     spec.queue = 1;
     let alerter = Alerter::start(spec);

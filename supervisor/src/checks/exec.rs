@@ -125,7 +125,7 @@ impl<'a> Run<'a> {
     /// looked at every sampling period meanwhile, so the lifeline knows of what it forks.
     async fn wait(&mut self, timeout: Duration, cancel: &mut oneshot::Receiver<()>) -> Ended {
         let deadline = Instant::now() + timeout;
-        let mut look = crate::worker::on_grid(self.env.sample_every);
+        let mut look = crate::probe::grid::on_grid(self.env.sample_every);
         loop {
             let Some(exit_rx) = self.exit_rx.as_mut() else {
                 return Ended::Lost;
@@ -147,7 +147,7 @@ impl<'a> Run<'a> {
                 }
                 None => {
                     self.look(false);
-                    look = crate::worker::on_grid(self.env.sample_every);
+                    look = crate::probe::grid::on_grid(self.env.sample_every);
                 }
             }
         }

@@ -15,49 +15,15 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 
 use super::HeldFile;
+/// The rate is the plan's (`[watch] deleted_growth`).
+pub use crate::plan::watch::{parse_rate, DEFAULT_RATE};
 
-/// Growth rate past which a deleted file is reported, bytes per second: 256 KiB/s is 21 GiB a
-/// day into a file nobody can see.
-pub const DEFAULT_RATE: u64 = 256 * 1024;
 /// How far back the rate is measured.
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Shortest span of measurements a rate is judged on.
 pub const MIN_SPAN: Duration = Duration::from_secs(3);
 /// Files followed per worker at most (the scan keeps at most 1,024 per process).
 const MAX_FILES: usize = 4096;
-
-/// Parses a rate `SIZE/s` or `SIZE/DURATION` (`256KiB/s`, `10MiB/10s`) into bytes per second.
-///
-/// # Errors
-/// A message naming what is wrong: no `/`, a side that does not parse, or a zero rate.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let form = "use SIZE/s or SIZE/DURATION, e.g. 256KiB/s or 10MiB/10s";
-    let Some((size, per)) = s.split_once('/') else {
-        return Err(format!("invalid rate {s:?}: no '/'; {form}"));
-    };
-    let bytes = size
-        .trim()
-        .parse::<ByteSize>()
-        .map_err(|e| format!("invalid size {:?} ({e}); {form}", size.trim()))?
-        .as_u64();
-    let per = per.trim();
-    let secs = if per == "s" {
-        1.0
-    } else {
-        humantime::parse_duration(per)
-            .map_err(|e| format!("invalid duration {per:?} ({e}); {form}"))?
-            .as_secs_f64()
-    };
-    let rate = if secs > 0.0 {
-        (bytes as f64 / secs).round()
-    } else {
-        0.0
-    };
-    if rate < 1.0 {
-        return Err(format!("invalid rate {s:?}: must be at least 1 byte/s"));
-    }
-    Ok(rate as u64)
-}
 
 /// The growth rate of one file over `points` ((when, allocated bytes), oldest first), bytes per
 /// second, when it is above `limit`: measured from the oldest point within [`WINDOW`] of the
@@ -260,18 +226,5 @@ mod tests {
         // Gone for a tick: forgotten, so a file reappearing is judged afresh.
         assert!(w.observe([], t0 + Duration::from_secs(11), 1).is_empty());
         assert!(w.files.is_empty());
-    }
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(parse_rate("256KiB/s"), Ok(256 * 1024));
-        assert_eq!(parse_rate("10MiB/10s"), Ok(MIB));
-        assert_eq!(
-            parse_rate(" 1 MiB / 1m "),
-            Ok((MIB as f64 / 60.0).round() as u64)
-        );
-        for bad in ["1MiB", "x/s", "1MiB/x", "0/s", "1/0s", "1/1h"] {
-            assert!(parse_rate(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -22,8 +22,9 @@ const TIMED: u8 = 2;
 /// The first allocation of a buffer that receives a line.
 const FIRST: usize = 4096;
 
-/// Smallest capacity a ring may have (a header and a useful part of a line must fit).
-pub const MIN_CAPACITY: usize = 1024;
+/// Smallest capacity a ring may have (a header and a useful part of a line must fit): the plan's
+/// smallest `--log-buffer`.
+pub const MIN_CAPACITY: usize = crate::plan::MIN_LOG_BUFFER;
 
 /// One line, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

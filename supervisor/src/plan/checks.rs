@@ -85,11 +85,11 @@ pub(super) struct RawReady {
     #[serde(default)]
     listen: Option<Port>,
     #[serde(default)]
-    pub every: Option<super::config::Dur>,
+    pub every: Option<super::values::Dur>,
     #[serde(default)]
-    pub timeout: Option<super::config::Dur>,
+    pub timeout: Option<super::values::Dur>,
     #[serde(default)]
-    pub start_timeout: Option<super::config::Dur>,
+    pub start_timeout: Option<super::values::Dur>,
 }
 
 /// A TCP port, 1 to 65535.
@@ -123,9 +123,9 @@ pub(super) struct RawHealth {
     #[serde(default)]
     listen: Option<Port>,
     #[serde(default)]
-    pub every: Option<super::config::Dur>,
+    pub every: Option<super::values::Dur>,
     #[serde(default)]
-    pub timeout: Option<super::config::Dur>,
+    pub timeout: Option<super::values::Dur>,
     #[serde(default)]
     pub failures: Option<std::num::NonZeroU32>,
 }

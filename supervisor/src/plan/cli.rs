@@ -1,19 +1,23 @@
-//! Command-line flags to a one-program [`Plan`] (or a config plan with global overrides).
+//! Command-line flags to a one-program [`Plan`] (or a config plan with global overrides): the
+//! flags here, the subcommands in [`control`], one program from its flags in `single`.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::signals::Sig;
 
 use super::{
-    check_events_max, check_history_max, check_log_buffer, check_name, check_replicas,
-    check_sample_every, check_warn_at, fd_budget, load_config, nofile_limit, parse_duration,
-    parse_signal, parse_size, Backoff, EventsTarget, HeartbeatSpec, HistorySpec, Intensity,
-    LeakPolicy, LogSpec, Measure, MemorySpec, OnLeak, Plan, PlanError, ProgramSpec, RestartMode,
-    StopMode, StopSpec, DEFAULT_HISTORY_MAX, DEFAULT_HYSTERESIS, DEFAULT_LOG_BUFFER,
-    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR, DEFAULT_SAMPLE_EVERY,
+    check_events_max, check_history_max, check_log_buffer, check_sample_every, check_warn_at,
+    load_config, parse_duration, parse_signal, parse_size, EventsTarget, HistorySpec, Intensity,
+    LogSpec, Measure, OnLeak, Plan, PlanError, RestartMode, StopMode, DEFAULT_HISTORY_MAX,
+    DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX, DEFAULT_MEMORY_FOR,
 };
+
+mod control;
+mod single;
+
+pub use control::{Control, WaitFlags, DEFAULT_LINES};
 
 /// Flags of `supervise` (the run mode).
 #[derive(Debug, clap::Parser)]
@@ -183,7 +187,7 @@ pub struct Cli {
 
     /// A deleted-but-open file growing faster than this is a finding `deleted_growing`
     /// [default: 256KiB/s].
-    #[arg(long, value_name = "SIZE/s", value_parser = crate::disk::growth::parse_rate)]
+    #[arg(long, value_name = "SIZE/s", value_parser = super::watch::parse_rate)]
     pub deleted_growth: Option<u64>,
 
     /// Count closed sockets from samples only, not from the kernel's socket destroy messages
@@ -262,106 +266,6 @@ pub struct Cli {
     /// The command to supervise and its arguments.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
-}
-
-/// The subcommands: all but `report` talk to a running supervisor over its control socket.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
-pub enum Control {
-    /// Show every worker: state, uptime, restarts, memory, CPU, threads, fds, heap, heartbeat.
-    Status {
-        /// One JSON object per worker instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Restart a program's instances (all, or NAME/INSTANCE for one), gracefully.
-    Restart {
-        #[arg(value_name = "NAME[/INSTANCE]")]
-        target: String,
-        #[command(flatten)]
-        wait: WaitFlags,
-    },
-    /// Send a signal to a program's instances (all, or NAME/INSTANCE for one): to each one's
-    /// process group, or to its own process with `--stop-mode main`.
-    Signal {
-        #[arg(value_name = "NAME[/INSTANCE]")]
-        target: String,
-        /// Any signal: USR1, HUP, WINCH, RTMIN+3, 10, ...
-        #[arg(value_name = "SIG", value_parser = parse_signal)]
-        signal: Sig,
-    },
-    /// Stop a program and keep it stopped until `start`.
-    Stop {
-        #[arg(value_name = "NAME")]
-        program: String,
-        #[command(flatten)]
-        wait: WaitFlags,
-    },
-    /// Start a program stopped with `stop`.
-    Start {
-        #[arg(value_name = "NAME")]
-        program: String,
-        #[command(flatten)]
-        wait: WaitFlags,
-    },
-    /// Show the last lines a program's instances (all, or NAME/INSTANCE for one) wrote on stdout
-    /// and stderr, in the order they were read, from the supervisor's buffer (--log-buffer).
-    Logs {
-        #[arg(value_name = "NAME[/INSTANCE]")]
-        target: String,
-        /// How many lines, all instances together.
-        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = crate::admin::DEFAULT_LINES)]
-        lines: u32,
-        /// Then show each new line as it is read, until interrupted (Ctrl-C) or supervise exits.
-        #[arg(short = 'f', long)]
-        follow: bool,
-    },
-    /// Re-read the config file (as SIGHUP does).
-    Reload,
-    /// A live view of every worker, refreshed every second (q quits).
-    Top,
-    /// Print a shell completion script (e.g. `supervise completions bash >
-    /// /etc/bash_completion.d/supervise`). Needs no running supervisor.
-    Completions {
-        #[arg(value_name = "SHELL")]
-        shell: clap_complete::Shell,
-    },
-    /// Print the manual page (roff; e.g. `supervise man | man -l -`). Needs no running supervisor.
-    Man,
-    /// Draw a history file (--history) as an SVG: memory and CPU over time, restarts marked.
-    /// Needs no running supervisor.
-    Report {
-        /// The history file (its rotated FILE.1 is read first when present).
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-        /// Where to write the SVG (`-` for stdout).
-        #[arg(short = 'o', long = "output", value_name = "OUT.svg")]
-        output: PathBuf,
-        /// Draw only this program.
-        #[arg(long, value_name = "NAME")]
-        program: Option<String>,
-    },
-}
-
-/// `--wait` and `--timeout` of `start`, `stop` and `restart`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
-pub struct WaitFlags {
-    /// Return once the action has completed: `start`, every instance up (ready, where it has a
-    /// readiness rule or speaks the protocol); `stop`, no process left; `restart`, every
-    /// replacement up. Exit 1 if it has not within --timeout (the action goes on).
-    #[arg(long)]
-    pub wait: bool,
-    /// How long --wait waits.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "wait")]
-    pub timeout: Duration,
-}
-
-impl WaitFlags {
-    /// What the request carries: the wait in milliseconds, if asked for.
-    #[must_use]
-    pub fn wait_ms(&self) -> Option<u64> {
-        self.wait
-            .then(|| u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX))
-    }
 }
 
 /// Per-program flags that only make sense with a command, not with `-c`.
@@ -504,228 +408,6 @@ impl Cli {
         }
         Ok(plan)
     }
-
-    fn single_plan(&self, explicit: &dyn Fn(&str) -> bool) -> Result<Plan, PlanError> {
-        let Some(program) = self.command.first() else {
-            return Err(PlanError::flag(
-                "",
-                "nothing to run: give a command after `--` (supervise [OPTIONS] -- CMD [ARGS]...) or a config with -c FILE",
-            ));
-        };
-        let name = match &self.name {
-            Some(n) => n.clone(),
-            None => Path::new(program)
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "worker".to_owned()),
-        };
-        check_name(&name).map_err(|m| PlanError::flag("--name", m))?;
-        check_replicas(self.replicas.get()).map_err(|m| PlanError::flag("--replicas", m))?;
-        fd_budget(u64::from(self.replicas.get()), nofile_limit())
-            .map_err(|m| PlanError::flag("--replicas", m))?;
-        if self.backoff_max < self.backoff_first {
-            return Err(PlanError::flag(
-                "--backoff-max",
-                "must not be shorter than --backoff-first",
-            ));
-        }
-        if self.within.is_zero() {
-            return Err(PlanError::flag("--within", "must be longer than 0"));
-        }
-        let memory = self.memory_max.map(|max| MemorySpec {
-            max,
-            measure: self.memory_measure,
-            count: self.memory_for.get(),
-            hysteresis: DEFAULT_HYSTERESIS,
-            warn_at: self.memory_warn_at,
-        });
-        if self.memory_warn_at.is_some() && memory.is_none() {
-            return Err(PlanError::flag("--memory-warn-at", "needs --memory-max"));
-        }
-        let handling = super::handling::Given {
-            min_uptime: self.memory_min_uptime,
-            max_unavailable: self.memory_max_unavailable,
-            ceiling: self.memory_ceiling,
-            recycle: self.memory_recycle,
-            recycle_before: self.recycle_before,
-            schedule: super::Schedule {
-                every: self.recycle_every,
-                jitter: self.recycle_jitter.unwrap_or_default(),
-                requests: self.recycle_requests,
-                requests_jitter: self.recycle_requests_jitter.unwrap_or(0),
-            },
-        }
-        .build(memory.map(|m| m.max))
-        .map_err(|(key, m)| PlanError::flag(flag_of(key), m))?;
-        if self.heartbeat_timeout.is_none()
-            && (explicit("heartbeat_signal") || explicit("heartbeat_grace"))
-        {
-            return Err(PlanError::flag(
-                if explicit("heartbeat_signal") {
-                    "--heartbeat-signal"
-                } else {
-                    "--heartbeat-grace"
-                },
-                "needs --heartbeat-timeout",
-            ));
-        }
-        if self.start_timeout.is_some() && self.ready.is_none() {
-            return Err(PlanError::flag("--start-timeout", "needs --ready"));
-        }
-        if self.heartbeat_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(PlanError::flag(
-                "--heartbeat-timeout",
-                "must be longer than 0",
-            ));
-        }
-        if memory.is_some_and(|m| m.max == 0) {
-            return Err(PlanError::flag("--memory-max", "must be more than 0"));
-        }
-        let mut identity = self.identity()?;
-        super::pressure::never_adj(self.oom, &mut identity, nix::unistd::geteuid().as_raw());
-        let env = match &self.env_file {
-            Some(file) => {
-                super::envfile::load(file).map_err(|m| PlanError::flag("--env-file", m))?
-            }
-            None => Vec::new(),
-        };
-        Ok(Plan {
-            programs: vec![ProgramSpec {
-                name,
-                command: self.command.clone(),
-                cwd: None,
-                env: super::config::dedup_env(env),
-                identity,
-                replicas: self.replicas.get(),
-                restart: self.restart,
-                backoff: Backoff {
-                    first: self.backoff_first,
-                    max: self.backoff_max,
-                    ..Backoff::default()
-                },
-                intensity: Intensity {
-                    max: self.max_restarts,
-                    within: self.within,
-                },
-                stop: StopSpec {
-                    signal: self.stop_signal.unwrap_or(Sig::TERM),
-                    grace: self.grace,
-                    mode: self.stop_mode,
-                    drain: self.drain,
-                },
-                memory,
-                heartbeat: self.heartbeat_timeout.map(|timeout| HeartbeatSpec {
-                    timeout,
-                    signal: self.heartbeat_signal,
-                    grace: self.heartbeat_grace,
-                }),
-                leak: self.leak.map(|spec| LeakPolicy {
-                    spec,
-                    on_leak: self.on_leak,
-                }),
-                net: None,
-                ready: self.ready.clone().map(|how| super::ReadySpec {
-                    how,
-                    every: super::DEFAULT_READY_EVERY,
-                    timeout: super::DEFAULT_READY_TIMEOUT,
-                    start_timeout: self.start_timeout,
-                }),
-                health: self.health.clone().map(|check| super::HealthSpec {
-                    check,
-                    every: super::DEFAULT_HEALTH_EVERY,
-                    timeout: super::DEFAULT_HEALTH_TIMEOUT,
-                    failures: super::DEFAULT_HEALTH_FAILURES,
-                }),
-                after: Vec::new(),
-                handling,
-                oom: self.oom,
-            }],
-            sample_every: DEFAULT_SAMPLE_EVERY,
-            events: None,
-            events_rotation: super::EventsRotation::default(),
-            quiet: false,
-            timestamps: false,
-            log: None,
-            log_buffer: DEFAULT_LOG_BUFFER,
-            single: true,
-            forward_stop: self.stop_signal.is_none(),
-            source: None,
-            admin: None,
-            metrics: None,
-            history: None,
-            alert: None,
-            watch_dirs: Vec::new(),
-            deleted_growth: crate::disk::growth::DEFAULT_RATE,
-            destroy_events: true,
-            pressure: None,
-        })
-    }
-}
-
-impl Cli {
-    /// `--user`, `--group`, `--umask`, `--nice`, `--oom-score-adj`, `--rlimit`, `--clear-env`.
-    fn identity(&self) -> Result<super::Identity, PlanError> {
-        let user = self
-            .user
-            .as_deref()
-            .map(|u| super::resolve_user(&super::Who::parse(u)))
-            .transpose()
-            .map_err(|m| PlanError::flag("--user", m))?;
-        let group = self
-            .group
-            .as_deref()
-            .map(|g| super::resolve_group(&super::Who::parse(g)).map(|gid| (gid, g)))
-            .transpose()
-            .map_err(|m| PlanError::flag("--group", m))?;
-        let (euid, egid) = super::effective_ids();
-        let super::identity::Credentials {
-            switch,
-            env: user_env,
-        } = super::credentials(user.as_ref(), group, euid, egid)
-            .map_err(|(key, m)| PlanError::flag(&format!("--{}", key.name()), m))?;
-        let mut rlimits: Vec<super::Rlimit> = Vec::new();
-        for r in &self.rlimit {
-            if rlimits.iter().any(|l| l.resource == r.resource) {
-                return Err(PlanError::flag(
-                    "--rlimit",
-                    format!("{} is given twice", r.name()),
-                ));
-            }
-            rlimits.push(*r);
-        }
-        Ok(super::Identity {
-            switch,
-            user_env,
-            umask: self.umask,
-            nice: self.nice,
-            oom_score_adj: self.oom_score_adj,
-            rlimits,
-            clear_env: self.clear_env,
-        })
-    }
-}
-
-fn parse_warn_at(s: &str) -> Result<f64, String> {
-    let w: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid fraction {s:?}; use e.g. 0.8"))?;
-    check_warn_at(w)
-}
-
-/// The flag that sets a memory-handling key (`memory.ceiling` is `--memory-ceiling`).
-fn flag_of(key: &str) -> &'static str {
-    match key {
-        "memory.min_uptime" => "--memory-min-uptime",
-        "memory.max_unavailable" => "--memory-max-unavailable",
-        "memory.ceiling" => "--memory-ceiling",
-        "memory.recycle_before" => "--recycle-before",
-        "recycle.every" => "--recycle-every",
-        "recycle.jitter" => "--recycle-jitter",
-        "recycle.requests" => "--recycle-requests",
-        "recycle.requests_jitter" => "--recycle-requests-jitter",
-        _ => "--memory-recycle",
-    }
 }
 
 impl Cli {
@@ -759,4 +441,12 @@ impl Cli {
         plan.pressure = Some(spec);
         Ok(())
     }
+}
+
+fn parse_warn_at(s: &str) -> Result<f64, String> {
+    let w: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid fraction {s:?}; use e.g. 0.8"))?;
+    check_warn_at(w)
 }

@@ -126,6 +126,18 @@ fn after_quote(rest: &str) -> Result<(), String> {
     }
 }
 
+/// Later assignments of a name replace earlier ones, in place of the first.
+pub(super) fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

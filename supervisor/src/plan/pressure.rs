@@ -75,7 +75,7 @@ pub(super) struct RawPressure {
     #[serde(default)]
     full: Option<f64>,
     #[serde(default, rename = "for")]
-    hold: Option<super::config::Dur>,
+    hold: Option<super::values::Dur>,
     #[serde(default)]
     available: Option<f64>,
     #[serde(default)]

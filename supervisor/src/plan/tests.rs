@@ -671,14 +671,14 @@ fn deleted_growth_and_destroy_events_from_the_config_and_the_flags() {
     })
     .expect("valid");
     assert!(plan.destroy_events);
-    assert_eq!(plan.deleted_growth, crate::disk::growth::DEFAULT_RATE);
+    assert_eq!(plan.deleted_growth, crate::plan::watch::DEFAULT_RATE);
 }
 
 #[test]
 fn deleted_growth_and_destroy_event_flags() {
     let p = cli(&["supervise", "--", "x"]).expect("plan");
     assert!(p.destroy_events);
-    assert_eq!(p.deleted_growth, crate::disk::growth::DEFAULT_RATE);
+    assert_eq!(p.deleted_growth, crate::plan::watch::DEFAULT_RATE);
     let p = cli(&[
         "supervise",
         "--no-destroy-events",

@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 
 use super::axis::{byte_ticks, esc, percent_ticks, rfc3339, size, time_ticks};
+use super::block::Block;
 use super::geo;
 use super::marks::{diamond, finding_colour, reason_colour, triangle};
-use crate::history::{FindingMark, Point, WorkerSeries};
+use crate::history::Point;
 
 /// Line colours by instance (cycled); red and orange are left to restart reasons.
 const INSTANCE: [&str; 8] = [
@@ -46,24 +47,7 @@ const METRICS: [Metric; 3] = [
     },
 ];
 
-pub(super) struct Block<'a> {
-    pub name: &'a str,
-    pub workers: &'a [&'a WorkerSeries],
-    /// Findings about the supervisor as a whole: drawn in every block.
-    pub own: &'a [FindingMark],
-    pub limit: Option<u64>,
-    pub runs: &'a [u64],
-    pub t0: u64,
-    pub t1: u64,
-    pub top: f64,
-}
-
 impl Block<'_> {
-    pub(super) fn x(&self, t: u64) -> f64 {
-        let span = (self.t1 - self.t0).max(1) as f64;
-        geo::LEFT + t.saturating_sub(self.t0) as f64 / span * geo::PLOT_W
-    }
-
     pub(super) fn draw(&self, out: &mut String) {
         let mem_top = self.top + geo::BLOCK_TITLE + geo::FIND_LANE + geo::MARK_LANE;
         let cpu_top = mem_top + geo::MEM_H + geo::GAP;

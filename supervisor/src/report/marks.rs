@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::axis::{esc, rfc3339};
-use super::draw::Block;
+use super::block::Block;
 use super::geo;
 use crate::history::WorkerSeries;
 

@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::running::Watch;
-use super::verdict::millis;
-use super::Ctx;
+use super::watch::{Recycling, Watch};
+use super::{millis, Ctx};
 use crate::events::{Kind, Reason};
 use crate::leak::{LeakSpec, LeakVerdict, LeakWatch};
 use crate::policy;
@@ -16,17 +15,6 @@ use crate::probe::proc::command_line;
 
 /// How often a draining tree is sampled for its ceiling.
 pub(super) const DRAIN_SAMPLE: Duration = Duration::from_millis(250);
-
-/// A member recycle under way.
-pub(super) struct Recycling {
-    pid: i32,
-    command: String,
-    member_bytes: u64,
-    tree_before: u64,
-    reason: Reason,
-    asked: Instant,
-    killed: bool,
-}
 
 impl Ctx {
     /// Recycling ahead of the limit (`memory.recycle_before`: the trend says the tree reaches

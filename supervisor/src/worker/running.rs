@@ -11,12 +11,12 @@ use tokio::time::sleep_until;
 use child_sdk::proto::{self, Limits, SupervisorMsg};
 use child_sdk::segment;
 
-use super::verdict::{millis, refresh_report};
-use super::Ctx;
-use crate::channel::{self, Channel, Packet};
+use super::verdict::refresh_report;
+use super::watch::{Ipc, Watch};
+use super::{millis, Ctx};
+use crate::channel::Packet;
 use crate::crosscheck::CrossCheck;
 use crate::events::{Kind, Reason};
-use crate::leak::LeakWatch;
 use crate::lifecycle::{Input, Whom};
 use crate::logs::{Source, Stream};
 use crate::orphans;
@@ -26,80 +26,10 @@ use crate::probe::tree::{Reach, Tree};
 use crate::reaper::Exit;
 use crate::session::{Action, Session, Welcome};
 use crate::signals::Sig;
-use crate::spawn::Inherit;
 
 /// A root that exits 0 within this long after its start while processes of its tree run on has
 /// daemonized: a real worker that finishes its job that fast would leave nothing running.
 pub(super) const DAEMONIZED_WITHIN: Duration = Duration::from_secs(1);
-
-/// What a worker inherits to talk to the supervisor, and our ends of it.
-pub(super) struct Ipc {
-    pub channel: Channel,
-    pub segment: segment::Reader,
-}
-
-impl Ipc {
-    /// Creates a channel pair and a segment: ours, and the fds the worker inherits. A failure here
-    /// (no memfd, fd exhaustion) costs the worker its channel, not its supervision.
-    pub fn prepare() -> Option<(Self, Inherit)> {
-        let made = (|| -> std::io::Result<_> {
-            let (ours, theirs) = channel::pair()?;
-            let (segment_fd, reader) = segment::create()?;
-            Ok((
-                Self {
-                    channel: Channel::new(ours)?,
-                    segment: reader,
-                },
-                Inherit {
-                    channel: theirs,
-                    segment: segment_fd,
-                },
-            ))
-        })();
-        made.map_err(|e| tracing::warn!(error = %e, "no channel or segment for this worker"))
-            .ok()
-    }
-}
-
-/// The state of one running incarnation between events.
-pub(super) struct Watch {
-    pub(super) pid: i32,
-    pub(super) tree: Tree,
-    pub(super) memory: MemoryWatch,
-    pub(super) pressure: PressureWatch,
-    /// Recent (time, bytes) samples: the growth rate for adaptive sampling is measured against
-    /// the oldest one, so a worker that grows in steps is not mistaken for flat between steps.
-    pub(super) recent: VecDeque<(Instant, u64)>,
-    pub(super) session: Session,
-    pub(super) ipc: Option<Ipc>,
-    /// A future heartbeat was reported once already.
-    pub(super) implausible_heartbeat: bool,
-    pub(super) cross: CrossCheck,
-    pub(super) leak: Option<LeakWatch>,
-    /// The segment's last read, kept so each tick's read reuses its allocations.
-    pub(super) snap: segment::Snapshot,
-    /// Readiness rule, start timeout and health check.
-    pub(super) checks: super::ready::Checks,
-    /// A restart for memory (this reason) waits for the capacity guard (said once per wait).
-    pub(super) waiting: Option<Reason>,
-    /// Stopped for memory younger than `memory.min_uptime`: the restart is a failure.
-    pub(super) too_soon: bool,
-    /// The tree's size at its first sample (for `limit_too_low`).
-    pub(super) first_bytes: Option<u64>,
-    /// A member recycle under way (`memory.recycle = "member"`).
-    pub(super) recycling: Option<super::recycle::Recycling>,
-    /// A member was recycled and the tree has not been under its limit since: the next memory
-    /// restart is the tree's.
-    pub(super) after_member: bool,
-    /// The trend `memory.recycle_before` reads (any steady growth), when asked for.
-    pub(super) trend: Option<LeakWatch>,
-    /// When this incarnation is due for its scheduled recycle (`recycle.every`).
-    pub(super) recycle_at: Option<Instant>,
-    /// The request count at which it is due (`recycle.requests`).
-    pub(super) recycle_requests: Option<u64>,
-    /// The host-pressure episode it was last told of.
-    pub(super) host_pressure_seen: u64,
-}
 
 /// One running process of a worker instance and everything watched about it.
 pub(super) struct Incarnation {

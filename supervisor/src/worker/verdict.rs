@@ -6,8 +6,8 @@ use std::time::Duration;
 use child_sdk::proto::SupervisorMsg;
 use child_sdk::segment;
 
-use super::running::{Ipc, Watch};
-use super::{monotonic_ns, Ctx};
+use super::watch::{Ipc, Watch};
+use super::{millis, monotonic_ns, Ctx};
 use crate::crosscheck::Claims;
 use crate::events::{Kind, Reason, Report};
 use crate::leak::{LeakVerdict, LeakWatch};
@@ -391,10 +391,6 @@ fn process_exists(pid: u32) -> bool {
             && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
                 != Err(nix::errno::Errno::ESRCH)
     })
-}
-
-pub(super) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The figure compared with the limit.
