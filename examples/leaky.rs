@@ -16,6 +16,7 @@
 //! - `--free-every SECS`: free everything every SECS seconds and grow again from `--start` (a
 //!   sawtooth: allocate/free cycles, not a leak).
 //! - `--ignore-term`: set SIGTERM to SIG_IGN at start, so that a stop by TERM must end in SIGKILL.
+//! - `--say TEXT`: print TEXT as a line of its own once at start, before anything else.
 //!
 //! Output, on stdout, flushed line by line: `leaky pid=<pid> held_mib=<n>` once right after the
 //! `--start` allocation and then once a second, where `<n>` is the memory it holds in whole MiB
@@ -72,6 +73,10 @@ struct Args {
     /// Ignore SIGTERM, so that only another signal (or SIGKILL) ends it.
     #[arg(long)]
     ignore_term: bool,
+
+    /// Print this line once at start, before anything else (whatever it holds: markup, say).
+    #[arg(long, value_name = "TEXT")]
+    say: Option<String>,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -149,6 +154,9 @@ fn main() {
         process::exit(1);
     }
 
+    if let Some(text) = &args.say {
+        say(format_args!("{text}"));
+    }
     let pid = process::id();
     let step = args.step_ms;
     let start_bytes = args.start * MIB;

@@ -91,8 +91,8 @@ command = ["{watcher}"]
         }
     }
     let host = &supervisor_json(&sup.socket())["host"];
-    assert_eq!(host["policy"], "restart", "{host}");
-    assert_eq!(host["mem_total_bytes"], 2_000_000u64 * 1024);
+    assert_eq!(host["pressure_policy"]["on"], "restart", "{host}");
+    assert_eq!(host["pressure_policy"]["hold_s"], 3.0, "{host}");
 }
 
 #[test]

@@ -94,6 +94,25 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// The newest `lines` events of `program` (every program if absent) and `instance` (every
+    /// one if absent), oldest first, from the supervisor's memory: answered by
+    /// [`Response::Events`].
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        program: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<u32>,
+        #[serde(default = "default_events")]
+        lines: u32,
+    },
+    /// The last hour of memory of `program` (every program if absent) and `instance` (every one
+    /// if absent): answered by [`Response::Memory`].
+    Memory {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        program: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<u32>,
+    },
     /// Internal (the metrics server's `/readyz`), not accepted on the socket: `Ok` when every
     /// program not stopped by an operator has all its replicas running and, where they speak the
     /// protocol, ready; else `Error` with the first reason.
@@ -104,6 +123,15 @@ pub enum Request {
 fn default_lines() -> u32 {
     DEFAULT_LINES
 }
+
+fn default_events() -> u32 {
+    DEFAULT_EVENTS
+}
+
+/// Events an `events` request gets when it does not say how many.
+pub const DEFAULT_EVENTS: u32 = 20;
+/// Most events one answer carries.
+pub const MAX_EVENTS_ANSWERED: u32 = 1000;
 
 /// Lines `logs` shows when not told how many: the flag's default ([`crate::plan::DEFAULT_LINES`]).
 pub use crate::plan::DEFAULT_LINES;
@@ -171,6 +199,14 @@ pub enum Response {
     /// fast enough.
     Skipped {
         lines: u64,
+    },
+    /// The answer to `events`: each event as its JSON line has it, oldest first.
+    Events {
+        events: Vec<serde_json::Value>,
+    },
+    /// The answer to `memory`.
+    Memory {
+        series: Vec<crate::trail::MemorySeries>,
     },
     /// The end of a `logs` answer; `message` says why, when it ends a follow.
     End {
@@ -429,81 +465,38 @@ fn call_once(path: &Path, request: &Request, limit: Duration) -> io::Result<Resp
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
 }
 
-/// The plain `status` table.
+/// The plain `status` table, fitted to `width` characters by dropping the least important
+/// columns (see [`crate::columns`]); `None` shows every column.
 #[must_use]
-pub fn table(workers: &[WorkerStatus]) -> String {
-    use std::fmt::Write as _;
-    let mut out = format!(
-        "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8} {:>5} {:>8} {:>7} {:>8}  {}\n",
-        "PROGRAM",
-        "INST",
-        "PID",
-        "STATE",
-        "UPTIME",
-        "RST",
-        "RSS",
-        "CPU%",
-        "THR",
-        "FDS",
-        "HEAP",
-        "HB_AGE",
-        "CONN",
-        "NET/S",
-        "RTT",
-        "DELETED",
-        "FINDINGS"
-    );
-    let mib = |b: Option<u64>| {
-        b.map_or_else(
-            || "-".to_owned(),
-            |b| format!("{:.1}M", b as f64 / 1048576.0),
-        )
-    };
-    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+pub fn table(workers: &[WorkerStatus], width: Option<usize>) -> String {
+    use crate::columns;
+    let specs = columns::status_columns();
     let now = std::time::SystemTime::now();
-    for w in workers {
-        let beyond = beyond_memory(w);
-        let _ = writeln!(
-            out,
-            "{:<20} {:>4} {:>8} {:<9} {:>9} {:>4} {:>10} {:>6} {:>5} {:>5} {:>10} {:>8} {:>5} {:>8} {:>7} {:>8}  {}",
-            w.program,
-            w.instance,
-            w.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-            if w.ready { "ready" } else { w.state.as_str() },
-            w.uptime_s
-                .map_or_else(|| "-".to_owned(), |u| format!("{u:.0}s")),
-            w.restarts,
-            mib(w.rss_bytes),
-            w.cpu_percent
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
-            opt(w.threads),
-            opt(w.fds),
-            mib(w.heap_bytes),
-            w.heartbeat_age_ms
-                .map_or_else(|| "-".to_owned(), |a| format!("{a}ms")),
-            beyond[0],
-            beyond[1],
-            beyond[2],
-            beyond[3],
-            note(w, &w.findings.join(","), now),
-        );
+    let cells: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            specs
+                .iter()
+                .map(|s| columns::cell(s.col, &[w], now))
+                .collect()
+        })
+        .collect();
+    let fit = columns::fit(&specs, &cells, width);
+    let line = |texts: &dyn Fn(usize) -> String| {
+        let mut l = fit
+            .iter()
+            .map(|&(i, w)| columns::pad(&texts(i), w, specs[i].right))
+            .collect::<Vec<_>>()
+            .join(" ");
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    let mut out = line(&|i| specs[i].title.to_owned());
+    for row in &cells {
+        out.push_str(&line(&|i| row[i].clone()));
     }
     out
-}
-
-/// The last cell of a row, in the status table and `top`: what a program not started yet waits
-/// for; else, for an instance without a process, how its last one ended (`exit 3, 1m40s ago`)
-/// before `rest` (its findings, or what it said); else `rest`.
-#[must_use]
-pub fn note(w: &WorkerStatus, rest: &str, now: std::time::SystemTime) -> String {
-    if let Some(x) = &w.waiting_for {
-        return format!("waiting for {x}");
-    }
-    match w.last_exit.as_ref().filter(|_| w.pid.is_none()) {
-        Some(e) if rest.is_empty() => e.words(now),
-        Some(e) => format!("{}; {rest}", e.words(now)),
-        None => rest.to_owned(),
-    }
 }
 
 /// The lines under the `status` table about the supervisor itself: how closed sockets are
@@ -518,8 +511,8 @@ pub fn supervisor_lines(s: &crate::status::SupervisorStatus) -> String {
             out,
             "closed sockets: counted from the kernel's destroy messages; unattributed: {} sockets, {} sent, {} received{}",
             c.unattributed,
-            short_bytes(c.unattributed_sent_bytes as f64),
-            short_bytes(c.unattributed_received_bytes as f64),
+            crate::columns::short_bytes(c.unattributed_sent_bytes as f64),
+            crate::columns::short_bytes(c.unattributed_received_bytes as f64),
             if c.lost > 0 {
                 format!("; {} messages lost", c.lost)
             } else {
@@ -540,7 +533,7 @@ pub fn supervisor_lines(s: &crate::status::SupervisorStatus) -> String {
                 format!(
                     "{}{} allocated",
                     if d.partial { "at least " } else { "" },
-                    short_bytes(b as f64)
+                    crate::columns::short_bytes(b as f64)
                 )
             },
         );
@@ -554,54 +547,32 @@ pub fn supervisor_lines(s: &crate::status::SupervisorStatus) -> String {
         let _ = writeln!(out, "watched {}: {size}{fs}{err}", d.path);
     }
     if let Some(h) = &s.host {
-        let _ = writeln!(
-            out,
-            "host memory: {} of {} available; pressure (10 s) some {:.1}%, full {:.1}%; policy: {}",
-            short_bytes(h.mem_available_bytes as f64),
-            short_bytes(h.mem_total_bytes as f64),
-            h.some_avg10,
-            h.full_avg10,
-            match (h.gate_full, h.gate_available) {
-                (Some(f), Some(a)) =>
-                    format!("{} at full >= {f}% with under {a}% available", h.policy),
-                _ => h.policy.clone(),
-            }
-        );
+        if let (Some(avail), Some(total)) = (h.mem_available_bytes, h.mem_total_bytes) {
+            let pressure = h.memory_pressure.map_or_else(String::new, |p| {
+                format!(
+                    "; pressure (10 s) some {:.1}%, full {:.1}%",
+                    p.some_avg10,
+                    p.full_avg10.unwrap_or(0.0)
+                )
+            });
+            let policy = h.pressure_policy.as_ref().map_or_else(
+                || "off".to_owned(),
+                |p| {
+                    format!(
+                        "{} at full >= {}% with under {}% available for {}s",
+                        p.on, p.full, p.available, p.hold_s
+                    )
+                },
+            );
+            let _ = writeln!(
+                out,
+                "host memory: {} of {} available{pressure}; pressure policy: {policy}",
+                crate::columns::short_bytes(avail as f64),
+                crate::columns::short_bytes(total as f64),
+            );
+        }
     }
     out
-}
-
-/// The network and disk cells of a row, for the status table and `top`: established TCP
-/// connections, TCP traffic per second (sent + received), mean RTT, and space held by deleted
-/// open files; `-` where unknown.
-#[must_use]
-pub fn beyond_memory(w: &WorkerStatus) -> [String; 4] {
-    let dash = || "-".to_owned();
-    let net = w.net.as_ref();
-    [
-        net.map_or_else(dash, |n| n.established.to_string()),
-        net.and_then(|n| Some(n.sent_bytes_per_s? + n.received_bytes_per_s?))
-            .map_or_else(dash, |r| format!("{}/s", short_bytes(r))),
-        net.and_then(|n| n.rtt_ms)
-            .map_or_else(dash, |ms| format!("{ms:.1}ms")),
-        w.disk
-            .map_or_else(dash, |d| short_bytes(d.deleted_bytes as f64)),
-    ]
-}
-
-/// `0`, `512`, `312K`, `1.5M`, `2.0G`.
-#[must_use]
-pub fn short_bytes(b: f64) -> String {
-    const K: f64 = 1024.0;
-    if b >= K * K * K {
-        format!("{:.1}G", b / (K * K * K))
-    } else if b >= K * K {
-        format!("{:.1}M", b / (K * K))
-    } else if b >= K {
-        format!("{:.0}K", b / K)
-    } else {
-        format!("{b:.0}")
-    }
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ struct Engine {
     /// Each notify sender's budget this second.
     notify_intake: crate::notify::Intake,
     /// The host memory-pressure policy, when on.
-    host: Option<pressure::Host>,
+    pressure: Option<pressure::Host>,
     /// Bumped when host pressure begins (workers read it).
     host_pressure: Rc<std::cell::Cell<u64>>,
     /// What workers watch for memory pressure.
@@ -115,6 +115,10 @@ struct Engine {
     roll_halts: HashMap<String, u64>,
     /// Reloads asked for, and the config being loaded for them.
     reload: reload::Reload,
+    /// The host's figures for the status header (`top`, the dashboard).
+    host: crate::host::HostProbe,
+    /// The last hour of each instance's memory, for the charts of `top` and the dashboard.
+    trail: crate::trail::Trail,
 }
 
 /// The shortest time between two orphan scans that orphans' exits trigger.
@@ -177,7 +181,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             stop_cmd: Command::Stop { signal: None },
             notify: crate::notify::Sockets::default(),
             notify_intake: crate::notify::Intake::default(),
-            host: None,
+            pressure: None,
             host_pressure: Rc::default(),
             pressure_watch: None,
             notify_dropped: notified::Dropped::default(),
@@ -187,6 +191,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             waits: Vec::new(),
             roll_halts: HashMap::new(),
             reload: reload::Reload::default(),
+            host: crate::host::HostProbe::default(),
+            trail: crate::trail::Trail::default(),
         };
         engine.main().await
     });
@@ -246,7 +252,7 @@ impl Engine {
         if let Some(addr) = self.plan.metrics {
             let listener = metrics::bind(addr)?;
             let bound = listener.local_addr()?;
-            tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+            tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz and the dashboard");
             self.output.event(&Event::now(
                 "supervise",
                 0,
@@ -255,10 +261,18 @@ impl Engine {
                     addr: bound.to_string(),
                 },
             ));
+            let dashboard = crate::web::Dashboard::new(
+                self.output.recent(),
+                self.buffers.clone(),
+                self.plan.http_token.clone(),
+                bound,
+                self.plan.history.is_some(),
+            );
             tokio::task::spawn_local(metrics::serve(
                 listener,
                 calls_tx.clone(),
                 self.health.clone(),
+                dashboard,
             ));
         }
 
@@ -271,6 +285,7 @@ impl Engine {
                     .map(|p| (p.name.as_str(), p.memory.map(|m| m.max))),
             );
             self.history = Some(history);
+            self.trail.seed_from(h.path.clone(), unix_ms());
         }
         self.resources.watch(self.plan.watch_dirs.clone());
         let mut destroy = self.resources.start_net(self.plan.destroy_events);
@@ -290,7 +305,7 @@ impl Engine {
             match pressure::Host::open(spec, dir) {
                 Ok(h) => {
                     self.pressure_watch = Some(h.watch());
-                    self.host = Some(h);
+                    self.pressure = Some(h);
                 }
                 Err(e) => tracing::warn!(error = %e, "no host memory-pressure policy"),
             }
@@ -374,9 +389,17 @@ impl Engine {
                     last_scan = tokio::time::Instant::now();
                     self.probe_resources();
                     self.probe_pressure();
-                    if let Some(h) = &self.history {
-                        h.record(unix_ms(), &self.status());
-                        h.own_findings(&self.own_findings);
+                    let now_ms = unix_ms();
+                    let trail_due = self.trail.due(now_ms);
+                    if self.history.is_some() || trail_due {
+                        let status = self.status();
+                        if let Some(h) = &self.history {
+                            h.record(now_ms, &status);
+                            h.own_findings(&self.own_findings);
+                        }
+                        if trail_due {
+                            self.trail.record(now_ms, &status);
+                        }
                     }
                     if let Some(l) = &self.lifeline {
                         l.flush();

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 pub mod human;
+pub mod recent;
 
 /// Why a worker is being restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -27,9 +27,12 @@
 //! destination holds up the engine; each instance's last lines are also kept in a bounded ring
 //! for `supervise logs`. Chosen events become alerts, on a thread of their own ([`alert`]). What
 //! is known about each instance is the [`status`] model that the control socket ([`admin`]), the
-//! terminal view ([`top`]), the metrics server ([`metrics`]) and the history file ([`history`])
-//! read; both servers cap the connections they hold at once ([`connections`]), and `supervise
-//! report` draws a history as an SVG ([`report`]).
+//! terminal view ([`top`]), the metrics server ([`metrics`]), the web dashboard it also serves
+//! ([`web`]) and the history file ([`history`]) read; `top` and `status` fit their columns to the
+//! terminal by priority ([`columns`]), both views head their screen with the host's load, memory
+//! and pressure ([`host`]), and the engine keeps each instance's last hour of memory for them
+//! ([`trail`]). Both servers cap the connections they hold at once ([`connections`]), and
+//! `supervise report` draws a history as an SVG ([`report`]).
 //!
 //! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
 //! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed
@@ -53,12 +56,14 @@ pub mod admin;
 pub mod alert;
 pub mod channel;
 pub mod checks;
+pub mod columns;
 pub mod connections;
 pub mod crosscheck;
 pub mod disk;
 pub mod engine;
 pub mod events;
 pub mod history;
+pub mod host;
 pub mod leak;
 pub mod lifecycle;
 pub mod lifeline;
@@ -78,5 +83,7 @@ pub mod signals;
 pub mod spawn;
 pub mod status;
 pub mod top;
+pub mod trail;
 pub mod trim;
+pub mod web;
 pub mod worker;

@@ -148,6 +148,8 @@ pub struct Output {
     alerts: Option<Arc<crate::alert::Alerter>>,
     /// `--timestamps`: worker lines carry the time they were read.
     timestamps: bool,
+    /// The recent events, for `top` and the dashboard.
+    recent: Arc<crate::events::recent::Recent>,
 }
 
 /// Joins the writer threads once every [`Output`] handle is gone.
@@ -281,6 +283,7 @@ impl Output {
                 notes,
                 alerts: None,
                 timestamps: plan.timestamps,
+                recent: Arc::default(),
             },
             OutputThreads(threads),
         ))
@@ -291,16 +294,20 @@ impl Output {
         if let Some(notes) = &self.notes {
             notes.event(e);
         }
-        if self.events.is_none() && self.alerts.is_none() {
-            return;
-        }
         let line = e.to_line();
+        self.recent.push(e.program, e.instance, &line);
         if let Some(a) = &self.alerts {
             a.offer_event(e, &line);
         }
         if let Some(tx) = &self.events {
             let _ = tx.send(line);
         }
+    }
+
+    /// The recent events, kept for `top` and the dashboard.
+    #[must_use]
+    pub fn recent(&self) -> Arc<crate::events::recent::Recent> {
+        self.recent.clone()
     }
 
     /// Sends every event from now on to `alerts` too (set before the first worker starts, so

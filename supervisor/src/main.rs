@@ -266,7 +266,7 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
         }) => {
             // A reader that goes away early (`| head -1`) ends the output, not the process.
             let mut text = String::new();
-            if matches!(control, Control::Status { json: true }) {
+            if matches!(control, Control::Status { json: true, .. }) {
                 for w in &workers {
                     match serde_json::to_string(w) {
                         Ok(line) => text.push_str(&line),
@@ -282,7 +282,8 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 }
                 text.push('\n');
             } else {
-                text.push_str(&admin::table(&workers));
+                let wide = matches!(control, Control::Status { wide: true, .. });
+                text.push_str(&admin::table(&workers, table_width(wide)));
                 text.push_str(&admin::supervisor_lines(&supervisor));
             }
             let mut out = std::io::stdout().lock();
@@ -294,6 +295,19 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The width the `status` table fits: the terminal's, or every column (`None`) with `--wide` or
+/// when the output is not a terminal (a script or a pager gets them all).
+fn table_width(wide: bool) -> Option<usize> {
+    use std::io::IsTerminal as _;
+    if wide || !std::io::stdout().is_terminal() {
+        return None;
+    }
+    ratatui::crossterm::terminal::size()
+        .ok()
+        .map(|(cols, _)| usize::from(cols))
+        .filter(|&c| c > 0)
 }
 
 /// `supervise logs NAME[/INSTANCE] [-n N] [-f]`: each line as the console shows it, on the

@@ -1,6 +1,7 @@
 //! The metrics server (`--metrics ADDR`): the Prometheus text format 0.0.4 or OpenMetrics at
 //! `/metrics` (as the scrape's `Accept` header asks, see [`format`](mod@format)), and `/healthz`
-//! and `/readyz` for liveness and readiness probes, over HTTP/1.x.
+//! and `/readyz` for liveness and readiness probes, over HTTP/1.x; and the dashboard at `/`
+//! (see [`crate::web`]).
 //!
 //! # Theory of operation
 //! The server is a local task on the engine's single-threaded runtime. Each scrape asks the engine
@@ -11,18 +12,21 @@
 //! Prometheus sets on every series to the scraped target and would keep ours as
 //! `exported_instance`.
 //!
-//! HTTP is a small hand-written responder rather than hyper: three fixed `GET` paths, one request
-//! per connection and `Connection: close` need none of a general server, and every limit is plain
-//! to see: the request head is read for at most [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes (then
-//! `408`/`431`), a whole exchange is cut after [`EXCHANGE_TIMEOUT`], at most [`MAX_CONNECTIONS`]
-//! are served at once, the body of a request is never read, and anything that is not a
-//! well-formed request line gets `400`. At the cap a new connection is still served: the one
-//! that has waited longest for its request head is closed instead (see [`crate::connections`]),
-//! so clients that trickle their heads cannot starve the health probes.
+//! HTTP is a small hand-written responder rather than hyper: a few fixed paths, one request per
+//! connection and `Connection: close` need none of a general server, and every limit is plain to
+//! see: the request head is read for at most [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes (then
+//! `408`/`431`), a whole exchange is cut after [`EXCHANGE_TIMEOUT`] (but the dashboard's live
+//! stream, which keeps its own limits), at most [`MAX_CONNECTIONS`] are served at once, only
+//! the dashboard's actions read a body (of at most 4 KiB, see [`crate::web`]), and anything that
+//! is not a well-formed request line gets `400`. At the cap a new connection is still served:
+//! the one that has waited longest for its request head is closed instead, else the oldest
+//! being answered (a live stream; see [`crate::connections`]), so clients that trickle their
+//! heads or hold streams open cannot starve the health probes.
 //!
 //! # Caveats
-//! No TLS and no authentication: the default address is loopback; bind `0.0.0.0` only where the
-//! network is trusted (a pod's own network namespace).
+//! No TLS: the default address is loopback; bind `0.0.0.0` only where the network is trusted (a
+//! pod's own network namespace). `/metrics`, the probes and the dashboard's views need no
+//! token; the dashboard's actions do (`--http-token`).
 
 use std::cell::Cell;
 use std::io;
@@ -36,7 +40,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,6 +60,10 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 64;
 
 pub use format::{Format, OPENMETRICS, TEXT};
+#[cfg(test)]
+use http::find_end;
+pub(crate) use http::{header, send, Answer, Asked, Method, SAFE_HEADERS};
+use http::{parse_request_line, read_head};
 
 /// Whether the engine is alive and sampling: the engine stamps each turn of its sampling
 /// interval; `/healthz` fails once the stamp is older than `stale_after`.
@@ -101,168 +108,94 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(std)
 }
 
-/// Serves the listener until the runtime ends.
-pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<Call>, health: Rc<Health>) {
+/// Serves the listener until the runtime ends: `/metrics`, the probes, and the dashboard.
+pub async fn serve(
+    listener: TcpListener,
+    calls: mpsc::UnboundedSender<Call>,
+    health: Rc<Health>,
+    dashboard: crate::web::Dashboard,
+) {
     let conns = Connections::new(MAX_CONNECTIONS, 0);
+    let server = Rc::new(Server {
+        calls,
+        health,
+        dashboard,
+    });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of fds or similar: do not spin on the error.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (calls, health) = (calls.clone(), health.clone());
+        let server = server.clone();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         conns.spawn(fd, move |conn| async move {
-            let _ =
-                tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &calls, &health, &conn))
-                    .await;
+            let mut stream = stream;
+            let asked =
+                tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(&mut stream, &server, &conn)).await;
+            // The live stream keeps its own limits (see `web::stream`).
+            if let Ok(Ok(Some(ask))) = asked {
+                crate::web::stream::run(stream, &server.calls, &server.dashboard, ask).await;
+            }
         });
     }
 }
 
-/// One answer to send.
-struct Answer {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-    head_only: bool,
-    /// The body depends on the request's `Accept` header (`Vary: Accept`, for caches).
-    varies: bool,
+/// What every connection's task shares.
+pub(crate) struct Server {
+    pub calls: mpsc::UnboundedSender<Call>,
+    health: Rc<Health>,
+    pub dashboard: crate::web::Dashboard,
 }
 
-impl Answer {
-    fn text(status: u16, body: impl Into<String>) -> Self {
-        let mut body = body.into();
-        body.push('\n');
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body,
-            head_only: false,
-            varies: false,
-        }
-    }
-}
-
+/// One exchange: the request head, then its answer; or, for the dashboard's live stream, what
+/// the stream is to carry (its head not written yet).
 async fn exchange(
-    mut stream: TcpStream,
-    calls: &mpsc::UnboundedSender<Call>,
-    health: &Health,
+    stream: &mut TcpStream,
+    server: &Server,
     conn: &Conn,
-) -> io::Result<()> {
-    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
+) -> io::Result<Option<crate::web::stream::Ask>> {
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(stream)).await;
     conn.request_read();
     let answer = match head {
         Err(_) => Answer::text(408, "request timeout"),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => Answer::text(431, "request head too large"),
-        Ok(Ok(Some(head))) => match parse_request_line(&head) {
+        Ok(Ok(Some((bytes, end)))) => match parse_request_line(&bytes[..end]) {
             Err(answer) => answer,
-            Ok((head_only, path)) => {
-                let accept = header(&head, "accept");
-                let mut a = route(path, accept.as_deref(), calls, health).await;
-                a.head_only = head_only;
-                a
+            Ok((method, target)) => {
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let asked = Asked {
+                    method,
+                    path,
+                    query,
+                    head: &bytes[..end],
+                    rest: &bytes[end..],
+                };
+                match path {
+                    "/metrics" | "/healthz" | "/readyz" if method == Method::Post => {
+                        Answer::text(405, "method not allowed")
+                    }
+                    "/metrics" | "/healthz" | "/readyz" => {
+                        let accept = header(asked.head, "accept");
+                        let mut a =
+                            route(path, accept.as_deref(), &server.calls, &server.health).await;
+                        a.head_only = method == Method::Head;
+                        a
+                    }
+                    _ => match crate::web::route(server, &asked, stream).await? {
+                        crate::web::Outcome::Answer(mut a) => {
+                            a.head_only = method == Method::Head;
+                            a
+                        }
+                        crate::web::Outcome::Stream(ask) => return Ok(Some(ask)),
+                    },
+                }
             }
         },
     };
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        answer.status,
-        reason_phrase(answer.status),
-        answer.content_type,
-        answer.body.len()
-    );
-    if answer.status == 405 {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    if answer.varies {
-        out.push_str("Vary: Accept\r\n");
-    }
-    out.push_str("\r\n");
-    if !answer.head_only {
-        out.push_str(&answer.body);
-    }
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// Reads up to the end of the request head (an empty line), or just the first line when it is
-/// not a request line; `None` if the head is longer than [`MAX_HEAD`]. A client that closes its
-/// side early gets whatever it sent judged as a head.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(Some(head));
-        }
-        let scan_from = head.len().saturating_sub(3);
-        head.extend_from_slice(&buf[..n]);
-        let tail = &head[scan_from..];
-        if let Some(end) = find_end(tail) {
-            head.truncate(scan_from + end);
-            return Ok(Some(head));
-        }
-        // A first line that is not a request line is answered at once, whatever follows.
-        if let Some(nl) = head.iter().position(|&b| b == b'\n') {
-            if parse_request_line(&head[..nl]).is_err() {
-                return Ok(Some(head));
-            }
-        }
-        if head.len() > MAX_HEAD {
-            return Ok(None);
-        }
-    }
-}
-
-/// Where the head ends in `bytes` (`\r\n\r\n` or a bare `\n\n`), if it does.
-fn find_end(bytes: &[u8]) -> Option<usize> {
-    (0..bytes.len())
-        .find(|&i| bytes[i..].starts_with(b"\r\n\r\n") || bytes[i..].starts_with(b"\n\n"))
-}
-
-/// `(HEAD?, path)` of a request line `METHOD SP TARGET SP HTTP/1.x`, or the error answer.
-fn parse_request_line(head: &[u8]) -> Result<(bool, &str), Answer> {
-    let bad = || Answer::text(400, "bad request");
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| bad())?;
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || !target.starts_with('/') {
-        return Err(bad());
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => {
-            return Err(Answer::text(405, "method not allowed"));
-        }
-        _ => return Err(bad()),
-    };
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    Ok((head_only, path))
-}
-
-/// The value of header `name` (lower case) in a request head, several joined with `, ` as
-/// RFC 9110 allows for list-valued fields; `None` if absent. Lines that are not UTF-8 are skipped.
-fn header(head: &[u8], name: &str) -> Option<String> {
-    let values: Vec<&str> = head
-        .split(|&b| b == b'\n')
-        .skip(1)
-        .filter_map(|line| std::str::from_utf8(line).ok())
-        .filter_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
+    send(stream, &answer).await?;
+    Ok(None)
 }
 
 async fn route(
@@ -281,9 +214,12 @@ async fn route(
                 Answer {
                     status: 200,
                     content_type: format.content_type(),
-                    body: render_all(&workers, &supervisor, format),
+                    body: render_all(&workers, &supervisor, format)
+                        .into_bytes()
+                        .into(),
                     head_only: false,
                     varies: true,
+                    headers: Vec::new(),
                 }
             }
             _ => Answer::text(503, "the supervisor is shutting down"),
@@ -300,27 +236,15 @@ async fn route(
             Some(Response::Error { message }) => Answer::text(503, message),
             _ => Answer::text(503, "the supervisor is shutting down"),
         },
-        _ => Answer::text(404, "not found; try /metrics, /healthz or /readyz"),
+        _ => Answer::text(404, "not found"),
     }
 }
 
 /// A request to the engine, as the control socket makes it.
-async fn ask(calls: &mpsc::UnboundedSender<Call>, request: Request) -> Option<Response> {
+pub(crate) async fn ask(calls: &mpsc::UnboundedSender<Call>, request: Request) -> Option<Response> {
     let (reply, rx) = oneshot::channel();
     calls.send(Call { request, reply }).ok()?;
     rx.await.ok()
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
-    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -565,6 +489,7 @@ fn label_value(name: &str) -> String {
 }
 
 pub mod format;
+mod http;
 mod resources;
 #[cfg(test)]
 mod tests;

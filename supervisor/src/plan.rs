@@ -43,6 +43,9 @@ pub struct Plan {
     pub admin: Option<PathBuf>,
     /// Where to serve OpenMetrics, `/healthz` and `/readyz` over HTTP, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The dashboard's actions (restart, stop, start, signal) need this bearer token
+    /// (`--http-token FILE`, config key `http_token`); without one the dashboard only shows.
+    pub http_token: Option<HttpToken>,
     /// Where every tick's figures are appended for `supervise report`, if anywhere.
     pub history: Option<HistorySpec>,
     /// `[alert]`: chosen events to a command and/or a webhook.
@@ -57,6 +60,70 @@ pub struct Plan {
     pub destroy_events: bool,
     /// `[pressure]`: the host memory-pressure policy, when on.
     pub pressure: Option<PressureSpec>,
+}
+
+/// The secret the dashboard's actions need. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpToken(String);
+
+impl std::fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpToken(..)")
+    }
+}
+
+/// Shortest token accepted, in characters: `openssl rand -hex 16` gives 32.
+pub const MIN_TOKEN: usize = 16;
+/// Longest token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+impl HttpToken {
+    /// Reads a token from `path`: its text, without surrounding whitespace (a trailing newline).
+    ///
+    /// # Errors
+    /// The file cannot be read, is not a regular file, is larger than 4 KiB, or its token is
+    /// shorter than [`MIN_TOKEN`] characters or holds whitespace or control characters.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a regular file", path.display()));
+        }
+        if meta.len() > MAX_TOKEN_FILE {
+            return Err(format!(
+                "{}: {} bytes; a token file holds one token (at most 4 KiB)",
+                path.display(),
+                meta.len()
+            ));
+        }
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let token = std::str::from_utf8(&text)
+            .map_err(|_| format!("{}: not text", path.display()))?
+            .trim();
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{}: the token has whitespace or control characters in it",
+                path.display()
+            ));
+        }
+        if token.chars().count() < MIN_TOKEN {
+            return Err(format!(
+                "{}: the token is shorter than {MIN_TOKEN} characters (`openssl rand -hex 32 > FILE` makes a good one)",
+                path.display()
+            ));
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    /// Whether `given` is the token, compared in time that does not depend on where they differ.
+    #[must_use]
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        let mut diff = u8::from(want.len() != given.len());
+        for (i, &w) in want.iter().enumerate() {
+            diff |= w ^ given.get(i).copied().unwrap_or(0);
+        }
+        diff == 0
+    }
 }
 
 /// One supervised program and its policies.

@@ -74,50 +74,23 @@ impl HostSample {
     }
 }
 
-/// Parses `/proc/pressure/memory`: `some avg10=… avg60=… avg300=… total=…` and the same for
-/// `full`. Missing or malformed fields read as 0; `None` if neither line is there.
+/// A reading from the text of `/proc/pressure/memory` and of `/proc/meminfo` (parsed as `top`'s
+/// header parses them, [`crate::host`]); `None` without a `some` line, `MemTotal` or
+/// `MemAvailable`. A kernel without a `full` line stalls no one in full.
 #[must_use]
-pub fn parse_psi(text: &str) -> Option<Psi> {
-    let mut psi = Psi::default();
-    let mut seen = false;
-    for line in text.lines() {
-        let mut words = line.split_ascii_whitespace();
-        let (avg10, avg60) = match words.next() {
-            Some("some") => (&mut psi.some_avg10, &mut psi.some_avg60),
-            Some("full") => (&mut psi.full_avg10, &mut psi.full_avg60),
-            _ => continue,
-        };
-        seen = true;
-        for w in words {
-            let Some((k, v)) = w.split_once('=') else {
-                continue;
-            };
-            let v: f64 = v
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite())
-                .unwrap_or(0.0);
-            match k {
-                "avg10" => *avg10 = v.clamp(0.0, 100.0),
-                "avg60" => *avg60 = v.clamp(0.0, 100.0),
-                _ => {}
-            }
-        }
-    }
-    seen.then_some(psi)
-}
-
-/// `MemTotal` and `MemAvailable` of `/proc/meminfo`, in bytes.
-#[must_use]
-pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
-    let field = |key: &str| {
-        text.lines().find_map(|l| {
-            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-            let kb: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-            Some(kb.saturating_mul(1024))
-        })
-    };
-    Some((field("MemTotal")?, field("MemAvailable")?))
+pub fn sample_from(psi: &[u8], meminfo: &[u8]) -> Option<HostSample> {
+    let p = crate::host::psi(psi)?;
+    let m = crate::host::meminfo(meminfo);
+    Some(HostSample {
+        psi: Psi {
+            some_avg10: p.some_avg10,
+            some_avg60: p.some_avg60,
+            full_avg10: p.full_avg10.unwrap_or(0.0),
+            full_avg60: p.full_avg60.unwrap_or(0.0),
+        },
+        mem_total: m.total?,
+        mem_available: m.available?,
+    })
 }
 
 /// When the host is under pressure enough to act.

@@ -122,6 +122,12 @@ pub struct WorkerStatus {
     /// [`MAX_MEMBERS_SHOWN`]): who holds the memory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// The program's memory limit (`memory.max`, of the whole tree), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_bytes: Option<u64>,
+    /// What the limit and the leak trend measure: `rss`, or `pss` (`memory.measure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_measure: Option<String>,
 }
 
 /// Most members of one tree listed in its status.
@@ -233,7 +239,33 @@ impl WorkerStatus {
             totals: Totals::default(),
             members: Vec::new(),
             last_exit: None,
+            memory_max_bytes: None,
+            memory_measure: None,
         }
+    }
+
+    /// Whether the limit holds PSS rather than RSS (`memory.measure = "pss"`).
+    #[must_use]
+    pub fn measures_pss(&self) -> bool {
+        self.memory_measure.as_deref() == Some("pss")
+    }
+
+    /// The tree's memory as its limit measures it: PSS for a `measure = "pss"` program (RSS
+    /// until PSS has been read), else RSS.
+    #[must_use]
+    pub fn memory_bytes(&self) -> Option<u64> {
+        if self.measures_pss() {
+            self.pss_bytes.or(self.rss_bytes)
+        } else {
+            self.rss_bytes
+        }
+    }
+
+    /// [`WorkerStatus::memory_bytes`] as a percentage of the limit, when there is one.
+    #[must_use]
+    pub fn limit_percent(&self) -> Option<f64> {
+        let max = self.memory_max_bytes.filter(|&m| m > 0)?;
+        Some(self.memory_bytes()? as f64 * 100.0 / max as f64)
     }
 }
 
@@ -303,6 +335,9 @@ pub struct NetStatus {
     pub rtt_max_ms: Option<f64>,
     /// Distinct outbound peers.
     pub remotes: u32,
+    /// TCP listening addresses (`127.0.0.1:8080`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
 }
 
 impl From<&crate::net::NetSample> for NetStatus {
@@ -322,6 +357,7 @@ impl From<&crate::net::NetSample> for NetStatus {
             remotes: u32::try_from(n.remotes.len())
                 .unwrap_or(u32::MAX)
                 .saturating_add(n.remotes_omitted),
+            listen: n.listen.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -344,29 +380,69 @@ pub struct SupervisorStatus {
     pub closed_sockets: ClosedSockets,
     #[serde(default)]
     pub watched_dirs: Vec<WatchedDir>,
-    /// The host's memory: what the pressure gate reads (`None` where the kernel keeps no PSI).
+    /// The host's load and memory, and the supervisor's own footprint, as of the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<HostStatus>,
+    pub host: Option<Box<HostStatus>>,
 }
 
-/// The host's memory pressure and available memory, and the policy on them.
+/// The host as the header of `top` and the dashboard shows it: load, memory, swap and pressure
+/// (each `None` where the kernel does not tell), and the supervisor's own process.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostStatus {
-    /// PSI of memory, percent of time: some task stalled, every task stalled; 10 s and 60 s
-    /// averages.
+    /// Load averages over 1, 5 and 15 minutes (/proc/loadavg).
+    pub load: Option<[f64; 3]>,
+    pub cpus: Option<u32>,
+    /// From /proc/meminfo.
+    pub mem_total_bytes: Option<u64>,
+    pub mem_available_bytes: Option<u64>,
+    pub swap_total_bytes: Option<u64>,
+    pub swap_free_bytes: Option<u64>,
+    /// Pressure stall information over the last 10 s, percent of time (/proc/pressure/*, Linux
+    /// 4.20+ with PSI enabled): `None` where the kernel has none.
+    pub memory_pressure: Option<Pressure>,
+    pub cpu_pressure: Option<Pressure>,
+    pub io_pressure: Option<Pressure>,
+    /// The supervisor's own process.
+    pub own: OwnStatus,
+    /// The host memory-pressure policy, when on (`None`: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure_policy: Option<PressurePolicy>,
+}
+
+/// One resource's pressure: `some` (at least one task stalled) and `full` (every non-idle task
+/// stalled), each the share of the last 10 s (`avg10`) and of the last minute (`avg60`), percent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
     pub some_avg10: f64,
+    pub full_avg10: Option<f64>,
+    #[serde(default)]
     pub some_avg60: f64,
-    pub full_avg10: f64,
-    pub full_avg60: f64,
-    pub mem_available_bytes: u64,
-    pub mem_total_bytes: u64,
-    /// `off`, `restart` or `warn` (`[pressure]`), and, when on, the gate: `full avg10` at or
-    /// above `gate_full` percent with `MemAvailable` below `gate_available` percent.
-    pub policy: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate_full: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate_available: Option<f64>,
+    #[serde(default)]
+    pub full_avg60: Option<f64>,
+}
+
+/// The host memory-pressure policy (`[pressure]`), when it is on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PressurePolicy {
+    /// `restart` or `warn`.
+    pub on: String,
+    /// It acts when memory `full avg10` is at or above this percentage ...
+    pub full: f64,
+    /// ... and `MemAvailable` below this percentage of `MemTotal` ...
+    pub available: f64,
+    /// ... both for this many seconds.
+    pub hold_s: f64,
+}
+
+/// The supervisor process itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct OwnStatus {
+    pub pid: u32,
+    pub rss_bytes: Option<u64>,
+    /// Percent of one core since the answer before (at least half a second before).
+    pub cpu_percent: Option<f64>,
+    pub fds: Option<u64>,
+    pub threads: Option<u64>,
 }
 
 /// How the traffic of closed TCP sockets reaches the workers' totals.

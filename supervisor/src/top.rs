@@ -1,34 +1,41 @@
-//! `supervise top`: a live terminal view of a running supervisor's workers.
+//! `supervise top`: a live terminal view of a running supervisor: the host and the supervisor in
+//! a header, the workers in a table that fits the terminal, and a detail pane about the selected
+//! instance (its memory over the last hour against its limit, its tree, its sockets, its recent
+//! events and its last log lines).
 //!
-//! The view is a pure function of [`App`] (the last `status` answer plus UI state), and keys go
-//! through the pure [`App::on_key`], so both are tested against ratatui's `TestBackend` without a
-//! terminal or a supervisor. [`run`] is the thin impure shell: a poller thread asks for `status`
-//! every second (the socket call can take up to its 10 s timeout, so it never runs on the UI
-//! thread), restarts are sent from their own short-lived thread, and the UI loop only draws and
-//! reads keys.
+//! The view is a pure function of [`App`] (the last answers plus UI state), and keys go through
+//! the pure [`App::on_key`] (in `keys.rs`), so both are tested against ratatui's `TestBackend`
+//! without a terminal or a supervisor. The shell (`shell.rs`) is thin and impure: a poller
+//! thread asks for `status` every second, and for the selected instance's events, log lines and
+//! memory (the socket calls can take up to their 10 s timeout, so none runs on the UI thread);
+//! actions are sent from short-lived threads; the UI loop only draws and reads keys.
+//!
+//! Replicas of a program fold into one row (sums for what adds up, the worst for the rest), which
+//! Enter or → expands; the table's columns are chosen by priority for the terminal's width
+//! (see [`crate::columns`]).
 
+mod detail;
+mod header;
+mod keys;
 mod render;
+mod shell;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crate::admin::Response;
+use crate::status::{HostStatus, WorkerStatus};
+use crate::trail::MemorySeries;
 
-use crate::admin::{self, Request, Response};
-use crate::status::WorkerStatus;
-
+pub use keys::{Action, Mode, SIGNALS};
 pub use render::{render, sparkline};
+pub use shell::run;
 
-/// RSS samples kept per instance for the sparkline.
+/// Memory samples kept per instance for the sparkline column.
 pub const HISTORY: usize = 60;
-
-/// How often the poller asks for `status`.
-const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Lines kept by the full-screen log view.
+pub const LOG_VIEW_LINES: usize = 2000;
 
 /// Row order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,7 +43,7 @@ pub enum SortKey {
     /// Program name, then instance.
     #[default]
     Name,
-    /// Resident memory, biggest first (`M`, as in top).
+    /// Memory, biggest first (`M`, as in top).
     Memory,
     /// CPU %, busiest first (`P`, as in top).
     Cpu,
@@ -53,40 +60,79 @@ impl SortKey {
     }
 }
 
-/// What the shell must do after a key.
+/// A row of the table: a program (its replicas folded, or the head of its expanded ones), or
+/// one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RowKey {
+    pub program: String,
+    /// `None`: the program's row.
+    pub instance: Option<u32>,
+}
+
+/// A row as drawn: what it is about, and indexes into [`App::workers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    None,
-    Quit,
-    /// Send `Request::Restart` for one instance.
-    Restart {
-        program: String,
-        instance: u32,
-    },
+pub struct Row {
+    pub key: RowKey,
+    pub members: Vec<usize>,
+    /// Its program has several instances (a folded or expanded program row, or one of them).
+    pub grouped: bool,
+    pub expanded: bool,
+}
+
+/// What the detail pane shows about one instance.
+#[derive(Debug, Clone, Default)]
+pub struct Detail {
+    /// Whose it is.
+    pub of: Option<(String, u32)>,
+    /// Its recent events, oldest first, as their JSON lines have them.
+    pub events: Vec<serde_json::Value>,
+    /// Its last log lines: (stderr, text).
+    pub logs: Vec<(bool, String)>,
+    /// Its last hour of memory.
+    pub memory: Option<MemorySeries>,
+}
+
+/// The full-screen log view (`l`).
+#[derive(Debug, Clone, Default)]
+pub struct LogView {
+    pub program: String,
+    pub instance: Option<u32>,
+    pub lines: VecDeque<(bool, String)>,
+    /// Why the stream ended, once it has.
+    pub ended: Option<String>,
+    /// Lines missed because the view did not read fast enough.
+    pub skipped: u64,
 }
 
 /// Everything the view shows.
 #[derive(Debug, Default)]
 pub struct App {
-    /// The last answer, in display order.
+    /// The last answer, in program and instance order.
     pub workers: Vec<WorkerStatus>,
-    /// Recent RSS samples per (program, instance), oldest first.
+    /// The host and the supervisor, from the last answer.
+    pub host: Option<HostStatus>,
+    /// Recent memory samples per (program, instance), oldest first.
     pub history: HashMap<(String, u32), VecDeque<u64>>,
     pub sort: SortKey,
-    /// Index into `workers` of the selected row.
-    pub selected: usize,
-    /// A restart waiting for `y`/`n`.
-    pub confirm: Option<(String, u32)>,
-    /// The status line: the last restart's answer, or an error.
+    /// Programs whose replicas are shown one row each.
+    pub expanded: BTreeSet<String>,
+    /// Only programs whose name contains this (case-insensitive).
+    pub filter: String,
+    /// The selected row.
+    pub selected: Option<RowKey>,
+    pub mode: Mode,
+    /// The status line: the last action's answer, or an error.
     pub message: String,
     /// Why the last poll failed, while the supervisor cannot be reached.
     pub disconnected: Option<String>,
+    pub detail: Detail,
+    pub log_view: Option<LogView>,
 }
 
 impl App {
-    /// Takes a fresh `status` answer: records RSS history, forgets instances that are gone,
-    /// re-sorts, and keeps the same worker selected.
-    pub fn update(&mut self, workers: Vec<WorkerStatus>) {
+    /// Takes a fresh `status` answer: records memory history, forgets instances that are gone,
+    /// and keeps the same row selected (or the nearest one).
+    pub fn update(&mut self, workers: Vec<WorkerStatus>, host: Option<HostStatus>) {
         self.disconnected = None;
         let keep: std::collections::HashSet<(String, u32)> = workers
             .iter()
@@ -94,7 +140,7 @@ impl App {
             .collect();
         self.history.retain(|k, _| keep.contains(k));
         for w in &workers {
-            if let Some(rss) = w.rss_bytes {
+            if let Some(m) = w.memory_bytes() {
                 let h = self
                     .history
                     .entry((w.program.clone(), w.instance))
@@ -102,12 +148,13 @@ impl App {
                 if h.len() == HISTORY {
                     h.pop_front();
                 }
-                h.push_back(rss);
+                h.push_back(m);
             }
         }
-        let selected = self.selected_key();
+        let before = self.cursor();
         self.workers = workers;
-        self.resort(selected);
+        self.host = host;
+        self.keep_selection(before);
     }
 
     /// The poll failed: keep the last rows on screen and say so.
@@ -115,43 +162,132 @@ impl App {
         self.disconnected = Some(why);
     }
 
-    /// The selected worker's (program, instance).
-    #[must_use]
-    pub fn selected_key(&self) -> Option<(String, u32)> {
-        self.workers
-            .get(self.selected)
-            .map(|w| (w.program.clone(), w.instance))
+    /// Takes the selected instance's events, log lines and memory (ignored if the selection
+    /// has moved on since they were asked for).
+    pub fn detail_answered(&mut self, detail: Detail) {
+        if detail.of == self.target() {
+            self.detail = detail;
+        }
     }
 
-    fn resort(&mut self, keep: Option<(String, u32)>) {
-        let by_name = |a: &WorkerStatus, b: &WorkerStatus| {
-            (a.program.as_str(), a.instance).cmp(&(b.program.as_str(), b.instance))
-        };
-        match self.sort {
-            SortKey::Name => self.workers.sort_by(by_name),
-            SortKey::Memory => self
-                .workers
-                .sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then_with(|| by_name(a, b))),
-            SortKey::Cpu => self.workers.sort_by(|a, b| {
-                b.cpu_percent
-                    .unwrap_or(-1.0)
-                    .total_cmp(&a.cpu_percent.unwrap_or(-1.0))
-                    .then_with(|| by_name(a, b))
-            }),
-        }
-        if let Some((p, i)) = keep {
-            if let Some(at) = self
-                .workers
-                .iter()
-                .position(|w| w.program == p && w.instance == i)
-            {
-                self.selected = at;
+    /// The rows, in display order: filtered, sorted, folded.
+    #[must_use]
+    pub fn rows(&self) -> Vec<Row> {
+        let filter = self.filter.to_lowercase();
+        let mut programs: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            if !filter.is_empty() && !w.program.to_lowercase().contains(&filter) {
+                continue;
+            }
+            match programs.last_mut() {
+                Some((p, members)) if *p == w.program => members.push(i),
+                _ => programs.push((&w.program, vec![i])),
             }
         }
-        self.selected = self.selected.min(self.workers.len().saturating_sub(1));
+        let memory = |m: &[usize]| -> u64 {
+            m.iter()
+                .filter_map(|&i| self.workers[i].memory_bytes())
+                .sum()
+        };
+        let cpu =
+            |m: &[usize]| -> f64 { m.iter().filter_map(|&i| self.workers[i].cpu_percent).sum() };
+        let order = |a: &[usize], b: &[usize]| match self.sort {
+            SortKey::Name => std::cmp::Ordering::Equal,
+            SortKey::Memory => memory(b).cmp(&memory(a)),
+            SortKey::Cpu => cpu(b).total_cmp(&cpu(a)),
+        };
+        // Stable: equal keys keep name order.
+        programs.sort_by(|a, b| order(&a.1, &b.1));
+        let mut rows = Vec::new();
+        for (program, mut members) in programs {
+            let grouped = members.len() > 1;
+            let expanded = grouped && self.expanded.contains(program);
+            if !grouped {
+                let w = &self.workers[members[0]];
+                rows.push(Row {
+                    key: RowKey {
+                        program: program.to_owned(),
+                        instance: Some(w.instance),
+                    },
+                    members,
+                    grouped,
+                    expanded,
+                });
+                continue;
+            }
+            rows.push(Row {
+                key: RowKey {
+                    program: program.to_owned(),
+                    instance: None,
+                },
+                members: members.clone(),
+                grouped,
+                expanded,
+            });
+            if expanded {
+                members.sort_by(|&a, &b| order(&[a], &[b]));
+                for i in members {
+                    rows.push(Row {
+                        key: RowKey {
+                            program: program.to_owned(),
+                            instance: Some(self.workers[i].instance),
+                        },
+                        members: vec![i],
+                        grouped,
+                        expanded,
+                    });
+                }
+            }
+        }
+        rows
     }
 
-    /// A restart was answered.
+    /// Index of the selected row in [`App::rows`] (the first when none is selected).
+    #[must_use]
+    pub fn cursor(&self) -> usize {
+        let rows = self.rows();
+        self.selected
+            .as_ref()
+            .and_then(|k| rows.iter().position(|r| &r.key == k))
+            .unwrap_or(0)
+    }
+
+    /// Selects the row at `at` (clamped).
+    pub fn select(&mut self, at: usize) {
+        let rows = self.rows();
+        self.selected = rows
+            .get(at.min(rows.len().saturating_sub(1)))
+            .map(|r| r.key.clone());
+    }
+
+    /// After the rows changed: the same row if it is still there, else the one now at its place.
+    fn keep_selection(&mut self, before: usize) {
+        let rows = self.rows();
+        let there = self
+            .selected
+            .as_ref()
+            .is_some_and(|k| rows.iter().any(|r| &r.key == k));
+        if !there {
+            self.select(before);
+        }
+    }
+
+    /// The selected row.
+    #[must_use]
+    pub fn selected_row(&self) -> Option<Row> {
+        self.rows().into_iter().nth(self.cursor())
+    }
+
+    /// The instance the detail pane is about: the selected one, or the worst of a program row's.
+    #[must_use]
+    pub fn target(&self) -> Option<(String, u32)> {
+        let row = self.selected_row()?;
+        let group: Vec<&WorkerStatus> = row.members.iter().map(|&i| &self.workers[i]).collect();
+        let w = crate::columns::worst(&group)?;
+        Some((w.program.clone(), w.instance))
+    }
+
+    /// An action was answered.
     pub fn answered(&mut self, answer: Result<Response, String>) {
         self.message = match answer {
             Ok(Response::Ok { message } | Response::Done { message }) => message,
@@ -161,120 +297,28 @@ impl App {
         };
     }
 
-    /// Handles one key; pure apart from `self`.
-    pub fn on_key(&mut self, key: KeyEvent) -> Action {
-        if key.kind == KeyEventKind::Release {
-            return Action::None;
-        }
-        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-            return Action::Quit;
-        }
-        if let Some((program, instance)) = self.confirm.take() {
-            return match key.code {
-                KeyCode::Char('y' | 'Y') => {
-                    self.message = format!("restarting {program}/{instance}...");
-                    Action::Restart { program, instance }
-                }
-                _ => {
-                    self.message = "restart cancelled".to_owned();
-                    Action::None
-                }
-            };
-        }
-        match key.code {
-            KeyCode::Char('q') | KeyCode::Esc => return Action::Quit,
-            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.selected = (self.selected + 1).min(self.workers.len().saturating_sub(1));
-            }
-            KeyCode::Char('M') => self.sort_by(SortKey::Memory),
-            KeyCode::Char('P') => self.sort_by(SortKey::Cpu),
-            KeyCode::Char('N' | 'n') => self.sort_by(SortKey::Name),
-            KeyCode::Char('r') => self.confirm = self.selected_key(),
-            _ => {}
-        }
-        Action::None
-    }
-
-    fn sort_by(&mut self, key: SortKey) {
-        self.sort = key;
-        let keep = self.selected_key();
-        self.resort(keep);
-    }
-}
-
-enum Msg {
-    Status(Result<Vec<WorkerStatus>, String>),
-    Answer(Result<Response, String>),
-}
-
-fn status(path: &Path) -> Result<Vec<WorkerStatus>, String> {
-    match admin::call(path, &Request::Status) {
-        Ok(Response::Status { workers, .. }) => Ok(workers),
-        Ok(Response::Error { message }) => Err(message),
-        Ok(Response::Ok { message }) => Err(format!("unexpected answer: {message}")),
-        Ok(other) => Err(format!("unexpected answer: {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Runs the view against the supervisor at `path` until `q`. The terminal is restored on return
-/// and on panic (ratatui's `try_init` installs a hook that restores it before the panic message).
-pub fn run(path: PathBuf) -> io::Result<()> {
-    let (tx, rx) = mpsc::channel();
-    let poll_tx = tx.clone();
-    let poll_path = path.clone();
-    // Detached: it ends at its next send once the UI has returned and dropped `rx`.
-    std::thread::spawn(move || loop {
-        if poll_tx.send(Msg::Status(status(&poll_path))).is_err() {
-            break;
-        }
-        std::thread::sleep(POLL_EVERY);
-    });
-    let mut terminal = ratatui::try_init()?;
-    let result = ui(&mut terminal, &path, &tx, &rx);
-    ratatui::try_restore()?;
-    result
-}
-
-fn ui(
-    terminal: &mut ratatui::DefaultTerminal,
-    path: &Path,
-    tx: &mpsc::Sender<Msg>,
-    rx: &mpsc::Receiver<Msg>,
-) -> io::Result<()> {
-    let mut app = App::default();
-    loop {
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Status(Ok(workers)) => app.update(workers),
-                Msg::Status(Err(e)) => app.disconnect(e),
-                Msg::Answer(a) => app.answered(a),
-            }
-        }
-        terminal.draw(|f| render(&app, f))?;
-        if !event::poll(Duration::from_millis(100))? {
-            continue;
-        }
-        let Event::Key(key) = event::read()? else {
-            continue;
+    /// A line (or the end) of the followed log arrived.
+    pub fn log_line(&mut self, line: LogEvent) {
+        let Some(view) = &mut self.log_view else {
+            return;
         };
-        match app.on_key(key) {
-            Action::None => {}
-            Action::Quit => return Ok(()),
-            Action::Restart { program, instance } => {
-                let tx = tx.clone();
-                let path = path.to_owned();
-                std::thread::spawn(move || {
-                    let request = Request::Restart {
-                        program,
-                        instance: Some(instance),
-                        wait_ms: None,
-                    };
-                    let answer = admin::call(&path, &request).map_err(|e| e.to_string());
-                    let _ = tx.send(Msg::Answer(answer));
-                });
+        match line {
+            LogEvent::Line(stderr, text) => {
+                if view.lines.len() == LOG_VIEW_LINES {
+                    view.lines.pop_front();
+                }
+                view.lines.push_back((stderr, text));
             }
+            LogEvent::Skipped(n) => view.skipped += n,
+            LogEvent::End(why) => view.ended = Some(why),
         }
     }
+}
+
+/// What the log follower sends the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    Line(bool, String),
+    Skipped(u64),
+    End(String),
 }

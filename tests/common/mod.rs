@@ -672,6 +672,7 @@ pub fn forker_grandchild(sup: &Sup, name: &str) -> i32 {
     found.unwrap_or_else(|| panic!("no grandchild line for {name}\n{}", sup.dump()))
 }
 
+pub mod browser;
 pub mod peers;
 
 /// Whether the tests run as root (switching users needs it).

@@ -189,6 +189,17 @@ impl Iterator for LogLines {
     }
 }
 
+impl LogLines {
+    /// A second handle on the connection, to end a follow from another thread (shut it down:
+    /// the iterator then ends).
+    ///
+    /// # Errors
+    /// The socket cannot be duplicated (out of file descriptors).
+    pub fn closer(&self) -> io::Result<std::os::unix::net::UnixStream> {
+        self.reader.get_ref().try_clone()
+    }
+}
+
 /// The client side of `logs`: sends the request and returns its answers as they come. Without
 /// `follow`, each must come within 10 s; with it, the stream lasts as long as the supervisor
 /// keeps it open.

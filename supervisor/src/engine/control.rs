@@ -15,13 +15,16 @@ impl Engine {
     /// Answers a control-socket request.
     pub(super) fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Status => Response::Status {
-                workers: self.status(),
-                supervisor: Box::new(crate::status::SupervisorStatus {
-                    host: self.host_status(),
-                    ..self.resources.supervisor_status()
-                }),
-            },
+            Request::Status => {
+                let mut supervisor = self.resources.supervisor_status();
+                let mut host = self.host.read();
+                host.pressure_policy = self.pressure_policy();
+                supervisor.host = Some(Box::new(host));
+                Response::Status {
+                    workers: self.status(),
+                    supervisor: Box::new(supervisor),
+                }
+            }
             Request::Restart {
                 program, instance, ..
             } => self.restart(&program, instance),
@@ -40,6 +43,26 @@ impl Engine {
             Request::Ready => match self.readiness() {
                 Ok(()) => ok("ready".into()),
                 Err(message) => error(message),
+            },
+            Request::Events {
+                program,
+                instance,
+                lines,
+            } => Response::Events {
+                events: self
+                    .output
+                    .recent()
+                    .lines(
+                        program.as_deref(),
+                        instance,
+                        lines.min(crate::admin::MAX_EVENTS_ANSWERED) as usize,
+                    )
+                    .iter()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect(),
+            },
+            Request::Memory { program, instance } => Response::Memory {
+                series: self.trail.series(program.as_deref(), instance),
             },
             // Answered by the control socket itself, from the buffers.
             Request::Logs { .. } => error("logs: not a request for the engine".into()),

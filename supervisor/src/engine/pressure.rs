@@ -119,11 +119,11 @@ fn make_fifo(path: &Path) -> std::io::Result<(PathBuf, OwnedFd)> {
 impl Engine {
     /// One tick of the policy.
     pub(super) fn probe_pressure(&mut self) {
-        let Some(mut host) = self.host.take() else {
+        let Some(mut host) = self.pressure.take() else {
             return;
         };
         self.pressure_tick(&mut host, Instant::now());
-        self.host = Some(host);
+        self.pressure = Some(host);
     }
 
     fn pressure_tick(&mut self, host: &mut Host, now: Instant) {
@@ -263,32 +263,17 @@ impl Engine {
         }
     }
 
-    /// The host's readings for `status` and the metrics: the policy's last, or, with the
-    /// policy off, the kernel's now.
-    pub(super) fn host_status(&self) -> Option<crate::status::HostStatus> {
-        let (sample, policy) = match &self.host {
-            Some(h) => (h.last?, Some((h.spec.on, h.spec.full, h.spec.available))),
-            None => (
-                source::Kernel::open()
-                    .ok()
-                    .and_then(|k| source::Source::Kernel(k).read(Instant::now()))?,
-                None,
-            ),
-        };
-        Some(crate::status::HostStatus {
-            some_avg10: sample.psi.some_avg10,
-            some_avg60: sample.psi.some_avg60,
-            full_avg10: sample.psi.full_avg10,
-            full_avg60: sample.psi.full_avg60,
-            mem_available_bytes: sample.mem_available,
-            mem_total_bytes: sample.mem_total,
-            policy: match policy {
-                None => "off".into(),
-                Some((PressureOn::Restart, ..)) => "restart".into(),
-                Some((PressureOn::Warn, ..)) => "warn".into(),
+    /// The host memory-pressure policy as `status` shows it, when on.
+    pub(super) fn pressure_policy(&self) -> Option<crate::status::PressurePolicy> {
+        let spec = &self.pressure.as_ref()?.spec;
+        Some(crate::status::PressurePolicy {
+            on: match spec.on {
+                PressureOn::Restart => "restart".into(),
+                PressureOn::Warn => "warn".into(),
             },
-            gate_full: policy.map(|p| p.1),
-            gate_available: policy.map(|p| p.2),
+            full: spec.full,
+            available: spec.available,
+            hold_s: spec.hold.as_secs_f64(),
         })
     }
 

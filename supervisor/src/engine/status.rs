@@ -100,7 +100,15 @@ impl Engine {
         let totals = counters.map_or_else(status::Totals::default, |c| {
             c.totals(&status::Totals::default())
         });
+        let memory = self
+            .plan
+            .programs
+            .iter()
+            .find(|p| p.name == program)
+            .and_then(|p| p.memory);
         status::WorkerStatus {
+            memory_max_bytes: memory.map(|m| m.max),
+            memory_measure: memory.map(|m| m.measure.as_str().to_owned()),
             restarts,
             restarts_by_reason: crate::status::restarts_by_reason(&by),
             findings_by_kind: counters.map(|c| c.findings()).unwrap_or_default(),
@@ -178,6 +186,8 @@ impl Engine {
                         .counters
                         .last_exit()
                         .map(|(exit, at)| status::LastExit::new(exit, at)),
+                    memory_max_bytes: s.spec.memory.map(|m| m.max),
+                    memory_measure: s.spec.memory.map(|m| m.measure.as_str().to_owned()),
                 }
             })
             .collect();

@@ -182,7 +182,7 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
         },
         Kind::Listening { addr } => (
             Tone::Plain,
-            format!("serving /metrics, /healthz and /readyz on http://{addr}"),
+            format!("serving the dashboard, /metrics, /healthz and /readyz on http://{addr}/"),
         ),
         Kind::RollHalted { waited_s, left } => (
             Tone::Bad,

@@ -127,33 +127,39 @@ pub(super) fn register(reg: &mut Registry, workers: &[WorkerStatus]) {
 /// given, and each watched directory (label `path`).
 pub(super) fn register_supervisor(reg: &mut Registry, sup: &SupervisorStatus) {
     if let Some(h) = &sup.host {
-        let pressure = Family::<Labels, GaugeF>::default();
-        for (kind, window, v) in [
-            ("some", "10s", h.some_avg10),
-            ("some", "60s", h.some_avg60),
-            ("full", "10s", h.full_avg10),
-            ("full", "60s", h.full_avg60),
-        ] {
-            pressure
-                .get_or_create(&vec![
-                    ("kind".into(), kind.into()),
-                    ("window".into(), window.into()),
-                ])
-                .set(v / 100.0);
+        if let Some(p) = h.memory_pressure {
+            let pressure = Family::<Labels, GaugeF>::default();
+            for (kind, window, v) in [
+                ("some", "10s", Some(p.some_avg10)),
+                ("some", "60s", Some(p.some_avg60)),
+                ("full", "10s", p.full_avg10),
+                ("full", "60s", p.full_avg60),
+            ] {
+                if let Some(v) = v {
+                    pressure
+                        .get_or_create(&vec![
+                            ("kind".into(), kind.into()),
+                            ("window".into(), window.into()),
+                        ])
+                        .set(v / 100.0);
+                }
+            }
+            reg.register(
+                "host_memory_pressure_ratio",
+                "share of time tasks stalled on memory (PSI): some of them, or all (full), averaged over the window",
+                pressure,
+            );
         }
-        reg.register(
-            "host_memory_pressure_ratio",
-            "share of time tasks stalled on memory (PSI): some of them, or all (full), averaged over the window",
-            pressure,
-        );
-        let available = GaugeU::default();
-        available.set(h.mem_available_bytes);
-        reg.register_with_unit(
-            "host_memory_available",
-            "the host's MemAvailable",
-            Unit::Bytes,
-            available,
-        );
+        if let Some(bytes) = h.mem_available_bytes {
+            let available = GaugeU::default();
+            available.set(bytes);
+            reg.register_with_unit(
+                "host_memory_available",
+                "the host's MemAvailable",
+                Unit::Bytes,
+                available,
+            );
+        }
     }
     let c = &sup.closed_sockets;
     let by_events = GaugeU::default();

@@ -226,18 +226,22 @@ fn request_lines() {
     let ok = |s: &str| {
         parse_request_line(s.as_bytes())
             .ok()
-            .map(|(h, p)| (h, p.to_owned()))
+            .map(|(m, p)| (m, p.to_owned()))
     };
     assert_eq!(
         ok("GET /metrics HTTP/1.1\r\nHost: x\r\n"),
-        Some((false, "/metrics".into()))
+        Some((Method::Get, "/metrics".into()))
     );
     assert_eq!(
         ok("HEAD /readyz?x=1 HTTP/1.0"),
-        Some((true, "/readyz".into()))
+        Some((Method::Head, "/readyz?x=1".into()))
+    );
+    assert_eq!(
+        ok("POST /api/restart HTTP/1.1"),
+        Some((Method::Post, "/api/restart".into()))
     );
     let status = |s: &[u8]| parse_request_line(s).err().map(|a| a.status);
-    assert_eq!(status(b"POST /metrics HTTP/1.1\r\n"), Some(405));
+    assert_eq!(status(b"PUT /metrics HTTP/1.1\r\n"), Some(405));
     assert_eq!(status(b"GET /metrics HTTP/2.0\r\n"), Some(400));
     assert_eq!(status(b"GET metrics HTTP/1.1\r\n"), Some(400));
     assert_eq!(status(b"GET  /metrics HTTP/1.1\r\n"), Some(400));
@@ -520,17 +524,17 @@ fn closed_sockets_and_watched_directories_are_exposed_per_supervisor() {
                 ..WatchedDir::default()
             },
         ],
-        host: Some(crate::status::HostStatus {
-            some_avg10: 12.5,
-            some_avg60: 3.0,
-            full_avg10: 4.0,
-            full_avg60: 1.0,
-            mem_available_bytes: 3 << 30,
-            mem_total_bytes: 16 << 30,
-            policy: "restart".into(),
-            gate_full: Some(10.0),
-            gate_available: Some(10.0),
-        }),
+        host: Some(Box::new(crate::status::HostStatus {
+            mem_total_bytes: Some(16 << 30),
+            mem_available_bytes: Some(3 << 30),
+            memory_pressure: Some(crate::status::Pressure {
+                some_avg10: 12.5,
+                full_avg10: Some(4.0),
+                some_avg60: 3.0,
+                full_avg60: Some(1.0),
+            }),
+            ..crate::status::HostStatus::default()
+        })),
     };
     let text = render_all(&[worker("api", 0)], &sup, Format::OpenMetrics);
     let one = |family: &str| {

@@ -202,6 +202,10 @@ pub struct Cli {
     /// (`127.0.0.1:9100`; `:9100` is loopback; port 0 picks a free port).
     #[arg(long, value_name = "ADDR", value_parser = super::parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Allow the dashboard's actions (restart, stop, start, signal) to whoever sends the token
+    /// in FILE as a bearer token; without it the dashboard only shows.
+    #[arg(long, value_name = "FILE")]
+    pub http_token: Option<PathBuf>,
     /// Write events as JSON lines to FILE (`-` for stderr).
     #[arg(long, value_name = "FILE")]
     pub events: Option<String>,
@@ -342,6 +346,21 @@ impl Cli {
         plan.admin.clone_from(&self.admin);
         if let Some(addr) = self.metrics {
             plan.metrics = Some(addr);
+        }
+        if let Some(path) = &self.http_token {
+            plan.http_token = Some(
+                super::HttpToken::read(path).map_err(|m| PlanError::flag("--http-token", &m))?,
+            );
+        }
+        if plan.http_token.is_some() && plan.metrics.is_none() {
+            return Err(PlanError::flag(
+                if self.http_token.is_some() {
+                    "--http-token"
+                } else {
+                    "http_token"
+                },
+                "needs --metrics ADDR or `metrics` in the config (the dashboard is served there)",
+            ));
         }
         if let Some(ev) = &self.events {
             plan.events = Some(EventsTarget::parse(ev));

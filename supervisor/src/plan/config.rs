@@ -43,6 +43,8 @@ struct RawConfig {
     #[serde(default)]
     metrics: Option<MetricsAddr>,
     #[serde(default)]
+    http_token: Option<PathBuf>,
+    #[serde(default)]
     history: Option<PathBuf>,
     #[serde(default)]
     history_max: Option<HistoryMax>,
@@ -218,6 +220,13 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         max: raw.events_max.map_or(dr.max, |m| m.0),
         keep: raw.events_keep.unwrap_or(dr.keep),
     };
+    let http_token = match &raw.http_token {
+        None => None,
+        Some(path) => Some(
+            super::HttpToken::read(path)
+                .map_err(|m| at(top_key_line(src, "http_token"), "http_token".into(), m))?,
+        ),
+    };
     let history = raw.history.map(|path| HistorySpec {
         path,
         max: raw.history_max.map_or(DEFAULT_HISTORY_MAX, |m| m.0),
@@ -305,6 +314,7 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         source: path.map(Path::to_owned),
         admin: None,
         metrics: raw.metrics.map(|m| m.0),
+        http_token,
         history,
         alert,
         watch_dirs,

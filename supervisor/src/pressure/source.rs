@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{parse_meminfo, parse_psi, HostSample};
+use super::{sample_from, HostSample};
 
 /// Longest trace read (a day of one reading a second is about 20 MiB: traces are short).
 pub const MAX_TRACE: u64 = 16 << 20;
@@ -65,14 +65,9 @@ impl Kernel {
 
     fn read(&mut self) -> Option<HostSample> {
         let n = self.psi.read_at(&mut self.buf, 0).ok()?;
-        let psi = parse_psi(std::str::from_utf8(&self.buf[..n]).ok()?)?;
+        let psi = self.buf[..n].to_vec();
         let n = self.meminfo.read_at(&mut self.buf, 0).ok()?;
-        let (mem_total, mem_available) = parse_meminfo(std::str::from_utf8(&self.buf[..n]).ok()?)?;
-        Some(HostSample {
-            psi,
-            mem_total,
-            mem_available,
-        })
+        sample_from(&psi, &self.buf[..n])
     }
 }
 
@@ -105,22 +100,13 @@ impl Trace {
                       out: &mut Vec<(Duration, HostSample)>|
          -> Result<(), String> {
             if let Some((at, body)) = cur {
-                let psi = parse_psi(&body)
-                    .ok_or_else(|| format!("the snapshot @ {} has no PSI lines", at.as_millis()))?;
-                let (mem_total, mem_available) = parse_meminfo(&body).ok_or_else(|| {
+                let sample = sample_from(body.as_bytes(), body.as_bytes()).ok_or_else(|| {
                     format!(
-                        "the snapshot @ {} has no MemTotal and MemAvailable",
+                        "the snapshot @ {} needs a `some` PSI line, MemTotal and MemAvailable",
                         at.as_millis()
                     )
                 })?;
-                out.push((
-                    at,
-                    HostSample {
-                        psi,
-                        mem_total,
-                        mem_available,
-                    },
-                ));
+                out.push((at, sample));
             }
             Ok(())
         };

@@ -5,14 +5,15 @@ const MIB: u64 = 1 << 20;
 const S: Duration = Duration::from_secs(1);
 
 #[test]
-fn psi_and_meminfo_as_the_kernel_prints_them() {
-    let psi = parse_psi(
-        "some avg10=0.46 avg60=1.86 avg300=0.68 total=5430083\n\
-         full avg10=0.23 avg60=0.93 avg300=0.34 total=2902483\n",
+fn a_reading_from_the_kernels_text() {
+    let s = sample_from(
+        b"some avg10=0.46 avg60=1.86 avg300=0.68 total=5430083\n\
+          full avg10=0.23 avg60=0.93 avg300=0.34 total=2902483\n",
+        b"MemTotal:       24683772 kB\nMemFree: 1 kB\nMemAvailable:   23407316 kB\n",
     )
-    .expect("psi");
+    .expect("a reading");
     assert_eq!(
-        psi,
+        s.psi,
         Psi {
             some_avg10: 0.46,
             some_avg60: 1.86,
@@ -20,23 +21,27 @@ fn psi_and_meminfo_as_the_kernel_prints_them() {
             full_avg60: 0.93
         }
     );
-    // A kernel with `some` only (CPU has no `full` before 5.13): full reads 0.
-    let psi = parse_psi("some avg10=5.00 avg60=1.00 avg300=0.00 total=1\n").expect("psi");
-    assert!((psi.some_avg10 - 5.0).abs() < 1e-9 && psi.full_avg10 == 0.0);
-    // Garbage never panics; out-of-range figures are clamped.
-    assert_eq!(parse_psi(""), None);
-    assert_eq!(parse_psi("weird line\n"), None);
-    let p = parse_psi("full avg10=NaN avg60=999 total=x\nsome avg10=-4\n").expect("psi");
     assert_eq!(
-        (p.full_avg10, p.full_avg60, p.some_avg10),
-        (0.0, 100.0, 0.0)
+        (s.mem_total, s.mem_available),
+        (24_683_772 * 1024, 23_407_316 * 1024)
     );
+    // A kernel with `some` only: nobody stalls in full.
+    let s = sample_from(
+        b"some avg10=5.00 avg60=1.00\n",
+        b"MemTotal: 1 kB\nMemAvailable: 1 kB\n",
+    )
+    .expect("a reading");
+    assert!(s.psi.full_avg10 == 0.0 && (s.psi.some_avg10 - 5.0).abs() < 1e-9);
+    // Garbage never panics, and is no reading.
+    let mem = b"MemTotal: 1 kB\nMemAvailable: 1 kB\n";
+    assert_eq!(sample_from(b"", mem), None);
+    assert_eq!(sample_from(b"weird line\n", mem), None);
+    assert_eq!(sample_from(b"some avg10=NaN\n", mem), None);
+    assert_eq!(sample_from(b"some avg10=1\n", b"MemTotal: 1 kB\n"), None);
     assert_eq!(
-        parse_meminfo("MemTotal:       24683772 kB\nMemFree: 1 kB\nMemAvailable:   23407316 kB\n"),
-        Some((24_683_772 * 1024, 23_407_316 * 1024))
+        sample_from(b"some avg10=1\n", b"MemTotal: x kB\nMemAvailable: 1 kB\n"),
+        None
     );
-    assert_eq!(parse_meminfo("MemTotal: 1 kB\n"), None);
-    assert_eq!(parse_meminfo("MemTotal: x kB\nMemAvailable: 1 kB\n"), None);
 }
 
 fn sample(full: f64, available_share: f64) -> HostSample {

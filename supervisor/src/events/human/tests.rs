@@ -150,7 +150,7 @@ fn the_lifecycle_in_words() {
             Kind::Listening {
                 addr: "127.0.0.1:9100".into(),
             },
-            "supervise serving /metrics, /healthz and /readyz on http://127.0.0.1:9100",
+            "supervise serving the dashboard, /metrics, /healthz and /readyz on http://127.0.0.1:9100/",
         ),
         (
             Kind::SpawnFailed {

@@ -13,11 +13,16 @@ pub const DEFAULT_LINES: u32 = 50;
 /// The subcommands: all but `report` talk to a running supervisor over its control socket.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Control {
-    /// Show every worker: state, uptime, restarts, memory, CPU, threads, fds, heap, heartbeat.
+    /// Show every worker: state, uptime, restarts, memory against its limit, CPU, findings,
+    /// what it said (STATUS=), and more as the terminal's width allows.
     Status {
         /// One JSON object per worker instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every column, however wide the terminal (the default when the output is not a
+        /// terminal).
+        #[arg(long, conflicts_with = "json")]
+        wide: bool,
     },
     /// Restart a program's instances (all, or NAME/INSTANCE for one), gracefully.
     Restart {

@@ -159,6 +159,7 @@ impl Cli {
             source: None,
             admin: None,
             metrics: None,
+            http_token: None,
             history: None,
             alert: None,
             watch_dirs: Vec::new(),
