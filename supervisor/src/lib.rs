@@ -32,7 +32,8 @@
 //! terminal by priority ([`columns`]), both views head their screen with the host's load, memory
 //! and pressure ([`host`]), and the engine keeps each instance's last hour of memory for them
 //! ([`trail`]). Both servers cap the connections they hold at once ([`connections`]), and
-//! `supervise report` draws a history as an SVG ([`report`]).
+//! `supervise report` draws a history as an SVG ([`report`]). `supervise import` turns
+//! supervisord, PM2 and Procfile configs into a config of supervise's own ([`import`]).
 //!
 //! Exit statuses come from one reaper ([`reaper`]) that calls `waitpid(-1)` on SIGCHLD: the
 //! supervisor is a child subreaper, so orphans of its workers are reparented to it, attributed
@@ -64,6 +65,7 @@ pub mod engine;
 pub mod events;
 pub mod history;
 pub mod host;
+pub mod import;
 pub mod leak;
 pub mod lifecycle;
 pub mod lifeline;

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     }
     let explicit =
         |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let check = cli.check;
     let plan = match cli.into_plan(&explicit) {
         Ok(p) => p,
         Err(e) => {
@@ -65,6 +66,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if check {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(plan.describe().as_bytes()).and_then(|()| out.flush());
+        return ExitCode::SUCCESS;
+    }
     match supervisor::engine::run(plan) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
@@ -126,6 +132,60 @@ fn report(file: &Path, output: &Path, program: Option<&str>) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     ExitCode::SUCCESS
+}
+
+/// `supervise import FILE…`: the converted config on stdout, what was not mapped on stderr.
+fn import(files: &[std::path::PathBuf]) -> ExitCode {
+    let conversion = match supervisor::import::import(files, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("supervise: import: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut err = std::io::stderr().lock();
+    for note in &conversion.notes {
+        let _ = writeln!(err, "supervise: import: {note}");
+    }
+    let varying: Vec<&str> = conversion
+        .programs
+        .iter()
+        .filter(|p| supervisor::import::uses_instance(p))
+        .map(|p| p.name.as_str())
+        .collect();
+    if !varying.is_empty() {
+        let _ = writeln!(
+            err,
+            "supervise: import: {} vary per instance: their command, env or cwd use {{instance}} \
+             expansion",
+            varying.join(", ")
+        );
+    }
+    let unmapped = conversion
+        .notes
+        .iter()
+        .filter(|n| n.kind == supervisor::import::NoteKind::Unmapped)
+        .count();
+    let _ = writeln!(
+        err,
+        "supervise: import: {} program{} converted; {unmapped} key{} not mapped, {} mapped approximately",
+        conversion.programs.len(),
+        if conversion.programs.len() == 1 { "" } else { "s" },
+        if unmapped == 1 { "" } else { "s" },
+        conversion.notes.len() - unmapped,
+    );
+    let mut out = std::io::stdout().lock();
+    match out
+        .write_all(supervisor::import::render(&conversion).as_bytes())
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(err, "supervise: import: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `NAME` or `NAME/INSTANCE`; `None` (reported) if the instance is not a number.
@@ -200,6 +260,7 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             output,
             program,
         } => return report(file, output, program.as_deref()),
+        Control::Import { files } => return import(files),
         Control::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -623,6 +623,7 @@ pub mod alert;
 mod checks;
 mod cli;
 mod config;
+mod describe;
 pub mod envfile;
 pub mod file;
 mod handling;

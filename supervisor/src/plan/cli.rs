@@ -25,7 +25,7 @@ pub use control::{Control, WaitFlags, DEFAULT_LINES};
     name = "supervise",
     version,
     about = "Run and watch worker processes; restart them when they crash, leak or misbehave.",
-    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|logs|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise completions SHELL | man"
+    override_usage = "supervise [OPTIONS] -- CMD [ARGS]...\n       supervise -c supervise.toml [OPTIONS]\n       supervise [--admin PATH] status|top|logs|restart|signal|stop|start|reload\n       supervise report FILE -o OUT.svg\n       supervise import FILE... > supervise.toml\n       supervise -c supervise.toml --check\n       supervise completions SHELL | man"
 )]
 pub struct Cli {
     /// Talk to a running supervisor instead of starting one.
@@ -40,6 +40,11 @@ pub struct Cli {
         conflicts_with = "command"
     )]
     pub config: Option<PathBuf>,
+
+    /// Check the config (or the flags) and print the plan, each program with its replicas,
+    /// command and settings, without starting anything: exit 0 if valid, 2 if not.
+    #[arg(long)]
+    pub check: bool,
 
     /// Program name [default: the command's basename].
     #[arg(long, value_name = "NAME")]

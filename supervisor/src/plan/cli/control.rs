@@ -78,6 +78,14 @@ pub enum Control {
     },
     /// Print the manual page (roff; e.g. `supervise man | man -l -`). Needs no running supervisor.
     Man,
+    /// Convert supervisord (.conf), PM2 (.json, .yaml, .config.js) and Procfile configs to a
+    /// supervise.toml on stdout; every key that could not be mapped is listed on stderr. Needs
+    /// no running supervisor.
+    Import {
+        /// The configs to convert, into one.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Draw a history file (--history) as an SVG: memory and CPU over time, restarts marked.
     /// Needs no running supervisor.
     Report {
