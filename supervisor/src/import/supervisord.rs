@@ -891,6 +891,13 @@ fn program(
             }
         }
     }
+    // `*_maxbytes=0` for a stream that goes to the console is what supervisord needs there; it
+    // means nothing here.
+    let files = &out.files;
+    out.rotation.retain(|e| {
+        let stream = e.key.split('_').next().unwrap_or("");
+        e.value.trim() != "0" || files.iter().any(|(f, _)| f.key.starts_with(stream))
+    });
     // A later variable wins, as in the loader.
     let mut seen = std::collections::HashSet::new();
     let mut env_out: Vec<(String, String)> = Vec::new();
