@@ -132,6 +132,7 @@ fn load(
                 });
             }
             for (p, text) in found {
+                let p = normal(&p);
                 if let Some(i) = stack.iter().position(|s| same(s, &p)) {
                     let chain: Vec<String> = stack[i..]
                         .iter()
