@@ -44,7 +44,10 @@ fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     }
     let stdout = fs::read_to_string(&o).unwrap_or_default();
     let stderr = fs::read_to_string(&e).unwrap_or_default();
-    assert!(ended, "supervise {args:?} still running after 30s\n{stderr}");
+    assert!(
+        ended,
+        "supervise {args:?} still running after 30s\n{stderr}"
+    );
     (status.and_then(|s| s.code()), stdout, stderr)
 }
 
@@ -266,13 +269,22 @@ fn convert(case: &Case, out: &Path) -> PathBuf {
     let what = case.files.join(" ");
     assert_eq!(code, Some(0), "import {what}\n{stderr}");
     for key in case.noted {
-        assert!(stderr.contains(key), "import {what}: {key:?} not on stderr:\n{stderr}");
+        assert!(
+            stderr.contains(key),
+            "import {what}: {key:?} not on stderr:\n{stderr}"
+        );
     }
     for text in case.has {
-        assert!(stdout.contains(text), "import {what}: {text:?} not in:\n{stdout}");
+        assert!(
+            stdout.contains(text),
+            "import {what}: {text:?} not in:\n{stdout}"
+        );
     }
     assert!(
-        stderr.lines().last().is_some_and(|l| l.contains("converted;")),
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("converted;")),
         "import {what}: no summary\n{stderr}"
     );
     let path = out.join(format!("{}.toml", case.files[0].replace('/', "_")));
@@ -286,12 +298,20 @@ fn check(path: &Path, expect: &Check) {
     let (code, stdout, stderr) = run(path.parent().expect("dir"), &["-c", p, "--check"]);
     match expect {
         Check::Valid => {
-            assert_eq!(code, Some(0), "{p}\n{stderr}\n{}", fs::read_to_string(path).unwrap_or_default());
+            assert_eq!(
+                code,
+                Some(0),
+                "{p}\n{stderr}\n{}",
+                fs::read_to_string(path).unwrap_or_default()
+            );
             assert!(stdout.starts_with(&format!("{p}: valid: ")), "{stdout}");
             let text = fs::read_to_string(path).expect("read");
             for table in text.lines().filter_map(|l| l.strip_prefix("[program.")) {
                 let name = table.trim_end_matches(']').trim_matches('"');
-                assert!(stdout.contains(&format!("program {name} × ")), "{name} not in\n{stdout}");
+                assert!(
+                    stdout.contains(&format!("program {name} × ")),
+                    "{name} not in\n{stdout}"
+                );
             }
         }
         Check::NoProgram => {
@@ -336,7 +356,10 @@ fn an_ecosystem_module_goes_through_node() {
         .is_ok_and(|s| s.success());
     if !has_node {
         assert_eq!(code, Some(2), "{stderr}");
-        assert!(stderr.contains("needs `node`, which is not installed"), "{stderr}");
+        assert!(
+            stderr.contains("needs `node`, which is not installed"),
+            "{stderr}"
+        );
         eprintln!("skipped the conversion itself: node is not installed");
         return;
     }
@@ -349,6 +372,39 @@ fn an_ecosystem_module_goes_through_node() {
     let path = out.path().join("kuma.toml");
     fs::write(&path, stdout).expect("write");
     check(&path, &Check::Valid);
+    // An ES module, a function's result, and a module that throws.
+    let d = out.path();
+    fs::write(
+        d.join("esm.config.mjs"),
+        "export default { apps: [{ name: 'm', script: 'm.js', instances: 2 }] };\n",
+    )
+    .expect("write");
+    fs::write(
+        d.join("fn.config.cjs"),
+        "module.exports = () => ({ apps: [{ name: 'f', script: './f' }] });\n",
+    )
+    .expect("write");
+    fs::write(
+        d.join("bad.config.js"),
+        "throw new Error('no config here');\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = run(d, &["import", "esm.config.mjs", "fn.config.cjs"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("[program.m]\ncommand = [\"node\", \"m.js\"]\nreplicas = 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[program.f]\ncommand = [\"./f\"]"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run(d, &["import", "bad.config.js"]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stderr.contains("node could not evaluate it") && stderr.contains("no config here"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -364,7 +420,11 @@ fn every_file_of_the_corpus_is_listed_with_its_licence() {
                 stack.push(p);
                 continue;
             }
-            let rel = p.strip_prefix(corpus()).expect("under").to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(corpus())
+                .expect("under")
+                .to_string_lossy()
+                .into_owned();
             if rel == "SOURCES.md" {
                 continue;
             }
@@ -376,8 +436,14 @@ fn every_file_of_the_corpus_is_listed_with_its_licence() {
             }
         }
     }
-    assert!(missing.is_empty(), "not in SOURCES.md with repository, path, commit and licence: {missing:?}");
-    assert!(count >= 20, "the corpus should hold at least 20 configs, has {count}");
+    assert!(
+        missing.is_empty(),
+        "not in SOURCES.md with repository, path, commit and licence: {missing:?}"
+    );
+    assert!(
+        count >= 20,
+        "the corpus should hold at least 20 configs, has {count}"
+    );
 }
 
 #[test]
@@ -385,10 +451,19 @@ fn check_starts_nothing_and_refuses_what_the_loader_refuses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = dir.path().join("ran");
     let m = marker.to_str().expect("utf-8");
-    let (code, stdout, stderr) = run(dir.path(), &["--check", "--replicas", "3", "--", "touch", m]);
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        &["--check", "--replicas", "3", "--", "touch", m],
+    );
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.starts_with("the command line: valid: 1 program, 3 instances"), "{stdout}");
-    assert!(stdout.contains(&format!("program touch × 3: [\"touch\",\"{m}\"]")), "{stdout}");
+    assert!(
+        stdout.starts_with("the command line: valid: 1 program, 3 instances"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("program touch × 3: [\"touch\",\"{m}\"]")),
+        "{stdout}"
+    );
     let conf = dir.path().join("s.toml");
     fs::write(
         &conf,
@@ -401,16 +476,27 @@ fn check_starts_nothing_and_refuses_what_the_loader_refuses() {
     assert!(stdout.contains("  after t\n"), "{stdout}");
     assert!(stdout.contains("  memory max 64.0 MiB"), "{stdout}");
     assert!(!marker.exists(), "--check started the command");
-    fs::write(&conf, "[program.t]\ncommand = [\"x\"]\nmemory = { max = \"64 MegaBytes\" }\n").expect("write");
+    fs::write(
+        &conf,
+        "[program.t]\ncommand = [\"x\"]\nmemory = { max = \"64 MegaBytes\" }\n",
+    )
+    .expect("write");
     let (code, _, stderr) = run(dir.path(), &["-c", "s.toml", "--check"]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("s.toml:3: program.t.memory.max: invalid size"), "{stderr}");
+    assert!(
+        stderr.contains("s.toml:3: program.t.memory.max: invalid size"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn import_refuses_what_it_cannot_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    fs::write(dir.path().join("loop.conf"), "[include]\nfiles = loop.conf\n").expect("write");
+    fs::write(
+        dir.path().join("loop.conf"),
+        "[include]\nfiles = loop.conf\n",
+    )
+    .expect("write");
     fs::write(dir.path().join("bin.json"), [0x7b, 0xff, 0xfe, 0x00]).expect("write");
     for (file, says) in [
         ("loop.conf", "loop.conf:2: an include loop"),

@@ -246,7 +246,11 @@ fn merge(out: &mut Conversion, part: Conversion, path: &Path) {
     for mut p in part.programs {
         if out.programs.iter().any(|q| q.name == p.name) {
             let mut n = 2;
-            while out.programs.iter().any(|q| q.name == format!("{}-{n}", p.name)) {
+            while out
+                .programs
+                .iter()
+                .any(|q| q.name == format!("{}-{n}", p.name))
+            {
                 n += 1;
             }
             let new = format!("{}-{n}", p.name);
@@ -330,7 +334,11 @@ pub fn render(c: &Conversion) -> String {
         .iter()
         .map(|p| p.display().to_string().replace('\n', " "))
         .collect();
-    let _ = writeln!(s, "# Converted by `supervise import` from {}.", from.join(", "));
+    let _ = writeln!(
+        s,
+        "# Converted by `supervise import` from {}.",
+        from.join(", ")
+    );
     let _ = writeln!(
         s,
         "# What could not be mapped was listed on stderr; check it with `supervise -c FILE --check`."

@@ -68,7 +68,9 @@ fn main() -> ExitCode {
     };
     if check {
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(plan.describe().as_bytes()).and_then(|()| out.flush());
+        let _ = out
+            .write_all(plan.describe().as_bytes())
+            .and_then(|()| out.flush());
         return ExitCode::SUCCESS;
     }
     match supervisor::engine::run(plan) {

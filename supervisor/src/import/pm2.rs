@@ -42,10 +42,13 @@ pub fn from_js(path: &Path) -> Result<Conversion, ImportError> {
     };
     let text = super::read(path)?;
     let abs = std::path::absolute(path).map_err(|e| err(format!("cannot resolve: {e}")))?;
-    let script = "const p = process.argv[1];\
-        Promise.resolve(require(p)).then((m) => m && m.default ? m.default : m)\
-        .then((m) => process.stdout.write(JSON.stringify(typeof m === 'function' ? m() : m)))\
-        .catch((e) => { process.stderr.write(String(e && e.stack || e)); process.exit(1); });";
+    // A dynamic import reads CommonJS and ES modules alike; a CommonJS module's exports are its
+    // namespace's `default`.
+    let script = "const p = require('url').pathToFileURL(process.argv[1]).href;\
+        import(p).then((m) => (m && m.default !== undefined ? m.default : m))\
+        .then((m) => (typeof m === 'function' ? m() : m))\
+        .then((m) => process.stdout.write(JSON.stringify(m)))\
+        .catch((e) => { process.stderr.write(String((e && e.stack) || e)); process.exit(1); });";
     let mut child = match std::process::Command::new("node")
         .arg("-e")
         .arg(script)
@@ -99,7 +102,9 @@ pub fn from_js(path: &Path) -> Result<Conversion, ImportError> {
     if !status.success() {
         let first = String::from_utf8_lossy(&errs);
         let first = first.lines().take(3).collect::<Vec<_>>().join(" / ");
-        return Err(err(format!("node could not evaluate it ({status}): {first}")));
+        return Err(err(format!(
+            "node could not evaluate it ({status}): {first}"
+        )));
     }
     let v: Value = serde_json::from_slice(&out)
         .map_err(|e| err(format!("node printed something that is not JSON: {e}")))?;
@@ -335,12 +340,24 @@ fn app_program(
         });
     };
     let Some(m) = app.as_object() else {
-        add("", "an app is not an object: left out".into(), NoteKind::Unmapped);
+        add(
+            "",
+            "an app is not an object: left out".into(),
+            NoteKind::Unmapped,
+        );
         c.notes.append(&mut notes);
         return None;
     };
-    let Some(script) = m.get("script").map(env_value).filter(|s| !s.trim().is_empty()) else {
-        add("script", "missing: the app is left out".into(), NoteKind::Unmapped);
+    let Some(script) = m
+        .get("script")
+        .map(env_value)
+        .filter(|s| !s.trim().is_empty())
+    else {
+        add(
+            "script",
+            "missing: the app is left out".into(),
+            NoteKind::Unmapped,
+        );
         c.notes.append(&mut notes);
         return None;
     };
@@ -351,7 +368,11 @@ fn app_program(
     });
     let name = super::program_name(&raw_name);
     if name != raw_name {
-        add("name", format!("named {name}: a program name is letters, digits, '-', '_' and '.'"), NoteKind::Approximate);
+        add(
+            "name",
+            format!("named {name}: a program name is letters, digits, '-', '_' and '.'"),
+            NoteKind::Approximate,
+        );
     }
     let mut p = Program {
         name,

@@ -44,13 +44,21 @@ pub fn convert(path: &Path, text: &str) -> Conversion {
             });
         };
         let Some((raw, command)) = t.split_once(':') else {
-            note(t.chars().take(40).collect(), "not a `name: command` line".into(), NoteKind::Unmapped);
+            note(
+                t.chars().take(40).collect(),
+                "not a `name: command` line".into(),
+                NoteKind::Unmapped,
+            );
             continue;
         };
         let raw = raw.trim();
         let command = command.trim();
         if raw.is_empty() {
-            note(t.chars().take(40).collect(), "no process type before the `:`".into(), NoteKind::Unmapped);
+            note(
+                t.chars().take(40).collect(),
+                "no process type before the `:`".into(),
+                NoteKind::Unmapped,
+            );
             continue;
         }
         if command.is_empty() {
@@ -58,12 +66,20 @@ pub fn convert(path: &Path, text: &str) -> Conversion {
             continue;
         }
         if raw == "release" {
-            note(raw.into(), "Heroku's release phase runs once per deploy, not as a service".into(), NoteKind::Unmapped);
+            note(
+                raw.into(),
+                "Heroku's release phase runs once per deploy, not as a service".into(),
+                NoteKind::Unmapped,
+            );
             continue;
         }
         let name = super::program_name(raw);
         if name != raw {
-            note(raw.into(), format!("named {name}: a program name is letters, digits, '-', '_' and '.'"), NoteKind::Approximate);
+            note(
+                raw.into(),
+                format!("named {name}: a program name is letters, digits, '-', '_' and '.'"),
+                NoteKind::Approximate,
+            );
         }
         let mut p = Program {
             name,
@@ -72,14 +88,16 @@ pub fn convert(path: &Path, text: &str) -> Conversion {
             ..Program::default()
         };
         if reads_port(command) {
-            p.env.push((
-                "PORT".into(),
-                (BASE_PORT + PORT_STEP * index).to_string(),
-            ));
+            p.env
+                .push(("PORT".into(), (BASE_PORT + PORT_STEP * index).to_string()));
         }
         index += 1;
         if c.programs.iter().any(|q| q.name == p.name) {
-            note(raw.into(), "a second line of this name: left out".into(), NoteKind::Unmapped);
+            note(
+                raw.into(),
+                "a second line of this name: left out".into(),
+                NoteKind::Unmapped,
+            );
             continue;
         }
         c.programs.push(p);
@@ -102,17 +120,36 @@ mod tests {
                 (
                     p.name.as_str(),
                     p.command.iter().map(String::as_str).collect(),
-                    p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                    p.env
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect(),
                 )
             })
             .collect();
         assert_eq!(
             got,
             [
-                ("web", vec!["sh", "-c", "exec bundle exec puma -p $PORT"], vec![("PORT", "5000")]),
-                ("worker", vec!["bundle", "exec", "sidekiq", "-C", "config/sidekiq.yml"], vec![]),
-                ("clock", vec!["sh", "-c", "ruby clock.rb && echo done"], vec![]),
-                ("api", vec!["sh", "-c", "exec node api.js --port ${PORT}"], vec![("PORT", "5300")]),
+                (
+                    "web",
+                    vec!["sh", "-c", "exec bundle exec puma -p $PORT"],
+                    vec![("PORT", "5000")]
+                ),
+                (
+                    "worker",
+                    vec!["bundle", "exec", "sidekiq", "-C", "config/sidekiq.yml"],
+                    vec![]
+                ),
+                (
+                    "clock",
+                    vec!["sh", "-c", "ruby clock.rb && echo done"],
+                    vec![]
+                ),
+                (
+                    "api",
+                    vec!["sh", "-c", "exec node api.js --port ${PORT}"],
+                    vec![("PORT", "5300")]
+                ),
             ]
         );
         let notes: Vec<(Option<usize>, &str)> =
@@ -127,7 +164,10 @@ mod tests {
         let names: Vec<&str> = c.programs.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["web", "we-b-", "-"]);
         let lines: Vec<Option<usize>> = c.notes.iter().map(|n| n.line).collect();
-        assert_eq!(lines, [Some(1), Some(2), Some(3), Some(5), Some(6), Some(7)]);
+        assert_eq!(
+            lines,
+            [Some(1), Some(2), Some(3), Some(5), Some(6), Some(7)]
+        );
     }
 
     #[test]

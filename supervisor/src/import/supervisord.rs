@@ -497,11 +497,25 @@ pub fn convert(files: &[File], env: &dyn Fn(&str) -> Option<String>) -> Conversi
                     let mut problems = Vec::new();
                     let v = expand(&e.value, &cx, &mut problems);
                     for (kind, why) in problems {
-                        note(&mut c, &f.path, Some(e.line), "supervisord environment".into(), why, kind);
+                        note(
+                            &mut c,
+                            &f.path,
+                            Some(e.line),
+                            "supervisord environment".into(),
+                            why,
+                            kind,
+                        );
                     }
                     match env_pairs(&v) {
                         Ok(pairs) => global_env.extend(pairs),
-                        Err(m) => note(&mut c, &f.path, Some(e.line), "supervisord environment".into(), m, NoteKind::Unmapped),
+                        Err(m) => note(
+                            &mut c,
+                            &f.path,
+                            Some(e.line),
+                            "supervisord environment".into(),
+                            m,
+                            NoteKind::Unmapped,
+                        ),
                     }
                 } else {
                     note(
@@ -521,7 +535,9 @@ pub fn convert(files: &[File], env: &dyn Fn(&str) -> Option<String>) -> Conversi
         for s in &f.sections {
             let name = s.name.as_str();
             if let Some(prog) = name.strip_prefix("program:") {
-                if let Some(mut p) = program(f, s, prog.trim(), &group_of, &global_env, env, &mut c.notes) {
+                if let Some(mut p) =
+                    program(f, s, prog.trim(), &group_of, &global_env, env, &mut c.notes)
+                {
                     if s.get("priority").is_none() {
                         if let Some(&n) = group_priority.get(prog.trim()) {
                             p.priority = n;
@@ -560,12 +576,23 @@ pub fn convert(files: &[File], env: &dyn Fn(&str) -> Option<String>) -> Conversi
                     "supervise does not speak the event listener protocol; events go to a command with [alert] exec".into(),
                     NoteKind::Unmapped);
             } else if name.starts_with("fcgi-program:") {
-                note(&mut c, &f.path, Some(s.line), format!("[{name}]"),
+                note(
+                    &mut c,
+                    &f.path,
+                    Some(s.line),
+                    format!("[{name}]"),
                     "supervise does not open sockets for its workers (FastCGI)".into(),
-                    NoteKind::Unmapped);
+                    NoteKind::Unmapped,
+                );
             } else {
-                note(&mut c, &f.path, Some(s.line), format!("[{name}]"),
-                    "not a section supervisord knows".into(), NoteKind::Unmapped);
+                note(
+                    &mut c,
+                    &f.path,
+                    Some(s.line),
+                    format!("[{name}]"),
+                    "not a section supervisord knows".into(),
+                    NoteKind::Unmapped,
+                );
             }
         }
     }
@@ -589,7 +616,11 @@ fn order(programs: &mut [Converted]) {
         .map(|p| (p.priority, p.program.name.clone()))
         .collect();
     for p in programs.iter_mut() {
-        let Some(k) = levels.iter().position(|&l| l == p.priority).filter(|&k| k > 0) else {
+        let Some(k) = levels
+            .iter()
+            .position(|&l| l == p.priority)
+            .filter(|&k| k > 0)
+        else {
             continue;
         };
         p.program.after = names
@@ -630,7 +661,11 @@ fn logs(c: &mut Conversion, programs: &[Converted]) {
                 }
                 Some(_) => {}
             }
-            let stream = if e.key.starts_with("stdout") { "stdout" } else { "stderr" };
+            let stream = if e.key.starts_with("stdout") {
+                "stdout"
+            } else {
+                "stderr"
+            };
             c.notes.push(Note {
                 file,
                 line: Some(e.line),
@@ -665,12 +700,16 @@ fn logs(c: &mut Conversion, programs: &[Converted]) {
             };
             if e.key.ends_with("maxbytes") {
                 match size(&e.value) {
-                    Some((0, _)) => unmapped("0 (never rotate) has no counterpart: log.max is at least 1KiB".into()),
+                    Some((0, _)) => unmapped(
+                        "0 (never rotate) has no counterpart: log.max is at least 1KiB".into(),
+                    ),
                     Some((b, _)) if b < 1024 => unmapped("log.max is at least 1KiB".into()),
                     Some((_, s)) => match &l.max {
                         None => l.max = Some(s),
                         Some(m) if *m == s => {}
-                        Some(m) => unmapped(format!("supervise has one log.max for every program, here {m}")),
+                        Some(m) => unmapped(format!(
+                            "supervise has one log.max for every program, here {m}"
+                        )),
                     },
                     None => unmapped(format!("{:?} is not a size", e.value)),
                 }
@@ -679,7 +718,9 @@ fn logs(c: &mut Conversion, programs: &[Converted]) {
                     Ok(n) => match l.keep {
                         None => l.keep = Some(n),
                         Some(k) if k == n => {}
-                        Some(k) => unmapped(format!("supervise has one log.keep for every program, here {k}")),
+                        Some(k) => unmapped(format!(
+                            "supervise has one log.keep for every program, here {k}"
+                        )),
                     },
                     Err(_) => unmapped(format!("{:?} is not a number", e.value)),
                 }
@@ -710,18 +751,31 @@ fn program(
         });
     };
     if name != raw_name {
-        add(Some(s.line), "name", format!("named {name}: a program name is letters, digits, '-', '_' and '.'"), NoteKind::Approximate);
+        add(
+            Some(s.line),
+            "name",
+            format!("named {name}: a program name is letters, digits, '-', '_' and '.'"),
+            NoteKind::Approximate,
+        );
     }
-    let num = |key: &str, default: u32, add: &mut dyn FnMut(Option<usize>, &str, String, NoteKind)| match s.get(key) {
-        None => default,
-        Some(e) => match e.value.trim().parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                add(Some(e.line), key, format!("{:?} is not a number; {default} used", e.value), NoteKind::Unmapped);
-                default
+    let num =
+        |key: &str, default: u32, add: &mut dyn FnMut(Option<usize>, &str, String, NoteKind)| {
+            match s.get(key) {
+                None => default,
+                Some(e) => match e.value.trim().parse::<u32>() {
+                    Ok(n) => n,
+                    Err(_) => {
+                        add(
+                            Some(e.line),
+                            key,
+                            format!("{:?} is not a number; {default} used", e.value),
+                            NoteKind::Unmapped,
+                        );
+                        default
+                    }
+                },
             }
-        },
-    };
+        };
     let mut numprocs = num("numprocs", 1, &mut add);
     if numprocs == 0 {
         numprocs = 1;
@@ -763,17 +817,32 @@ fn program(
         );
     }
     let Some(command) = values.get("command") else {
-        add(Some(s.line), "command", "missing: the program is left out".into(), NoteKind::Unmapped);
+        add(
+            Some(s.line),
+            "command",
+            "missing: the program is left out".into(),
+            NoteKind::Unmapped,
+        );
         return None;
     };
     let command = match super::words::split(&command.value) {
         Ok(w) if !w.is_empty() => w,
         Ok(_) => {
-            add(Some(command.line), "command", "empty: the program is left out".into(), NoteKind::Unmapped);
+            add(
+                Some(command.line),
+                "command",
+                "empty: the program is left out".into(),
+                NoteKind::Unmapped,
+            );
             return None;
         }
         Err(m) => {
-            add(Some(command.line), "command", format!("{m}: the program is left out"), NoteKind::Unmapped);
+            add(
+                Some(command.line),
+                "command",
+                format!("{m}: the program is left out"),
+                NoteKind::Unmapped,
+            );
             return None;
         }
     };

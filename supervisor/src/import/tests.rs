@@ -45,7 +45,12 @@ fn renders_what_the_loader_reads() {
         programs: vec![
             Program {
                 name: "web".into(),
-                command: vec!["gunicorn".into(), "-b".into(), ":{8000 + instance}".into(), "say \"hi\"\n".into()],
+                command: vec![
+                    "gunicorn".into(),
+                    "-b".into(),
+                    ":{8000 + instance}".into(),
+                    "say \"hi\"\n".into(),
+                ],
                 cwd: Some("/srv".into()),
                 env: vec![("A".into(), "1".into()), ("weird key".into(), "v".into())],
                 replicas: 2,

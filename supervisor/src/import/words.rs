@@ -91,11 +91,14 @@ pub fn needs_shell(s: &str) -> bool {
         }
     }
     // `FOO=1 cmd`: an assignment before the command.
-    split(s).ok().and_then(|w| w.first().cloned()).is_some_and(|w| {
-        w.split_once('=').is_some_and(|(k, _)| {
-            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    split(s)
+        .ok()
+        .and_then(|w| w.first().cloned())
+        .is_some_and(|w| {
+            w.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
         })
-    })
 }
 
 /// The argv that runs `s` as the shell would: its words when it needs no shell, else
@@ -129,8 +132,14 @@ mod tests {
         let table: &[(&str, &[&str])] = &[
             ("a b  c", &["a", "b", "c"]),
             ("  lead trail  ", &["lead", "trail"]),
-            (r#"gunicorn -b "0.0.0.0:80" app:app"#, &["gunicorn", "-b", "0.0.0.0:80", "app:app"]),
-            ("sh -c 'echo $HOME && ls'", &["sh", "-c", "echo $HOME && ls"]),
+            (
+                r#"gunicorn -b "0.0.0.0:80" app:app"#,
+                &["gunicorn", "-b", "0.0.0.0:80", "app:app"],
+            ),
+            (
+                "sh -c 'echo $HOME && ls'",
+                &["sh", "-c", "echo $HOME && ls"],
+            ),
             (r#"echo "a \"q\" \n""#, &["echo", r#"a "q" \n"#]),
             (r"a\ b c", &["a b", "c"]),
             ("''", &[""]),

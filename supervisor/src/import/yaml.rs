@@ -74,7 +74,10 @@ impl Builder {
     fn put(&mut self, v: Value, anchor: usize, size: usize, mark: Marker) {
         self.nodes = self.nodes.saturating_add(size);
         if self.nodes > MAX_NODES {
-            self.fail(mark, format!("more than {MAX_NODES} nodes (aliases counted as copies)"));
+            self.fail(
+                mark,
+                format!("more than {MAX_NODES} nodes (aliases counted as copies)"),
+            );
             return;
         }
         if anchor > 0 {
@@ -167,8 +170,10 @@ mod tests {
         let text = "apps:\n  - name: api\n    script: ./api.js\n    instances: 4\n    env:\n      PORT: \"3000\"\n      DEBUG: false\n      RATIO: 0.5\n    args: [--x, '1']\n";
         assert_eq!(
             parse(text),
-            Ok(json!({"apps": [{"name": "api", "script": "./api.js", "instances": 4,
-                "env": {"PORT": "3000", "DEBUG": false, "RATIO": 0.5}, "args": ["--x", "1"]}]}))
+            Ok(
+                json!({"apps": [{"name": "api", "script": "./api.js", "instances": 4,
+                "env": {"PORT": "3000", "DEBUG": false, "RATIO": 0.5}, "args": ["--x", "1"]}]})
+            )
         );
     }
 

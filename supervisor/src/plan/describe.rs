@@ -22,7 +22,10 @@ fn program(s: &mut String, p: &ProgramSpec) {
         set.push(format!("env {}", vars.join(" ")));
     }
     if let Some(sw) = &p.identity.switch {
-        set.push(format!("user {} (uid {:?}, gid {})", sw.user, sw.uid, sw.gid));
+        set.push(format!(
+            "user {} (uid {:?}, gid {})",
+            sw.user, sw.uid, sw.gid
+        ));
     }
     if let Some(u) = p.identity.umask {
         set.push(format!("umask {u:03o}"));
@@ -94,10 +97,10 @@ impl Plan {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         let instances: u64 = self.programs.iter().map(|p| u64::from(p.replicas)).sum();
-        let from = self
-            .source
-            .as_ref()
-            .map_or_else(|| "the command line".to_owned(), |p| p.display().to_string());
+        let from = self.source.as_ref().map_or_else(
+            || "the command line".to_owned(),
+            |p| p.display().to_string(),
+        );
         let _ = writeln!(
             s,
             "{from}: valid: {} program{}, {instances} instance{}",

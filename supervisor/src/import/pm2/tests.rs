@@ -18,18 +18,39 @@ fn commands() {
     // (app, argv)
     let table: Vec<(serde_json::Value, Vec<&str>)> = vec![
         (json!({"script": "server.js"}), vec!["node", "server.js"]),
-        (json!({"script": "app.py", "args": "--port 80"}), vec!["python3", "app.py", "--port", "80"]),
-        (json!({"script": "run.sh", "args": ["a b", 1]}), vec!["bash", "run.sh", "a b", "1"]),
+        (
+            json!({"script": "app.py", "args": "--port 80"}),
+            vec!["python3", "app.py", "--port", "80"],
+        ),
+        (
+            json!({"script": "run.sh", "args": ["a b", 1]}),
+            vec!["bash", "run.sh", "a b", "1"],
+        ),
         (json!({"script": "./bin/server"}), vec!["./bin/server"]),
-        (json!({"script": "npm", "args": "run start"}), vec!["npm", "run", "start"]),
-        (json!({"script": "npm run start"}), vec!["npm", "run", "start"]),
+        (
+            json!({"script": "npm", "args": "run start"}),
+            vec!["npm", "run", "start"],
+        ),
+        (
+            json!({"script": "npm run start"}),
+            vec!["npm", "run", "start"],
+        ),
         (
             json!({"script": "app.js", "node_args": "--max-old-space-size=512", "interpreter_args": ["--inspect"]}),
             vec!["node", "--inspect", "--max-old-space-size=512", "app.js"],
         ),
-        (json!({"script": "app.py", "interpreter": "/usr/bin/python3", "interpreter_args": "-u"}), vec!["/usr/bin/python3", "-u", "app.py"]),
-        (json!({"script": "x.js", "interpreter": "none"}), vec!["x.js"]),
-        (json!({"script": "x.js", "exec_interpreter": "bun"}), vec!["bun", "x.js"]),
+        (
+            json!({"script": "app.py", "interpreter": "/usr/bin/python3", "interpreter_args": "-u"}),
+            vec!["/usr/bin/python3", "-u", "app.py"],
+        ),
+        (
+            json!({"script": "x.js", "interpreter": "none"}),
+            vec!["x.js"],
+        ),
+        (
+            json!({"script": "x.js", "exec_interpreter": "bun"}),
+            vec!["bun", "x.js"],
+        ),
     ];
     for (app, want) in table {
         let c = conv(&json!({ "apps": [app.clone()] }), "");
@@ -135,7 +156,12 @@ fn shapes_of_the_file() {
         assert_eq!(c.programs.len(), 1, "{v}");
         assert_eq!(c.programs[0].name, "a", "{v}");
     }
-    for v in [json!(null), json!(3), json!({"apps": []}), json!({"apps": [1, {"name": "x"}]})] {
+    for v in [
+        json!(null),
+        json!(3),
+        json!({"apps": []}),
+        json!({"apps": [1, {"name": "x"}]}),
+    ] {
         let c = conv(&v, "");
         assert!(c.programs.is_empty(), "{v}");
         assert!(!c.notes.is_empty(), "{v}");
@@ -183,7 +209,8 @@ fn key_lines_find_keys_not_values() {
 #[test]
 fn yaml_and_json_agree() {
     let yaml = "apps:\n  - name: w\n    script: w.js\n    instances: 2\n    env:\n      A: 1\n";
-    let json_text = r#"{"apps": [{"name": "w", "script": "w.js", "instances": 2, "env": {"A": 1}}]}"#;
+    let json_text =
+        r#"{"apps": [{"name": "w", "script": "w.js", "instances": 2, "env": {"A": 1}}]}"#;
     let a = from_yaml(Path::new("e.yaml"), yaml).expect("yaml");
     let b = from_json(Path::new("e.json"), json_text).expect("json");
     assert_eq!(a.programs, b.programs);

@@ -29,7 +29,13 @@ fn expansions() {
         ("--port=80%(process_num)02d", 1, 0, "--port=8000", 0),
         ("--port=80%(process_num)02d", 1, 7, "--port=8007", 0),
         ("--port=%(process_num)d", 4, 0, "--port={instance}", 0),
-        ("--port=%(process_num)d", 4, 8000, "--port={8000 + instance}", 0),
+        (
+            "--port=%(process_num)d",
+            4,
+            8000,
+            "--port={8000 + instance}",
+            0,
+        ),
         ("--port=80%(process_num)02d", 4, 0, "--port=80{instance}", 1),
         ("%(numprocs)d procs", 3, 0, "3 procs", 0),
         ("%(ENV_HOME)s/x", 1, 0, "/home/u/x", 1),
@@ -51,7 +57,10 @@ fn expansions() {
 fn environment_pairs() {
     let ok: &[(&str, &[(&str, &str)])] = &[
         ("A=1", &[("A", "1")]),
-        ("A=\"1,2\",B='x y', C=3", &[("A", "1,2"), ("B", "x y"), ("C", "3")]),
+        (
+            "A=\"1,2\",B='x y', C=3",
+            &[("A", "1,2"), ("B", "x y"), ("C", "3")],
+        ),
         ("PATH=\"/usr/bin:/bin\",", &[("PATH", "/usr/bin:/bin")]),
         ("A=,B=b", &[("A", ""), ("B", "b")]),
         ("", &[]),
@@ -126,7 +135,12 @@ fn a_program_and_its_keys() {
         p,
         &Program {
             name: "web".into(),
-            command: vec!["gunicorn".into(), "-b".into(), ":80{instance}".into(), "app:create()".into()],
+            command: vec![
+                "gunicorn".into(),
+                "-b".into(),
+                ":80{instance}".into(),
+                "app:create()".into()
+            ],
             cwd: Some("/srv".into()),
             env: vec![("A".into(), "1".into())],
             user: Some("www-data".into()),
@@ -160,8 +174,13 @@ fn defaults_and_unmapped_keys() {
     );
     let p = &c.programs[0];
     assert_eq!(p.restart, None);
-    assert_eq!(p.stop.mode, Some("main"), "supervisord signals the main process by default");
-    let notes: Vec<(&str, Option<usize>)> = c.notes.iter().map(|n| (n.key.as_str(), n.line)).collect();
+    assert_eq!(
+        p.stop.mode,
+        Some("main"),
+        "supervisord signals the main process by default"
+    );
+    let notes: Vec<(&str, Option<usize>)> =
+        c.notes.iter().map(|n| (n.key.as_str(), n.line)).collect();
     assert_eq!(
         notes,
         [
@@ -186,7 +205,12 @@ fn priority_orders_programs() {
     let after: Vec<(&str, Vec<&str>)> = c
         .programs
         .iter()
-        .map(|p| (p.name.as_str(), p.after.iter().map(String::as_str).collect()))
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.after.iter().map(String::as_str).collect(),
+            )
+        })
         .collect();
     assert_eq!(
         after,
@@ -237,7 +261,10 @@ fn sections_other_than_programs() {
     );
     assert_eq!(
         c.programs[0].env,
-        [("LANG".to_owned(), "C".to_owned()), ("TZ".to_owned(), "CET".to_owned())]
+        [
+            ("LANG".to_owned(), "C".to_owned()),
+            ("TZ".to_owned(), "CET".to_owned())
+        ]
     );
     let keys: Vec<&str> = c.notes.iter().map(|n| n.key.as_str()).collect();
     assert_eq!(
@@ -280,8 +307,7 @@ fn fake(files: &[(&str, &str)]) -> impl Fn(&Path) -> Result<Vec<(PathBuf, String
         let mut out: Vec<(PathBuf, String)> = if let Some(dir) = text.strip_suffix("/*.conf") {
             map.iter()
                 .filter(|(p, _)| {
-                    p.parent() == Some(Path::new(dir))
-                        && p.extension().is_some_and(|e| e == "conf")
+                    p.parent() == Some(Path::new(dir)) && p.extension().is_some_and(|e| e == "conf")
                 })
                 .map(|(p, t)| (p.clone(), t.clone()))
                 .collect()
@@ -298,7 +324,10 @@ fn fake(files: &[(&str, &str)]) -> impl Fn(&Path) -> Result<Vec<(PathBuf, String
 #[test]
 fn includes_relative_to_the_including_file() {
     let read = fake(&[
-        ("/etc/sv/conf.d/a.conf", "[program:a]\ncommand=a\n[include]\nfiles=../more/b.conf\n"),
+        (
+            "/etc/sv/conf.d/a.conf",
+            "[program:a]\ncommand=a\n[include]\nfiles=../more/b.conf\n",
+        ),
         ("/etc/sv/more/b.conf", "[program:b]\ncommand=b\n"),
         ("/etc/sv/conf.d/c.conf", "[program:c]\ncommand=c\n"),
     ]);
@@ -311,14 +340,21 @@ fn includes_relative_to_the_including_file() {
     assert_eq!(names, ["a", "b", "c"]);
     assert_eq!(c.notes.len(), 1);
     assert_eq!(c.notes[0].line, Some(2));
-    assert!(c.notes[0].why.contains("matches no file"), "{:?}", c.notes[0]);
+    assert!(
+        c.notes[0].why.contains("matches no file"),
+        "{:?}",
+        c.notes[0]
+    );
 }
 
 #[test]
 fn include_loops_are_refused() {
     let read = fake(&[
         ("/etc/sv/a.conf", "[include]\nfiles=b.conf\n"),
-        ("/etc/sv/b.conf", "[program:b]\ncommand=b\n[include]\nfiles=a.conf\n"),
+        (
+            "/etc/sv/b.conf",
+            "[program:b]\ncommand=b\n[include]\nfiles=a.conf\n",
+        ),
     ]);
     let root = (
         PathBuf::from("/etc/sv/a.conf"),
@@ -330,14 +366,23 @@ fn include_loops_are_refused() {
     assert_eq!(e.line, Some(4));
     // A file including itself.
     let read = fake(&[("/x/self.conf", "[include]\nfiles=self.conf\n")]);
-    let root = (PathBuf::from("/x/self.conf"), "[include]\nfiles=self.conf\n".to_owned());
+    let root = (
+        PathBuf::from("/x/self.conf"),
+        "[include]\nfiles=self.conf\n".to_owned(),
+    );
     assert!(import(&[root], &read, &no_env).is_err());
 }
 
 #[test]
 fn a_parse_error_names_file_and_line() {
     let read = fake(&[]);
-    let root = (PathBuf::from("/x/bad.conf"), "[program:a]\ncommand=a\n???\n".to_owned());
+    let root = (
+        PathBuf::from("/x/bad.conf"),
+        "[program:a]\ncommand=a\n???\n".to_owned(),
+    );
     let e = import(&[root], &read, &no_env).expect_err("bad");
-    assert_eq!((e.file.as_path(), e.line), (Path::new("/x/bad.conf"), Some(3)));
+    assert_eq!(
+        (e.file.as_path(), e.line),
+        (Path::new("/x/bad.conf"), Some(3))
+    );
 }
