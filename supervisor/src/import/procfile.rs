@@ -109,11 +109,14 @@ pub fn convert(path: &Path, text: &str) -> Conversion {
 mod tests {
     use super::*;
 
+    /// A program as (name, argv, env).
+    type Row<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
     #[test]
     fn reads_a_procfile() {
         let text = "# comment\nweb: bundle exec puma -p $PORT\nworker:   bundle exec sidekiq -C config/sidekiq.yml\nrelease: rake db:migrate\n\nclock: ruby clock.rb && echo done\napi: node api.js --port ${PORT}\n";
         let c = convert(Path::new("Procfile"), text);
-        let got: Vec<(&str, Vec<&str>, Vec<(&str, &str)>)> = c
+        let got: Vec<Row<'_>> = c
             .programs
             .iter()
             .map(|p| {

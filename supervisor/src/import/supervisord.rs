@@ -5,53 +5,20 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::ini::{self, Entry, Section};
+use super::ini::{Entry, Section};
 use super::{Conversion, ImportError, Log, Note, NoteKind, Program, Stop};
 
-/// Includes nested deeper than this are refused (supervisord has no bound; a loop is refused
-/// before it).
-const MAX_DEPTH: usize = 16;
-/// More files than this in one import are refused.
-const MAX_FILES: usize = 1000;
+mod include;
+mod values;
 
-/// One file's sections, its path as read (so `%(here)s` is its directory).
-#[derive(Debug, Clone)]
-pub struct File {
-    pub path: PathBuf,
-    /// Its directory, absolute: what `%(here)s` expands to.
-    pub here: String,
-    pub sections: Vec<Section>,
-}
+use include::load;
+#[cfg(test)]
+use include::normal;
+pub use include::{read_files, File, ReadFiles};
+use values::{boolean, dest, env_pairs, expand, size, Cx, Dest};
 
-/// What a glob pattern names: the files (in order) and their text. `Ok(empty)` when it matches
-/// nothing.
-pub type ReadFiles = dyn Fn(&Path) -> Result<Vec<(PathBuf, String)>, ImportError>;
-
-/// The filesystem [`ReadFiles`]: the pattern's matches in sorted order, each read with a bound.
-pub fn read_files(pattern: &Path) -> Result<Vec<(PathBuf, String)>, ImportError> {
-    let bad = |message: String| ImportError {
-        file: pattern.to_owned(),
-        line: None,
-        message,
-    };
-    let text = pattern
-        .to_str()
-        .ok_or_else(|| bad("the include pattern is not UTF-8".into()))?;
-    let paths = glob::glob(text).map_err(|e| bad(format!("bad include pattern: {e}")))?;
-    let mut out = Vec::new();
-    for p in paths {
-        let p = p.map_err(|e| bad(e.to_string()))?;
-        if p.is_dir() {
-            continue;
-        }
-        let text = super::read(&p)?;
-        out.push((p, text));
-        if out.len() > MAX_FILES {
-            return Err(bad(format!("matches more than {MAX_FILES} files")));
-        }
-    }
-    Ok(out)
-}
+/// A note's adder: (line, key, why, kind).
+type Add<'a> = dyn FnMut(Option<usize>, &str, String, NoteKind) + 'a;
 
 /// Reads each of `roots` (a path and its text) and the files their `[include]` sections name,
 /// then converts them all as one config, as supervisord reads its includes.
@@ -71,342 +38,6 @@ pub fn import(
     notes.append(&mut c.notes);
     c.notes = notes;
     Ok(c)
-}
-
-/// Parses one file and, depth first, those it includes.
-fn load(
-    path: &Path,
-    text: &str,
-    read: &ReadFiles,
-    stack: &mut Vec<PathBuf>,
-    files: &mut Vec<File>,
-    notes: &mut Vec<Note>,
-) -> Result<(), ImportError> {
-    let sections = ini::parse(text).map_err(|(line, message)| ImportError {
-        file: path.to_owned(),
-        line: Some(line),
-        message,
-    })?;
-    if stack.len() >= MAX_DEPTH {
-        return Err(ImportError {
-            file: path.to_owned(),
-            line: None,
-            message: format!("includes nested more than {MAX_DEPTH} deep"),
-        });
-    }
-    if files.len() >= MAX_FILES {
-        return Err(ImportError {
-            file: path.to_owned(),
-            line: None,
-            message: format!("more than {MAX_FILES} files included"),
-        });
-    }
-    stack.push(path.to_owned());
-    let here = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let abs_here = std::path::absolute(&here)
-        .unwrap_or_else(|_| here.clone())
-        .display()
-        .to_string();
-    let includes: Vec<Entry> = sections
-        .iter()
-        .filter(|s| s.name == "include")
-        .filter_map(|s| s.get("files").cloned())
-        .collect();
-    files.push(File {
-        path: path.to_owned(),
-        here: abs_here.clone(),
-        sections,
-    });
-    for entry in includes {
-        let value = entry.value.replace("%(here)s", &abs_here);
-        for pattern in value.split_whitespace() {
-            let full = here.join(pattern);
-            let found = read(&full)?;
-            if found.is_empty() {
-                notes.push(Note {
-                    file: path.to_owned(),
-                    line: Some(entry.line),
-                    key: "include files".into(),
-                    why: format!("{} matches no file here", full.display()),
-                    kind: NoteKind::Unmapped,
-                });
-            }
-            for (p, text) in found {
-                let p = normal(&p);
-                if let Some(i) = stack.iter().position(|s| same(s, &p)) {
-                    let chain: Vec<String> = stack[i..]
-                        .iter()
-                        .chain(std::iter::once(&p))
-                        .map(|s| s.display().to_string())
-                        .collect();
-                    return Err(ImportError {
-                        file: path.to_owned(),
-                        line: Some(entry.line),
-                        message: format!("an include loop: {}", chain.join(" includes ")),
-                    });
-                }
-                if files.iter().any(|f| same(&f.path, &p)) {
-                    notes.push(Note {
-                        file: path.to_owned(),
-                        line: Some(entry.line),
-                        key: "include files".into(),
-                        why: format!("{} is included a second time; read once", p.display()),
-                        kind: NoteKind::Approximate,
-                    });
-                    continue;
-                }
-                load(&p, &text, read, stack, files, notes)?;
-            }
-        }
-    }
-    stack.pop();
-    Ok(())
-}
-
-/// Whether two paths name one file: the same canonical path where both exist, else the same
-/// text with `.` and `..` resolved.
-fn same(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => normal(a) == normal(b),
-    }
-}
-
-fn normal(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// What `%(…)s` expands against in one section.
-struct Cx<'a> {
-    program: &'a str,
-    group: &'a str,
-    here: String,
-    numprocs: u32,
-    numprocs_start: u32,
-    env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-/// Expands supervisord's `%(name)s` / `%(name)02d` forms in `v`; `problems` gets what could not
-/// be expanded, or only approximately.
-fn expand(v: &str, cx: &Cx<'_>, problems: &mut Vec<(NoteKind, String)>) -> String {
-    let mut out = String::new();
-    let mut rest = v;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('%') {
-            out.push('%');
-            rest = r;
-            continue;
-        }
-        let Some(inner) = after.strip_prefix('(') else {
-            out.push('%');
-            rest = after;
-            continue;
-        };
-        let Some(close) = inner.find(')') else {
-            out.push('%');
-            rest = after;
-            continue;
-        };
-        let name = &inner[..close];
-        let spec = &inner[close + 1..];
-        // Flags, width, precision, then the conversion.
-        let flags_len = spec
-            .find(|c: char| !matches!(c, '#' | '0' | '-' | ' ' | '+'))
-            .unwrap_or(spec.len());
-        let digits = spec[flags_len..]
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .map_or(spec.len(), |d| d + flags_len);
-        let Some(conv) = spec[digits..].chars().next() else {
-            out.push('%');
-            rest = after;
-            continue;
-        };
-        let flags = &spec[..flags_len];
-        let width: usize = spec[flags_len..digits]
-            .split('.')
-            .next()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(0);
-        rest = &spec[digits + conv.len_utf8()..];
-        let pad = |s: String, zero: bool| {
-            if s.len() >= width {
-                s
-            } else if flags.contains('-') {
-                format!("{s:<width$}")
-            } else if zero && flags.contains('0') {
-                format!("{s:0>width$}")
-            } else {
-                format!("{s:>width$}")
-            }
-        };
-        let numeric = matches!(conv, 'd' | 'i' | 'u');
-        let value = match name {
-            "process_num" if cx.numprocs > 1 => {
-                if width > 1 {
-                    problems.push((
-                        NoteKind::Approximate,
-                        format!(
-                            "%({name}){}{conv} pads the number to {width} digits; {{instance}} does not",
-                            &spec[..digits]
-                        ),
-                    ));
-                }
-                if cx.numprocs_start == 0 {
-                    "{instance}".to_owned()
-                } else {
-                    format!("{{{} + instance}}", cx.numprocs_start)
-                }
-            }
-            "process_num" => pad(cx.numprocs_start.to_string(), numeric),
-            "numprocs" => pad(cx.numprocs.to_string(), numeric),
-            "program_name" => pad(cx.program.to_owned(), false),
-            "group_name" => pad(cx.group.to_owned(), false),
-            "here" => pad(cx.here.clone(), false),
-            "host_node_name" => pad(
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_owned())
-                    .unwrap_or_default(),
-                false,
-            ),
-            n if n.starts_with("ENV_") => match (cx.env)(&n[4..]) {
-                Some(v) => {
-                    problems.push((
-                        NoteKind::Approximate,
-                        format!(
-                            "%({n})s is expanded with its value here and now; supervisord reads it when it starts"
-                        ),
-                    ));
-                    pad(v, false)
-                }
-                None => {
-                    problems.push((
-                        NoteKind::Unmapped,
-                        format!(
-                            "%({n})s: {} is not set here (supervisord reads it from its environment when it starts); left empty",
-                            &n[4..]
-                        ),
-                    ));
-                    String::new()
-                }
-            },
-            other => {
-                problems.push((
-                    NoteKind::Unmapped,
-                    format!("%({other})s is not an expansion supervisord knows; left as written"),
-                ));
-                format!("%({other}){}{conv}", &spec[..digits])
-            }
-        };
-        out.push_str(&value);
-    }
-    out.push_str(rest);
-    out
-}
-
-/// supervisord's booleans.
-fn boolean(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Some(true),
-        "false" | "no" | "off" | "0" => Some(false),
-        _ => None,
-    }
-}
-
-/// supervisord's byte sizes (`50MB` is 50 × 1024²) as supervise writes them.
-fn size(s: &str) -> Option<(u64, String)> {
-    let t = s.trim().to_ascii_uppercase();
-    let (num, unit, mult) = if let Some(n) = t.strip_suffix("KB") {
-        (n, "KiB", 1u64 << 10)
-    } else if let Some(n) = t.strip_suffix("MB") {
-        (n, "MiB", 1 << 20)
-    } else if let Some(n) = t.strip_suffix("GB") {
-        (n, "GiB", 1 << 30)
-    } else {
-        (t.as_str(), "", 1)
-    };
-    let n: u64 = num.trim().parse().ok()?;
-    Some((n.checked_mul(mult)?, format!("{n}{unit}")))
-}
-
-/// `KEY="value",KEY2=value2` (supervisord's `environment=`), commas inside quotes kept.
-fn env_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
-    let mut items = Vec::new();
-    let mut cur = String::new();
-    let mut quote = None;
-    for c in s.chars() {
-        match (quote, c) {
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            (Some(q), c) if c == q => {
-                quote = None;
-                cur.push(c);
-            }
-            (None, ',') => items.push(std::mem::take(&mut cur)),
-            (_, c) => cur.push(c),
-        }
-    }
-    if quote.is_some() {
-        return Err("a quote is not closed".into());
-    }
-    items.push(cur);
-    let mut out = Vec::new();
-    for item in items {
-        let item = item.trim();
-        if item.is_empty() {
-            continue;
-        }
-        let Some((k, v)) = item.split_once('=') else {
-            return Err(format!("{item:?} is not KEY=VALUE"));
-        };
-        let k = k.trim();
-        if k.is_empty() {
-            return Err(format!("{item:?} has no name"));
-        }
-        let v = v.trim();
-        let v = match v.as_bytes() {
-            [q @ (b'"' | b'\''), .., e] if q == e && v.len() >= 2 => &v[1..v.len() - 1],
-            _ => v,
-        };
-        out.push((k.to_owned(), v.to_owned()));
-    }
-    Ok(out)
-}
-
-/// Where a `stdout_logfile` sends output.
-#[derive(Debug, PartialEq, Eq)]
-enum Dest {
-    Auto,
-    Console,
-    Nowhere,
-    Syslog,
-    File(String),
-}
-
-fn dest(v: &str) -> Dest {
-    match v.trim() {
-        "" | "AUTO" | "auto" => Dest::Auto,
-        "/dev/stdout" | "/dev/stderr" | "/dev/fd/1" | "/dev/fd/2" | "/proc/self/fd/1"
-        | "/proc/self/fd/2" => Dest::Console,
-        "NONE" | "none" | "None" => Dest::Nowhere,
-        "syslog" => Dest::Syslog,
-        p => Dest::File(p.to_owned()),
-    }
 }
 
 /// Why a key of `[supervisord]` has no counterpart.
@@ -758,24 +389,21 @@ fn program(
             NoteKind::Approximate,
         );
     }
-    let num =
-        |key: &str, default: u32, add: &mut dyn FnMut(Option<usize>, &str, String, NoteKind)| {
-            match s.get(key) {
-                None => default,
-                Some(e) => match e.value.trim().parse::<u32>() {
-                    Ok(n) => n,
-                    Err(_) => {
-                        add(
-                            Some(e.line),
-                            key,
-                            format!("{:?} is not a number; {default} used", e.value),
-                            NoteKind::Unmapped,
-                        );
-                        default
-                    }
-                },
+    let num = |key: &str, default: u32, add: &mut Add<'_>| match s.get(key) {
+        None => default,
+        Some(e) => match e.value.trim().parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                add(
+                    Some(e.line),
+                    key,
+                    format!("{:?} is not a number; {default} used", e.value),
+                    NoteKind::Unmapped,
+                );
+                default
             }
-        };
+        },
+    };
     let mut numprocs = num("numprocs", 1, &mut add);
     if numprocs == 0 {
         numprocs = 1;

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::import::ini;
 
 fn no_env(_: &str) -> Option<String> {
     None
