@@ -3,10 +3,20 @@
 
 use std::fmt::Write as _;
 
-use super::{Plan, ProgramSpec, RestartMode, StopMode, StopSpec};
+use super::{Check, Plan, ProgramSpec, ReadyHow, RestartMode, StopMode, StopSpec};
 
 fn duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+/// A check as its flag writes it.
+fn check(c: &Check) -> String {
+    match c {
+        Check::Tcp { host, port } => format!("tcp://{host}:{port}"),
+        Check::Http { host, port, path } => format!("http://{host}:{port}{path}"),
+        Check::Exec(argv) => format!("exec:{}", argv.join(" ")),
+        Check::Listen { port } => format!("listen:{port}"),
+    }
 }
 
 /// One program: a head line with its replicas and argv, then its settings.
@@ -72,13 +82,22 @@ fn program(s: &mut String, p: &ProgramSpec) {
         ));
     }
     if let Some(l) = &p.leak {
-        set.push(format!("leak {:?}", l.spec));
+        set.push(format!(
+            "leak {}/{}",
+            bytesize::ByteSize(l.spec.growth).display().iec(),
+            duration(l.spec.within)
+        ));
     }
     if let Some(r) = &p.ready {
-        set.push(format!("ready {:?}", r.how));
+        let how = match &r.how {
+            ReadyHow::Notify => "notify".to_owned(),
+            ReadyHow::Fd(n) => format!("fd:{n}"),
+            ReadyHow::Check(c) => check(c),
+        };
+        set.push(format!("ready {how}"));
     }
     if let Some(h) = &p.health {
-        set.push(format!("health {:?}", h.check));
+        set.push(format!("health {}", check(&h.check)));
     }
     if p.heartbeat.is_some() {
         set.push("heartbeat watched".into());
@@ -130,7 +149,8 @@ mod tests {
         let plan = parse_config(
             "[program.api]\ncommand = [\"./api\", \"--port\", \"8080\"]\nreplicas = 2\nafter = [\"db\"]\n\
              stop = { signal = \"QUIT\", grace = \"30s\", mode = \"main\" }\nmemory = { max = \"512MiB\" }\n\
-             env = { A = \"1\" }\n[program.db]\ncommand = [\"postgres\"]\nrestart = \"always\"\n",
+             env = { A = \"1\" }\nready = { http = \"http://127.0.0.1:8080/ready\" }\n\
+             [program.db]\ncommand = [\"postgres\"]\nrestart = \"always\"\nmemory = { leak = \"64MiB/10m\" }\n",
             None,
         )
         .expect("valid");
@@ -146,6 +166,8 @@ mod tests {
             "  memory max 512.0 MiB (3 samples)",
             "program db × 1: [\"postgres\"]",
             "  restart always",
+            "  ready http://127.0.0.1:8080/ready",
+            "  leak 64.0 MiB/10m",
         ] {
             assert!(lines.contains(&want), "{want:?} in\n{text}");
         }
