@@ -271,14 +271,12 @@ fn braces(c: &mut Conversion) {
 
 /// Adds `part` to `out`: a program name already taken gets a suffix (and a note).
 fn merge(out: &mut Conversion, part: Conversion, path: &Path) {
+    let mut taken: std::collections::HashSet<String> =
+        out.programs.iter().map(|p| p.name.clone()).collect();
     for mut p in part.programs {
-        if out.programs.iter().any(|q| q.name == p.name) {
+        if taken.contains(&p.name) {
             let mut n = 2;
-            while out
-                .programs
-                .iter()
-                .any(|q| q.name == format!("{}-{n}", p.name))
-            {
+            while taken.contains(&format!("{}-{n}", p.name)) {
                 n += 1;
             }
             let new = format!("{}-{n}", p.name);
@@ -291,6 +289,7 @@ fn merge(out: &mut Conversion, part: Conversion, path: &Path) {
             });
             p.name = new;
         }
+        taken.insert(p.name.clone());
         out.programs.push(p);
     }
     match (&out.log, part.log) {

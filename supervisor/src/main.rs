@@ -145,7 +145,8 @@ fn import(files: &[std::path::PathBuf]) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mut err = std::io::stderr().lock();
+    // Buffered: thousands of notes are one write each, not several.
+    let mut err = std::io::BufWriter::new(std::io::stderr().lock());
     for note in &conversion.notes {
         let _ = writeln!(err, "supervise: import: {note}");
     }
@@ -176,6 +177,7 @@ fn import(files: &[std::path::PathBuf]) -> ExitCode {
         if unmapped == 1 { "" } else { "s" },
         conversion.notes.len() - unmapped,
     );
+    let _ = err.flush();
     let mut out = std::io::stdout().lock();
     match out
         .write_all(supervisor::import::render(&conversion).as_bytes())

@@ -2,6 +2,7 @@
 //! supervise's programs. The mapping ([`convert`]) is a pure function of the file's value; a
 //! key's line is found in the file's text.
 
+use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -119,48 +120,53 @@ fn cpus() -> u32 {
         .unwrap_or(1)
 }
 
-/// The 1-based lines where `key` is written as a key (`key:`, `"key":`, `'key':`).
-fn key_lines(text: &str, key: &str) -> Vec<usize> {
-    let mut out = Vec::new();
+/// Every key written in `text` (`key:`, `"key":`, `'key':`) and the 1-based lines it is on, in
+/// one pass, so that finding a note's line costs a lookup, not a scan of the file.
+fn key_index(text: &str) -> HashMap<&str, Vec<usize>> {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '$' || c == '-';
+    let mut index: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, line) in text.lines().enumerate() {
-        let mut from = 0;
-        while let Some(at) = line[from..].find(key) {
-            let start = from + at;
-            let end = start + key.len();
-            from = end;
-            let before = line[..start].chars().next_back();
-            let word = |c: char| c.is_alphanumeric() || c == '_';
-            if before.is_some_and(word) {
-                continue;
-            }
-            let rest = line[end..].trim_start_matches(['"', '\'']).trim_start();
-            if line[end..].chars().next().is_some_and(word) {
-                continue;
-            }
-            if rest.starts_with(':') {
-                out.push(i + 1);
-                break;
+        for (colon, _) in line.match_indices(':') {
+            let before = line[..colon].trim_end();
+            let before = before.strip_suffix(['"', '\'']).unwrap_or(before);
+            let start = before
+                .char_indices()
+                .rev()
+                .take_while(|&(_, c)| word(c))
+                .last()
+                .map_or(before.len(), |(at, _)| at);
+            let key = &before[start..];
+            if !key.is_empty() {
+                let lines = index.entry(key).or_default();
+                if lines.last() != Some(&(i + 1)) {
+                    lines.push(i + 1);
+                }
             }
         }
     }
-    out
+    index
+}
+
+/// The lines where `key` is written as a key.
+fn key_lines<'a>(index: &'a HashMap<&str, Vec<usize>>, key: &str) -> &'a [usize] {
+    index.get(key).map_or(&[], Vec::as_slice)
 }
 
 /// Where notes about one app point.
 struct Lines<'a> {
-    text: &'a str,
+    index: &'a HashMap<&'a str, Vec<usize>>,
     /// The app's first line, as far as the text tells.
     from: usize,
 }
 
 impl Lines<'_> {
     fn of(&self, key: &str) -> Option<usize> {
-        let lines = key_lines(self.text, key);
+        // The lines are in order: the first at or after the app's.
+        let lines = key_lines(self.index, key);
         lines
-            .iter()
+            .get(lines.partition_point(|&l| l < self.from))
+            .or_else(|| lines.first())
             .copied()
-            .find(|&l| l >= self.from)
-            .or_else(|| lines.first().copied())
     }
 }
 
@@ -257,6 +263,7 @@ pub fn convert(path: &Path, text: &str, v: &Value, cpus: u32) -> Conversion {
         sources: vec![path.to_owned()],
         ..Conversion::default()
     };
+    let index = key_index(text);
     let (apps, prefix): (Vec<&Value>, &str) = match v {
         Value::Array(a) => (a.iter().collect(), ""),
         Value::Object(m) if m.contains_key("apps") => {
@@ -268,7 +275,7 @@ pub fn convert(path: &Path, text: &str, v: &Value, cpus: u32) -> Conversion {
                 };
                 c.notes.push(Note {
                     file: path.to_owned(),
-                    line: key_lines(text, k).first().copied(),
+                    line: key_lines(&index, k).first().copied(),
                     key: k.clone(),
                     why,
                     kind: NoteKind::Unmapped,
@@ -294,8 +301,8 @@ pub fn convert(path: &Path, text: &str, v: &Value, cpus: u32) -> Conversion {
     }
     // Each app starts where its n-th `name` or `script` key is written, as far as the text tells.
     let starts = {
-        let names = key_lines(text, "name");
-        let scripts = key_lines(text, "script");
+        let names = key_lines(&index, "name");
+        let scripts = key_lines(&index, "script");
         if names.len() >= apps.len() {
             names
         } else {
@@ -304,7 +311,7 @@ pub fn convert(path: &Path, text: &str, v: &Value, cpus: u32) -> Conversion {
     };
     for (i, app) in apps.iter().enumerate() {
         let lines = Lines {
-            text,
+            index: &index,
             from: starts.get(i).copied().unwrap_or(1),
         };
         let at = if prefix.is_empty() {

@@ -203,7 +203,10 @@ fn increment_var_needs_a_base() {
 #[test]
 fn key_lines_find_keys_not_values() {
     let text = "name: a\nscript: name.js\n  \"name\" : x\nrename: y\nname_x: z\n'name': q\n";
-    assert_eq!(key_lines(text, "name"), [1, 3, 6]);
+    let index = key_index(text);
+    assert_eq!(key_lines(&index, "name"), [1, 3, 6]);
+    assert_eq!(key_lines(&index, "script"), [2]);
+    assert!(key_lines(&index, "nothing").is_empty());
 }
 
 #[test]

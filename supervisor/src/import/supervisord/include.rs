@@ -18,6 +18,9 @@ pub struct File {
     pub path: PathBuf,
     /// Its directory, absolute: what `%(here)s` expands to.
     pub here: String,
+    /// What tells it from other files: its canonical path where it exists, else its path with
+    /// `.` and `..` resolved.
+    pub id: PathBuf,
     pub sections: Vec<Section>,
 }
 
@@ -93,6 +96,7 @@ pub(super) fn load(
     files.push(File {
         path: path.to_owned(),
         here: abs_here.clone(),
+        id: identity(path),
         sections,
     });
     for entry in includes {
@@ -123,7 +127,8 @@ pub(super) fn load(
                         message: format!("an include loop: {}", chain.join(" includes ")),
                     });
                 }
-                if files.iter().any(|f| same(&f.path, &p)) {
+                let id = identity(&p);
+                if files.iter().any(|f| f.id == id) {
                     notes.push(Note {
                         file: path.to_owned(),
                         line: Some(entry.line),
@@ -139,6 +144,12 @@ pub(super) fn load(
     }
     stack.pop();
     Ok(())
+}
+
+/// What tells a file from others: its canonical path where it exists, else its path with `.` and
+/// `..` resolved.
+fn identity(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| normal(p))
 }
 
 /// Whether two paths name one file: the same canonical path where both exist, else the same

@@ -119,6 +119,7 @@ fn one(text: &str) -> Conversion {
     let file = File {
         path: PathBuf::from("/etc/sv/supervisord.conf"),
         here: "/etc/sv".into(),
+        id: PathBuf::from("/etc/sv/supervisord.conf"),
         sections: ini::parse(text).expect("parses"),
     };
     convert(&[file], &no_env)
