@@ -176,7 +176,8 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             program: program.clone(),
             wait_ms: wait.wait_ms(),
         },
-        Control::Reload => Request::Reload,
+        Control::Reload { dry_run: false } => Request::Reload,
+        Control::Reload { dry_run: true } => Request::ReloadDryRun,
         Control::Logs {
             target,
             lines,

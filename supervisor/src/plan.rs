@@ -620,6 +620,7 @@ fn check_sample_every(d: Duration) -> Result<Duration, String> {
 }
 
 pub mod alert;
+pub mod changes;
 mod checks;
 mod cli;
 mod config;

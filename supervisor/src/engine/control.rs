@@ -39,7 +39,9 @@ impl Engine {
             Request::Stop { program, .. } => self.stop(&program),
             Request::Start { program, .. } => self.start_held(&program),
             // Answered once the config is loaded (see `on_call` and `reload.rs`).
-            Request::Reload => error("reload: not a request answered at once".into()),
+            Request::Reload | Request::ReloadDryRun => {
+                error("reload: not a request answered at once".into())
+            }
             Request::Ready => match self.readiness() {
                 Ok(()) => ok("ready".into()),
                 Err(message) => error(message),
@@ -265,7 +267,7 @@ impl Engine {
         tracing::info!(signal = %sig, count = self.stopping, "stopping all workers");
         self.rolls.clear();
         // Dependents first, what they start after once they are gone.
-        self.stop_cmd = cmd;
+        self.stop_cmd = cmd.clone();
         self.stop_in_order(cmd);
         self.kill_strays(if self.stopping == 1 {
             libc::SIGTERM

@@ -78,6 +78,43 @@ pub(super) fn parts(
 }
 
 impl Ctx {
+    /// The limits a worker that speaks the protocol is told.
+    fn limits(&self) -> Limits {
+        Limits {
+            memory_max: self.spec.memory.map(|m| m.max),
+            memory_warn_at: self
+                .spec
+                .memory
+                .and_then(|m| m.warn_at.map(|w| (m.max as f64 * w) as u64)),
+            measure: match self.spec.memory.map_or(Measure::Rss, |m| m.measure) {
+                Measure::Rss => proto::Measure::Rss,
+                Measure::Pss => proto::Measure::Pss,
+            },
+        }
+    }
+
+    /// The running incarnation follows a spec a reload changed in place (`old` was the spec):
+    /// the next sample is judged by the new memory limit and leak rule (their counts start
+    /// over), the checks take on their new timings, and a worker that speaks the protocol is
+    /// sent its new `Limits`.
+    pub(super) fn updated(&self, i: &mut Incarnation, old: &crate::plan::ProgramSpec) {
+        let w = &mut i.w;
+        if old.leak != self.spec.leak {
+            w.leak = None;
+        }
+        if old.memory != self.spec.memory {
+            w.memory = MemoryWatch::default();
+            w.pressure = PressureWatch::default();
+            if w.session.speaks() {
+                self.send(w, &SupervisorMsg::Limits(self.limits()));
+            }
+        }
+        if old.ready != self.spec.ready || old.health != self.spec.health {
+            w.checks
+                .update(self.spec.ready.clone(), self.spec.health.clone());
+        }
+    }
+
     /// Spawns a new incarnation: channel and segment, fork and exec, output forwarders.
     pub(super) fn spawn(&self, src: &Arc<Source>) -> Result<Incarnation, String> {
         self.shared.last_pid.set(None);
@@ -151,17 +188,7 @@ impl Ctx {
             name: self.spec.name.clone(),
             instance: self.instance,
             heartbeat_timeout: self.spec.heartbeat.map(|h| h.timeout),
-            limits: Limits {
-                memory_max: self.spec.memory.map(|m| m.max),
-                memory_warn_at: self
-                    .spec
-                    .memory
-                    .and_then(|m| m.warn_at.map(|w| (m.max as f64 * w) as u64)),
-                measure: match self.spec.memory.map_or(Measure::Rss, |m| m.measure) {
-                    Measure::Rss => proto::Measure::Rss,
-                    Measure::Pss => proto::Measure::Pss,
-                },
-            },
+            limits: self.limits(),
         };
         Ok(Incarnation {
             w: Watch {
