@@ -625,6 +625,7 @@ mod checks;
 mod cli;
 mod config;
 pub mod envfile;
+pub mod expand;
 pub mod file;
 mod handling;
 mod identity;

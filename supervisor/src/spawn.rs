@@ -28,6 +28,8 @@ mod setup;
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
+    /// The argv it was started with, `{instance}` and the like expanded.
+    pub argv: Vec<String>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
 }
@@ -71,6 +73,9 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         notify,
         pressure,
     } = with;
+    // `{instance}`, `{name}`, `{8000 + instance}` in command, cwd and env.
+    let spec = &crate::plan::expand::instance_spec(spec, instance)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (program, args) = spec
         .command
         .split_first()
@@ -207,6 +212,7 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
     // `child` is dropped without wait(): the reaper owns every exit status.
     Ok(Spawned {
         pid,
+        argv: spec.command.clone(),
         stdout: stdout.into(),
         stderr: stderr.into(),
     })

@@ -163,6 +163,8 @@ pub struct Shared {
     pub for_good: Cell<bool>,
     /// When the running process was started.
     pub started: Cell<Option<Instant>>,
+    /// The argv the latest process was started with, templates expanded.
+    pub argv: RefCell<Vec<String>>,
     /// The pid of the latest process, running or not (for the events that follow its exit).
     pub last_pid: Cell<Option<i32>>,
     /// What the worker said on the notify socket (this incarnation).

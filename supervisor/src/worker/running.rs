@@ -157,6 +157,7 @@ impl Ctx {
         self.shared.pid.set(Some(pid));
         self.shared.last_pid.set(Some(pid));
         self.shared.started.set(Some(started));
+        self.shared.argv.replace(child.argv.clone());
         self.shared.ready.set(false);
         self.shared.speaks.set(false);
         self.shared.report.replace(None);
@@ -167,7 +168,7 @@ impl Ctx {
         self.event(
             Some(pid),
             Kind::Started {
-                command: self.spec.command.clone(),
+                command: child.argv.clone(),
             },
         );
         let forwarders = [
