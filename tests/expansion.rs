@@ -73,7 +73,7 @@ fn each_replica_listens_on_its_own_port_from_a_config() {
     let started = sup.of("started");
     assert!(started
         .iter()
-        .any(|e| e["command"][2] == (base + 3).to_string()));
+        .any(|e| e["command"][2].as_str() == Some((base + 3).to_string().as_str())));
 }
 
 #[test]

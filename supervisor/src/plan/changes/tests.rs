@@ -368,7 +368,10 @@ fn a_dry_run_says_what_each_program_would_get() {
          gone: removed: stopped"
     );
     let more = with("replicas", "replicas = 6");
-    let got = super::render(&plan_changes(&[base.clone()], &[more]), &["a".into()]);
+    let got = super::render(
+        &plan_changes(std::slice::from_ref(&base), &[more]),
+        &["a".into()],
+    );
     assert_eq!(
         got,
         "a: fatal: started afresh\n  replicas: 4 → 6 (replicas)"
