@@ -236,3 +236,32 @@ fn a_live_change_during_a_roll_reaches_every_instance_and_the_roll_goes_on() {
         "{workers:?}"
     );
 }
+
+#[test]
+fn a_new_health_check_timing_reaches_the_running_instance() {
+    let name = unique("rlhealth");
+    let _guard = ProgramGuard(name.clone());
+    // Nothing listens on port 1: the check fails at each try, but the first is an hour away.
+    let health = |every: &str| {
+        format!("health = {{ tcp = \"127.0.0.1:1\", every = \"{every}\", failures = 2 }}\n")
+    };
+    let sup = Sup::with_config(&config(&name, 1, "0", &health("1h")));
+    sup.wait_socket(Duration::from_secs(5));
+    let started = sup.wait_event("started", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(sup.of("restarting").is_empty(), "{}", sup.dump());
+    fs::write(
+        sup.path("supervise.toml"),
+        config(&name, 1, "0", &health("200ms")),
+    )
+    .expect("config");
+    let (code, out, err) = reload(&sup, &["--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("health: ") && out.contains("(live)"), "{out}");
+    let (code, _, err) = reload(&sup, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // The same process, now checked every 200 ms: restarted as unhealthy after two failures.
+    let restarting = sup.wait_event("restarting", Duration::from_secs(10));
+    assert_eq!(restarting["reason"], "unhealthy", "{}", sup.dump());
+    assert_eq!(restarting["pid"], started["pid"], "{}", sup.dump());
+}

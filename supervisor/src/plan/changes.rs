@@ -170,6 +170,28 @@ pub fn changes(old: &ProgramSpec, new: &ProgramSpec) -> Vec<Change> {
     d.key("intensity", intensity, &new.intensity, Live, |i| {
         format!("max {} within {}", i.max, dur(i.within))
     });
+    // Compared field by field below: destructured so that a new field must be named here.
+    let super::StopSpec {
+        signal: _,
+        grace: _,
+        mode: _,
+        drain: _,
+    } = stop;
+    if let Some(super::MemorySpec {
+        max: _,
+        measure: _,
+        count: _,
+        hysteresis: _,
+        warn_at: _,
+    }) = memory
+    {}
+    if let Some(ReadySpec {
+        how: _,
+        every: _,
+        timeout: _,
+        start_timeout: _,
+    }) = ready
+    {}
     // Read when a stop begins: a stop already under way keeps the grace it began with.
     d.key("stop.signal", &stop.signal, &new.stop.signal, Live, |s| {
         s.to_string()
