@@ -265,3 +265,32 @@ fn a_new_health_check_timing_reaches_the_running_instance() {
     assert_eq!(restarting["reason"], "unhealthy", "{}", sup.dump());
     assert_eq!(restarting["pid"], started["pid"], "{}", sup.dump());
 }
+
+#[test]
+fn a_worker_that_speaks_the_protocol_is_told_its_new_limit() {
+    let name = unique("rlsdk");
+    let _guard = ProgramGuard(name.clone());
+    let cfg = |max: &str| {
+        format!(
+            "[program.{name}]\ncommand = [\"{}\"]\nmemory = {{ max = \"{max}\" }}\n",
+            example("sdk_worker")
+        )
+    };
+    let sup = Sup::with_config(&cfg("400MiB"));
+    sup.wait_socket(Duration::from_secs(5));
+    let started = sup.wait_event("started", Duration::from_secs(20));
+    assert!(wait_until(Duration::from_secs(10), || status_json(
+        &sup.socket()
+    )
+    .first()
+    .is_some_and(|w| w["speaks"] == true)));
+    fs::write(sup.path("supervise.toml"), cfg("300MiB")).expect("config");
+    let (code, _, err) = reload(&sup, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    sup.wait_stdout(
+        &format!("sdk_worker limits memory_max={}", 300u64 << 20),
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(pids(&sup)[&0], started["pid"].as_i64(), "{}", sup.dump());
+}
