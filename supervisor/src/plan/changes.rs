@@ -277,8 +277,9 @@ pub fn changes(old: &ProgramSpec, new: &ProgramSpec) -> Vec<Change> {
     // Only the order of starts and stops.
     d.key("after", after, &new.after, Live, |a| a.join(", "));
     handling_changes(&mut d, handling, &new.handling);
-    // `never` sets the kernel's `oom_score_adj` at exec.
-    d.key("oom", oom, &new.oom, Restart, dbg);
+    // The order of host-pressure victims. (What `never` sets at exec as root is the identity's
+    // `oom_score_adj`, classified with it.)
+    d.key("oom", oom, &new.oom, Live, dbg);
     d.0
 }
 
@@ -428,7 +429,7 @@ pub fn live(running: &ProgramSpec, new: &ProgramSpec) -> ProgramSpec {
         health: _,
         after: _,
         handling: _,
-        oom,
+        oom: _,
     } = running;
     let ready = match (ready, &new.ready) {
         (Some(r), Some(n)) if r.how == n.how => Some(n.clone()),
@@ -453,7 +454,7 @@ pub fn live(running: &ProgramSpec, new: &ProgramSpec) -> ProgramSpec {
         health: new.health.clone(),
         after: new.after.clone(),
         handling: new.handling,
-        oom: *oom,
+        oom: new.oom,
     }
 }
 

@@ -73,7 +73,7 @@ fn every_config_key_is_classified() {
             Restart,
         ),
         ("rlimits", "rlimits = { nofile = 2048 }", "rlimits", Restart),
-        ("oom", r#"oom = "never""#, "oom", Restart),
+        ("oom", r#"oom = "never""#, "oom", Live),
         (
             "ready",
             r#"ready = { http = "http://127.0.0.1:8080/", every = "1s", timeout = "1s", start_timeout = "30s" }"#,
