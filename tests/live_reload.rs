@@ -78,7 +78,7 @@ fn a_new_memory_limit_and_restart_mode_restart_nothing_and_the_new_limit_holds()
     assert!(
         out.contains(&format!("{name}: live: no instance restarted"))
             && out.contains("memory.max: 500.0 MiB → 55.0 MiB (live)")
-            && out.contains("restart: OnFailure → Always (live)"),
+            && out.contains("restart: on-failure → always (live)"),
         "{out}"
     );
     // A dry run changes nothing.

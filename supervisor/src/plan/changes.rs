@@ -89,6 +89,12 @@ fn dbg<T: Debug>(v: &T) -> String {
     format!("{v:?}")
 }
 
+/// A choice as the config spells it (`on-failure`, `never`).
+fn word<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map_or_else(|| "?".into(), |p| p.get_name().to_owned())
+}
+
 fn size(b: u64) -> String {
     bytesize::ByteSize(b).to_string()
 }
@@ -157,7 +163,7 @@ pub fn changes(old: &ProgramSpec, new: &ProgramSpec) -> Vec<Change> {
     });
     identity_changes(&mut d, identity, &new.identity);
     d.key("replicas", replicas, &new.replicas, Count, u32::to_string);
-    d.key("restart", restart, &new.restart, Live, dbg);
+    d.key("restart", restart, &new.restart, Live, word);
     d.key("backoff", backoff, &new.backoff, Live, |b| {
         format!(
             "first {} max {} factor {} jitter {}",
@@ -254,10 +260,10 @@ pub fn changes(old: &ProgramSpec, new: &ProgramSpec) -> Vec<Change> {
     d.key("memory.leak", leak, &new.leak, Live, |l| {
         opt(l.as_ref(), |l| {
             format!(
-                "growth {} within {} on_leak {:?}",
+                "growth {} within {} on_leak {}",
                 size(l.spec.growth),
                 dur(l.spec.within),
-                l.on_leak
+                word(&l.on_leak)
             )
         })
     });
@@ -279,7 +285,7 @@ pub fn changes(old: &ProgramSpec, new: &ProgramSpec) -> Vec<Change> {
     handling_changes(&mut d, handling, &new.handling);
     // The order of host-pressure victims. (What `never` sets at exec as root is the identity's
     // `oom_score_adj`, classified with it.)
-    d.key("oom", oom, &new.oom, Live, dbg);
+    d.key("oom", oom, &new.oom, Live, word);
     d.0
 }
 
@@ -310,7 +316,7 @@ fn handling_changes(d: &mut Diff, old: &super::Handling, new: &super::Handling) 
     d.key("memory.ceiling", ceiling, &new.ceiling, Live, |c| {
         opt(*c, size)
     });
-    d.key("memory.recycle", recycle, &new.recycle, Live, dbg);
+    d.key("memory.recycle", recycle, &new.recycle, Live, word);
     d.key(
         "memory.recycle_before",
         recycle_before,

@@ -361,7 +361,7 @@ fn a_dry_run_says_what_each_program_would_get() {
     assert_eq!(
         got,
         "a: live: no instance restarted\n  \
-         restart: Always → OnFailure (live)\n  \
+         restart: always → on-failure (live)\n  \
          memory.max: 512.0 MiB → 256.0 MiB (live)\n\
          web: rolling: instances replaced one at a time, each up before the next\n  \
          command: [\"./web\"] → [\"./web\", \"-v\"] (restart)\n\
