@@ -157,7 +157,11 @@ fn a_changed_command_rolls_the_replicas_one_at_a_time() {
         "only {fewest} of 4 running at once\n{}",
         sup.dump()
     );
-    // One at a time: each replacement started after the one before it.
+    // One at a time: each replacement started after the one before it (the events file may be
+    // a moment behind the status).
+    sup.wait_nth(8, Duration::from_secs(10), "four replacements", |e| {
+        e["event"] == "started"
+    });
     let started: Vec<u64> = sup
         .of("started")
         .iter()
@@ -224,6 +228,9 @@ fn a_live_change_during_a_roll_reaches_every_instance_and_the_roll_goes_on() {
             })
     });
     assert!(done, "{}", sup.dump());
+    sup.wait_nth(6, Duration::from_secs(10), "three replacements", |e| {
+        e["event"] == "started"
+    });
     let started: Vec<u64> = sup
         .of("started")
         .iter()
