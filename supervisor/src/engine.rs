@@ -261,7 +261,7 @@ impl Engine {
                     addr: bound.to_string(),
                 },
             ));
-            let dashboard = crate::web::Dashboard::new(
+            let dashboard = crate::metrics::web::Dashboard::new(
                 self.output.recent(),
                 self.buffers.clone(),
                 self.plan.http_token.clone(),
