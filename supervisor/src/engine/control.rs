@@ -274,10 +274,16 @@ impl Engine {
         });
     }
 
-    /// Forwards a signal to every running worker.
+    /// Forwards a signal to every running worker; a terminal's stop signal to one that holds
+    /// supervise's terminal stops it, and then supervise (see `signals::for_worker`).
     pub(super) fn forward(&self, sig: Sig) {
+        let mut suspend = false;
         for s in self.slots.values() {
-            deliver(s, sig);
+            let (to, stops) = crate::signals::for_worker(sig, s.own_session);
+            suspend |= deliver(s, to) && stops;
+        }
+        if suspend {
+            crate::signals::suspend_self();
         }
     }
 }
