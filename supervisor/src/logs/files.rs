@@ -294,7 +294,7 @@ mod tests {
         };
         let (events, events_rx) = std::sync::mpsc::channel();
         let (tx, mut notes_rx) = tokio::sync::mpsc::unbounded_channel();
-        let notes = Notes::new(tx, crate::events::human::Style::default());
+        let notes = Notes::new(tx, crate::events::human::Style::default(), false);
         let mut w = LogFiles::new(spec, Some(events), Some(notes));
         let src = Source::new("p", 0, true);
         let at = Some(UNIX_EPOCH + Duration::from_millis(1500));
