@@ -96,9 +96,9 @@ fn descendants(pid: i32) -> Vec<i32> {
 
 /// Whether a descendant of `pid` runs `comm`.
 fn runs(pid: i32, comm: &str) -> bool {
-    descendants(pid).into_iter().any(|p| {
-        fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
-    })
+    descendants(pid)
+        .into_iter()
+        .any(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
 }
 
 /// The sigcount process started under `sup` (it writes its ready line to stdout, a file here).
@@ -125,7 +125,11 @@ fn sigcount_pid(out: &Path) -> i32 {
 fn pty() -> (OwnedFd, PathBuf) {
     // SAFETY: posix_openpt(3) returns a new fd or -1.
     let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    assert!(master >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+    assert!(
+        master >= 0,
+        "posix_openpt: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: the fd was just opened and is owned here alone.
     let master = unsafe { OwnedFd::from_raw_fd(master) };
     let mut name = [0 as libc::c_char; 128];
@@ -217,7 +221,11 @@ fn under_script_the_program_has_the_terminal_on_all_three_fds_and_no_prefix() {
     // Without a terminal it is not one; the output still passes, unprefixed.
     let out = Command::new(supervise_bin())
         .args(["--quiet", "--"])
-        .args(["python3", "-c", "import os; print([os.isatty(f) for f in (0,1,2)])"])
+        .args([
+            "python3",
+            "-c",
+            "import os; print([os.isatty(f) for f in (0,1,2)])",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("supervise");
@@ -520,10 +528,7 @@ fn every_other_signal_is_proxied() {
         assert_ne!(proc_state(sp), Some('T'));
     }
     kill(sp, libc::SIGTERM);
-    assert_eq!(
-        shell_code(exit_within(&mut sup, LONG)),
-        128 + libc::SIGTERM
-    );
+    assert_eq!(shell_code(exit_within(&mut sup, LONG)), 128 + libc::SIGTERM);
 }
 
 #[test]
@@ -538,10 +543,7 @@ fn pipe_is_forwarded_like_the_others() {
     let sp = pid(&sup);
     assert!(wait_until(LONG, || runs(sp, "sleep")));
     kill(sp, libc::SIGPIPE);
-    assert_eq!(
-        shell_code(exit_within(&mut sup, LONG)),
-        128 + libc::SIGPIPE
-    );
+    assert_eq!(shell_code(exit_within(&mut sup, LONG)), 128 + libc::SIGPIPE);
 }
 
 #[test]
@@ -570,10 +572,7 @@ fn term_is_forwarded_once_and_a_second_stop_signal_kills() {
     kill(sp, libc::SIGTERM);
     assert!(wait_until(LONG, || sigcount_log(&log).len() == 1));
     kill(sp, libc::SIGQUIT);
-    assert_eq!(
-        shell_code(exit_within(&mut sup, LONG)),
-        128 + libc::SIGKILL
-    );
+    assert_eq!(shell_code(exit_within(&mut sup, LONG)), 128 + libc::SIGKILL);
     assert_eq!(
         sigcount_log(&log),
         vec![(program, "root".to_owned(), "TERM".to_owned())]
@@ -677,7 +676,10 @@ fn the_program_dies_with_a_killed_supervise() {
         &[
             "sh",
             "-c",
-            &format!("echo $$ > {}; kill -KILL $PPID; sleep 30", pidfile.display()),
+            &format!(
+                "echo $$ > {}; kill -KILL $PPID; sleep 30",
+                pidfile.display()
+            ),
         ],
     )
     .stdin(Stdio::null())
@@ -690,7 +692,10 @@ fn the_program_dies_with_a_killed_supervise() {
         .trim()
         .parse()
         .expect("pid");
-    assert!(wait_until(LONG, || !alive(program)), "{program} outlived supervise");
+    assert!(
+        wait_until(LONG, || !alive(program)),
+        "{program} outlived supervise"
+    );
 }
 
 #[test]
@@ -725,9 +730,18 @@ fn signals_ignored_or_blocked_by_the_parent_stay_so_but_the_stop_signals() {
     };
     let has = |m: u64, sig: i32| m & (1 << (sig - 1)) != 0;
     let (ignored, blocked) = (mask("SigIgn:"), mask("SigBlk:"));
-    assert!(has(ignored, libc::SIGTTOU) && has(ignored, libc::SIGSEGV), "{text}");
-    assert!(has(blocked, libc::SIGTTIN) && has(blocked, libc::SIGILL), "{text}");
-    assert!(!has(ignored, libc::SIGINT) && !has(blocked, libc::SIGTERM), "{text}");
+    assert!(
+        has(ignored, libc::SIGTTOU) && has(ignored, libc::SIGSEGV),
+        "{text}"
+    );
+    assert!(
+        has(blocked, libc::SIGTTIN) && has(blocked, libc::SIGILL),
+        "{text}"
+    );
+    assert!(
+        !has(ignored, libc::SIGINT) && !has(blocked, libc::SIGTERM),
+        "{text}"
+    );
 }
 
 // ---- Starting: dumb-init's test_fails_nonzero_with_bad_exec and cwd_test.py.

@@ -386,7 +386,13 @@ impl Output {
                     }
                 }
                 if !self
-                    .send_line(&src, stream, std::mem::take(&mut line), (read_at, at), &kept)
+                    .send_line(
+                        &src,
+                        stream,
+                        std::mem::take(&mut line),
+                        (read_at, at),
+                        &kept,
+                    )
                     .await
                 {
                     return;

@@ -533,7 +533,11 @@ mod tests {
             (libc::SIGUSR1, false, Sig(libc::SIGUSR1), false),
         ];
         for (n, own, to, suspend) in rows {
-            assert_eq!(for_worker(Sig(n), own), (to, suspend), "{n} own session {own}");
+            assert_eq!(
+                for_worker(Sig(n), own),
+                (to, suspend),
+                "{n} own session {own}"
+            );
         }
     }
 

@@ -195,7 +195,8 @@ impl Console {
         let dropped = self.notes.dropped.swap(0, Ordering::Relaxed);
         let slot = &mut self.stderr as &mut dyn ConsoleSlot;
         if dropped > 0 {
-            let words = format!("{dropped} of its own lines were dropped while stderr was not read");
+            let words =
+                format!("{dropped} of its own lines were dropped while stderr was not read");
             let says = if self.json {
                 super::json::own_line("warning", &words, &serde_json::Map::new())
             } else {

@@ -138,21 +138,38 @@ mod tests {
             // One instance: stdin passed, output unprefixed, a terminal handed over.
             ((true, false, false, none), (true, P, P, false, false)),
             ((true, false, false, all), (true, T, T, false, true)),
-            ((true, false, false, [false, true, false]), (true, T, P, false, true)),
-            ((true, false, false, [false, false, true]), (true, P, T, false, true)),
+            (
+                (true, false, false, [false, true, false]),
+                (true, T, P, false, true),
+            ),
+            (
+                (true, false, false, [false, false, true]),
+                (true, P, T, false, true),
+            ),
             // `cmd < /dev/tty | less`, say: the terminal on stdin alone.
-            ((true, false, false, [true, false, false]), (true, P, P, false, true)),
+            (
+                (true, false, false, [true, false, false]),
+                (true, P, P, false, true),
+            ),
             // The prefix asked for, or lines supervise needs: output through its pipes.
             ((true, true, false, all), (true, P, P, true, true)),
             ((true, true, false, none), (true, P, P, true, false)),
             ((true, false, true, all), (true, P, P, false, true)),
-            ((true, false, true, [false, true, true]), (true, P, P, false, false)),
-            ((true, true, true, [false, true, false]), (true, P, P, true, false)),
+            (
+                (true, false, true, [false, true, true]),
+                (true, P, P, false, false),
+            ),
+            (
+                (true, true, true, [false, true, false]),
+                (true, P, P, true, false),
+            ),
             ((true, false, true, none), (true, P, P, false, false)),
-            ((true, true, false, [true, false, false]), (true, P, P, true, true)),
+            (
+                (true, true, false, [true, false, false]),
+                (true, P, P, true, true),
+            ),
         ];
-        for ((entrypoint, prefix, lines_needed, [stdin_tty, stdout_tty, stderr_tty]), want) in
-            rows
+        for ((entrypoint, prefix, lines_needed, [stdin_tty, stdout_tty, stderr_tty]), want) in rows
         {
             let got = decide(Given {
                 entrypoint,
