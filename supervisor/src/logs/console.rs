@@ -1,6 +1,7 @@
 //! The console: our stdout and stderr, written by one thread. Worker lines go to the stream they
-//! came from, prefixed `name[instance] `; supervise's own lines (about events, and `tracing`'s)
-//! go to stderr, whole, in order with the worker lines there.
+//! came from, prefixed `name[instance] ` (but the one instance of a single command's); supervise's
+//! own lines (about events, and `tracing`'s) go to stderr, whole, in order with the worker lines
+//! there. With `--log-format json` every line is a JSON object (see [`super::json`]).
 
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
