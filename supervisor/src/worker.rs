@@ -324,6 +324,8 @@ pub struct Ctx {
     pub host_pressure: Rc<Cell<u64>>,
     /// Where the instance's recent lines are kept (`supervise logs`), across incarnations.
     pub kept: Rc<crate::logs::Buffer>,
+    /// Where its fds 0, 1 and 2 go, and whether its lines are prefixed.
+    pub stdio: crate::spawn::stdio::Stdio,
 }
 
 /// Remembers a finding's kind among the instance's latest (at most 8 kept), and counts it.
@@ -362,7 +364,7 @@ impl Ctx {
     /// Runs the instance until it is stopped for good, ends as its restart mode allows, or the
     /// program goes fatal.
     pub async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) -> End {
-        let src = Source::new(&self.spec.name, self.instance);
+        let src = Source::new(&self.spec.name, self.instance, self.stdio.prefix);
         let mut life = Lifecycle::new(self.lifecycle_config());
         self.program
             .instances

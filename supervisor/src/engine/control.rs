@@ -276,10 +276,19 @@ impl Engine {
         });
     }
 
-    /// Forwards a signal to every running worker.
+    /// Forwards a signal to every running worker; a terminal's stop signal to one that holds
+    /// supervise's terminal stops it, and then supervise (see `signals::for_worker`).
     pub(super) fn forward(&self, sig: Sig) {
+        let mut suspend = false;
+        // As PID 1 (a container) nothing would ever continue a stopped supervise, nor is there
+        // a shell to give the terminal back to: the terminal's stop signals pass as they are.
+        let shell_job = std::process::id() != 1;
         for s in self.slots.values() {
-            deliver(s, sig);
+            let (to, stops) = crate::signals::for_worker(sig, s.own_session && shell_job);
+            suspend |= deliver(s, to) && stops;
+        }
+        if suspend {
+            crate::signals::suspend_self();
         }
     }
 }

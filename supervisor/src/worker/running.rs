@@ -39,8 +39,9 @@ pub(super) struct Incarnation {
     started: Instant,
     /// When to sample next.
     next: tokio::time::Instant,
-    /// Copy the worker's stdout and stderr to the supervisor's outputs until EOF.
-    forwarders: [tokio::task::JoinHandle<()>; 2],
+    /// Copy the worker's stdout and stderr to the supervisor's outputs until EOF (none for a
+    /// stream it writes to supervise's terminal itself).
+    forwarders: [Option<tokio::task::JoinHandle<()>>; 2],
 }
 
 impl Incarnation {
@@ -145,6 +146,7 @@ impl Ctx {
                 ready: ready_pipe.as_ref(),
                 notify: self.notify.as_deref(),
                 pressure: self.pressure_watch.as_ref(),
+                stdio: Some(self.stdio),
             },
         );
         // The worker's ends now live in the worker; ours must not keep them open.
@@ -171,19 +173,19 @@ impl Ctx {
                 command: child.argv.clone(),
             },
         );
+        let forward = |stream, fd: Option<std::os::fd::OwnedFd>| {
+            fd.map(|fd| {
+                tokio::task::spawn_local(self.output.clone().forward(
+                    src.clone(),
+                    stream,
+                    fd,
+                    self.kept.clone(),
+                ))
+            })
+        };
         let forwarders = [
-            tokio::task::spawn_local(self.output.clone().forward(
-                src.clone(),
-                Stream::Stdout,
-                child.stdout,
-                self.kept.clone(),
-            )),
-            tokio::task::spawn_local(self.output.clone().forward(
-                src.clone(),
-                Stream::Stderr,
-                child.stderr,
-                self.kept.clone(),
-            )),
+            forward(Stream::Stdout, child.stdout),
+            forward(Stream::Stderr, child.stderr),
         ];
         let welcome = Welcome {
             name: self.spec.name.clone(),
@@ -445,8 +447,9 @@ impl Ctx {
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
         let [out, err] = i.forwarders;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = out.await;
-            let _ = err.await;
+            for f in [out, err].into_iter().flatten() {
+                let _ = f.await;
+            }
         })
         .await;
     }

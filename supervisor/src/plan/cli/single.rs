@@ -162,6 +162,8 @@ impl Cli {
             events_rotation: crate::plan::EventsRotation::default(),
             quiet: false,
             timestamps: false,
+            log_format: crate::plan::LogFormat::Human,
+            prefix: self.prefix,
             log: None,
             log_buffer: DEFAULT_LOG_BUFFER,
             single: true,
