@@ -509,3 +509,32 @@ fn import_refuses_what_it_cannot_read() {
         assert!(stderr.contains(says), "{file}: {stderr}");
     }
 }
+
+#[test]
+fn literal_braces_stay_literal_and_per_instance_values_expand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        dir.path().join("Procfile"),
+        "web: node web.js --port ${PORT}\nstats: awk '{print $1}' access.log\n",
+    )
+    .expect("write");
+    fs::write(
+        dir.path().join("workers.conf"),
+        "[program:w]\ncommand=./w --id %(process_num)d --json {\"a\":1}\nnumprocs=3\nnumprocs_start=10\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = run(dir.path(), &["import", "Procfile", "workers.conf"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(r#""exec node web.js --port ${{PORT}}""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""{10 + instance}", "--json", "{{a:1}}""#),
+        "{stdout}"
+    );
+    assert!(stderr.contains("w vary per instance"), "{stderr}");
+    let path = dir.path().join("out.toml");
+    fs::write(&path, &stdout).expect("write");
+    check(&path, &Check::Valid);
+}

@@ -238,35 +238,13 @@ pub fn import(
         };
         merge(&mut out, part, path);
     }
-    braces(&mut out);
     Ok(out)
 }
 
-/// Notes each program whose command, env or cwd holds a `{` or `}` of its own: per-instance
-/// expansion reads `{…}` there.
-fn braces(c: &mut Conversion) {
-    let own = |s: &str| {
-        let mut rest = s.replace("{instance}", "");
-        while let Some(i) = rest.find(" + instance}") {
-            let start = rest[..i].rfind('{').unwrap_or(i);
-            rest.replace_range(start..i + " + instance}".len(), "");
-        }
-        rest.contains(['{', '}'])
-    };
-    for p in &c.programs {
-        let literal = p.command.iter().any(|w| own(w))
-            || p.env.iter().any(|(_, v)| own(v))
-            || p.cwd.as_deref().is_some_and(own);
-        if literal {
-            c.notes.push(Note {
-                file: c.sources.first().cloned().unwrap_or_default(),
-                line: None,
-                key: p.name.clone(),
-                why: "its command, env or cwd holds a literal `{` or `}`, which per-instance expansion reads as `{instance}`, `{name}` or `{N + instance}`: check it".into(),
-                kind: NoteKind::Approximate,
-            });
-        }
-    }
+/// `text` as a literal in a supervise template (`command`, `env`, `cwd`): braces doubled.
+#[must_use]
+pub fn escape(text: &str) -> String {
+    text.replace('{', "{{").replace('}', "}}")
 }
 
 /// Adds `part` to `out`: a program name already taken gets a suffix (and a note).
@@ -444,7 +422,7 @@ pub fn render(c: &Conversion) -> String {
 /// Whether the program varies per instance: its command, env or cwd use `{instance}`.
 #[must_use]
 pub fn uses_instance(p: &Program) -> bool {
-    let has = |s: &str| s.contains("instance}");
+    let has = |s: &str| s.replace("{{", "").contains("instance}");
     p.command.iter().any(|w| has(w))
         || p.env.iter().any(|(_, v)| has(v))
         || p.cwd.as_deref().is_some_and(has)

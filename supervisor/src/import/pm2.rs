@@ -418,18 +418,19 @@ fn app_program(
             Err(e) => add("args", e, NoteKind::Unmapped),
         }
     }
-    p.command = command;
+    // Source text is literal in supervise's templates.
+    p.command = command.iter().map(|w| super::escape(w)).collect();
     let mut increment = None;
     for (k, v) in m {
         let k = k.as_str();
         match k {
             "name" | "script" | "args" | "interpreter" | "exec_interpreter" | "interpreter_args"
             | "node_args" => {}
-            "cwd" => p.cwd = Some(env_value(v)),
+            "cwd" => p.cwd = Some(super::escape(&env_value(v))),
             "env" => match v {
                 Value::Object(vars) => {
                     for (name, value) in vars {
-                        p.env.push((name.clone(), env_value(value)));
+                        p.env.push((name.clone(), super::escape(&env_value(value))));
                     }
                 }
                 _ => add(k, "not an object of variables".into(), NoteKind::Unmapped),

@@ -83,7 +83,10 @@ pub fn convert(path: &Path, text: &str) -> Conversion {
         }
         let mut p = Program {
             name,
-            command: super::words::shell_argv(command),
+            command: super::words::shell_argv(command)
+                .iter()
+                .map(|w| super::escape(w))
+                .collect(),
             replicas: 1,
             ..Program::default()
         };
@@ -150,7 +153,7 @@ mod tests {
                 ),
                 (
                     "api",
-                    vec!["sh", "-c", "exec node api.js --port ${PORT}"],
+                    vec!["sh", "-c", "exec node api.js --port ${{PORT}}"],
                     vec![("PORT", "5300")]
                 ),
             ]

@@ -15,7 +15,7 @@ use include::load;
 #[cfg(test)]
 use include::normal;
 pub use include::{read_files, File, ReadFiles};
-use values::{boolean, dest, env_pairs, expand, size, Cx, Dest};
+use values::{boolean, dest, env_pairs, expand, size, unescape, Cx, Dest, SPACE_IN_TEMPLATE};
 
 /// A note's adder: (line, key, why, kind).
 type Add<'a> = dyn FnMut(Option<usize>, &str, String, NoteKind) + 'a;
@@ -428,7 +428,14 @@ fn program(
     for k in &keys {
         let Some(e) = s.get(k) else { continue };
         let mut problems = Vec::new();
-        let value = expand(&e.value, &cx, &mut problems);
+        let mut value = expand(&e.value, &cx, &mut problems);
+        // Only these are templates in supervise's config.
+        if !matches!(*k, "command" | "directory" | "environment") {
+            value = unescape(&value);
+        }
+        if *k != "command" {
+            value = value.replace(SPACE_IN_TEMPLATE, " ");
+        }
         // process_name gets a note of its own.
         if *k != "process_name" {
             for (kind, why) in problems {
@@ -454,7 +461,10 @@ fn program(
         return None;
     };
     let command = match super::words::split(&command.value) {
-        Ok(w) if !w.is_empty() => w,
+        Ok(w) if !w.is_empty() => w
+            .into_iter()
+            .map(|w| w.replace(SPACE_IN_TEMPLATE, " "))
+            .collect(),
         Ok(_) => {
             add(
                 Some(command.line),

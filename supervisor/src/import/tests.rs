@@ -142,24 +142,3 @@ fn hostile_files_are_clear_errors() {
         assert!(e.to_string().contains(says), "{path:?}: {e}");
     }
 }
-
-#[test]
-fn literal_braces_are_noted() {
-    let prog = |name: &str, w: &str| Program {
-        name: name.into(),
-        command: vec!["sh".into(), "-c".into(), w.into()],
-        replicas: 1,
-        ..Program::default()
-    };
-    let mut c = Conversion {
-        programs: vec![
-            prog("ours", "x --port {8000 + instance} --id {instance}"),
-            prog("awk", "awk '{print $1}'"),
-            prog("plain", "x"),
-        ],
-        ..Conversion::default()
-    };
-    braces(&mut c);
-    let keys: Vec<&str> = c.notes.iter().map(|n| n.key.as_str()).collect();
-    assert_eq!(keys, ["awk"]);
-}

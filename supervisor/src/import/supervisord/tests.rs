@@ -25,6 +25,14 @@ fn expansions() {
     // (input, numprocs, numprocs_start, output, problems)
     let table: &[(&str, u32, u32, &str, usize)] = &[
         ("plain", 1, 0, "plain", 0),
+        (
+            "awk '{print}' %(process_num)d",
+            2,
+            0,
+            "awk '{{print}}' {instance}",
+            0,
+        ),
+        ("%(ENV_HOME)s{x}", 1, 0, "/home/u{{x}}", 1),
         ("%(program_name)s-%(group_name)s", 1, 0, "web-site", 0),
         ("%(here)s/app.py", 1, 0, "/etc/sv/app.py", 0),
         ("--port=80%(process_num)02d", 1, 0, "--port=8000", 0),
@@ -34,7 +42,7 @@ fn expansions() {
             "--port=%(process_num)d",
             4,
             8000,
-            "--port={8000 + instance}",
+            "--port={8000\u{1}+\u{1}instance}",
             0,
         ),
         ("--port=80%(process_num)02d", 4, 0, "--port=80{instance}", 1),

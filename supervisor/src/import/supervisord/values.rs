@@ -15,11 +15,27 @@ pub(super) struct Cx<'a> {
 
 /// Expands supervisord's `%(name)s` / `%(name)02d` forms in `v`; `problems` gets what could not
 /// be expanded, or only approximately.
+/// Stands for a space inside `{N + instance}` until the command is split into words, which must
+/// not split the template (a control character that a config's text does not hold).
+pub(super) const SPACE_IN_TEMPLATE: char = '\u{1}';
+
+/// `text` as a literal in a supervise template: braces doubled.
+pub(super) fn escape(text: &str) -> String {
+    text.replace('{', "{{").replace('}', "}}")
+}
+
+/// A literal from [`expand`] back to its text, for keys that are not templates.
+pub(super) fn unescape(text: &str) -> String {
+    text.replace("{{", "{").replace("}}", "}")
+}
+
+/// Expands supervisord's forms; literal braces come out doubled, as supervise's templates
+/// (`command`, `env`, `cwd`) read them: [`unescape`] for other keys.
 pub(super) fn expand(v: &str, cx: &Cx<'_>, problems: &mut Vec<(NoteKind, String)>) -> String {
     let mut out = String::new();
     let mut rest = v;
     while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
+        out.push_str(&escape(&rest[..i]));
         let after = &rest[i + 1..];
         if let Some(r) = after.strip_prefix('%') {
             out.push('%');
@@ -83,7 +99,11 @@ pub(super) fn expand(v: &str, cx: &Cx<'_>, problems: &mut Vec<(NoteKind, String)
                 if cx.numprocs_start == 0 {
                     "{instance}".to_owned()
                 } else {
-                    format!("{{{} + instance}}", cx.numprocs_start)
+                    // Its spaces are SPACE_IN_TEMPLATE until the command is split into words.
+                    format!(
+                        "{{{}{SPACE_IN_TEMPLATE}+{SPACE_IN_TEMPLATE}instance}}",
+                        cx.numprocs_start
+                    )
                 }
             }
             "process_num" => pad(cx.numprocs_start.to_string(), numeric),
@@ -126,9 +146,14 @@ pub(super) fn expand(v: &str, cx: &Cx<'_>, problems: &mut Vec<(NoteKind, String)
                 format!("%({other}){}{conv}", &spec[..digits])
             }
         };
-        out.push_str(&value);
+        // The per-instance value is a template; every other text is literal.
+        if name == "process_num" && cx.numprocs > 1 {
+            out.push_str(&value);
+        } else {
+            out.push_str(&escape(&value));
+        }
     }
-    out.push_str(rest);
+    out.push_str(&escape(rest));
     out
 }
 
