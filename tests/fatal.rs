@@ -150,6 +150,7 @@ fn config(dir: &Path, crash: &str, ok: &str, replicas: u32) -> String {
          command = [\"{crasher}\", \"--after\", \"100\", \"--code\", \"3\", \"--healed\", \"{healed}\"]\n\
          replicas = {replicas}\n\
          restart = \"always\"\n\
+         essential = false\n\
          intensity = {{ max = {MAX}, within = \"60s\" }}\n\
          backoff = {{ first = \"10ms\", max = \"10ms\" }}\n\
          [program.{ok}]\n\

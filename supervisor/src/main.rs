@@ -158,7 +158,11 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 wait_ms: wait.wait_ms(),
             }
         }
-        Control::Signal { target, signal } => {
+        Control::Signal {
+            target,
+            signal,
+            group,
+        } => {
             let Some((program, instance)) = split_target(target) else {
                 return ExitCode::from(EXIT_USAGE);
             };
@@ -166,6 +170,17 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 program,
                 instance,
                 signal: signal.raw(),
+                group: *group,
+            }
+        }
+        Control::ReloadProgram { target, wait } => {
+            let Some((program, instance)) = split_target(target) else {
+                return ExitCode::from(EXIT_USAGE);
+            };
+            Request::ReloadProgram {
+                program,
+                instance,
+                wait_ms: wait.wait_ms(),
             }
         }
         Control::Stop { program, wait } => Request::Stop {
