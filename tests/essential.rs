@@ -51,7 +51,11 @@ fn a_program_that_is_not_essential_going_fatal_leaves_the_rest_running() {
     // Well past the moment an essential program's fatal would have ended the run.
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
-        assert!(sup.child.try_wait().expect("try_wait").is_none(), "{}", sup.dump());
+        assert!(
+            sup.child.try_wait().expect("try_wait").is_none(),
+            "{}",
+            sup.dump()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let rows = status_json(&sup.socket());

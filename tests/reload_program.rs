@@ -86,7 +86,10 @@ fn signal_reaches_each_main_process_and_with_group_the_whole_group() {
     pids.sort_unstable();
     let mut want = roots.clone();
     want.sort_unstable();
-    assert_eq!(pids, want, "HUP reached {hup:?}, not only the roots {roots:?}");
+    assert_eq!(
+        pids, want,
+        "HUP reached {hup:?}, not only the roots {roots:?}"
+    );
     assert!(hup.iter().all(|(_, r)| r == "root"), "{hup:?}");
     let usr1 = got(&sup, "USR1");
     assert_eq!(
@@ -100,8 +103,7 @@ fn signal_reaches_each_main_process_and_with_group_the_whole_group() {
 
 #[test]
 fn reload_program_goes_one_instance_at_a_time_and_refuses_what_would_overlap() {
-    let (sup, name, _g, roots) =
-        recorders("reload = { signal = \"USR2\", settle = \"1500ms\" }\n");
+    let (sup, name, _g, roots) = recorders("reload = { signal = \"USR2\", settle = \"1500ms\" }\n");
     let socket = sup.socket();
     let asked = Instant::now();
     let (ok, text) = ctl(&socket, &["reload-program", &name]);
@@ -123,7 +125,11 @@ fn reload_program_goes_one_instance_at_a_time_and_refuses_what_would_overlap() {
         sup.dump()
     );
     // The second only after the first's settle time.
-    assert!(asked.elapsed() >= Duration::from_millis(1500), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        asked.elapsed()
+    );
     let both = got(&sup, "USR2");
     assert_eq!(both[1], (roots[1], "root".to_owned()), "{both:?}");
     // Done: a reload with --wait answers once every instance has reloaded; no restart at all.
@@ -245,14 +251,19 @@ fn gunicorn_replicas_reloaded_under_load_one_at_a_time_lose_no_request() {
             ),
         )
         .expect("config");
-        cmd.arg("--admin").arg(tmp.join("ctl.sock")).arg("-c").arg(path);
+        cmd.arg("--admin")
+            .arg(tmp.join("ctl.sock"))
+            .arg("-c")
+            .arg(path);
     });
     let socket = sup.socket();
     // Both answer.
     assert!(
-        wait_until(LONG, || ports
-            .iter()
-            .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())),
+        wait_until(LONG, || ports.iter().all(|p| TcpStream::connect((
+            "127.0.0.1",
+            *p
+        ))
+        .is_ok())),
         "{}",
         sup.dump()
     );
@@ -273,7 +284,9 @@ fn gunicorn_replicas_reloaded_under_load_one_at_a_time_lose_no_request() {
         let mut one_alone = false;
         while !reloader.is_finished() {
             let now = [workers_of(&socket, &name, 0), workers_of(&socket, &name, 1)];
-            if now[0].len() == 2 && now[0].iter().all(|p| !before[0].contains(p)) && now[1] == before[1]
+            if now[0].len() == 2
+                && now[0].iter().all(|p| !before[0].contains(p))
+                && now[1] == before[1]
             {
                 one_alone = true;
             }
@@ -295,7 +308,11 @@ fn gunicorn_replicas_reloaded_under_load_one_at_a_time_lose_no_request() {
     eprintln!(
         "{test}: {answered} requests answered, {failed} failed; workers {before:?} -> {after:?}"
     );
-    assert!(seen_one_alone, "never saw instance 0 reloaded before instance 1\n{}", sup.dump());
+    assert!(
+        seen_one_alone,
+        "never saw instance 0 reloaded before instance 1\n{}",
+        sup.dump()
+    );
     for i in 0..2 {
         assert!(
             after[i].iter().all(|p| !before[i].contains(p)),
@@ -306,7 +323,12 @@ fn gunicorn_replicas_reloaded_under_load_one_at_a_time_lose_no_request() {
     let now: Vec<i32> = sup.of("started").iter().map(pid_of).collect();
     assert_eq!(now, masters, "{}", sup.dump());
     assert!(answered > 200, "only {answered} requests answered");
-    assert_eq!(failed, 0, "{failed} of {} requests failed", answered + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed",
+        answered + failed
+    );
     sup.signal(libc::SIGTERM);
     sup.wait_exit(LONG);
 }

@@ -270,7 +270,8 @@ pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
                 ),
             ));
         }
-        std::fs::remove_file(path)?;
+        std::fs::remove_file(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     }
     // Created with no permissions for others from the start (no window with a looser mode).
     // SAFETY: umask only changes this process's file-creation mask; restored right after.
@@ -280,7 +281,8 @@ pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
     unsafe { libc::umask(old) };
     let listener =
         listener.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     Ok(listener)
 }
 

@@ -292,6 +292,9 @@ impl Engine {
         }
         self.resources.watch(self.plan.watch_dirs.clone());
         let mut destroy = self.resources.start_net(self.plan.destroy_events);
+        if let Some(text) = self.resources.notice.take() {
+            self.output.notice(&text);
+        }
         // The destroy socket was found empty: look again after DESTROY_GAP, not at once.
         let mut destroy_rest: Option<tokio::time::Instant> = None;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
@@ -598,9 +601,9 @@ impl Engine {
             .programs
             .get(&slot.spec.name)
             .is_some_and(|p| Rc::ptr_eq(p, &slot.program));
-        let verdict = end.fatal.then(|| {
-            essential::on_fatal(slot.spec.essential, current, self.stopping > 0)
-        });
+        let verdict = end
+            .fatal
+            .then(|| essential::on_fatal(slot.spec.essential, current, self.stopping > 0));
         if verdict.is_some_and(|v| v.counts) {
             self.any_fatal = true;
             self.fatal_exit = self.fatal_exit.or(end.last_exit);
@@ -621,10 +624,16 @@ impl Engine {
         if verdict.is_some_and(|v| v.end_run) {
             // An essential program gave up: the others are stopped as a TERM would, and the run
             // ends with 1.
-            tracing::warn!(program = %slot.spec.name, "an essential program went fatal; stopping everything, exit 1");
+            self.output.notice(&format!(
+                "{} is essential and was given up on: stopping every program; exit status 1",
+                slot.spec.name
+            ));
             self.stop_all(Sig::TERM);
         } else if end.fatal && current && !slot.spec.essential {
-            tracing::warn!(program = %slot.spec.name, "a program that is not essential went fatal; the others run on");
+            self.output.notice(&format!(
+                "{} is not essential: the others run on, and the exit status is theirs",
+                slot.spec.name
+            ));
         }
         if self.stopping > 0 {
             // What this one started after may stop now.

@@ -49,7 +49,9 @@ pub(super) enum Step {
     Wait,
     /// Reloaded; `restarted` if its process was replaced meanwhile (it died of the action, or
     /// was restarted for another reason) rather than reloaded in place.
-    Done { restarted: bool },
+    Done {
+        restarted: bool,
+    },
     /// The command failed.
     CommandFailed,
     /// Not ready again within `reload.timeout`.
@@ -166,7 +168,9 @@ impl Engine {
             ));
         }
         if self.held.contains(program) {
-            return refuse(format!("{program} is stopped (supervise stop); nothing to reload"));
+            return refuse(format!(
+                "{program} is stopped (supervise stop); nothing to reload"
+            ));
         }
         if self.is_fatal(program) {
             return refuse(format!(
@@ -305,7 +309,10 @@ impl Engine {
                 .filter(|s| s.spec.name == program && s.instance == i && !s.doomed)
                 .min_by_key(|s| s.shared.phase.get() == Phase::Stopped)
             else {
-                answer(r, Err(format!("{program}/{i} has no process; reload halted")));
+                answer(
+                    r,
+                    Err(format!("{program}/{i} has no process; reload halted")),
+                );
                 return false;
             };
             let sh = &slot.shared;
@@ -359,8 +366,7 @@ impl Engine {
                             lifeline: self.lifeline.clone(),
                             sample_every: self.plan.sample_every,
                         };
-                        let (argv, timeout, out) =
-                            (argv.clone(), r.spec.timeout, outcome.clone());
+                        let (argv, timeout, out) = (argv.clone(), r.spec.timeout, outcome.clone());
                         tokio::task::spawn_local(async move {
                             let got =
                                 crate::checks::exec_with(&argv, &vars, timeout, &env, cancel_rx)
@@ -403,7 +409,9 @@ impl Engine {
                     let why = outcome.flatten().and_then(Result::err).unwrap_or_default();
                     answer(
                         r,
-                        Err(format!("{program}/{i}: reload.exec failed: {why}; reload halted")),
+                        Err(format!(
+                            "{program}/{i}: reload.exec failed: {why}; reload halted"
+                        )),
                     );
                     return false;
                 }
@@ -469,7 +477,10 @@ mod tests {
             // Up at the timeout: done, not timed out.
             (look(s(60), false, true, true), done),
             // Replaced meanwhile (the signal killed it and it was restarted): done once up.
-            (look(s(5), false, true, false), Step::Done { restarted: true }),
+            (
+                look(s(5), false, true, false),
+                Step::Done { restarted: true },
+            ),
             (look(s(5), false, false, false), Step::Wait),
         ];
         for (l, want) in rows {

@@ -50,6 +50,11 @@ impl Notes {
         }
     }
 
+    /// Queues a notice of supervise's own, as its event lines look.
+    pub(super) fn notice(&self, text: &str) {
+        let _ = self.send(human::notice(text, self.style));
+    }
+
     /// Queues a line (newline included); `Err` with it back if the console is gone.
     fn send(&self, text: String) -> Result<(), String> {
         let n = text.len();

@@ -133,9 +133,9 @@ impl<'de> Deserialize<'de> for MemSize {
             Int(u64),
             Str(String),
         }
-        let n = match Either::deserialize(d).map_err(|_| {
-            de::Error::custom("expected a size such as \"512MiB\"")
-        })? {
+        let n = match Either::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a size such as \"512MiB\""))?
+        {
             Either::Int(n) => crate::plan::check_memory_size(n, true),
             Either::Str(s) => crate::plan::parse_memory_size(&s),
         }

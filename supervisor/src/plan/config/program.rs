@@ -9,8 +9,7 @@ use serde::Deserialize;
 
 use super::lines::{program_key_line, program_line, sub_key};
 use crate::plan::values::{
-    Command, Dur, Factor, Hysteresis, Jitter, Leak, NonZeroDur, MemSize, Replicas, SigName,
-    WarnAt,
+    Command, Dur, Factor, Hysteresis, Jitter, Leak, MemSize, NonZeroDur, Replicas, SigName, WarnAt,
 };
 use crate::plan::{
     check_name, Backoff, HeartbeatSpec, Intensity, LeakPolicy, Measure, MemorySpec, NetPolicy,
