@@ -63,10 +63,9 @@ pub(super) fn step(l: Look, settle: Duration, timeout: Duration) -> Step {
     if l.command == Some(Err(())) {
         return Step::CommandFailed;
     }
-    let settled = l.command_running.then_some(false).unwrap_or(
-        // Said RELOADING=1: its READY=1 (up again) is the answer; else the settle time.
-        l.said_reloading || l.elapsed >= settle,
-    );
+    // Said RELOADING=1: its READY=1 (up again) is the answer; else the settle time. A command
+    // still running is not done, whatever those say.
+    let settled = !l.command_running && (l.said_reloading || l.elapsed >= settle);
     if settled && l.up {
         return Step::Done {
             restarted: !l.same_process,
@@ -90,6 +89,9 @@ pub(super) struct ProgramReload {
     waiter: Option<(oneshot::Sender<Response>, Instant)>,
 }
 
+/// A `reload.exec` command's outcome, set by its task once it has ended.
+type Outcome = Rc<RefCell<Option<Result<(), String>>>>;
+
 #[derive(Debug)]
 struct Turn {
     instance: u32,
@@ -98,7 +100,7 @@ struct Turn {
     /// The action, once taken: when, to which process, and the `RELOADING=1` count then.
     acted: Option<(Instant, i32, u64)>,
     /// A `reload.exec` command's outcome, once it has ended.
-    command: Option<Rc<RefCell<Option<Result<(), String>>>>>,
+    command: Option<Outcome>,
     /// Dropping it ends the command.
     _cancel: Option<oneshot::Sender<()>>,
 }
