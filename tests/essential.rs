@@ -118,3 +118,45 @@ fn two_essential_programs_fatal_at_once_end_the_run_once_with_1() {
     assert_eq!(sup.wait_exit(LONG).code(), Some(1), "{}", sup.dump());
     assert!(!sup.of("fatal").is_empty(), "{}", sup.dump());
 }
+
+#[test]
+fn an_essential_program_going_fatal_during_a_program_reload_ends_both() {
+    // `core` crashes once after 1.5 s and is given up on; meanwhile `sigs` is being reloaded
+    // with a long settle time: the reload's waiting client is told supervise is stopping, and
+    // the run ends with 1.
+    let (core, sigs) = (unique("corerl"), unique("sigsrl"));
+    let _g = [ProgramGuard(core.clone()), ProgramGuard(sigs.clone())];
+    let mut sup = Sup::start_with(&[], |cmd, dir| {
+        let path = dir.join("supervise.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[program.{core}]\n\
+                 command = [\"{crasher}\", \"--after\", \"1500\", \"--code\", \"3\"]\n\
+                 essential = true\n\
+                 intensity = {{ max = 0, within = \"60s\" }}\n\
+                 [program.{sigs}]\n\
+                 command = [\"{sigcount}\", \"--log\", \"{log}\"]\n\
+                 replicas = 2\n\
+                 essential = true\n\
+                 reload = {{ signal = \"USR1\", settle = \"20s\" }}\n",
+                crasher = example("crasher"),
+                sigcount = example("sigcount"),
+                log = dir.join("sig.log").display(),
+            ),
+        )
+        .expect("config");
+        cmd.arg("--admin")
+            .arg(dir.join("ctl.sock"))
+            .arg("-c")
+            .arg(path);
+    });
+    sup.wait_stdout("sigcount ready", 2, LONG);
+    let (ok, text) = common::ctl(&sup.socket(), &["reload-program", &sigs, "--wait"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("supervise is stopping"), "{text}");
+    assert_eq!(sup.wait_exit(LONG).code(), Some(1), "{}", sup.dump());
+    let fatal = sup.of("fatal");
+    assert_eq!(fatal.len(), 1, "{}", sup.dump());
+    assert_eq!(fatal[0]["program"], core.as_str());
+}
