@@ -153,7 +153,7 @@ fn reload_program_goes_one_instance_at_a_time_and_refuses_what_would_overlap() {
 #[test]
 fn reload_exec_runs_a_command_told_the_main_pid() {
     let (sup, name, _g, roots) = recorders(
-        "reload = { exec = [\"/bin/sh\", \"-c\", \"kill -WINCH $SUPERVISE_MAINPID\"], settle = \"100ms\" }\n",
+        "reload = { exec = [\"/bin/sh\", \"-c\", \"[ -n \\\"$SUPERVISE_PROGRAM\\\" ] && kill -WINCH $SUPERVISE_MAINPID\"], settle = \"100ms\" }\n",
     );
     let (ok, text) = ctl(&sup.socket(), &["reload-program", &name, "--wait"]);
     assert!(ok, "{text}\n{}", sup.dump());

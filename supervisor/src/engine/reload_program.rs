@@ -355,8 +355,10 @@ impl Engine {
                         let outcome = Rc::new(RefCell::new(None));
                         let (cancel_tx, cancel_rx) = oneshot::channel();
                         let mut vars: Vec<(String, String)> = slot.spec.env.clone();
+                        // Not SUPERVISE_NAME: with SUPERVISE_INSTANCE it would make what the
+                        // command leaves behind look like the worker's own (see `orphans`).
                         vars.extend([
-                            ("SUPERVISE_NAME".to_owned(), program.clone()),
+                            ("SUPERVISE_PROGRAM".to_owned(), program.clone()),
                             ("SUPERVISE_INSTANCE".to_owned(), i.to_string()),
                             ("SUPERVISE_MAINPID".to_owned(), pid.to_string()),
                             ("MAINPID".to_owned(), pid.to_string()),
