@@ -165,6 +165,39 @@ fn reload_exec_runs_a_command_told_the_main_pid() {
     assert_eq!(pids, want, "{winch:?}");
 }
 
+#[test]
+fn a_program_that_says_reloading_is_reloaded_when_it_says_ready_again() {
+    // systemd's notify-reload: RELOADING=1, then READY=1 500 ms later. The settle time (20 s)
+    // does not apply: each turn ends at the READY=1.
+    let name = unique("notifyrl");
+    let _g = ProgramGuard(name.clone());
+    let sup = Sup::with_config(&format!(
+        "[program.{name}]
+command = [\"{}\", \"--ping\", \"100\", \"--reload-ms\", \"500\"]
+\
+         replicas = 2
+ready = {{ notify = true }}
+reload = {{ settle = \"20s\" }}
+",
+        example("notifier")
+    ));
+    sup.wait_stdout("ready", 2, LONG);
+    assert!(
+        wait_until(LONG, || sup.of("ready").len() >= 2),
+        "{}",
+        sup.dump()
+    );
+    let asked = Instant::now();
+    let (ok, text) = ctl(&sup.socket(), &["reload-program", &name, "--wait"]);
+    let took = asked.elapsed();
+    assert!(ok, "{text}\n{}", sup.dump());
+    sup.wait_stdout("reloaded", 2, LONG);
+    // One after the other (each 500 ms), and long before the settle time.
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(sup.of("started").len(), 2, "{}", sup.dump());
+}
+
 /// Clients sending one request after another on fresh connections, to each of `ports` in
 /// turn, until `stop`: (answered, failed); each failure said on stderr.
 fn client_load(ports: [u16; 2], stop: &AtomicBool) -> (u64, u64) {
