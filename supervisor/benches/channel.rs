@@ -155,8 +155,8 @@ impl Drop for AffinityGuard {
 /// start-up line finds a reader-side pipe open.
 struct Child {
     pid: i32,
-    _stdout: OwnedFd,
-    _stderr: OwnedFd,
+    _stdout: Option<OwnedFd>,
+    _stderr: Option<OwnedFd>,
 }
 
 impl Drop for Child {

@@ -94,6 +94,10 @@ pub enum Request {
     },
     /// Reload the config file, as SIGHUP does.
     Reload,
+    /// Read the config file and say what reloading it would change, program by program, and
+    /// what it would restart; change nothing.
+    #[serde(rename = "reload-dry-run")]
+    ReloadDryRun,
     /// The newest `lines` lines of every instance of `program`, or just `instance`, stdout and
     /// stderr interleaved in the order they were read; with `follow`, then each new line as it
     /// is read, until the client closes. Answered by a stream of [`Response::Line`]s (and

@@ -40,6 +40,8 @@ struct Slot {
     replacement: Option<Rc<ProgramSpec>>,
     /// A stop for good (or a kill) was sent to it: restarts are refused.
     doomed: bool,
+    /// It runs in a session of its own, holding supervise's terminal (see `spawn::stdio`).
+    own_session: bool,
 }
 
 struct Engine {
@@ -264,7 +266,7 @@ impl Engine {
                     addr: bound.to_string(),
                 },
             ));
-            let dashboard = crate::web::Dashboard::new(
+            let dashboard = crate::metrics::web::Dashboard::new(
                 self.output.recent(),
                 self.buffers.clone(),
                 self.plan.http_token.clone(),
@@ -536,6 +538,9 @@ impl Engine {
             ..Shared::default()
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let stdio = crate::spawn::stdio::for_plan(&self.plan, spec);
+        let kept = self.buffers.buffer(&spec.name, instance);
+        kept.set_unseen(stdio.unseen());
         let ctx = Ctx {
             spec: spec.clone(),
             instance,
@@ -550,7 +555,8 @@ impl Engine {
             notify: self.notify_for(spec),
             pressure_watch: self.pressure_watch.clone(),
             host_pressure: self.host_pressure.clone(),
-            kept: self.buffers.buffer(&spec.name, instance),
+            kept,
+            stdio,
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -566,6 +572,7 @@ impl Engine {
                 shared,
                 replacement: None,
                 doomed: false,
+                own_session: stdio.own_session,
             },
         );
     }

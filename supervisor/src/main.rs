@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches};
 use supervisor::admin::{self, Request, Response};
 use supervisor::logs::Stream;
-use supervisor::plan::{Cli, Control};
+use supervisor::plan::{Cli, Control, LogFormat};
 
 /// Exit code for bad flags or config: nothing was started.
 const EXIT_USAGE: u8 = 2;
@@ -39,25 +39,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SUPERVISE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(supervisor::logs::TracingLines)
-        .with_ansi(supervisor::logs::colour_on_stderr())
-        .with_target(false)
-        .init();
     if let Some(control) = &cli.control {
+        init_tracing(LogFormat::Human);
         return client(control, cli.admin.clone());
-    }
-    // Run mode only: a supervisor holds a few fds per process it tracks (the workers get the
-    // limit back, see `spawn`).
-    if let Err(e) = supervisor::spawn::raise_fd_limit() {
-        tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let explicit =
         |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    // A bad flag or config is told to whoever typed the command, in words.
     let plan = match cli.into_plan(&explicit) {
         Ok(p) => p,
         Err(e) => {
@@ -65,12 +53,46 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let format = plan.log_format;
+    init_tracing(format);
+    // Run mode only: a supervisor holds a few fds per process it tracks (the workers get the
+    // limit back, see `spawn`).
+    if let Err(e) = supervisor::spawn::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
     match supervisor::engine::run(plan) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("supervise: {e:#}");
+            let text = format!("{e:#}");
+            match format {
+                LogFormat::Human => eprintln!("supervise: {text}"),
+                LogFormat::Json => eprint!(
+                    "{}",
+                    supervisor::logs::json::own_line("error", &text, &serde_json::Map::new())
+                ),
+            }
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// `tracing`'s lines (supervise's warnings), filtered by `SUPERVISE_LOG`, in the format of the
+/// other lines on stderr.
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUPERVISE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(supervisor::logs::TracingLines);
+    match format {
+        LogFormat::Human => lines
+            .with_ansi(supervisor::logs::colour_on_stderr())
+            .with_target(false)
+            .init(),
+        LogFormat::Json => lines
+            .with_ansi(false)
+            .event_format(supervisor::logs::json::TracingJson)
+            .init(),
     }
 }
 
@@ -191,7 +213,8 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             program: program.clone(),
             wait_ms: wait.wait_ms(),
         },
-        Control::Reload => Request::Reload,
+        Control::Reload { dry_run: false } => Request::Reload,
+        Control::Reload { dry_run: true } => Request::ReloadDryRun,
         Control::Logs {
             target,
             lines,

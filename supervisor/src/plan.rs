@@ -27,6 +27,12 @@ pub struct Plan {
     /// Worker lines, on the console and in log files, start with the time they were read
     /// (`--timestamps`).
     pub timestamps: bool,
+    /// How supervise's stderr lines and the forwarded worker lines are written
+    /// (`--log-format`, `log_format`).
+    pub log_format: LogFormat,
+    /// `--prefix`: in single-command mode with one instance, forwarded lines start with
+    /// `name[0] ` and go through supervise (a config's or replicas' always do).
+    pub prefix: bool,
     /// Worker output files, if configured.
     pub log: Option<LogSpec>,
     /// Bytes of each instance's most recent lines kept for `supervise logs` (0: none kept).
@@ -242,6 +248,17 @@ pub enum OnLeak {
     Restart,
     /// Only report the `leak` finding.
     Warn,
+}
+
+/// How supervise writes its lines on stderr and the worker lines it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: `api[0] line`, `2026-11-28T20:33:49Z api[0] exited with code 3 after 1.2s`.
+    #[default]
+    Human,
+    /// One JSON object a line, for log shippers (docs/logs.md).
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -686,10 +703,12 @@ fn check_sample_every(d: Duration) -> Result<Duration, String> {
 }
 
 pub mod alert;
+pub mod changes;
 mod checks;
 mod cli;
 mod config;
 pub mod envfile;
+pub mod expand;
 pub mod file;
 mod handling;
 mod identity;

@@ -45,7 +45,9 @@ impl Engine {
             Request::Stop { program, .. } => self.stop(&program),
             Request::Start { program, .. } => self.start_held(&program),
             // Answered once the config is loaded (see `on_call` and `reload.rs`).
-            Request::Reload => error("reload: not a request answered at once".into()),
+            Request::Reload | Request::ReloadDryRun => {
+                error("reload: not a request answered at once".into())
+            }
             Request::Ready => match self.readiness() {
                 Ok(()) => ok("ready".into()),
                 Err(message) => error(message),
@@ -287,7 +289,7 @@ impl Engine {
         tracing::info!(signal = %sig, count = self.stopping, "stopping all workers");
         self.rolls.clear();
         // Dependents first, what they start after once they are gone.
-        self.stop_cmd = cmd;
+        self.stop_cmd = cmd.clone();
         self.stop_in_order(cmd);
         self.kill_strays(if self.stopping == 1 {
             libc::SIGTERM
@@ -296,10 +298,19 @@ impl Engine {
         });
     }
 
-    /// Forwards a signal to every running worker.
+    /// Forwards a signal to every running worker; a terminal's stop signal to one that holds
+    /// supervise's terminal stops it, and then supervise (see `signals::for_worker`).
     pub(super) fn forward(&self, sig: Sig) {
+        let mut suspend = false;
+        // As PID 1 (a container) nothing would ever continue a stopped supervise, nor is there
+        // a shell to give the terminal back to: the terminal's stop signals pass as they are.
+        let shell_job = std::process::id() != 1;
         for s in self.slots.values() {
-            deliver(s, sig, Whom::StopMode);
+            let (to, stops) = crate::signals::for_worker(sig, s.own_session && shell_job);
+            suspend |= deliver(s, to, Whom::StopMode) && stops;
+        }
+        if suspend {
+            crate::signals::suspend_self();
         }
     }
 }

@@ -110,6 +110,7 @@ impl Engine {
         status::WorkerStatus {
             memory_max_bytes: memory.map(|m| m.max),
             memory_measure: memory.map(|m| m.measure.as_str().to_owned()),
+            argv: Vec::new(),
             restarts,
             restarts_by_reason: crate::status::restarts_by_reason(&by),
             findings_by_kind: counters.map(|c| c.findings()).unwrap_or_default(),
@@ -189,6 +190,7 @@ impl Engine {
                         .map(|(exit, at)| status::LastExit::new(exit, at)),
                     memory_max_bytes: s.spec.memory.map(|m| m.max),
                     memory_measure: s.spec.memory.map(|m| m.measure.as_str().to_owned()),
+                    argv: sh.argv.borrow().clone(),
                 }
             })
             .collect();

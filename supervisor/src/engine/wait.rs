@@ -66,6 +66,11 @@ impl Engine {
             self.ask_reload(Some(reply));
             return;
         }
+        if request == Request::ReloadDryRun {
+            // The same, and nothing applied.
+            self.dry_run(reply);
+            return;
+        }
         if let (
             Request::ReloadProgram {
                 program, instance, ..

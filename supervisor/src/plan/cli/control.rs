@@ -78,8 +78,14 @@ pub enum Control {
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Re-read the config file (as SIGHUP does).
-    Reload,
+    /// Re-read the config file (as SIGHUP does): changed keys that need a new process replace
+    /// the replicas one at a time, the others apply to the running instances.
+    Reload {
+        /// Say what a reload would change, per program (key: old → new), and what it would
+        /// restart (rolling, live, added, removed); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// A live view of every worker, refreshed every second (q quits).
     Top,
     /// Print a shell completion script (e.g. `supervise completions bash >

@@ -365,6 +365,31 @@ pub(super) fn program(
         }
         None => Vec::new(),
     };
+    // The file's values are taken as they are: escaped, they expand to themselves.
+    for (_, v) in &mut env {
+        *v = crate::plan::expand::escape(v);
+    }
+    // `command`, `cwd` and `env` are templates (`{instance}`, `{8000 + instance}`): checked for
+    // every instance now, so that a bad one is refused here rather than at each start.
+    let replicas = p.replicas.0;
+    let template = |key: &str, t: &str| {
+        crate::plan::expand::check(t, &name, replicas).map_err(|m| {
+            at(
+                program_key_line(src, &name, key),
+                format!("program.{name}.{key}"),
+                m,
+            )
+        })
+    };
+    for arg in &command.0 {
+        template("command", arg)?;
+    }
+    if let Some(cwd) = p.cwd.as_ref().and_then(|c| c.to_str()) {
+        template("cwd", cwd)?;
+    }
+    for v in p.env.values() {
+        template("env", v)?;
+    }
     env.extend(p.env);
     let oom = p.oom.unwrap_or_default();
     crate::plan::pressure::never_adj(oom, &mut identity, euid);
