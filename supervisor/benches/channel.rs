@@ -199,6 +199,8 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         oom: supervisor::plan::OomPolicy::Normal,
         leak: None,
         net: None,
+        essential: true,
+        reload: supervisor::plan::ReloadSpec::default(),
     };
     let (segment, _reader) = child_sdk::segment::create().expect("segment");
     let inherit = Inherit {

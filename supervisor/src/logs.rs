@@ -322,6 +322,14 @@ impl Output {
         }
     }
 
+    /// Queues a notice for people on stderr (a line as the event lines are, with no event in the
+    /// events file): what supervise could not set up as it wanted, say. Never blocks.
+    pub fn notice(&self, text: &str) {
+        if let Some(notes) = &self.notes {
+            notes.notice(text);
+        }
+    }
+
     /// The recent events, kept for `top` and the dashboard.
     #[must_use]
     pub fn recent(&self) -> Arc<crate::events::recent::Recent> {

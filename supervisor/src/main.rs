@@ -147,7 +147,7 @@ fn report(file: &Path, output: &Path, program: Option<&str>) -> ExitCode {
         }
     };
     let written = if output == Path::new("-") {
-        std::io::stdout().write_all(svg.as_bytes())
+        return to_stdout(svg.as_bytes());
     } else {
         std::fs::write(output, svg)
     };
@@ -244,7 +244,11 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 wait_ms: wait.wait_ms(),
             }
         }
-        Control::Signal { target, signal } => {
+        Control::Signal {
+            target,
+            signal,
+            group,
+        } => {
             let Some((program, instance)) = split_target(target) else {
                 return ExitCode::from(EXIT_USAGE);
             };
@@ -252,6 +256,17 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 program,
                 instance,
                 signal: signal.raw(),
+                group: *group,
+            }
+        }
+        Control::ReloadProgram { target, wait } => {
+            let Some((program, instance)) = split_target(target) else {
+                return ExitCode::from(EXIT_USAGE);
+            };
+            Request::ReloadProgram {
+                program,
+                instance,
+                wait_ms: wait.wait_ms(),
             }
         }
         Control::Stop { program, wait } => Request::Stop {
@@ -289,17 +304,15 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
         } => return report(file, output, program.as_deref()),
         Control::Import { files } => return import(files),
         Control::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "supervise",
-                &mut std::io::stdout(),
-            );
-            return ExitCode::SUCCESS;
+            // Written whole into memory first: clap_complete panics on a failed write.
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "supervise", &mut text);
+            return to_stdout(&text);
         }
         Control::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mut text = Vec::new();
+            return match clap_mangen::Man::new(Cli::command()).render(&mut text) {
+                Ok(()) => to_stdout(&text),
                 Err(e) => {
                     eprintln!("supervise: man: {e}");
                     ExitCode::FAILURE
@@ -345,8 +358,7 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(Response::Ok { message } | Response::Done { message }) => {
-            println!("{message}");
-            ExitCode::SUCCESS
+            to_stdout(format!("{message}\n").as_bytes())
         }
         Ok(Response::Status {
             workers,
@@ -374,12 +386,24 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 text.push_str(&admin::table(&workers, table_width(wide)));
                 text.push_str(&admin::supervisor_lines(&supervisor));
             }
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-            ExitCode::SUCCESS
+            to_stdout(text.as_bytes())
         }
         Ok(other) => {
             eprintln!("supervise: unexpected answer: {other:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `bytes` to stdout. A reader that went away (`supervise completions zsh | head`)
+/// ends the output, not the process: success, with no panic and nothing said.
+fn to_stdout(bytes: &[u8]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("supervise: stdout: {e}");
             ExitCode::FAILURE
         }
     }

@@ -166,6 +166,48 @@ pub struct ProgramSpec {
     pub handling: Handling,
     /// Its place in the order of host-pressure victims (`oom`).
     pub oom: OomPolicy,
+    /// Whether its going fatal ends the run (exit 1, the others stopped gracefully); a program
+    /// that is not essential never ends it, never changes its exit status, and `/readyz`
+    /// leaves it out.
+    pub essential: bool,
+    /// What `supervise reload-program` does to each instance (`reload`).
+    pub reload: ReloadSpec,
+}
+
+/// `[program.NAME.reload]`: how a running instance is told to reload without a restart, and
+/// how long it is given to be ready again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSpec {
+    pub action: ReloadAction,
+    /// For an instance that does not say `RELOADING=1`: how long after the action it counts as
+    /// reloaded (once it is up).
+    pub settle: Duration,
+    /// The longest an instance may take to be ready again; past it the reload halts.
+    pub timeout: Duration,
+}
+
+/// What tells an instance to reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadAction {
+    /// A signal to the instance's main process.
+    Signal(Sig),
+    /// A command run with the instance's environment and `SUPERVISE_MAINPID`.
+    Exec(Vec<String>),
+}
+
+/// `reload.settle` unless given.
+pub const DEFAULT_RELOAD_SETTLE: Duration = Duration::from_secs(2);
+/// `reload.timeout` unless given.
+pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for ReloadSpec {
+    fn default() -> Self {
+        Self {
+            action: ReloadAction::Signal(Sig::HUP),
+            settle: DEFAULT_RELOAD_SETTLE,
+            timeout: DEFAULT_RELOAD_TIMEOUT,
+        }
+    }
 }
 
 /// A program's network policy, checked against its tree's sockets every tick.
@@ -526,6 +568,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(t)
         .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 500ms, 10s, 5m"))
+}
+
+/// Parses a memory limit: a size as [`parse_size`] reads it, refused when it has no unit and
+/// is under [`BARE_MEMORY_MIN`] (see [`check_memory_size`]).
+pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    let bare = s.trim().bytes().all(|b| b.is_ascii_digit());
+    check_memory_size(n, bare)
+}
+
+/// The smallest memory limit that may be written without a unit: a bare number under it
+/// (`max = 512`) is far more likely to mean MiB than bytes.
+pub const BARE_MEMORY_MIN: u64 = 1 << 20;
+
+/// A memory limit of `n` bytes, written without a unit when `bare`: refused when bare and under
+/// [`BARE_MEMORY_MIN`], with the unit it probably meant.
+pub fn check_memory_size(n: u64, bare: bool) -> Result<u64, String> {
+    if bare && n < BARE_MEMORY_MIN {
+        return Err(format!(
+            "{n} has no unit, so it means {n} bytes, which no process fits in; \
+             write \"{n}MiB\" (or a number of bytes of at least 1048576)"
+        ));
+    }
+    Ok(n)
 }
 
 /// Parses a byte size such as `64MiB`, `1.5GiB`, `100MB` or a plain number of bytes.

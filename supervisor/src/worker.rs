@@ -197,6 +197,9 @@ pub struct Notified {
     pub triggered: bool,
     /// `EXTEND_TIMEOUT_USEC=`: the start timeout does not run out before this.
     pub extended_until: Option<Instant>,
+    /// `RELOADING=1` said so far (where its readiness is `notify`): a program reload waits for
+    /// the `READY=1` after it.
+    pub reloadings: u64,
 }
 
 /// Where an instance stands for whoever waits for it to be up (a roll, `/readyz`, a program

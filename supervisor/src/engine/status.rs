@@ -13,14 +13,15 @@ use crate::status::Phase;
 use crate::worker::Up;
 
 impl Engine {
-    /// `/readyz`: every program not stopped by an operator has all its replicas running and,
-    /// where they speak the protocol, ready. `Err` names the first instance that is not.
+    /// `/readyz`: every essential program not stopped by an operator has all its replicas
+    /// running and, where they speak the protocol, ready. `Err` names the first instance that is not.
     pub(super) fn readiness(&self) -> Result<(), String> {
         if self.stopping > 0 {
             return Err("stopping".into());
         }
         for spec in &self.plan.programs {
-            if self.held.contains(&spec.name) {
+            // An operator's stop, or a helper whose state the run does not depend on.
+            if self.held.contains(&spec.name) || !spec.essential {
                 continue;
             }
             if self.waiting.contains_key(&spec.name) {

@@ -71,6 +71,20 @@ impl Engine {
             self.dry_run(reply);
             return;
         }
+        if let (
+            Request::ReloadProgram {
+                program, instance, ..
+            },
+            Some(timeout),
+        ) = (&request, request.wait())
+        {
+            // Answered once every instance has reloaded (`reload_program.rs`).
+            let waiter = Some((reply, Instant::now() + timeout));
+            if let Some(answer) = self.reload_program(program, *instance, waiter) {
+                tracing::debug!(?answer, "reload-program answered at once");
+            }
+            return;
+        }
         let Some(timeout) = request.wait() else {
             let _ = reply.send(self.handle(request));
             return;

@@ -63,6 +63,22 @@ pub fn line(e: &Event<'_>, style: Style) -> Option<String> {
     })
 }
 
+/// A line of supervise's own that is no event (a notice at start), as event lines look,
+/// newline included.
+#[must_use]
+pub fn notice(text: &str, style: Style) -> String {
+    let ts = stamp(
+        &humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        style.millis,
+    );
+    let text = printable(text);
+    if style.colour {
+        format!("\x1b[2m{ts}\x1b[0m supervise \x1b[33m{text}\x1b[0m\n")
+    } else {
+        format!("{ts} supervise {text}\n")
+    }
+}
+
 /// An event's words without its time and name (`exited with code 3 after 1.2s`), as its line
 /// has them but for control characters, and how bad it is (`critical`, `warning`, `info`);
 /// `None` for the events left out of the lines.

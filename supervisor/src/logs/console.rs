@@ -59,6 +59,17 @@ impl Notes {
         }
     }
 
+    /// Queues a notice of supervise's own, as its event lines look (a JSON object with
+    /// `--log-format json`).
+    pub(super) fn notice(&self, text: &str) {
+        let line = if self.json {
+            super::json::own_line("warning", text, &serde_json::Map::new())
+        } else {
+            human::notice(text, self.style)
+        };
+        let _ = self.send(line);
+    }
+
     /// Queues a line (newline included); `Err` with it back if the console is gone.
     fn send(&self, text: String) -> Result<(), String> {
         let n = text.len();

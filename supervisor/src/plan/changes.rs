@@ -149,6 +149,8 @@ pub fn changes(old: &ProgramSpec, new: &ProgramSpec) -> Vec<Change> {
         after,
         handling,
         oom,
+        essential,
+        reload,
     } = old;
     d.key("command", command, &new.command, Restart, dbg);
     d.key("cwd", cwd, &new.cwd, Restart, |c| {
@@ -286,6 +288,26 @@ pub fn changes(old: &ProgramSpec, new: &ProgramSpec) -> Vec<Change> {
     // The order of host-pressure victims. (What `never` sets at exec as root is the identity's
     // `oom_score_adj`, classified with it.)
     d.key("oom", oom, &new.oom, Live, word);
+    // What a fatal verdict means, and what `reload-program` does: the engine reads them from
+    // the program's spec when it needs them, so the running instances take them on as they are.
+    d.key(
+        "essential",
+        essential,
+        &new.essential,
+        Live,
+        bool::to_string,
+    );
+    d.key("reload", reload, &new.reload, Live, |r| {
+        let action = match &r.action {
+            super::ReloadAction::Signal(sig) => format!("signal {sig}"),
+            super::ReloadAction::Exec(argv) => format!("exec {argv:?}"),
+        };
+        format!(
+            "{action} settle {} timeout {}",
+            dur(r.settle),
+            dur(r.timeout)
+        )
+    });
     d.0
 }
 
@@ -436,6 +458,8 @@ pub fn live(running: &ProgramSpec, new: &ProgramSpec) -> ProgramSpec {
         after: _,
         handling: _,
         oom: _,
+        essential: _,
+        reload: _,
     } = running;
     let ready = match (ready, &new.ready) {
         (Some(r), Some(n)) if r.how == n.how => Some(n.clone()),
@@ -461,6 +485,8 @@ pub fn live(running: &ProgramSpec, new: &ProgramSpec) -> ProgramSpec {
         after: new.after.clone(),
         handling: new.handling,
         oom: new.oom,
+        essential: new.essential,
+        reload: new.reload.clone(),
     }
 }
 

@@ -84,7 +84,7 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub backoff_max: Duration,
     /// Memory limit of each worker's whole process tree, e.g. 64MiB, 1.5GiB.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::plan::parse_memory_size)]
     pub memory_max: Option<u64>,
     /// How tree memory is measured.
     #[arg(long, value_enum, value_name = "rss|pss", default_value_t = Measure::Rss)]
@@ -112,7 +112,7 @@ pub struct Cli {
     pub memory_max_unavailable: Option<u32>,
     /// A tree past this is restarted at once, whatever its siblings do [default: 1.5 x
     /// --memory-max].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::plan::parse_memory_size)]
     pub memory_ceiling: Option<u64>,
     /// What goes when a tree is over its limit or its leak trend fires: the whole tree, or only
     /// the member (not the root) that holds the growth.

@@ -294,7 +294,8 @@ fn k_chooses_a_signal() {
         Action::Send(Request::Signal {
             program: "api".into(),
             instance: None,
-            signal: libc::SIGINT
+            signal: libc::SIGINT,
+            group: false,
         })
     );
     app.on_key(key(KeyCode::Char('k')));

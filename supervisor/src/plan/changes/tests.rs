@@ -24,6 +24,8 @@ const BASE: &[&str] = &[
     r#"after = ["db"]"#,
     r#"recycle = { every = "24h" }"#,
     r#"oom = "normal""#,
+    "essential = true",
+    r#"reload = { signal = "HUP", settle = "2s", timeout = "60s" }"#,
 ];
 
 fn spec(lines: &[&str]) -> ProgramSpec {
@@ -74,6 +76,19 @@ fn every_config_key_is_classified() {
         ),
         ("rlimits", "rlimits = { nofile = 2048 }", "rlimits", Restart),
         ("oom", r#"oom = "never""#, "oom", Live),
+        ("essential", "essential = false", "essential", Live),
+        (
+            "reload",
+            r#"reload = { exec = ["./reopen"], settle = "2s", timeout = "60s" }"#,
+            "reload",
+            Live,
+        ),
+        (
+            "reload",
+            r#"reload = { signal = "HUP", settle = "5s", timeout = "60s" }"#,
+            "reload",
+            Live,
+        ),
         (
             "ready",
             r#"ready = { http = "http://127.0.0.1:8080/", every = "1s", timeout = "1s", start_timeout = "30s" }"#,
@@ -213,6 +228,8 @@ fn every_config_key_is_classified() {
         "oom_score_adj",
         "rlimits",
         "oom",
+        "essential",
+        "reload",
         "ready",
         "ready timings",
         "replicas",

@@ -156,6 +156,9 @@ impl Cli {
                 after: Vec::new(),
                 handling,
                 oom: self.oom,
+                // The one program is the run: its giving up ends it.
+                essential: true,
+                reload: crate::plan::ReloadSpec::default(),
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
