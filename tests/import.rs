@@ -274,6 +274,15 @@ fn convert(case: &Case, out: &Path) -> PathBuf {
             "import {what}: {key:?} not on stderr:\n{stderr}"
         );
     }
+    // supervisord and PM2 stay up when a program gives up: so does what is converted from them.
+    let programs = stdout.matches("\n[program.").count();
+    if case.files[0].starts_with("supervisord/") || case.files[0].starts_with("pm2/") {
+        assert_eq!(
+            stdout.matches("\nessential = false\n").count(),
+            programs,
+            "import {what}: every program should say essential = false:\n{stdout}"
+        );
+    }
     for text in case.has {
         assert!(
             stdout.contains(text),

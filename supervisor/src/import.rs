@@ -40,6 +40,9 @@ pub struct Program {
     pub backoff: Option<Backoff>,
     /// A size as the loader reads it (`150MiB`).
     pub memory_max: Option<String>,
+    /// `essential = …`: supervisord and PM2 stay up when a program gives up, so what comes
+    /// from them says `false`; `None` leaves supervise's default (`true`).
+    pub essential: Option<bool>,
 }
 
 /// `stop = { … }`.
@@ -414,6 +417,9 @@ pub fn render(c: &Conversion) -> String {
         }
         if let Some(m) = &p.memory_max {
             let _ = writeln!(s, "memory = {{ max = {} }}", quote(m));
+        }
+        if let Some(e) = p.essential {
+            let _ = writeln!(s, "essential = {e}");
         }
     }
     s

@@ -385,6 +385,8 @@ fn app_program(
         name,
         replicas: 1,
         restart: Some("always"),
+        // PM2's daemon stays up when an app is errored.
+        essential: Some(false),
         ..Program::default()
     };
     // The command: interpreter, its arguments, the script, its arguments.

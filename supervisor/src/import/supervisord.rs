@@ -493,6 +493,8 @@ fn program(
             mode: Some("main"),
             ..Stop::default()
         },
+        // supervisord stays up when a program goes FATAL.
+        essential: Some(false),
         ..Program::default()
     };
     let mut out = Converted {

@@ -96,6 +96,7 @@ fn keys_to_settings() {
                 factor: "1.0"
             }),
             memory_max: Some("300MiB".into()),
+            essential: Some(false),
             ..Program::default()
         }
     );

@@ -163,6 +163,7 @@ fn a_program_and_its_keys() {
                 mode: None,
             },
             intensity_max: Some(4),
+            essential: Some(false),
             ..Program::default()
         }
     );
