@@ -299,6 +299,19 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
         workers: &[(K, &[i32])],
         out: &mut Vec<NetSample>,
     ) -> Result<TickStats, NetError> {
+        self.tick_counted(workers, &[], out)
+    }
+
+    /// [`NetProbe::tick`] with each process's open fds already known: `fds[i][j]` for the
+    /// process `workers[i].1[j]` (a tree's sample reads them), so the probe does not ask the
+    /// kernel again whether its links may have changed. A worker without counts (`fds` shorter,
+    /// or a list of another length) is asked about as [`NetProbe::tick`] does.
+    pub fn tick_counted(
+        &mut self,
+        workers: &[(K, &[i32])],
+        fds: &[&[u64]],
+        out: &mut Vec<NetSample>,
+    ) -> Result<TickStats, NetError> {
         self.tick += 1;
         let tick = self.tick;
         // What closed since the last tick first, against the table as the last tick built it.
@@ -317,8 +330,10 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             if let Some((acked, received)) = self.closed.take(key) {
                 (a.acked, a.received) = (acked, received);
             }
-            for &pid in *pids {
-                match self.fds.sockets(pid, tick) {
+            let counts = fds.get(i).copied().filter(|c| c.len() == pids.len());
+            for (j, &pid) in pids.iter().enumerate() {
+                let count = counts.map(|c| c[j]);
+                match self.fds.sockets_counted(pid, tick, count) {
                     Ok(_) => self.table.next.push((w, pid)),
                     Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                         out[i].unreadable += 1;

@@ -4,7 +4,9 @@
 //! the dump itself (the sockdiag bench's `tick_rescan_every_tick`). So each process's list is
 //! cached and read again only when it may have changed:
 //! - the fd count changed (the size that stat(2) reports for /proc/PID/fd, Linux 6.2+; on older
-//!   kernels the entries are counted, which costs a getdents(2) but no readlink);
+//!   kernels the entries are counted, which costs a getdents(2) but no readlink). The engine
+//!   passes the count its tree sample read this tick ([`FdTable::sockets_counted`]), so it is
+//!   not asked for twice;
 //! - the caller marked the process dirty (a socket it held left the dump: closed);
 //! - or the list is `rescan_every` ticks old.
 //!
@@ -86,6 +88,17 @@ impl FdTable {
     /// The socket inodes `pid` holds (sorted), re-reading its fd links if they may have
     /// changed. `NotFound` once the process is gone; `PermissionDenied` for another user's.
     pub fn sockets(&mut self, pid: i32, tick: u64) -> io::Result<&[u32]> {
+        self.sockets_counted(pid, tick, None)
+    }
+
+    /// [`FdTable::sockets`] with the process's fd count already known (`Some`, read by whoever
+    /// sampled it this tick): the directory is not asked for it again.
+    pub fn sockets_counted(
+        &mut self,
+        pid: i32,
+        tick: u64,
+        count: Option<u64>,
+    ) -> io::Result<&[u32]> {
         let every = self.rescan_every;
         if let Entry::Vacant(v) = self.pids.entry(pid) {
             let dir = File::open(format!("/proc/{pid}/fd"))?;
@@ -103,7 +116,7 @@ impl FdTable {
         let Some(e) = self.pids.get_mut(&pid) else {
             return Err(io::ErrorKind::NotFound.into());
         };
-        if let Err(err) = refresh(e, tick, every, &mut self.stats, &mut self.scratch) {
+        if let Err(err) = refresh(e, tick, every, count, &mut self.stats, &mut self.scratch) {
             self.pids.remove(&pid);
             self.stats.changed += 1;
             return Err(err);
@@ -155,11 +168,16 @@ fn refresh(
     e: &mut PidFds,
     tick: u64,
     every: u32,
+    known: Option<u64>,
     stats: &mut ScanStats,
     scratch: &mut Vec<u32>,
 ) -> io::Result<()> {
     e.seen = tick;
-    let count = fd_count(&e.dir)?;
+    // A count of 0 is no count (a tree's member whose fd directory could not be read).
+    let count = match known.filter(|&n| n > 0) {
+        Some(n) => n,
+        None => fd_count(&e.dir)?,
+    };
     e.age = e.age.saturating_add(1);
     if e.dirty || count != e.count || e.age >= every {
         scan(&e.dir, scratch, stats)?;
