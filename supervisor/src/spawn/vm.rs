@@ -329,7 +329,9 @@ mod tests {
 
     #[test]
     fn a_name_is_looked_for_along_the_workers_path() {
-        let cases: [(&str, &[(&str, &str)], &[&str]); 5] = [
+        // (program, the worker's environment, the paths tried)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: [Case<'_>; 5] = [
             ("/bin/true", &[("PATH", "/x")], &["/bin/true"]),
             ("sub/true", &[], &["sub/true"]),
             ("true", &[("PATH", "/a:/b/")], &["/a/true", "/b//true"]),
