@@ -3,6 +3,8 @@
 //!
 //! - `--ping MS`: says `READY=1`, then `WATCHDOG=1` every MS milliseconds for ever, and prints
 //!   `notifier pid=<pid> ready` once the first is sent.
+//! - `--reload-ms MS` (with `--ping`): on SIGHUP, says `RELOADING=1`, MS milliseconds later
+//!   `READY=1`, and prints `notifier pid=<pid> reloaded` (systemd's `Type=notify-reload`).
 //! - `--flood SECONDS`: sends `WATCHDOG=1` as fast as the socket takes it for SECONDS seconds,
 //!   then prints `flooded <count>` and sleeps for ever (so a supervisor sees no exit).
 //!
@@ -11,6 +13,7 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -27,13 +30,34 @@ struct Args {
     #[arg(long, value_name = "SECONDS")]
     flood: Option<u64>,
 
+    /// With --ping: on SIGHUP, say RELOADING=1, then READY=1 MS milliseconds later.
+    #[arg(long, value_name = "MS", requires = "ping")]
+    reload_ms: Option<u64>,
+
     /// The notify socket (default: $NOTIFY_SOCKET).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
 }
 
+/// A SIGHUP came, not yet answered.
+static HUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hup(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    HUP.store(true, Ordering::Relaxed);
+}
+
 fn main() {
     let args = Args::parse();
+    if args.reload_ms.is_some() {
+        // SAFETY: installs a handler that only stores to an atomic.
+        unsafe {
+            libc::signal(
+                libc::SIGHUP,
+                on_hup as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
     let Some(path) = args
         .socket
         .or_else(|| std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from))
@@ -57,6 +81,15 @@ fn main() {
             next += every;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             send(b"WATCHDOG=1");
+            if let Some(ms) = args
+                .reload_ms
+                .filter(|_| HUP.swap(false, Ordering::Relaxed))
+            {
+                send(b"RELOADING=1");
+                std::thread::sleep(Duration::from_millis(ms));
+                send(b"READY=1");
+                println!("notifier pid={} reloaded", std::process::id());
+            }
         }
     }
     if let Some(secs) = args.flood {

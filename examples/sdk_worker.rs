@@ -24,7 +24,8 @@
 //!   The floor the channel benchmark compares the SDK's ping/pong with.
 //!
 //! It prints `sdk_worker pid=<pid> supervised=<bool>` at start, `sdk_worker pressure bytes=<n>
-//! limit=<n>` for each memory-pressure warning, and `sdk_worker shutdown` when it leaves because
+//! limit=<n>` for each memory-pressure warning, `sdk_worker limits memory_max=<n>` when the
+//! supervisor sends new limits (a reload changed them), and `sdk_worker shutdown` when it leaves because
 //! it was asked to.
 
 use std::io::{BufRead, BufReader, Write};
@@ -139,6 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut leaked: Vec<Vec<u8>> = Vec::new();
     let mut leaked_mib = 0.0f64;
     let mut pressure_seen = 0;
+    let mut limits = client.as_ref().map(|c| c.limits().memory_max);
     loop {
         let elapsed = start.elapsed();
         if let Some(c) = &client {
@@ -157,6 +159,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     pressure_seen = count;
                     println!("sdk_worker pressure bytes={bytes} limit={limit}");
                 }
+            }
+            let now = Some(c.limits().memory_max);
+            if now != limits {
+                limits = now;
+                println!(
+                    "sdk_worker limits memory_max={}",
+                    now.flatten()
+                        .map_or_else(|| "none".to_owned(), |m| m.to_string())
+                );
             }
             if c.shutdown_requested() && !args.ignore_shutdown {
                 for n in 0..args.events_on_shutdown {

@@ -420,7 +420,7 @@ fn alertmanager_holds_a_fatal_until_the_program_is_started_again() {
         "[alert]\nalertmanager = \"http://{web}\"\n\n\
          [program.{name}]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n\
          backoff = {{ first = \"50ms\", max = \"100ms\" }}\n\
-         intensity = {{ max = 1, within = \"60s\" }}\n\n\
+         intensity = {{ max = 1, within = \"60s\" }}\nessential = false\n\n\
          [program.{idle}]\ncommand = [\"sleep\", \"600\"]\n"
     ));
     sup.wait_event("fatal", Duration::from_secs(15));

@@ -49,6 +49,7 @@ command = ["{crasher}", "--after", "0"]
 restart = "always"
 backoff = {{ first = "0s" }}
 intensity = {{ max = 250, within = "1h" }}
+essential = false
 "#,
         leaky = example("leaky"),
         crasher = example("crasher"),

@@ -92,6 +92,7 @@ fn a_fatal_dependency_leaves_its_dependents_waiting() {
     let sup = Sup::with_config(&format!(
         "[program.{db}]\ncommand = [\"{crasher}\", \"--code\", \"1\", \"--after\", \"0\"]\n\
          intensity = {{ max = 1, within = \"60s\" }}\nbackoff = {{ first = \"0s\" }}\n\
+         essential = false\n\
          [program.{api}]\ncommand = [\"{crasher}\", \"--after\", \"1000000\"]\nafter = [\"{db}\"]\n",
         crasher = example("crasher"),
     ));

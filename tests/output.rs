@@ -21,6 +21,7 @@ fn last_lines_before_death_reach_the_log() {
             "never",
             "--log-dir",
             "logs",
+            "--prefix",
             "--",
             &crasher,
             "--lines",
@@ -47,7 +48,8 @@ fn last_lines_before_death_reach_the_log() {
         5000
     );
     assert_eq!(lines.last(), Some(&"crasher exiting code=4"));
-    // And the same lines were forwarded with the name[instance] prefix.
+    // And the same lines were forwarded with the name[instance] prefix (`--prefix`: one
+    // instance of a single command is forwarded without it by default).
     let stdout = fs::read_to_string(sup.path("stdout")).expect("stdout");
     assert!(
         stdout.contains(&format!("{name}[0] line 4999\n")),

@@ -365,8 +365,8 @@ fn the_signal_command_reaches_the_chosen_instances() {
         .filter(|p| *p != r0 && *p != r1)
         .collect();
 
-    // The whole program: every process of both instances (group mode: the process groups).
-    let (code, stdout, stderr) = ctl_output(&sup.socket(), &["signal", &name, "USR1"]);
+    // The whole program with --group: every process of both instances (their process groups).
+    let (code, stdout, stderr) = ctl_output(&sup.socket(), &["signal", &name, "USR1", "--group"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}\n{}", sup.dump());
     assert!(!stdout.trim().is_empty(), "no message");
     for &pid in [r0, r1].iter().chain(&children) {
@@ -398,10 +398,10 @@ fn the_signal_command_reaches_the_chosen_instances() {
 }
 
 #[test]
-fn the_signal_command_follows_the_stop_mode() {
-    // In `main` mode the signal goes to the worker's root only.
-    let (sup, name, _guard, root) =
-        recorder("sigmain", &["--stop-mode", "main"], &["--children", "1"]);
+fn the_signal_command_reaches_the_main_process_only_by_default() {
+    // Whatever the stop mode (group here, the default), the signal goes to the worker's root
+    // only, as `kill -SIG $MAINPID` does.
+    let (sup, name, _guard, root) = recorder("sigmain", &[], &["--children", "1"]);
     assert!(wait_until(LONG, || pids_of_program(&name).len() == 2));
     let child = pids_of_program(&name)
         .into_iter()

@@ -140,7 +140,7 @@ fn a_crash_loop_is_told_line_by_line() {
 
 #[test]
 fn quiet_says_nothing() {
-    let (sup, name, _guard) = crash_loop(&["--quiet"]);
+    let (sup, name, _guard) = crash_loop(&["--quiet", "--prefix"]);
     assert_eq!(sup.stderr(), "", "{}", sup.dump());
     // It did run, three times.
     let stdout = fs::read_to_string(sup.path("stdout")).expect("stdout");
@@ -186,6 +186,7 @@ fn timestamps_prefix_worker_lines() {
             "--timestamps",
             "--log-dir",
             "logs",
+            "--prefix",
             "--",
             &crasher,
             "--lines",

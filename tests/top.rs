@@ -217,7 +217,7 @@ fn top_shows_a_fatal_program_and_why_it_cannot_be_restarted() {
     let sup = Sup::with_config(&format!(
         "[program.{crash}]\ncommand = [\"{crasher}\", \"--after\", \"100\", \"--code\", \"3\"]\n\
          restart = \"always\"\nintensity = {{ max = 1, within = \"60s\" }}\n\
-         backoff = {{ first = \"10ms\" }}\n\
+         backoff = {{ first = \"10ms\" }}\nessential = false\n\
          [program.{ok}]\ncommand = [\"{leaky}\", \"--rate\", \"0\"]\n",
         crasher = example("crasher"),
         leaky = example("leaky"),

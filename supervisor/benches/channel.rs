@@ -155,8 +155,8 @@ impl Drop for AffinityGuard {
 /// start-up line finds a reader-side pipe open.
 struct Child {
     pid: i32,
-    _stdout: OwnedFd,
-    _stderr: OwnedFd,
+    _stdout: Option<OwnedFd>,
+    _stderr: Option<OwnedFd>,
 }
 
 impl Drop for Child {
@@ -199,6 +199,8 @@ fn start(worker: &Path, raw: bool, theirs: OwnedFd, cpu: usize) -> Child {
         oom: supervisor::plan::OomPolicy::Normal,
         leak: None,
         net: None,
+        essential: true,
+        reload: supervisor::plan::ReloadSpec::default(),
     };
     let (segment, _reader) = child_sdk::segment::create().expect("segment");
     let inherit = Inherit {

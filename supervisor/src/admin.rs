@@ -60,11 +60,23 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_ms: Option<u64>,
     },
-    /// Send `signal` (a number) to every instance of `program`, or just `instance`.
+    /// Send `signal` (a number) to every instance of `program`, or just `instance`: to each
+    /// one's main process, or with `group` to its whole process group.
     Signal {
         program: String,
         instance: Option<u32>,
         signal: i32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        group: bool,
+    },
+    /// Carry out `program`'s reload action (`reload.signal` or `reload.exec`) on every instance,
+    /// or just `instance`, one at a time, each once the one before is ready again.
+    ReloadProgram {
+        program: String,
+        instance: Option<u32>,
+        /// Answer once every instance has reloaded, or after this many ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Stop every instance of `program` and keep them stopped until `start`.
     Stop {
@@ -82,6 +94,10 @@ pub enum Request {
     },
     /// Reload the config file, as SIGHUP does.
     Reload,
+    /// Read the config file and say what reloading it would change, program by program, and
+    /// what it would restart; change nothing.
+    #[serde(rename = "reload-dry-run")]
+    ReloadDryRun,
     /// The newest `lines` lines of every instance of `program`, or just `instance`, stdout and
     /// stderr interleaved in the order they were read; with `follow`, then each new line as it
     /// is read, until the client closes. Answered by a stream of [`Response::Line`]s (and
@@ -157,7 +173,8 @@ impl Request {
         match self {
             Request::Start { wait_ms, .. }
             | Request::Stop { wait_ms, .. }
-            | Request::Restart { wait_ms, .. } => {
+            | Request::Restart { wait_ms, .. }
+            | Request::ReloadProgram { wait_ms, .. } => {
                 wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT))
             }
             _ => None,
@@ -257,7 +274,8 @@ pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
                 ),
             ));
         }
-        std::fs::remove_file(path)?;
+        std::fs::remove_file(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     }
     // Created with no permissions for others from the start (no window with a looser mode).
     // SAFETY: umask only changes this process's file-creation mask; restored right after.
@@ -267,7 +285,8 @@ pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
     unsafe { libc::umask(old) };
     let listener =
         listener.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     Ok(listener)
 }
 

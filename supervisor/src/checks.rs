@@ -47,10 +47,22 @@ pub async fn run(
         Check::Http { host, port, path } => {
             cancellable(&mut cancel, http(host, *port, path, timeout)).await
         }
-        Check::Exec(argv) => exec::exec(argv, timeout, env, &mut cancel).await,
+        Check::Exec(argv) => exec::exec(argv, &[], timeout, env, &mut cancel).await,
         // Judged against the worker's own tree, where its pids are known (`worker::ready`).
         Check::Listen { port } => Err(format!("listen:{port} is judged with the worker's tree")),
     }
+}
+
+/// Runs `argv` as an exec check does, with `vars` added to its environment: Ok if it exits 0
+/// within `timeout`; nothing of it outlives the call.
+pub async fn exec_with(
+    argv: &[String],
+    vars: &[(String, String)],
+    timeout: Duration,
+    env: &Env,
+    mut cancel: oneshot::Receiver<()>,
+) -> Result<(), String> {
+    exec::exec(argv, vars, timeout, env, &mut cancel).await
 }
 
 /// `try_` unless `cancel` fires first.

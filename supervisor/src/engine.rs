@@ -40,6 +40,8 @@ struct Slot {
     replacement: Option<Rc<ProgramSpec>>,
     /// A stop for good (or a kill) was sent to it: restarts are refused.
     doomed: bool,
+    /// It runs in a session of its own, holding supervise's terminal (see `spawn::stdio`).
+    own_session: bool,
 }
 
 struct Engine {
@@ -119,6 +121,8 @@ struct Engine {
     host: crate::host::HostProbe,
     /// The last hour of each instance's memory, for the charts of `top` and the dashboard.
     trail: crate::trail::Trail,
+    /// `reload-program`s under way.
+    program_reloads: Vec<reload_program::ProgramReload>,
 }
 
 /// The shortest time between two orphan scans that orphans' exits trigger.
@@ -193,6 +197,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             reload: reload::Reload::default(),
             host: crate::host::HostProbe::default(),
             trail: crate::trail::Trail::default(),
+            program_reloads: Vec::new(),
         };
         engine.main().await
     });
@@ -261,7 +266,7 @@ impl Engine {
                     addr: bound.to_string(),
                 },
             ));
-            let dashboard = crate::web::Dashboard::new(
+            let dashboard = crate::metrics::web::Dashboard::new(
                 self.output.recent(),
                 self.buffers.clone(),
                 self.plan.http_token.clone(),
@@ -289,6 +294,9 @@ impl Engine {
         }
         self.resources.watch(self.plan.watch_dirs.clone());
         let mut destroy = self.resources.start_net(self.plan.destroy_events);
+        if let Some(text) = self.resources.notice.take() {
+            self.output.notice(&text);
+        }
         // The destroy socket was found empty: look again after DESTROY_GAP, not at once.
         let mut destroy_rest: Option<tokio::time::Instant> = None;
         let admin_path = self.plan.admin.clone().unwrap_or_else(admin::default_path);
@@ -425,7 +433,10 @@ impl Engine {
                         l.exited(exit);
                     }
                 }
-                _ = roll_tick.tick(), if !self.rolls.is_empty() => self.advance_rolls(),
+                _ = roll_tick.tick(), if !self.rolls.is_empty() || !self.program_reloads.is_empty() => {
+                    self.advance_rolls();
+                    self.advance_program_reloads();
+                }
                 _ = order_tick.tick(), if !self.waiting.is_empty() => self.advance_order(),
                 _ = wait_tick.tick(), if !self.waits.is_empty() => self.advance_waits(),
                 () = sleep_until_some(destroy_rest) => destroy_rest = None,
@@ -499,10 +510,11 @@ impl Engine {
             .last_exits
             .iter()
             .filter(|((program, instance), _)| {
+                // Nor those of a program that is not essential: it never changes the code.
                 self.plan
                     .programs
                     .iter()
-                    .any(|p| p.name == *program && *instance < p.replicas)
+                    .any(|p| p.name == *program && *instance < p.replicas && p.essential)
             })
             .map(|(_, &e)| e)
             .collect();
@@ -526,6 +538,9 @@ impl Engine {
             ..Shared::default()
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let stdio = crate::spawn::stdio::for_plan(&self.plan, spec);
+        let kept = self.buffers.buffer(&spec.name, instance);
+        kept.set_unseen(stdio.unseen());
         let ctx = Ctx {
             spec: spec.clone(),
             instance,
@@ -540,7 +555,8 @@ impl Engine {
             notify: self.notify_for(spec),
             pressure_watch: self.pressure_watch.clone(),
             host_pressure: self.host_pressure.clone(),
-            kept: self.buffers.buffer(&spec.name, instance),
+            kept,
+            stdio,
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -556,6 +572,7 @@ impl Engine {
                 shared,
                 replacement: None,
                 doomed: false,
+                own_session: stdio.own_session,
             },
         );
     }
@@ -591,7 +608,10 @@ impl Engine {
             .programs
             .get(&slot.spec.name)
             .is_some_and(|p| Rc::ptr_eq(p, &slot.program));
-        if end.fatal {
+        let verdict = end
+            .fatal
+            .then(|| essential::on_fatal(slot.spec.essential, current, self.stopping > 0));
+        if verdict.is_some_and(|v| v.counts) {
             self.any_fatal = true;
             self.fatal_exit = self.fatal_exit.or(end.last_exit);
         }
@@ -607,6 +627,20 @@ impl Engine {
                 s.doomed = true;
                 let _ = s.cmds.send(Command::Stop { signal: None });
             }
+        }
+        if verdict.is_some_and(|v| v.end_run) {
+            // An essential program gave up: the others are stopped as a TERM would, and the run
+            // ends with 1.
+            self.output.notice(&format!(
+                "{} is essential and was given up on: stopping every program; exit status 1",
+                slot.spec.name
+            ));
+            self.stop_all(Sig::TERM);
+        } else if end.fatal && current && !slot.spec.essential {
+            self.output.notice(&format!(
+                "{} is not essential: the others run on, and the exit status is theirs",
+                slot.spec.name
+            ));
         }
         if self.stopping > 0 {
             // What this one started after may stop now.
@@ -674,12 +708,14 @@ fn unix_ms() -> u64 {
 }
 
 mod control;
+mod essential;
 mod exit_code;
 mod notified;
 mod order;
 mod orphan_scan;
 mod pressure;
 mod reload;
+mod reload_program;
 mod resources;
 mod roll;
 mod status;

@@ -27,8 +27,8 @@
 //! destination holds up the engine; each instance's last lines are also kept in a bounded ring
 //! for `supervise logs`. Chosen events become alerts, on a thread of their own ([`alert`]). What
 //! is known about each instance is the [`status`] model that the control socket ([`admin`]), the
-//! terminal view ([`top`]), the metrics server ([`metrics`]), the web dashboard it also serves
-//! ([`web`]) and the history file ([`history`]) read; `top` and `status` fit their columns to the
+//! terminal view ([`top`]), the metrics server ([`metrics`], which also serves
+//! the web dashboard) and the history file ([`history`]) read; `top` and `status` fit their columns to the
 //! terminal by priority ([`columns`]), both views head their screen with the host's load, memory
 //! and pressure ([`host`]), and the engine keeps each instance's last hour of memory for them
 //! ([`trail`]). Both servers cap the connections they hold at once ([`connections`]), and
@@ -85,5 +85,5 @@ pub mod status;
 pub mod top;
 pub mod trail;
 pub mod trim;
-pub mod web;
+
 pub mod worker;

@@ -201,6 +201,12 @@ impl Lifecycle {
         }
     }
 
+    /// A reload changed the program's stop policy: the next stage of a stop uses it (a stage
+    /// under way, a drain or a grace, ends when it was due).
+    pub fn configure(&mut self, cfg: Config) {
+        self.cfg = cfg;
+    }
+
     /// The phase as `status` shows it.
     #[must_use]
     pub fn status(&self) -> status::Phase {

@@ -35,6 +35,7 @@ mod buffers;
 mod console;
 mod events_file;
 mod files;
+pub mod json;
 mod ring;
 
 pub use buffers::{Buffer, Buffers, Follower, Item, RecentLine, FOLLOW_BUDGET, REPLY_MAX};
@@ -46,6 +47,9 @@ pub use ring::MIN_CAPACITY as MIN_BUFFER;
 
 /// Longest line forwarded as one; longer ones are cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
+/// With `--log-format json`, the longest line read as one, then written in parts of at most
+/// [`json::MAX_JSON_LINE`]; a longer one is cut into lines of this size.
+pub const MAX_JSON_READ: usize = 256 * 1024;
 /// Pipe read sizes: quiet workers, and workers that fill the small buffer.
 const READ_SMALL: usize = 8 * 1024;
 const READ_LARGE: usize = 64 * 1024;
@@ -78,12 +82,17 @@ pub struct Source {
 }
 
 impl Source {
+    /// The lines of `program`'s instance, forwarded after `name[instance] ` when `prefix`.
     #[must_use]
-    pub fn new(program: &str, instance: u32) -> Arc<Self> {
+    pub fn new(program: &str, instance: u32, prefix: bool) -> Arc<Self> {
         Arc::new(Self {
             program: program.to_owned(),
             instance,
-            prefix: format!("{program}[{instance}] ").into_bytes(),
+            prefix: if prefix {
+                format!("{program}[{instance}] ").into_bytes()
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -96,6 +105,8 @@ struct Line {
     bytes: Arc<[u8]>,
     /// When it was read, with `--timestamps`.
     read_at: Option<SystemTime>,
+    /// When it was read (for `--log-format json`'s `ts`).
+    at: SystemTime,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -119,8 +130,9 @@ impl Lane {
         stream: Stream,
         bytes: &Arc<[u8]>,
         read_at: Option<SystemTime>,
+        at: SystemTime,
     ) -> bool {
-        let cost = u32::try_from(bytes.len().clamp(1, MAX_LINE)).unwrap_or(1);
+        let cost = u32::try_from(bytes.len().clamp(1, BUDGET)).unwrap_or(1);
         let Ok(permit) = self.budget.clone().acquire_many_owned(cost).await else {
             return false;
         };
@@ -130,6 +142,7 @@ impl Lane {
                 stream,
                 bytes: bytes.clone(),
                 read_at,
+                at,
                 _permit: permit,
             }))
             .is_ok()
@@ -148,6 +161,8 @@ pub struct Output {
     alerts: Option<Arc<crate::alert::Alerter>>,
     /// `--timestamps`: worker lines carry the time they were read.
     timestamps: bool,
+    /// Longest line read as one ([`MAX_LINE`], or [`MAX_JSON_READ`] with `--log-format json`).
+    max_line: usize,
     /// The recent events, for `top` and the dashboard.
     recent: Arc<crate::events::recent::Recent>,
 }
@@ -233,12 +248,14 @@ impl Output {
             }
         };
         let (console_tx, console_rx) = mpsc::unbounded_channel::<Msg>();
+        let json = plan.log_format == crate::plan::LogFormat::Json;
         let says = Notes::new(
             console_tx.clone(),
             human::Style {
                 colour: colour_on_stderr(),
                 millis: plan.timestamps,
             },
+            json,
         );
         // The events themselves on stderr (`--events -`) say it all there: no second telling.
         let notes =
@@ -266,7 +283,7 @@ impl Output {
                 Some(lane(tx))
             }
         };
-        let console = Rc2::new(Console::new(says.budget()));
+        let console = Rc2::new(Console::new(says.budget(), json));
         let flusher = console.clone();
         threads.push(writer_thread(
             "console",
@@ -283,6 +300,7 @@ impl Output {
                 notes,
                 alerts: None,
                 timestamps: plan.timestamps,
+                max_line: if json { MAX_JSON_READ } else { MAX_LINE },
                 recent: Arc::default(),
             },
             OutputThreads(threads),
@@ -301,6 +319,14 @@ impl Output {
         }
         if let Some(tx) = &self.events {
             let _ = tx.send(line);
+        }
+    }
+
+    /// Queues a notice for people on stderr (a line as the event lines are, with no event in the
+    /// events file): what supervise could not set up as it wanted, say. Never blocks.
+    pub fn notice(&self, text: &str) {
+        if let Some(notes) = &self.notes {
+            notes.notice(text);
         }
     }
 
@@ -329,6 +355,8 @@ impl Output {
         let mut buf = Vec::new();
         let mut line: Vec<u8> = Vec::new();
         let mut read_at = None;
+        let mut at = SystemTime::UNIX_EPOCH;
+        let max_line = self.max_line;
         loop {
             if buf.is_empty() {
                 if pipe.readable().await.is_err() {
@@ -343,13 +371,14 @@ impl Output {
                 Err(_) => break,
             };
             // A line is stamped with the time the read that completed it returned.
-            read_at = self.timestamps.then(SystemTime::now);
+            at = SystemTime::now();
+            read_at = self.timestamps.then_some(at);
             if n == buf.len() && buf.len() < READ_LARGE {
                 buf.resize(READ_LARGE, 0);
             }
             let mut rest = &buf[..n];
             while !rest.is_empty() {
-                let room = MAX_LINE - line.len();
+                let room = max_line - line.len();
                 match rest.iter().take(room).position(|&b| b == b'\n') {
                     Some(i) => {
                         line.extend_from_slice(&rest[..i]);
@@ -365,7 +394,13 @@ impl Output {
                     }
                 }
                 if !self
-                    .send_line(&src, stream, std::mem::take(&mut line), read_at, &kept)
+                    .send_line(
+                        &src,
+                        stream,
+                        std::mem::take(&mut line),
+                        (read_at, at),
+                        &kept,
+                    )
                     .await
                 {
                     return;
@@ -373,7 +408,8 @@ impl Output {
             }
         }
         if !line.is_empty() {
-            self.send_line(&src, stream, line, read_at, &kept).await;
+            self.send_line(&src, stream, line, (read_at, at), &kept)
+                .await;
         }
     }
 
@@ -382,18 +418,18 @@ impl Output {
         src: &Arc<Source>,
         stream: Stream,
         bytes: Vec<u8>,
-        read_at: Option<SystemTime>,
+        (read_at, at): (Option<SystemTime>, SystemTime),
         kept: &Buffer,
     ) -> bool {
         let bytes: Arc<[u8]> = bytes.into();
         // Kept as it is read, before any destination can make the forwarder wait.
         kept.push(stream, &bytes, read_at);
         if let Some(files) = &self.files {
-            if !files.send(src, stream, &bytes, read_at).await {
+            if !files.send(src, stream, &bytes, read_at, at).await {
                 return false;
             }
         }
-        self.console.send(src, stream, &bytes, read_at).await
+        self.console.send(src, stream, &bytes, read_at, at).await
     }
 }
 

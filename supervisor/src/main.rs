@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches};
 use supervisor::admin::{self, Request, Response};
 use supervisor::logs::Stream;
-use supervisor::plan::{Cli, Control};
+use supervisor::plan::{Cli, Control, LogFormat};
 
 /// Exit code for bad flags or config: nothing was started.
 const EXIT_USAGE: u8 = 2;
@@ -39,25 +39,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SUPERVISE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(supervisor::logs::TracingLines)
-        .with_ansi(supervisor::logs::colour_on_stderr())
-        .with_target(false)
-        .init();
     if let Some(control) = &cli.control {
+        init_tracing(LogFormat::Human);
         return client(control, cli.admin.clone());
-    }
-    // Run mode only: a supervisor holds a few fds per process it tracks (the workers get the
-    // limit back, see `spawn`).
-    if let Err(e) = supervisor::spawn::raise_fd_limit() {
-        tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let explicit =
         |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    // A bad flag or config is told to whoever typed the command, in words.
     let plan = match cli.into_plan(&explicit) {
         Ok(p) => p,
         Err(e) => {
@@ -65,12 +53,46 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let format = plan.log_format;
+    init_tracing(format);
+    // Run mode only: a supervisor holds a few fds per process it tracks (the workers get the
+    // limit back, see `spawn`).
+    if let Err(e) = supervisor::spawn::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
     match supervisor::engine::run(plan) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("supervise: {e:#}");
+            let text = format!("{e:#}");
+            match format {
+                LogFormat::Human => eprintln!("supervise: {text}"),
+                LogFormat::Json => eprint!(
+                    "{}",
+                    supervisor::logs::json::own_line("error", &text, &serde_json::Map::new())
+                ),
+            }
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// `tracing`'s lines (supervise's warnings), filtered by `SUPERVISE_LOG`, in the format of the
+/// other lines on stderr.
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUPERVISE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(supervisor::logs::TracingLines);
+    match format {
+        LogFormat::Human => lines
+            .with_ansi(supervisor::logs::colour_on_stderr())
+            .with_target(false)
+            .init(),
+        LogFormat::Json => lines
+            .with_ansi(false)
+            .event_format(supervisor::logs::json::TracingJson)
+            .init(),
     }
 }
 
@@ -117,7 +139,7 @@ fn report(file: &Path, output: &Path, program: Option<&str>) -> ExitCode {
         }
     };
     let written = if output == Path::new("-") {
-        std::io::stdout().write_all(svg.as_bytes())
+        return to_stdout(svg.as_bytes());
     } else {
         std::fs::write(output, svg)
     };
@@ -158,7 +180,11 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 wait_ms: wait.wait_ms(),
             }
         }
-        Control::Signal { target, signal } => {
+        Control::Signal {
+            target,
+            signal,
+            group,
+        } => {
             let Some((program, instance)) = split_target(target) else {
                 return ExitCode::from(EXIT_USAGE);
             };
@@ -166,6 +192,17 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 program,
                 instance,
                 signal: signal.raw(),
+                group: *group,
+            }
+        }
+        Control::ReloadProgram { target, wait } => {
+            let Some((program, instance)) = split_target(target) else {
+                return ExitCode::from(EXIT_USAGE);
+            };
+            Request::ReloadProgram {
+                program,
+                instance,
+                wait_ms: wait.wait_ms(),
             }
         }
         Control::Stop { program, wait } => Request::Stop {
@@ -176,7 +213,8 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             program: program.clone(),
             wait_ms: wait.wait_ms(),
         },
-        Control::Reload => Request::Reload,
+        Control::Reload { dry_run: false } => Request::Reload,
+        Control::Reload { dry_run: true } => Request::ReloadDryRun,
         Control::Logs {
             target,
             lines,
@@ -201,17 +239,15 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             program,
         } => return report(file, output, program.as_deref()),
         Control::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "supervise",
-                &mut std::io::stdout(),
-            );
-            return ExitCode::SUCCESS;
+            // Written whole into memory first: clap_complete panics on a failed write.
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "supervise", &mut text);
+            return to_stdout(&text);
         }
         Control::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mut text = Vec::new();
+            return match clap_mangen::Man::new(Cli::command()).render(&mut text) {
+                Ok(()) => to_stdout(&text),
                 Err(e) => {
                     eprintln!("supervise: man: {e}");
                     ExitCode::FAILURE
@@ -257,8 +293,7 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(Response::Ok { message } | Response::Done { message }) => {
-            println!("{message}");
-            ExitCode::SUCCESS
+            to_stdout(format!("{message}\n").as_bytes())
         }
         Ok(Response::Status {
             workers,
@@ -286,12 +321,24 @@ fn client(control: &Control, path: Option<std::path::PathBuf>) -> ExitCode {
                 text.push_str(&admin::table(&workers, table_width(wide)));
                 text.push_str(&admin::supervisor_lines(&supervisor));
             }
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-            ExitCode::SUCCESS
+            to_stdout(text.as_bytes())
         }
         Ok(other) => {
             eprintln!("supervise: unexpected answer: {other:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `bytes` to stdout. A reader that went away (`supervise completions zsh | head`)
+/// ends the output, not the process: success, with no panic and nothing said.
+fn to_stdout(bytes: &[u8]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("supervise: stdout: {e}");
             ExitCode::FAILURE
         }
     }

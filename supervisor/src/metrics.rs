@@ -1,7 +1,7 @@
 //! The metrics server (`--metrics ADDR`): the Prometheus text format 0.0.4 or OpenMetrics at
 //! `/metrics` (as the scrape's `Accept` header asks, see [`format`](mod@format)), and `/healthz`
 //! and `/readyz` for liveness and readiness probes, over HTTP/1.x; and the dashboard at `/`
-//! (see [`crate::web`]).
+//! (see [`web`]).
 //!
 //! # Theory of operation
 //! The server is a local task on the engine's single-threaded runtime. Each scrape asks the engine
@@ -17,7 +17,7 @@
 //! see: the request head is read for at most [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes (then
 //! `408`/`431`), a whole exchange is cut after [`EXCHANGE_TIMEOUT`] (but the dashboard's live
 //! stream, which keeps its own limits), at most [`MAX_CONNECTIONS`] are served at once, only
-//! the dashboard's actions read a body (of at most 4 KiB, see [`crate::web`]), and anything that
+//! the dashboard's actions read a body (of at most 4 KiB, see [`web`]), and anything that
 //! is not a well-formed request line gets `400`. At the cap a new connection is still served:
 //! the one that has waited longest for its request head is closed instead, else the oldest
 //! being answered (a live stream; see [`crate::connections`]), so clients that trickle their
@@ -113,7 +113,7 @@ pub async fn serve(
     listener: TcpListener,
     calls: mpsc::UnboundedSender<Call>,
     health: Rc<Health>,
-    dashboard: crate::web::Dashboard,
+    dashboard: web::Dashboard,
 ) {
     let conns = Connections::new(MAX_CONNECTIONS, 0);
     let server = Rc::new(Server {
@@ -135,7 +135,7 @@ pub async fn serve(
                 tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(&mut stream, &server, &conn)).await;
             // The live stream keeps its own limits (see `web::stream`).
             if let Ok(Ok(Some(ask))) = asked {
-                crate::web::stream::run(stream, &server.calls, &server.dashboard, ask).await;
+                web::stream::run(stream, &server.calls, &server.dashboard, ask).await;
             }
         });
     }
@@ -145,7 +145,7 @@ pub async fn serve(
 pub(crate) struct Server {
     pub calls: mpsc::UnboundedSender<Call>,
     health: Rc<Health>,
-    pub dashboard: crate::web::Dashboard,
+    pub dashboard: web::Dashboard,
 }
 
 /// One exchange: the request head, then its answer; or, for the dashboard's live stream, what
@@ -154,7 +154,7 @@ async fn exchange(
     stream: &mut TcpStream,
     server: &Server,
     conn: &Conn,
-) -> io::Result<Option<crate::web::stream::Ask>> {
+) -> io::Result<Option<web::stream::Ask>> {
     let head = tokio::time::timeout(READ_TIMEOUT, read_head(stream)).await;
     conn.request_read();
     let answer = match head {
@@ -183,12 +183,12 @@ async fn exchange(
                         a.head_only = method == Method::Head;
                         a
                     }
-                    _ => match crate::web::route(server, &asked, stream).await? {
-                        crate::web::Outcome::Answer(mut a) => {
+                    _ => match web::route(server, &asked, stream).await? {
+                        web::Outcome::Answer(mut a) => {
                             a.head_only = method == Method::Head;
                             a
                         }
-                        crate::web::Outcome::Stream(ask) => return Ok(Some(ask)),
+                        web::Outcome::Stream(ask) => return Ok(Some(ask)),
                     },
                 }
             }
@@ -493,3 +493,4 @@ mod http;
 mod resources;
 #[cfg(test)]
 mod tests;
+pub mod web;

@@ -27,6 +27,12 @@ pub struct Plan {
     /// Worker lines, on the console and in log files, start with the time they were read
     /// (`--timestamps`).
     pub timestamps: bool,
+    /// How supervise's stderr lines and the forwarded worker lines are written
+    /// (`--log-format`, `log_format`).
+    pub log_format: LogFormat,
+    /// `--prefix`: in single-command mode with one instance, forwarded lines start with
+    /// `name[0] ` and go through supervise (a config's or replicas' always do).
+    pub prefix: bool,
     /// Worker output files, if configured.
     pub log: Option<LogSpec>,
     /// Bytes of each instance's most recent lines kept for `supervise logs` (0: none kept).
@@ -160,6 +166,48 @@ pub struct ProgramSpec {
     pub handling: Handling,
     /// Its place in the order of host-pressure victims (`oom`).
     pub oom: OomPolicy,
+    /// Whether its going fatal ends the run (exit 1, the others stopped gracefully); a program
+    /// that is not essential never ends it, never changes its exit status, and `/readyz`
+    /// leaves it out.
+    pub essential: bool,
+    /// What `supervise reload-program` does to each instance (`reload`).
+    pub reload: ReloadSpec,
+}
+
+/// `[program.NAME.reload]`: how a running instance is told to reload without a restart, and
+/// how long it is given to be ready again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSpec {
+    pub action: ReloadAction,
+    /// For an instance that does not say `RELOADING=1`: how long after the action it counts as
+    /// reloaded (once it is up).
+    pub settle: Duration,
+    /// The longest an instance may take to be ready again; past it the reload halts.
+    pub timeout: Duration,
+}
+
+/// What tells an instance to reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadAction {
+    /// A signal to the instance's main process.
+    Signal(Sig),
+    /// A command run with the instance's environment and `SUPERVISE_MAINPID`.
+    Exec(Vec<String>),
+}
+
+/// `reload.settle` unless given.
+pub const DEFAULT_RELOAD_SETTLE: Duration = Duration::from_secs(2);
+/// `reload.timeout` unless given.
+pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for ReloadSpec {
+    fn default() -> Self {
+        Self {
+            action: ReloadAction::Signal(Sig::HUP),
+            settle: DEFAULT_RELOAD_SETTLE,
+            timeout: DEFAULT_RELOAD_TIMEOUT,
+        }
+    }
 }
 
 /// A program's network policy, checked against its tree's sockets every tick.
@@ -200,6 +248,17 @@ pub enum OnLeak {
     Restart,
     /// Only report the `leak` finding.
     Warn,
+}
+
+/// How supervise writes its lines on stderr and the worker lines it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: `api[0] line`, `2026-11-28T20:33:49Z api[0] exited with code 3 after 1.2s`.
+    #[default]
+    Human,
+    /// One JSON object a line, for log shippers (docs/logs.md).
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -511,6 +570,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 500ms, 10s, 5m"))
 }
 
+/// Parses a memory limit: a size as [`parse_size`] reads it, refused when it has no unit and
+/// is under [`BARE_MEMORY_MIN`] (see [`check_memory_size`]).
+pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    let bare = s.trim().bytes().all(|b| b.is_ascii_digit());
+    check_memory_size(n, bare)
+}
+
+/// The smallest memory limit that may be written without a unit: a bare number under it
+/// (`max = 512`) is far more likely to mean MiB than bytes.
+pub const BARE_MEMORY_MIN: u64 = 1 << 20;
+
+/// A memory limit of `n` bytes, written without a unit when `bare`: refused when bare and under
+/// [`BARE_MEMORY_MIN`], with the unit it probably meant.
+pub fn check_memory_size(n: u64, bare: bool) -> Result<u64, String> {
+    if bare && n < BARE_MEMORY_MIN {
+        return Err(format!(
+            "{n} has no unit, so it means {n} bytes, which no process fits in; \
+             write \"{n}MiB\" (or a number of bytes of at least 1048576)"
+        ));
+    }
+    Ok(n)
+}
+
 /// Parses a byte size such as `64MiB`, `1.5GiB`, `100MB` or a plain number of bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     s.trim()
@@ -620,10 +703,12 @@ fn check_sample_every(d: Duration) -> Result<Duration, String> {
 }
 
 pub mod alert;
+pub mod changes;
 mod checks;
 mod cli;
 mod config;
 pub mod envfile;
+pub mod expand;
 pub mod file;
 mod handling;
 mod identity;

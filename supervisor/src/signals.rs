@@ -190,9 +190,13 @@ pub enum Disposition {
 }
 
 /// Signals that keep their default action: faults in the supervisor itself, the reaper's CHLD,
-/// SIGPIPE (ignored by the Rust runtime; a closed pipe is an error return), and the two that
-/// cannot be caught.
-const NOT_HANDLED: [i32; 10] = [
+/// and the two that cannot be caught.
+///
+/// SIGPIPE is forwarded like the rest, as tini and dumb-init do: one sent to supervise (by
+/// `kill`) is meant for the program. One a write of supervise's own brings on (a closed pipe or
+/// socket: the kernel sends it to the writing thread, as if by itself) is dropped unread in
+/// [`Intake::recv`], and the write fails with `EPIPE` as it did while SIGPIPE was ignored.
+const NOT_HANDLED: [i32; 9] = [
     libc::SIGSEGV,
     libc::SIGBUS,
     libc::SIGFPE,
@@ -200,7 +204,6 @@ const NOT_HANDLED: [i32; 10] = [
     libc::SIGTRAP,
     libc::SIGABRT,
     libc::SIGCHLD,
-    libc::SIGPIPE,
     libc::SIGKILL,
     libc::SIGSTOP,
 ];
@@ -214,6 +217,30 @@ pub fn disposition(sig: Sig) -> Option<Disposition> {
         libc::SIGHUP => Some(Disposition::Reload),
         _ => Some(Disposition::Forward),
     }
+}
+
+/// What a signal forwarded to a worker becomes, and whether supervise then stops itself.
+///
+/// A worker that was handed supervise's terminal runs in a session of its own (see
+/// `spawn::stdio`), where its process group is orphaned: the kernel discards the terminal's
+/// stop signals (TSTP, TTIN, TTOU) sent to it while their action is the default (POSIX, "orphaned
+/// process group"), so Ctrl-Z would stop nothing. They become STOP for it, as dumb-init rewrites
+/// them in its setsid mode, and supervise then stops itself too, so that the shell that started
+/// it gets the terminal back; `fg` continues supervise, which forwards the CONT. Any other
+/// signal, and every signal to a worker in supervise's session, is passed on as it is.
+#[must_use]
+pub fn for_worker(sig: Sig, own_session: bool) -> (Sig, bool) {
+    match sig.0 {
+        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU if own_session => (Sig(libc::SIGSTOP), true),
+        _ => (sig, false),
+    }
+}
+
+/// Stops supervise (SIGSTOP to itself): the shell's job control sees it stopped and takes the
+/// terminal back; a CONT continues it.
+pub fn suspend_self() {
+    // SAFETY: raise(3) with a valid signal number; STOP stops every thread until a CONT.
+    unsafe { libc::raise(libc::SIGSTOP) };
 }
 
 /// Every signal the supervisor takes over.
@@ -389,6 +416,16 @@ impl Received {
     }
 }
 
+impl Received {
+    /// A SIGPIPE a write of supervise's own brought on (the kernel sends it in the writer's
+    /// name): the write's `EPIPE` says all there is to say.
+    fn own_broken_pipe(self) -> bool {
+        self.sig.0 == libc::SIGPIPE
+            && self.code <= 0
+            && self.from == i32::try_from(std::process::id()).unwrap_or(0)
+    }
+}
+
 /// The supervisor's signals, read from a signalfd: each arrives once, in order, with its
 /// sender, and none can interrupt anything.
 #[derive(Debug)]
@@ -442,11 +479,15 @@ impl Intake {
             let Some(sig) = i32::try_from(info.ssi_signo).ok().and_then(Sig::from_raw) else {
                 continue;
             };
-            return Ok(Received {
+            let got = Received {
                 sig,
                 from: i32::try_from(info.ssi_pid).unwrap_or(0),
                 code: info.ssi_code,
-            });
+            };
+            if got.own_broken_pipe() {
+                continue;
+            }
+            return Ok(got);
         }
     }
 }
@@ -506,6 +547,42 @@ mod tests {
     }
 
     #[test]
+    fn terminal_stops_become_stop_for_a_worker_in_its_own_session() {
+        let stop = Sig(libc::SIGSTOP);
+        // (signal, worker in a session of its own) -> (what it gets, supervise stops itself)
+        let rows = [
+            (libc::SIGTSTP, true, stop, true),
+            (libc::SIGTTIN, true, stop, true),
+            (libc::SIGTTOU, true, stop, true),
+            (libc::SIGTSTP, false, Sig(libc::SIGTSTP), false),
+            (libc::SIGTTIN, false, Sig(libc::SIGTTIN), false),
+            (libc::SIGCONT, true, Sig(libc::SIGCONT), false),
+            (libc::SIGWINCH, true, Sig(libc::SIGWINCH), false),
+            (libc::SIGPIPE, true, Sig(libc::SIGPIPE), false),
+            (libc::SIGUSR1, false, Sig(libc::SIGUSR1), false),
+        ];
+        for (n, own, to, suspend) in rows {
+            assert_eq!(
+                for_worker(Sig(n), own),
+                (to, suspend),
+                "{n} own session {own}"
+            );
+        }
+    }
+
+    #[test]
+    fn own_broken_pipes_are_not_forwarded() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let pipe = Sig(libc::SIGPIPE);
+        let got = |sig, from, code| Received { sig, from, code };
+        assert!(got(pipe, me, 0).own_broken_pipe());
+        // From `kill` by someone else, or from the kernel: for the workers.
+        assert!(!got(pipe, me + 1, 0).own_broken_pipe());
+        assert!(!got(pipe, 0, 128).own_broken_pipe());
+        assert!(!got(Sig::TERM, me, 0).own_broken_pipe());
+    }
+
+    #[test]
     fn dispositions() {
         assert_eq!(disposition(Sig::TERM), Some(Disposition::Stop));
         assert_eq!(disposition(Sig::INT), Some(Disposition::Stop));
@@ -524,6 +601,7 @@ mod tests {
             libc::SIGTTOU,
             libc::SIGCONT,
             libc::SIGWINCH,
+            libc::SIGPIPE,
             32,
             33,
             rtmin(),

@@ -4,7 +4,8 @@
 //! order, between the clone and the exec.
 //!
 //! The worker gets its own process group (so a stop reaches its whole group), stdin on /dev/null,
-//! stdout and stderr on pipes to the supervisor, its end of the channel at fd 3 and its
+//! stdout and stderr on pipes to the supervisor (single-command mode with one instance hands over
+//! stdin and a terminal, see [`stdio`]), its end of the channel at fd 3 and its
 //! shared-memory segment at fd 4 (announced in `SUPERVISE_CONTROL_FD` and `SUPERVISE_SEGMENT_FD`),
 //! `SUPERVISE_NAME` and `SUPERVISE_INSTANCE`, and `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with
 //! the supervisor even when the supervisor is SIGKILLed. The death signal fires when the
@@ -27,14 +28,18 @@ use std::sync::OnceLock;
 use crate::plan::ProgramSpec;
 
 mod setup;
+pub mod stdio;
 mod vm;
 
-/// A worker just started.
+/// A worker just started, and the read ends of its output pipes (none for a stream it writes to
+/// supervise's terminal itself).
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// The argv it was started with, `{instance}` and the like expanded.
+    pub argv: Vec<String>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// The fds a worker inherits besides stdio: its channel end and its segment.
@@ -64,6 +69,8 @@ pub struct With<'a> {
     pub notify: Option<&'a std::path::Path>,
     /// What to watch for memory pressure (systemd's `MEMORY_PRESSURE_WATCH`).
     pub pressure: Option<&'a crate::pressure::Watch>,
+    /// Where its fds 0, 1 and 2 go (`None`: a supervisor's, [`stdio::Stdio::SUPERVISED`]).
+    pub stdio: Option<stdio::Stdio>,
 }
 
 /// Starts one instance of `spec`. Errors are the exec's own (not found, permission denied),
@@ -75,7 +82,12 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         ready,
         notify,
         pressure,
+        stdio,
     } = with;
+    // `{instance}`, `{name}`, `{8000 + instance}` in command, cwd and env.
+    let spec = &crate::plan::expand::instance_spec(spec, instance)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let stdio = stdio.unwrap_or(stdio::Stdio::SUPERVISED);
     let (program, args) = spec
         .command
         .split_first()
@@ -127,34 +139,56 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
             std::ffi::OsStr::new(program),
             args,
             &env,
-            &places,
-            high,
+            vm::Fds {
+                places: &places,
+                high,
+            },
             &setup,
             report_fd,
+            stdio,
         )
         .map_err(describe)?;
         return Ok(Spawned {
             pid: started.pid,
+            argv: spec.command.clone(),
             stdout: started.stdout,
             stderr: started.stderr,
         });
     }
+    let out = |o: stdio::Out| match o {
+        stdio::Out::Pipe => Stdio::piped(),
+        stdio::Out::Terminal => Stdio::inherit(),
+    };
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
+        .stdin(if stdio.stdin {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdout(out(stdio.stdout))
+        .stderr(out(stdio.stderr))
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)));
+    // A session of its own makes it a group leader too (and `setsid` refuses one already).
+    let own_session = stdio.own_session;
+    if !own_session {
+        cmd.process_group(0);
+    }
     // SAFETY: getpid is async-signal-safe; it runs here in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (fcntl, dup2, setrlimit, then the setup's open, write, close, setpriority, umask,
-    // setrlimit, setgroups, setgid, setuid, chdir, then prctl, sigprocmask, getppid) on values
-    // prepared before the fork; it allocates nothing.
+    // functions (setsid, fcntl, dup2, setrlimit, then the setup's open, write, close,
+    // setpriority, umask, setrlimit, setgroups, setgid, setuid, chdir, then prctl, sigprocmask,
+    // getppid) on values prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // Out of supervise's session, the terminal it was handed is not its controlling
+            // terminal: no SIGTTIN or SIGTTOU for reading it or setting its modes, as a
+            // background job of supervise's session would get (see `stdio`).
+            if own_session && libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
             // Move every source above every target first, then dup2 each into place (which
             // clears close-on-exec on the copy the worker keeps). First, so that a low
             // RLIMIT_NOFILE set below cannot refuse it.
@@ -191,14 +225,19 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
     let mut child = cmd.spawn().map_err(describe)?;
     drop(report);
     let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let stdout = child.stdout.take().map(OwnedFd::from);
+    let stderr = child.stderr.take().map(OwnedFd::from);
+    if stdout.is_none() != (stdio.stdout == stdio::Out::Terminal)
+        || stderr.is_none() != (stdio.stderr == stdio::Out::Terminal)
+    {
         return Err(io::Error::other("pipes missing"));
-    };
+    }
     // `child` is dropped without wait(): the reaper owns every exit status.
     Ok(Spawned {
         pid,
-        stdout: stdout.into(),
-        stderr: stderr.into(),
+        argv: spec.command.clone(),
+        stdout,
+        stderr,
     })
 }
 

@@ -128,6 +128,10 @@ pub struct WorkerStatus {
     /// What the limit and the leak trend measure: `rss`, or `pss` (`memory.measure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_measure: Option<String>,
+    /// The argv of its latest process, as started: `{instance}`, `{name}` and `{8000 +
+    /// instance}` expanded. Empty until it has been started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
 }
 
 /// Most members of one tree listed in its status.
@@ -241,6 +245,7 @@ impl WorkerStatus {
             last_exit: None,
             memory_max_bytes: None,
             memory_measure: None,
+            argv: Vec::new(),
         }
     }
 

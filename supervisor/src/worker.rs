@@ -25,7 +25,7 @@ pub(crate) use crate::probe::grid::on_grid;
 
 /// What the engine can ask of a worker task. Every command is fed to the instance's lifecycle,
 /// whatever phase it is in: none is ever dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Stop gracefully (stop signal or `Shutdown`, grace, SIGKILL) and do not start again;
     /// `signal` overrides the program's stop signal.
@@ -36,16 +36,26 @@ pub enum Command {
     Restart(Reason),
     /// Restart now, the tree SIGKILLed without a grace period.
     KillRestart(Reason),
+    /// A reload changed only keys the running instance takes on as it is (see
+    /// [`crate::plan::changes`]): from now on, this is its spec.
+    Update(Rc<ProgramSpec>),
 }
 
-impl From<Command> for Input {
+/// What the worker task is to do with a command: feed it to the lifecycle, or take on a spec.
+enum Turn {
+    Input(Input),
+    Update(Rc<ProgramSpec>),
+}
+
+impl From<Command> for Turn {
     fn from(c: Command) -> Self {
-        match c {
+        Turn::Input(match c {
             Command::Stop { signal } => Input::Stop { signal },
             Command::Kill => Input::Kill,
             Command::Restart(r) => Input::Restart(r),
             Command::KillRestart(r) => Input::KillRestart(r),
-        }
+            Command::Update(spec) => return Turn::Update(spec),
+        })
     }
 }
 
@@ -156,6 +166,8 @@ pub struct Shared {
     pub for_good: Cell<bool>,
     /// When the running process was started.
     pub started: Cell<Option<Instant>>,
+    /// The argv the latest process was started with, templates expanded.
+    pub argv: RefCell<Vec<String>>,
     /// The pid of the latest process, running or not (for the events that follow its exit).
     pub last_pid: Cell<Option<i32>>,
     /// What the worker said on the notify socket (this incarnation).
@@ -188,6 +200,9 @@ pub struct Notified {
     pub triggered: bool,
     /// `EXTEND_TIMEOUT_USEC=`: the start timeout does not run out before this.
     pub extended_until: Option<Instant>,
+    /// `RELOADING=1` said so far (where its readiness is `notify`): a program reload waits for
+    /// the `READY=1` after it.
+    pub reloadings: u64,
 }
 
 /// Where an instance stands for whoever waits for it to be up (a roll, `/readyz`, a program
@@ -315,6 +330,8 @@ pub struct Ctx {
     pub host_pressure: Rc<Cell<u64>>,
     /// Where the instance's recent lines are kept (`supervise logs`), across incarnations.
     pub kept: Rc<crate::logs::Buffer>,
+    /// Where its fds 0, 1 and 2 go, and whether its lines are prefixed.
+    pub stdio: crate::spawn::stdio::Stdio,
 }
 
 /// Remembers a finding's kind among the instance's latest (at most 8 kept), and counts it.
@@ -352,8 +369,8 @@ impl Ctx {
 
     /// Runs the instance until it is stopped for good, ends as its restart mode allows, or the
     /// program goes fatal.
-    pub async fn run(self, mut cmds: mpsc::UnboundedReceiver<Command>) -> End {
-        let src = Source::new(&self.spec.name, self.instance);
+    pub async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) -> End {
+        let src = Source::new(&self.spec.name, self.instance, self.stdio.prefix);
         let mut life = Lifecycle::new(self.lifecycle_config());
         self.program
             .instances
@@ -363,7 +380,10 @@ impl Ctx {
         // A stop queued before the first start (a TERM during a mass start) comes first.
         let mut inputs = VecDeque::new();
         while let Ok(cmd) = cmds.try_recv() {
-            inputs.push_back(Input::from(cmd));
+            match Turn::from(cmd) {
+                Turn::Input(i) => inputs.push_back(i),
+                Turn::Update(spec) => self.update(spec, &mut life, &mut inc),
+            }
         }
         inputs.push_back(Input::Begin);
         loop {
@@ -393,7 +413,26 @@ impl Ctx {
                     fatal: life.status() == Phase::Fatal,
                 };
             }
-            inputs.push_back(self.next_input(&life, &mut inc, &mut cmds).await);
+            match self.next_input(&life, &mut inc, &mut cmds).await {
+                Turn::Input(i) => inputs.push_back(i),
+                Turn::Update(spec) => self.update(spec, &mut life, &mut inc),
+            }
+        }
+    }
+
+    /// Takes on a spec that differs only in keys read while the instance runs: the lifecycle's
+    /// next stop, restart decision and timers use it, and the running incarnation's samples,
+    /// checks and limits follow it. A stop under way keeps the grace it began with.
+    fn update(
+        &mut self,
+        spec: Rc<ProgramSpec>,
+        life: &mut Lifecycle,
+        inc: &mut Option<running::Incarnation>,
+    ) {
+        let old = std::mem::replace(&mut self.spec, spec);
+        life.configure(self.lifecycle_config());
+        if let Some(i) = inc.as_mut() {
+            self.updated(i, &old);
         }
     }
 
@@ -478,7 +517,7 @@ impl Ctx {
         life: &Lifecycle,
         inc: &mut Option<running::Incarnation>,
         cmds: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Input {
+    ) -> Turn {
         let deadline = life.deadline().map(tokio::time::Instant::from_std);
         let stopping = life.is_stopping();
         let running = life.status() == Phase::Running;
@@ -489,7 +528,7 @@ impl Ctx {
             if let Some(i) = inc.as_mut() {
                 if self.poll_stop(i) {
                     self.ended(inc).await;
-                    return Input::TreeGone;
+                    return Turn::Input(Input::TreeGone);
                 }
             }
         }
@@ -501,16 +540,16 @@ impl Ctx {
                 biased;
                 cmd = cmds.recv() => {
                     // The engine dropped its end: it is going away, so is the worker.
-                    return cmd.map_or(Input::Stop { signal: None }, Input::from);
+                    return cmd.map_or(Turn::Input(Input::Stop { signal: None }), Turn::from);
                 }
                 exit = running::exit(exit_rx) => {
                     self.reaped(inc, exit);
-                    return Input::Exited(exit);
+                    return Turn::Input(Input::Exited(exit));
                 }
-                () = sleep_until_opt(deadline) => return Input::Timer,
+                () = sleep_until_opt(deadline) => return Turn::Input(Input::Timer),
                 input = self.watch(watched, running, life.held_to_ceiling().then_some(life.is_draining())), if running || stopping => {
                     if let Some(input) = input {
-                        return input;
+                        return Turn::Input(input);
                     }
                 }
                 () = tokio::time::sleep_until(next_poll), if stopping => {
@@ -518,10 +557,10 @@ impl Ctx {
                     if let Some(i) = inc.as_mut() {
                         if self.poll_stop(i) {
                             self.ended(inc).await;
-                            return Input::TreeGone;
+                            return Turn::Input(Input::TreeGone);
                         }
                     } else {
-                        return Input::TreeGone;
+                        return Turn::Input(Input::TreeGone);
                     }
                 }
             }

@@ -658,13 +658,14 @@ pub fn pidfds_of(pid: i32) -> Vec<i32> {
 }
 
 /// The grandchild's pid from a `forker` run's output (its `forker worker ... grandchild=<pid>`
-/// line), once the worker has printed it.
+/// line, after `name[i] ` from a config or replicas, as written from one instance of a single
+/// command), once the worker has printed it.
 pub fn forker_grandchild(sup: &Sup, name: &str) -> i32 {
     let mut found = None;
     wait_until(Duration::from_secs(10), || {
         found = fs::read_to_string(sup.path("stdout")).ok().and_then(|s| {
             s.lines()
-                .filter(|l| l.starts_with(&format!("{name}[")))
+                .filter(|l| l.starts_with(&format!("{name}[")) || l.starts_with("forker "))
                 .find_map(|l| l.split_once("grandchild=")?.1.trim().parse().ok())
         });
         found.is_some()

@@ -117,3 +117,56 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<
     let code = head.split(' ').nth(1)?.parse().ok()?;
     Some((code, body.to_owned()))
 }
+
+/// `python3` if it is there and at least 3.9; `None`, said on stderr, otherwise.
+pub fn python(test: &str) -> Option<PathBuf> {
+    let py = tool(test, &["python3"])?;
+    let ok = Command::new(&py)
+        .args(["-c", "import sys; sys.exit(sys.version_info < (3, 9))"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED {test}: python3 is older than 3.9");
+        return None;
+    }
+    Some(py)
+}
+
+/// A virtualenv with gunicorn, made once and kept under `~/.cache`; `None` (said) if it cannot
+/// be made (no network, no venv module).
+pub fn gunicorn(py: &Path, test: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let venv = home.join(".cache/supervise-tests/venv-gunicorn");
+    let bin = venv.join("bin/gunicorn");
+    if bin.exists() {
+        return Some(bin);
+    }
+    let run = |cmd: &mut Command| -> bool {
+        let Ok(mut child) = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
+            return false;
+        };
+        let mut status = None;
+        wait_until(Duration::from_secs(300), || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status.is_some_and(|s| s.success())
+    };
+    let made = run(Command::new(py).arg("-m").arg("venv").arg(&venv))
+        && run(
+            Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "-q", "gunicorn"])
+        );
+    if made && bin.exists() {
+        Some(bin)
+    } else {
+        eprintln!(
+            "SKIPPED {test}: gunicorn could not be installed in {}",
+            venv.display()
+        );
+        None
+    }
+}

@@ -54,6 +54,14 @@ pub(super) async fn serve(
         }
     };
     let recent = Buffers::recent(&selected, ask.lines as usize);
+    // Output handed to supervise's terminal never reaches it: the answer says so.
+    let unseen = selected.iter().find_map(|b| b.unseen()).map(|why| {
+        let who = match ask.instance {
+            Some(i) => format!("{}/{i}", ask.program),
+            None => ask.program.to_owned(),
+        };
+        format!("{who}: {why} (`supervise --prefix` passes it through supervise)")
+    });
     let follower = ask
         .follow
         .then(|| buffers.follow(ask.program, ask.instance, &selected));
@@ -75,7 +83,8 @@ pub(super) async fn serve(
     .await?;
     let Some(f) = follower else {
         let message = (!buffers.keeps())
-            .then(|| "this supervisor keeps no lines (--log-buffer 0)".to_owned());
+            .then(|| "this supervisor keeps no lines (--log-buffer 0)".to_owned())
+            .or(unseen);
         encode(&mut out, &Response::End { message })?;
         return by(deadline, async {
             write.write_all(&out).await?;

@@ -31,6 +31,7 @@ const UNKNOWN_LOOKS: u8 = 3;
 /// Runs `argv`; Ok if it exits 0 within `timeout`. Returns once nothing of it is left.
 pub(super) async fn exec(
     argv: &[String],
+    vars: &[(String, String)],
     timeout: Duration,
     env: &Env,
     cancel: &mut oneshot::Receiver<()>,
@@ -47,6 +48,7 @@ pub(super) async fn exec(
         .env_remove(child_sdk::ENV_INSTANCE)
         .env_remove(child_sdk::ENV_CONTROL_FD)
         .env_remove(child_sdk::ENV_SEGMENT_FD)
+        .envs(vars.iter().map(|(k, v)| (k, v)))
         .env(MARK, &mark)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

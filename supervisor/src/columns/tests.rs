@@ -16,6 +16,7 @@ fn worker(program: &str, instance: u32) -> WorkerStatus {
         fds: Some(12),
         memory_max_bytes: Some(50 << 20),
         memory_measure: Some("rss".into()),
+        argv: Vec::new(),
         findings: vec!["leak".into(), "hung".into(), "leak".into()],
         findings_by_kind: [("leak".to_owned(), 4), ("hung".to_owned(), 1)].into(),
         net: Some(NetStatus {

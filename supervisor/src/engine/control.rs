@@ -32,14 +32,22 @@ impl Engine {
                 program,
                 instance,
                 signal,
+                group,
             } => match Sig::from_raw(signal) {
-                Some(sig) => self.signal(&program, instance, sig),
+                Some(sig) => self.signal(&program, instance, sig, group),
                 None => error(format!("no signal numbered {signal}")),
             },
+            Request::ReloadProgram {
+                program, instance, ..
+            } => self
+                .reload_program(&program, instance, None)
+                .unwrap_or_else(|| error("reload-program: answered later".into())),
             Request::Stop { program, .. } => self.stop(&program),
             Request::Start { program, .. } => self.start_held(&program),
             // Answered once the config is loaded (see `on_call` and `reload.rs`).
-            Request::Reload => error("reload: not a request answered at once".into()),
+            Request::Reload | Request::ReloadDryRun => {
+                error("reload: not a request answered at once".into())
+            }
             Request::Ready => match self.readiness() {
                 Ok(()) => ok("ready".into()),
                 Err(message) => error(message),
@@ -87,8 +95,9 @@ impl Engine {
                 n += 1;
             }
         }
-        // A roll under way must not start what was just stopped.
+        // A roll under way must not start what was just stopped, nor a reload go on.
         self.rolls.retain(|r| r.program != program);
+        self.end_program_reload(program, "stopped (supervise stop)");
         self.held.insert(program.to_owned());
         if let Some(p) = self.programs.get(program).filter(|p| p.fatal.get()) {
             p.fatal.set(false);
@@ -135,6 +144,12 @@ impl Engine {
         if self.held.contains(program) {
             return error(format!(
                 "{program} is stopped (supervise stop); start it instead"
+            ));
+        }
+        if self.program_reloading(program) {
+            return error(format!(
+                "{program} is reloading (supervise reload-program); restart refused until that \
+                 is done"
             ));
         }
         let n = self.slots.values().filter(target).count();
@@ -198,8 +213,8 @@ impl Engine {
         }
     }
 
-    /// `signal NAME[/INSTANCE] SIG`.
-    fn signal(&self, program: &str, instance: Option<u32>, sig: Sig) -> Response {
+    /// `signal NAME[/INSTANCE] SIG [--group]`: to each instance's main process, or its group.
+    fn signal(&self, program: &str, instance: Option<u32>, sig: Sig, group: bool) -> Response {
         if !self.known(program) && !self.slots.values().any(|s| s.spec.name == program) {
             return error(format!("no program named {program}"));
         }
@@ -209,7 +224,8 @@ impl Engine {
             .values()
             .filter(|s| s.spec.name == program && instance.is_none_or(|i| i == s.instance))
         {
-            if deliver(s, sig) {
+            let whom = if group { Whom::Group } else { Whom::Main };
+            if deliver(s, sig, whom) {
                 n += 1;
             }
         }
@@ -224,7 +240,14 @@ impl Engine {
                 named(program, instance)
             ))
         } else {
-            ok(format!("sent {sig} to {n} instance(s) of {program}"))
+            let whom = if group {
+                "process group"
+            } else {
+                "main process"
+            };
+            ok(format!(
+                "sent {sig} to the {whom} of {n} instance(s) of {program}"
+            ))
         }
     }
 
@@ -250,6 +273,7 @@ impl Engine {
     pub(super) fn stop_all(&mut self, sig: Sig) {
         self.stopping += 1;
         self.abandon_reload();
+        self.end_program_reloads();
         if self.stopping == 1 {
             if let Some(m) = &self.manager {
                 m.stopping();
@@ -265,7 +289,7 @@ impl Engine {
         tracing::info!(signal = %sig, count = self.stopping, "stopping all workers");
         self.rolls.clear();
         // Dependents first, what they start after once they are gone.
-        self.stop_cmd = cmd;
+        self.stop_cmd = cmd.clone();
         self.stop_in_order(cmd);
         self.kill_strays(if self.stopping == 1 {
             libc::SIGTERM
@@ -274,17 +298,36 @@ impl Engine {
         });
     }
 
-    /// Forwards a signal to every running worker.
+    /// Forwards a signal to every running worker; a terminal's stop signal to one that holds
+    /// supervise's terminal stops it, and then supervise (see `signals::for_worker`).
     pub(super) fn forward(&self, sig: Sig) {
+        let mut suspend = false;
+        // As PID 1 (a container) nothing would ever continue a stopped supervise, nor is there
+        // a shell to give the terminal back to: the terminal's stop signals pass as they are.
+        let shell_job = std::process::id() != 1;
         for s in self.slots.values() {
-            deliver(s, sig);
+            let (to, stops) = crate::signals::for_worker(sig, s.own_session && shell_job);
+            suspend |= deliver(s, to, Whom::StopMode) && stops;
+        }
+        if suspend {
+            crate::signals::suspend_self();
         }
     }
 }
 
-/// Sends `sig` to a running instance as its stop mode says: its process group, or its own
-/// process only. False if it has no process.
-fn deliver(s: &super::Slot, sig: Sig) -> bool {
+/// Who of an instance a signal goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whom {
+    /// Its main process (`supervise signal`).
+    Main,
+    /// Its process group (`supervise signal --group`).
+    Group,
+    /// As its stop mode says (signals forwarded from the supervisor's own).
+    StopMode,
+}
+
+/// Sends `sig` to a running instance: `whom`. False if it has no process.
+fn deliver(s: &super::Slot, sig: Sig, whom: Whom) -> bool {
     let Some(pid) = s.shared.pid.get() else {
         return false;
     };
@@ -294,9 +337,9 @@ fn deliver(s: &super::Slot, sig: Sig) -> bool {
     // SAFETY: kill(2)/killpg(2) on a worker's pid (its group id too) while it is unreaped, so
     // neither can have been reused: the task clears `pid` when the reaper hands it the exit.
     let r = unsafe {
-        match s.spec.stop.mode {
-            StopMode::Group => libc::killpg(pid, sig.raw()),
-            StopMode::Main => libc::kill(pid, sig.raw()),
+        match (whom, s.spec.stop.mode) {
+            (Whom::Group, _) | (Whom::StopMode, StopMode::Group) => libc::killpg(pid, sig.raw()),
+            (Whom::Main, _) | (Whom::StopMode, StopMode::Main) => libc::kill(pid, sig.raw()),
         }
     };
     r == 0

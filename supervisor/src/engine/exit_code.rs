@@ -25,7 +25,10 @@ pub(super) struct Ending<'a> {
 /// - A program went fatal: in single-command mode its last status (as tini passes on its
 ///   child's), unless that was 0, for giving up is never a success; else 1.
 /// - Single-command mode: the program's own status, 128+N for signal N (one instance); with
-///   replicas, 0 if each one's last exit was 0, else 1.
+///   replicas, the status their last exits share, else 1. So `supervise --replicas 2 -- CMD`
+///   stopped by TERM exits 143 when both died of the forwarded TERM, as one instance does (and
+///   as tini passes on its child's), 0 when both exited 0 on it; a stop that one replica
+///   answered otherwise (killed at the end of its grace, 137; its own code) exits 1.
 /// - Config mode stopped by a signal to supervise: 0, whatever the programs' statuses (the
 ///   operator ended the run; the stop signal's own exits are no failures).
 /// - Config mode that ended by itself: 1 if any instance's last exit was a failure (a non-zero
@@ -39,7 +42,7 @@ pub(super) fn exit_code(e: Ending<'_>) -> i32 {
     }
     let all_ok = e.lasts.iter().all(|x| x.success());
     match (e.single, e.lasts) {
-        (true, [one]) => one.as_shell_code(),
+        (true, [first, rest @ ..]) if rest.iter().all(|x| x == first) => first.as_shell_code(),
         (true, _) | (false, _) if all_ok => 0,
         (true, _) => 1,
         (false, _) if e.stopped => 0,
@@ -66,7 +69,8 @@ mod tests {
         };
         // (single, stopped by a signal, fatal, last exits) -> code
         type Row<'a> = (bool, bool, Option<Option<Exit>>, &'a [Exit], i32);
-        let rows: [Row<'_>; 19] = [
+        let kill = Exit::Signal(libc::SIGKILL);
+        let rows: [Row<'_>; 25] = [
             (true, false, None, &[], 0),
             (true, false, None, &[ok], 0),
             (true, false, None, &[three], 3),
@@ -74,7 +78,14 @@ mod tests {
             (true, false, None, &[Exit::Signal(32)], 160),
             (true, false, None, &[ok, ok], 0),
             (true, false, None, &[ok, three], 1),
-            (true, true, None, &[term, term], 1),
+            // Replicas stopped by TERM: as one instance, when they all answered it alike.
+            (true, true, None, &[term, term], 143),
+            (true, true, None, &[term, term, term, term], 143),
+            (true, true, None, &[ok, ok], 0),
+            (true, true, None, &[term, kill], 1),
+            (true, true, None, &[term, ok], 1),
+            (true, false, None, &[three, three], 3),
+            (true, false, None, &[three, Exit::Code(4)], 1),
             (true, false, Some(Some(three)), &[three], 3),
             (true, false, Some(Some(ok)), &[ok], 1),
             (true, false, Some(None), &[], 1),

@@ -152,7 +152,11 @@ impl Engine {
                     }
                 }
                 // Not ready again until the next `READY=1`.
-                Field::Reloading | Field::Stopping => sh.ready.set(false),
+                Field::Reloading => {
+                    sh.ready.set(false);
+                    n.reloadings += 1;
+                }
+                Field::Stopping => sh.ready.set(false),
                 Field::Status(s) => n.status = Some(s.clone()),
                 Field::MainPid(p) => {
                     if sh.pid.get() == Some(*p) || sh.members.borrow().contains(p) {

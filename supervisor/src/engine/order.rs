@@ -92,7 +92,7 @@ impl Engine {
             self.slots.values().map(|s| s.spec.name.clone()).collect();
         for name in names {
             if matches!(cmd, Command::Kill) || !self.needed(&name) {
-                self.stop_now(&name, cmd);
+                self.stop_now(&name, cmd.clone());
             } else {
                 later.insert(name);
             }
@@ -110,14 +110,14 @@ impl Engine {
             .collect();
         for name in due {
             self.stop_later.remove(&name);
-            self.stop_now(&name, self.stop_cmd);
+            self.stop_now(&name, self.stop_cmd.clone());
         }
     }
 
     fn stop_now(&mut self, program: &str, cmd: Command) {
         for s in self.slots.values_mut().filter(|s| s.spec.name == program) {
             s.doomed = true;
-            let _ = s.cmds.send(cmd);
+            let _ = s.cmds.send(cmd.clone());
         }
     }
 }

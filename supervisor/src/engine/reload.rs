@@ -186,10 +186,16 @@ impl<W> Reloads<W> {
     }
 }
 
+/// Dry runs reading the config at once, at most: each is a thread of its own, which a file
+/// system that does not answer could hold for ever.
+const MAX_DRY_RUNS: usize = 2;
+
 /// The reloads, and the load under way, of the engine.
 #[derive(Debug, Default)]
 pub(super) struct Reload {
     machine: Reloads<oneshot::Sender<Response>>,
+    /// Dry runs under way (`reload --dry-run`).
+    dry_runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The loading thread's outcome, while one runs.
     rx: Option<oneshot::Receiver<Result<Box<Plan>, String>>>,
 }
@@ -241,6 +247,56 @@ impl Engine {
             .machine
             .ask(reply, Instant::now(), self.stopping > 0);
         self.carry_out(actions);
+    }
+
+    /// `supervise reload --dry-run`: the config is read on a thread of its own, as for a reload,
+    /// and compared there with the running plan; the answer says what a reload would do. Nothing
+    /// is applied, and the reloads' own machine is not involved.
+    pub(super) fn dry_run(&mut self, reply: oneshot::Sender<Response>) {
+        use std::sync::atomic::Ordering;
+        let Some(path) = self.plan.source.clone() else {
+            let _ = reply.send(Response::Error {
+                message: "nothing to reload: not started with -c".into(),
+            });
+            return;
+        };
+        let count = self.reload.dry_runs.clone();
+        if count.fetch_add(1, Ordering::SeqCst) >= MAX_DRY_RUNS {
+            count.fetch_sub(1, Ordering::SeqCst);
+            let _ = reply.send(Response::Error {
+                message: format!(
+                    "{MAX_DRY_RUNS} dry runs are reading the config already; try again"
+                ),
+            });
+            return;
+        }
+        let running = self.plan.programs.clone();
+        let fatal: Vec<String> = running
+            .iter()
+            .filter(|p| self.is_fatal(&p.name))
+            .map(|p| p.name.clone())
+            .collect();
+        let spawned = std::thread::Builder::new()
+            .name("reload-dry-run".into())
+            .spawn(move || {
+                let answer = match plan::load_config(&path) {
+                    Ok(new) => Response::Ok {
+                        message: plan::changes::render(
+                            &plan::changes::plan_changes(&running, &new.programs),
+                            &fatal,
+                        ),
+                    },
+                    Err(e) => Response::Error {
+                        message: format!("a reload would fail, the running config kept: {e}"),
+                    },
+                };
+                count.fetch_sub(1, Ordering::SeqCst);
+                let _ = reply.send(answer);
+            });
+        if let Err(e) = spawned {
+            self.reload.dry_runs.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(error = %e, "cannot start a thread for a reload dry run");
+        }
     }
 
     pub(super) fn on_reload(&mut self, got: Progress) {
@@ -315,8 +371,48 @@ impl Engine {
         }
     }
 
-    /// Applies a reloaded config. Removed programs stop, new ones start, changed ones are
-    /// replaced one replica at a time; unchanged ones keep running.
+    /// A program changed in keys its running instances take on as they are (see
+    /// [`plan::changes`]): each instance, and each replacement a roll under way is to start, gets
+    /// the new spec but for what its process was started with; the count grows or shrinks from
+    /// `old_replicas`.
+    fn update_live(&mut self, old_replicas: u32, spec: &Rc<ProgramSpec>) {
+        for s in self.slots.values_mut().filter(|s| s.spec.name == spec.name) {
+            let merged = plan::changes::live(&s.spec, spec);
+            if merged != *s.spec {
+                let merged = Rc::new(merged);
+                s.spec = merged.clone();
+                let _ = s.cmds.send(Command::Update(merged));
+            }
+            if let Some(r) = &mut s.replacement {
+                *r = Rc::new(plan::changes::live(r, spec));
+            }
+        }
+        for r in self.rolls.iter_mut().filter(|r| r.program == spec.name) {
+            if let Some(to) = &mut r.replacement {
+                *to = Rc::new(plan::changes::live(to, spec));
+            }
+        }
+        for i in old_replicas..spec.replicas {
+            if !self
+                .slots
+                .values()
+                .any(|s| s.spec.name == spec.name && s.instance == i)
+            {
+                self.start(spec, i);
+            }
+        }
+        for s in self
+            .slots
+            .values()
+            .filter(|s| s.spec.name == spec.name && s.instance >= spec.replicas)
+        {
+            let _ = s.cmds.send(Command::Stop { signal: None });
+        }
+    }
+
+    /// Applies a reloaded config. Removed programs stop, new ones start, changed ones take the
+    /// change on as they run or, where a key needs a new process, are replaced one replica at a
+    /// time; unchanged ones keep running.
     fn apply_reload(&mut self, path: &Path, new: Plan) -> String {
         tracing::info!(config = %path.display(), "reloading");
         if let Some(m) = &mut self.manager {
@@ -349,22 +445,12 @@ impl Engine {
                     }
                 }
                 Some(o)
-                    if ProgramSpec {
-                        replicas: spec.replicas,
-                        ..o.clone()
-                    } == *spec =>
+                    if plan::changes::outcome(&plan::changes::changes(o, spec))
+                        != plan::changes::Outcome::Rolling =>
                 {
-                    // Only the replica count changed: add or remove instances.
-                    for i in o.replicas..spec.replicas {
-                        self.start(&spec_rc, i);
-                    }
-                    for s in self
-                        .slots
-                        .values()
-                        .filter(|s| s.spec.name == spec.name && s.instance >= spec.replicas)
-                    {
-                        let _ = s.cmds.send(Command::Stop { signal: None });
-                    }
+                    // Nothing that needs a new process: the running instances take the change
+                    // on as they are, and instances are added or removed for a new count.
+                    self.update_live(o.replicas, &spec_rc);
                 }
                 Some(_) => {
                     self.programs

@@ -39,6 +39,8 @@ type Buf = Vec<u8>;
 /// State of the probes between ticks.
 #[derive(Default)]
 pub(super) struct Resources {
+    /// A notice for people about how the probes could be set up, taken once by the engine.
+    pub notice: Option<String>,
     probes: HashMap<u64, Probe>,
     ticks: u32,
     net: NetProbe<u64>,
@@ -91,13 +93,14 @@ impl Resources {
                 tracing::info!("closed TCP sockets are counted from the kernel's destroy messages");
                 if let net::DestroyMode::Subscribed { rcvbuf } = self.net.destroy_status().mode {
                     if rcvbuf < net::destroy::RCVBUF {
-                        tracing::warn!(
-                            rcvbuf,
-                            "the socket destroy messages' receive buffer is only {} KiB \
-                             (SO_RCVBUFFORCE needs CAP_NET_ADMIN; net.core.rmem_max caps it): \
-                             a burst of closing sockets may overflow it (counted as lost)",
-                            rcvbuf / 1024
-                        );
+                        self.notice = Some(format!(
+                            "closed connections are counted from the kernel's messages through a \
+                             buffer of {} KiB, not the {} KiB wanted (raising it needs \
+                             CAP_NET_ADMIN, or net.core.rmem_max of at least that): a burst of \
+                             closing sockets may overflow it, and what is lost is counted",
+                            rcvbuf / 1024,
+                            net::destroy::RCVBUF / 1024
+                        ));
                     }
                 }
             }

@@ -47,6 +47,8 @@ impl Engine {
     /// Starts a roll of `program` (replacing any roll of it already under way).
     pub(super) fn roll(&mut self, program: &str, replacement: Option<Rc<ProgramSpec>>) {
         self.rolls.retain(|r| r.program != program);
+        // One thing at a time: a reload of the program under way ends here.
+        self.end_program_reload(program, "a restart or replacement of it began");
         self.rolls.push(Roll::new(program.to_owned(), replacement));
         self.advance_rolls();
     }

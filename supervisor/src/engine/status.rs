@@ -13,14 +13,15 @@ use crate::status::Phase;
 use crate::worker::Up;
 
 impl Engine {
-    /// `/readyz`: every program not stopped by an operator has all its replicas running and,
-    /// where they speak the protocol, ready. `Err` names the first instance that is not.
+    /// `/readyz`: every essential program not stopped by an operator has all its replicas
+    /// running and, where they speak the protocol, ready. `Err` names the first instance that is not.
     pub(super) fn readiness(&self) -> Result<(), String> {
         if self.stopping > 0 {
             return Err("stopping".into());
         }
         for spec in &self.plan.programs {
-            if self.held.contains(&spec.name) {
+            // An operator's stop, or a helper whose state the run does not depend on.
+            if self.held.contains(&spec.name) || !spec.essential {
                 continue;
             }
             if self.waiting.contains_key(&spec.name) {
@@ -109,6 +110,7 @@ impl Engine {
         status::WorkerStatus {
             memory_max_bytes: memory.map(|m| m.max),
             memory_measure: memory.map(|m| m.measure.as_str().to_owned()),
+            argv: Vec::new(),
             restarts,
             restarts_by_reason: crate::status::restarts_by_reason(&by),
             findings_by_kind: counters.map(|c| c.findings()).unwrap_or_default(),
@@ -188,6 +190,7 @@ impl Engine {
                         .map(|(exit, at)| status::LastExit::new(exit, at)),
                     memory_max_bytes: s.spec.memory.map(|m| m.max),
                     memory_measure: s.spec.memory.map(|m| m.measure.as_str().to_owned()),
+                    argv: sh.argv.borrow().clone(),
                 }
             })
             .collect();

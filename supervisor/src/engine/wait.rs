@@ -66,6 +66,25 @@ impl Engine {
             self.ask_reload(Some(reply));
             return;
         }
+        if request == Request::ReloadDryRun {
+            // The same, and nothing applied.
+            self.dry_run(reply);
+            return;
+        }
+        if let (
+            Request::ReloadProgram {
+                program, instance, ..
+            },
+            Some(timeout),
+        ) = (&request, request.wait())
+        {
+            // Answered once every instance has reloaded (`reload_program.rs`).
+            let waiter = Some((reply, Instant::now() + timeout));
+            if let Some(answer) = self.reload_program(program, *instance, waiter) {
+                tracing::debug!(?answer, "reload-program answered at once");
+            }
+            return;
+        }
         let Some(timeout) = request.wait() else {
             let _ = reply.send(self.handle(request));
             return;

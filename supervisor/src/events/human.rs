@@ -63,6 +63,39 @@ pub fn line(e: &Event<'_>, style: Style) -> Option<String> {
     })
 }
 
+/// A line of supervise's own that is no event (a notice at start), as event lines look,
+/// newline included.
+#[must_use]
+pub fn notice(text: &str, style: Style) -> String {
+    let ts = stamp(
+        &humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        style.millis,
+    );
+    let text = printable(text);
+    if style.colour {
+        format!("\x1b[2m{ts}\x1b[0m supervise \x1b[33m{text}\x1b[0m\n")
+    } else {
+        format!("{ts} supervise {text}\n")
+    }
+}
+
+/// An event's words without its time and name (`exited with code 3 after 1.2s`), as its line
+/// has them but for control characters, and how bad it is (`critical`, `warning`, `info`);
+/// `None` for the events left out of the lines.
+#[must_use]
+pub fn words(e: &Event<'_>) -> Option<(&'static str, String)> {
+    let (tone, text) = describe(&e.kind, e.pid)?;
+    Some((severity(tone), text))
+}
+
+fn severity(tone: Tone) -> &'static str {
+    match tone {
+        Tone::Bad => "critical",
+        Tone::Warn => "warning",
+        Tone::Plain | Tone::Good => "info",
+    }
+}
+
 /// Events about supervise itself rather than a worker instance.
 fn of_supervise(e: &Event<'_>) -> bool {
     match &e.kind {
@@ -309,14 +342,7 @@ pub fn alert_words(e: &Event<'_>) -> (&'static str, String) {
         format!("{}[{}]", e.program, e.instance)
     };
     match describe(&e.kind, e.pid) {
-        Some((tone, text)) => {
-            let severity = match tone {
-                Tone::Bad => "critical",
-                Tone::Warn => "warning",
-                Tone::Plain | Tone::Good => "info",
-            };
-            (severity, format!("{who} {}", printable(&text)))
-        }
+        Some((tone, text)) => (severity(tone), format!("{who} {}", printable(&text))),
         None => ("info", format!("{who} {}", e.kind.name())),
     }
 }

@@ -1330,6 +1330,37 @@ fn a_hung_worker_gets_the_heartbeat_signal_and_the_short_grace() {
     assert_eq!(actions(&m.on(Input::Timer, t0 + HUNG_GRACE)), "kill");
 }
 
+#[test]
+fn a_reloaded_stop_policy_applies_from_the_next_stage_of_a_drain_under_way() {
+    let t0 = Instant::now();
+    let mut m = Lifecycle::new(Config {
+        drain: DRAIN,
+        ..cfg(StopMode::Group)
+    });
+    m.on(Input::Begin, t0);
+    m.on(Input::Spawned, t0);
+    assert_eq!(
+        actions(&m.on(Input::Restart(Reason::Manual), t0)),
+        "stopping(manual)"
+    );
+    assert_eq!(m.deadline(), Some(t0 + DRAIN));
+    // A reload during the drain: a shorter drain, another signal and grace.
+    let t1 = t0 + Duration::from_secs(1);
+    m.configure(Config {
+        stop_signal: Sig::INT,
+        grace: Duration::from_secs(2),
+        drain: Duration::from_secs(1),
+        ..cfg(StopMode::Group)
+    });
+    // The drain under way ends when it was due...
+    assert_eq!(m.deadline(), Some(t0 + DRAIN));
+    assert!(t1 < t0 + DRAIN);
+    // ...and the stop that follows is the new one.
+    let t2 = t0 + DRAIN;
+    assert_eq!(actions(&m.on(Input::Timer, t2)), "INT to Tree");
+    assert_eq!(m.deadline(), Some(t2 + Duration::from_secs(2)));
+}
+
 /// What the worker task answers to an action, as the executor would.
 fn respond(a: &Action, pick: u8) -> Option<Input> {
     match a {

@@ -71,9 +71,23 @@ pub struct Buffer {
     pushed: Cell<u64>,
     ring: RefCell<Ring>,
     followers: RefCell<Vec<Weak<Follower>>>,
+    /// Why lines of the instance never reach supervise, if some do not (its output is
+    /// supervise's terminal, handed over).
+    unseen: Cell<Option<&'static str>>,
 }
 
 impl Buffer {
+    /// Notes why lines of the instance never reach supervise (`None`: they all do).
+    pub fn set_unseen(&self, why: Option<&'static str>) {
+        self.unseen.set(why);
+    }
+
+    /// Why lines of the instance never reach supervise, if some do not.
+    #[must_use]
+    pub fn unseen(&self) -> Option<&'static str> {
+        self.unseen.get()
+    }
+
     /// Keeps a line the worker wrote, and queues it for every follower; an overflowing one is
     /// left out from now on (see the module's doc).
     pub fn push(&self, stream: Stream, bytes: &Arc<[u8]>, read_at: Option<SystemTime>) {
@@ -276,6 +290,7 @@ impl Buffers {
             pushed: Cell::new(0),
             ring: RefCell::new(Ring::new(self.cap)),
             followers: RefCell::default(),
+            unseen: Cell::new(None),
         });
         for f in self.followers.borrow().iter().filter_map(Weak::upgrade) {
             if f.wants(program, instance) {

@@ -1,6 +1,7 @@
 //! The console: our stdout and stderr, written by one thread. Worker lines go to the stream they
-//! came from, prefixed `name[instance] `; supervise's own lines (about events, and `tracing`'s)
-//! go to stderr, whole, in order with the worker lines there.
+//! came from, prefixed `name[instance] ` (but the one instance of a single command's); supervise's
+//! own lines (about events, and `tracing`'s) go to stderr, whole, in order with the worker lines
+//! there. With `--log-format json` every line is a JSON object (see [`super::json`]).
 
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,14 +29,17 @@ pub(super) struct Notes {
     tx: mpsc::UnboundedSender<Msg>,
     budget: Arc<NotesBudget>,
     style: human::Style,
+    /// `--log-format json`.
+    json: bool,
 }
 
 impl Notes {
-    pub(super) fn new(tx: mpsc::UnboundedSender<Msg>, style: human::Style) -> Self {
+    pub(super) fn new(tx: mpsc::UnboundedSender<Msg>, style: human::Style, json: bool) -> Self {
         Self {
             tx,
             budget: Arc::default(),
             style,
+            json,
         }
     }
 
@@ -45,9 +49,25 @@ impl Notes {
 
     /// Queues the event's line, if it has one.
     pub(super) fn event(&self, e: &Event<'_>) {
-        if let Some(line) = human::line(e, self.style) {
+        let line = if self.json {
+            super::json::event_line(e)
+        } else {
+            human::line(e, self.style)
+        };
+        if let Some(line) = line {
             let _ = self.send(line);
         }
+    }
+
+    /// Queues a notice of supervise's own, as its event lines look (a JSON object with
+    /// `--log-format json`).
+    pub(super) fn notice(&self, text: &str) {
+        let line = if self.json {
+            super::json::own_line("warning", text, &serde_json::Map::new())
+        } else {
+            human::notice(text, self.style)
+        };
+        let _ = self.send(line);
     }
 
     /// Queues a line (newline included); `Err` with it back if the console is gone.
@@ -138,14 +158,17 @@ pub(super) struct Console {
     stdout: Option<BufWriter<io::Stdout>>,
     stderr: Option<BufWriter<io::Stderr>>,
     notes: Arc<NotesBudget>,
+    /// `--log-format json`.
+    json: bool,
 }
 
 impl Console {
-    pub(super) fn new(notes: Arc<NotesBudget>) -> Self {
+    pub(super) fn new(notes: Arc<NotesBudget>, json: bool) -> Self {
         Self {
             stdout: Some(BufWriter::with_capacity(64 * 1024, io::stdout())),
             stderr: Some(BufWriter::with_capacity(64 * 1024, io::stderr())),
             notes,
+            json,
         }
     }
 
@@ -161,6 +184,18 @@ impl Console {
             Stream::Stdout => &mut self.stdout as &mut dyn ConsoleSlot,
             Stream::Stderr => &mut self.stderr,
         };
+        if self.json {
+            for line in super::json::worker_lines(
+                &l.src.program,
+                l.src.instance,
+                l.stream.as_str(),
+                &l.bytes,
+                l.at,
+            ) {
+                slot.write_parts(&[line.as_bytes()]);
+            }
+            return;
+        }
         match l.read_at {
             Some(t) => slot.write_parts(&[stamp(t).as_bytes(), &l.src.prefix, &l.bytes, b"\n"]),
             None => slot.write_parts(&[&l.src.prefix, &l.bytes, b"\n"]),
@@ -172,9 +207,13 @@ impl Console {
         let dropped = self.notes.dropped.swap(0, Ordering::Relaxed);
         let slot = &mut self.stderr as &mut dyn ConsoleSlot;
         if dropped > 0 {
-            let says = format!(
-                "supervise: {dropped} of its own lines were dropped while stderr was not read\n"
-            );
+            let words =
+                format!("{dropped} of its own lines were dropped while stderr was not read");
+            let says = if self.json {
+                super::json::own_line("warning", &words, &serde_json::Map::new())
+            } else {
+                format!("supervise: {words}\n")
+            };
             slot.write_parts(&[says.as_bytes()]);
         }
         slot.write_parts(&[text.as_bytes()]);

@@ -259,7 +259,7 @@ mod tests {
             keep: 2,
         };
         let mut w = LogFiles::new(spec, None, None);
-        let src = Source::new("p", 0);
+        let src = Source::new("p", 0, true);
         for i in 0..100 {
             w.write(
                 &src,
@@ -294,9 +294,9 @@ mod tests {
         };
         let (events, events_rx) = std::sync::mpsc::channel();
         let (tx, mut notes_rx) = tokio::sync::mpsc::unbounded_channel();
-        let notes = Notes::new(tx, crate::events::human::Style::default());
+        let notes = Notes::new(tx, crate::events::human::Style::default(), false);
         let mut w = LogFiles::new(spec, Some(events), Some(notes));
-        let src = Source::new("p", 0);
+        let src = Source::new("p", 0, true);
         let at = Some(UNIX_EPOCH + Duration::from_millis(1500));
         // A directory where the file should be: every open fails.
         let live = dir.path().join("p.0.stdout.log");
@@ -365,7 +365,7 @@ mod tests {
         };
         let (events, events_rx) = std::sync::mpsc::channel();
         let mut w = LogFiles::new(spec, Some(events), None);
-        let src = Source::new("p", 0);
+        let src = Source::new("p", 0, true);
         let live = dir.path().join("p.0.stdout.log");
         std::os::unix::fs::symlink("/dev/full", &live).expect("symlink");
         let key = ("p".to_owned(), 0, Stream::Stdout);

@@ -79,7 +79,7 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub backoff_max: Duration,
     /// Memory limit of each worker's whole process tree, e.g. 64MiB, 1.5GiB.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::plan::parse_memory_size)]
     pub memory_max: Option<u64>,
     /// How tree memory is measured.
     #[arg(long, value_enum, value_name = "rss|pss", default_value_t = Measure::Rss)]
@@ -107,7 +107,7 @@ pub struct Cli {
     pub memory_max_unavailable: Option<u32>,
     /// A tree past this is restarted at once, whatever its siblings do [default: 1.5 x
     /// --memory-max].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::plan::parse_memory_size)]
     pub memory_ceiling: Option<u64>,
     /// What goes when a tree is over its limit or its leak trend fires: the whole tree, or only
     /// the member (not the root) that holds the growth.
@@ -247,6 +247,15 @@ pub struct Cli {
     /// (RFC 3339, UTC, milliseconds).
     #[arg(long)]
     pub timestamps: bool,
+    /// How supervise writes its lines on stderr and the worker lines it forwards: for people,
+    /// or one JSON object a line (`ts`, `program`, `instance`, `stream`, `msg`) [default: human].
+    #[arg(long, value_enum, value_name = "human|json")]
+    pub log_format: Option<super::LogFormat>,
+    /// In single-command mode with one instance: start each forwarded line with `name[0] ` and
+    /// pass the output through supervise even on a terminal (else it is unprefixed, and a
+    /// terminal is handed to the program).
+    #[arg(long)]
+    pub prefix: bool,
     /// Also write each worker's output to size-rotated files in DIR.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
@@ -330,6 +339,12 @@ impl Cli {
                     "is a per-program flag; set it in the config file when using -c",
                 ));
             }
+            if self.prefix {
+                return Err(PlanError::flag(
+                    "--prefix",
+                    "is for a single command (supervise --prefix -- CMD): the lines of a config's programs always carry their prefix",
+                ));
+            }
             load_config(path)?
         } else {
             self.single_plan(explicit)?
@@ -382,6 +397,9 @@ impl Cli {
         }
         plan.quiet |= self.quiet;
         plan.timestamps |= self.timestamps;
+        if let Some(format) = self.log_format {
+            plan.log_format = format;
+        }
         if let Some(size) = self.log_buffer {
             plan.log_buffer =
                 check_log_buffer(size).map_err(|m| PlanError::flag("--log-buffer", m))?;

@@ -37,6 +37,8 @@ struct RawConfig {
     #[serde(default)]
     timestamps: bool,
     #[serde(default)]
+    log_format: super::LogFormat,
+    #[serde(default)]
     log: Option<RawLog>,
     #[serde(default)]
     log_buffer: Option<LogBuffer>,
@@ -307,6 +309,8 @@ pub fn parse_config(src: &str, path: Option<&Path>) -> Result<Plan, PlanError> {
         events_rotation,
         quiet: raw.quiet,
         timestamps: raw.timestamps,
+        log_format: raw.log_format,
+        prefix: false,
         log,
         log_buffer: raw.log_buffer.map_or(DEFAULT_LOG_BUFFER, |b| b.0),
         single: false,

@@ -637,6 +637,33 @@ fn quiet_and_timestamps_from_flags_or_config() {
 }
 
 #[test]
+fn log_format_and_prefix_from_flags_or_config() {
+    use crate::plan::LogFormat;
+    let plan = cli(&["supervise", "--", "x"]).expect("plan");
+    assert_eq!((plan.log_format, plan.prefix), (LogFormat::Human, false));
+    let plan = cli(&["supervise", "--log-format", "json", "--prefix", "--", "x"]).expect("plan");
+    assert_eq!((plan.log_format, plan.prefix), (LogFormat::Json, true));
+    let plan = parse_config(
+        "log_format = \"json\"\n[program.a]\ncommand = [\"x\"]\n",
+        None,
+    )
+    .expect("valid");
+    assert_eq!(plan.log_format, LogFormat::Json);
+    let e = err("log_format = \"xml\"\n[program.a]\ncommand = [\"x\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "log_format"), "{e}");
+    assert!(e.to_string().contains("human"), "{e}");
+    // A config's lines always carry their prefix: --prefix there is a mistake, said so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "[program.a]\ncommand = [\"x\"]\n").expect("write");
+    let path = path.to_str().expect("utf-8");
+    let e = cli(&["supervise", "--prefix", "-c", path]).expect_err("refused");
+    assert_eq!(e.key, "--prefix", "{e}");
+    let plan = cli(&["supervise", "--log-format", "json", "-c", path]).expect("plan");
+    assert_eq!(plan.log_format, LogFormat::Json);
+}
+
+#[test]
 fn the_shipped_example_config_is_valid() {
     let plan = parse_config(include_str!("../../../contrib/supervise.toml"), None).expect("valid");
     assert_eq!(plan.programs.len(), 1);

@@ -120,15 +120,30 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// A memory limit: a non-zero size, refused when written without a unit under 1 MiB
+/// (see [`crate::plan::check_memory_size`]).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct NonZeroSize(pub(super) u64);
+pub(super) struct MemSize(pub(super) u64);
 
-impl<'de> Deserialize<'de> for NonZeroSize {
+impl<'de> Deserialize<'de> for MemSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Size::deserialize(d)? {
-            Size(0) => Err(de::Error::custom("must be more than 0")),
-            Size(n) => Ok(NonZeroSize(n)),
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Str(String),
         }
+        let n = match Either::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a size such as \"512MiB\""))?
+        {
+            Either::Int(n) => crate::plan::check_memory_size(n, true),
+            Either::Str(s) => crate::plan::parse_memory_size(&s),
+        }
+        .map_err(de::Error::custom)?;
+        if n == 0 {
+            return Err(de::Error::custom("must be more than 0"));
+        }
+        Ok(MemSize(n))
     }
 }
 

@@ -29,14 +29,29 @@ const STACK: usize = 128 << 10;
 /// (glibc's `execvp` default).
 const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
 
+/// The shell `execvp` hands a file without a known executable format to.
+const SH: &std::ffi::CStr = c"/bin/sh";
+
+/// The fds a worker finds at given numbers: (ours, its number), and a number above every one
+/// of them, where each is first moved so that placing one never clobbers another.
+pub(super) struct Fds<'a> {
+    pub places: &'a [(i32, i32)],
+    pub high: i32,
+}
+
 /// Everything the child needs, prepared by the parent.
 struct Child<'a> {
     /// The paths `execve` tries in turn (one, or one per `PATH` entry).
     paths: &'a [CString],
     argv: &'a [*const libc::c_char],
+    /// For each of `paths`, `/bin/sh PATH ARGS…`: what `execvp` runs when the file is no
+    /// executable format the kernel knows (a script without `#!`, ENOEXEC).
+    sh_argvs: &'a [Vec<*const libc::c_char>],
     envp: &'a [*const libc::c_char],
-    /// stdin, stdout, stderr.
+    /// What stdin, stdout and stderr become (-1: supervise's own, kept as it is).
     stdio: [RawFd; 3],
+    /// A session of its own (it holds a terminal), else a process group of its own.
+    own_session: bool,
     /// (our fd, the number the worker finds it at).
     places: &'a [(i32, i32)],
     high: i32,
@@ -50,8 +65,9 @@ struct Child<'a> {
 /// The fds of a worker started this way: its pid and the read ends of its output pipes.
 pub(super) struct Started {
     pub pid: i32,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// None for a stream handed over (supervise's terminal).
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// Starts `program` with `args` and exactly `env` (its whole environment). `Err` carries the
@@ -60,10 +76,10 @@ pub(super) fn spawn(
     program: &OsStr,
     args: &[String],
     env: &[(OsString, OsString)],
-    places: &[(i32, i32)],
-    high: i32,
+    fds: Fds<'_>,
     setup: &Setup,
     report: RawFd,
+    stdio: super::stdio::Stdio,
 ) -> io::Result<Started> {
     let nul = || {
         io::Error::new(
@@ -86,6 +102,16 @@ pub(super) fn spawn(
         })
         .collect::<io::Result<_>>()?;
     let paths = candidates(program, env)?;
+    let sh_argvs: Vec<Vec<*const libc::c_char>> = paths
+        .iter()
+        .map(|path| {
+            std::iter::once(SH.as_ptr())
+                .chain(std::iter::once(path.as_ptr()))
+                .chain(argv_c.iter().skip(1).map(|a| a.as_ptr()))
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        })
+        .collect();
     let argv: Vec<*const libc::c_char> = argv_c
         .iter()
         .map(|a| a.as_ptr())
@@ -100,15 +126,27 @@ pub(super) fn spawn(
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let pipe = |o: super::stdio::Out| -> io::Result<Option<(OwnedFd, OwnedFd)>> {
+        match o {
+            super::stdio::Out::Pipe => Ok(Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)),
+            super::stdio::Out::Terminal => Ok(None),
+        }
+    };
+    let (out, err) = (pipe(stdio.stdout)?, pipe(stdio.stderr)?);
+    let write_end = |p: &Option<(OwnedFd, OwnedFd)>| p.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
     let child = Child {
         paths: &paths,
         argv: &argv,
+        sh_argvs: &sh_argvs,
         envp: &envp,
-        stdio: [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-        places,
-        high,
+        stdio: [
+            if stdio.stdin { -1 } else { null.as_raw_fd() },
+            write_end(&out),
+            write_end(&err),
+        ],
+        own_session: stdio.own_session,
+        places: fds.places,
+        high: fds.high,
         setup,
         report,
         // SAFETY: getpid has no preconditions; it runs here in the parent.
@@ -131,7 +169,8 @@ pub(super) fn spawn(
     let clone_error = io::Error::last_os_error();
     let _ = crate::signals::set_mask(mask);
     drop(stack);
-    drop((null, out_w, err_w));
+    let (out_r, err_r) = (out.map(|(r, _)| r), err.map(|(r, _)| r));
+    drop(null);
     if pid < 0 {
         return Err(clone_error);
     }
@@ -265,9 +304,17 @@ impl Child<'_> {
         // SAFETY (this block): system calls on fds this child holds and on its own process.
         unsafe {
             for (at, &fd) in self.stdio.iter().enumerate() {
-                check(libc::dup2(fd, libc::c_int::try_from(at).unwrap_or(0)))?;
+                if fd >= 0 {
+                    check(libc::dup2(fd, libc::c_int::try_from(at).unwrap_or(0)))?;
+                }
             }
-            check(libc::setpgid(0, 0))?;
+            // Out of supervise's session, a terminal it was handed is not its controlling
+            // terminal (see `stdio`); a session of its own makes it a group leader too.
+            if self.own_session {
+                check(libc::setsid())?;
+            } else {
+                check(libc::setpgid(0, 0))?;
+            }
             // As the fork path's `pre_exec` does (see `spawn`).
             let mut moved = [-1i32; 3];
             for (k, &(from, _)) in self.places.iter().enumerate().take(moved.len()) {
@@ -298,10 +345,17 @@ impl Child<'_> {
     /// on failure, with EACCES if some candidate was found but refused.
     fn exec(&self) -> io::Error {
         let mut denied = false;
-        for path in self.paths {
+        for (k, path) in self.paths.iter().enumerate() {
             // SAFETY: NUL-terminated strings and null-terminated arrays prepared by the parent.
             unsafe { libc::execve(path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
-            let e = io::Error::last_os_error();
+            let mut e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOEXEC) {
+                if let Some(sh) = self.sh_argvs.get(k) {
+                    // SAFETY: as above; `sh` was prepared by the parent and ends in a null.
+                    unsafe { libc::execve(SH.as_ptr(), sh.as_ptr(), self.envp.as_ptr()) };
+                    e = io::Error::last_os_error();
+                }
+            }
             match e.raw_os_error() {
                 Some(libc::EACCES) => denied = true,
                 Some(
@@ -316,6 +370,8 @@ impl Child<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stdio::Stdio;
+    const SUPERVISED: Stdio = Stdio::SUPERVISED;
     use super::*;
     use std::fs::File;
     use std::io::Read;
@@ -357,14 +413,17 @@ mod tests {
             OsStr::new("sh"),
             &["-c".to_owned(), script.to_owned()],
             &env(&[("ONLY", "it"), ("PATH", "/usr/bin:/bin")]),
-            &[],
-            10,
+            Fds {
+                places: &[],
+                high: 10,
+            },
             &setup,
             -1,
+            SUPERVISED,
         )
         .expect("spawned");
         let mut out = String::new();
-        File::from(started.stdout)
+        File::from(started.stdout.expect("piped"))
             .read_to_string(&mut out)
             .expect("read its output");
         let mut status = 0;
@@ -378,14 +437,52 @@ mod tests {
         let pid = started.pid.to_string();
         assert_eq!(out.trim(), format!("it::{pid}:{pid}"), "env, group, pid");
 
+        // One that holds a terminal leads a session of its own (and so its group), and keeps
+        // supervise's stdin.
+        let own = super::super::stdio::Stdio {
+            own_session: true,
+            stdin: true,
+            ..SUPERVISED
+        };
+        let script = "echo \"$(cut -d' ' -f5,6 /proc/$$/stat):$$\"";
+        let started = spawn(
+            OsStr::new("sh"),
+            &["-c".to_owned(), script.to_owned()],
+            &env(&[("PATH", "/usr/bin:/bin")]),
+            Fds {
+                places: &[],
+                high: 10,
+            },
+            &setup,
+            -1,
+            own,
+        )
+        .expect("spawned");
+        let mut out = String::new();
+        File::from(started.stdout.expect("piped"))
+            .read_to_string(&mut out)
+            .expect("read its output");
+        // SAFETY: waitpid on the child this test started, into a local.
+        let reaped = unsafe { libc::waitpid(started.pid, &mut status, 0) };
+        assert_eq!(reaped, started.pid);
+        let pid = started.pid.to_string();
+        assert_eq!(
+            out.trim(),
+            format!("{pid} {pid}:{pid}"),
+            "group, session, pid"
+        );
+
         let missing = spawn(
             OsStr::new("/nonexistent/program"),
             &[],
             &env(&[]),
-            &[],
-            10,
+            Fds {
+                places: &[],
+                high: 10,
+            },
             &setup,
             -1,
+            SUPERVISED,
         );
         let e = missing.err().expect("not there");
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
@@ -393,14 +490,59 @@ mod tests {
             OsStr::new("no-such-program-anywhere"),
             &[],
             &env(&[("PATH", "/usr/bin:/bin")]),
-            &[],
-            10,
+            Fds {
+                places: &[],
+                high: 10,
+            },
             &setup,
             -1,
+            SUPERVISED,
         );
         assert_eq!(
             not_found.err().and_then(|e| e.raw_os_error()),
             Some(libc::ENOENT)
         );
+    }
+}
+
+#[cfg(test)]
+mod scripts {
+    use super::super::stdio::Stdio;
+    use super::*;
+    use std::fs::File;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A script without `#!` runs through /bin/sh, as `execvp` runs it.
+    #[test]
+    fn a_script_without_an_interpreter_line_runs_through_the_shell() {
+        let dir = std::env::temp_dir().join(format!("supervise-vm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let script = dir.join("plain");
+        std::fs::write(&script, "echo \"from sh: $1\"\n").expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let started = spawn(
+            script.as_os_str(),
+            &["x".to_owned()],
+            &[(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))],
+            Fds {
+                places: &[],
+                high: 10,
+            },
+            &Setup::default(),
+            -1,
+            Stdio::SUPERVISED,
+        )
+        .expect("spawned");
+        let mut out = String::new();
+        File::from(started.stdout.expect("piped"))
+            .read_to_string(&mut out)
+            .expect("read its output");
+        let mut status = 0;
+        // SAFETY: waitpid on the child this test started, into a local.
+        let reaped = unsafe { libc::waitpid(started.pid, &mut status, 0) };
+        assert_eq!(reaped, started.pid);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(out.trim(), "from sh: x");
     }
 }

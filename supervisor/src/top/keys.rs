@@ -243,6 +243,7 @@ impl App {
                     program,
                     instance,
                     signal,
+                    group: false,
                 });
             }
             KeyCode::Up => choice.saturating_sub(1),

@@ -20,6 +20,7 @@ fn worker(program: &str, instance: u32, rss_mib: u64, cpu: f64) -> WorkerStatus 
         processes: Some(1),
         memory_max_bytes: Some(512 << 20),
         memory_measure: Some("rss".into()),
+        argv: Vec::new(),
         findings: vec!["leak".to_owned()],
         findings_by_kind: [("leak".to_owned(), 2)].into(),
         ..WorkerStatus::new(program, instance)
@@ -293,7 +294,8 @@ fn k_chooses_a_signal() {
         Action::Send(Request::Signal {
             program: "api".into(),
             instance: None,
-            signal: libc::SIGINT
+            signal: libc::SIGINT,
+            group: false,
         })
     );
     app.on_key(key(KeyCode::Char('k')));

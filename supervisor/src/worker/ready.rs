@@ -107,6 +107,25 @@ impl Checks {
         }
     }
 
+    /// A reload changed the rule's timings or the health check (never the rule itself: that
+    /// takes a new process). A start timeout not yet run out counts from the start again; a new
+    /// or changed health check is first tried one `every` from now, with no failures counted.
+    pub(super) fn update(&mut self, ready: Option<ReadySpec>, health: Option<HealthSpec>) {
+        if !self.is_ready {
+            let started = self.shared.started.get().map(Instant::from_std);
+            self.start_deadline = ready
+                .as_ref()
+                .and_then(|r| r.start_timeout)
+                .map(|t| started.unwrap_or_else(Instant::now) + t);
+        }
+        if health != self.health {
+            self.failures = 0;
+            self.next_health = health.as_ref().map(|h| Instant::now() + h.every);
+        }
+        self.ready = ready;
+        self.health = health;
+    }
+
     /// The rule is satisfied.
     fn mark_ready(&mut self) {
         self.is_ready = true;

@@ -39,8 +39,9 @@ pub(super) struct Incarnation {
     started: Instant,
     /// When to sample next.
     next: tokio::time::Instant,
-    /// Copy the worker's stdout and stderr to the supervisor's outputs until EOF.
-    forwarders: [tokio::task::JoinHandle<()>; 2],
+    /// Copy the worker's stdout and stderr to the supervisor's outputs until EOF (none for a
+    /// stream it writes to supervise's terminal itself).
+    forwarders: [Option<tokio::task::JoinHandle<()>>; 2],
 }
 
 impl Incarnation {
@@ -78,6 +79,43 @@ pub(super) fn parts(
 }
 
 impl Ctx {
+    /// The limits a worker that speaks the protocol is told.
+    fn limits(&self) -> Limits {
+        Limits {
+            memory_max: self.spec.memory.map(|m| m.max),
+            memory_warn_at: self
+                .spec
+                .memory
+                .and_then(|m| m.warn_at.map(|w| (m.max as f64 * w) as u64)),
+            measure: match self.spec.memory.map_or(Measure::Rss, |m| m.measure) {
+                Measure::Rss => proto::Measure::Rss,
+                Measure::Pss => proto::Measure::Pss,
+            },
+        }
+    }
+
+    /// The running incarnation follows a spec a reload changed in place (`old` was the spec):
+    /// the next sample is judged by the new memory limit and leak rule (their counts start
+    /// over), the checks take on their new timings, and a worker that speaks the protocol is
+    /// sent its new `Limits`.
+    pub(super) fn updated(&self, i: &mut Incarnation, old: &crate::plan::ProgramSpec) {
+        let w = &mut i.w;
+        if old.leak != self.spec.leak {
+            w.leak = None;
+        }
+        if old.memory != self.spec.memory {
+            w.memory = MemoryWatch::default();
+            w.pressure = PressureWatch::default();
+            if w.session.speaks() {
+                self.send(w, &SupervisorMsg::Limits(self.limits()));
+            }
+        }
+        if old.ready != self.spec.ready || old.health != self.spec.health {
+            w.checks
+                .update(self.spec.ready.clone(), self.spec.health.clone());
+        }
+    }
+
     /// Spawns a new incarnation: channel and segment, fork and exec, output forwarders.
     pub(super) fn spawn(&self, src: &Arc<Source>) -> Result<Incarnation, String> {
         self.shared.last_pid.set(None);
@@ -108,6 +146,7 @@ impl Ctx {
                 ready: ready_pipe.as_ref(),
                 notify: self.notify.as_deref(),
                 pressure: self.pressure_watch.as_ref(),
+                stdio: Some(self.stdio),
             },
         );
         // The worker's ends now live in the worker; ours must not keep them open.
@@ -120,6 +159,7 @@ impl Ctx {
         self.shared.pid.set(Some(pid));
         self.shared.last_pid.set(Some(pid));
         self.shared.started.set(Some(started));
+        self.shared.argv.replace(child.argv.clone());
         self.shared.ready.set(false);
         self.shared.speaks.set(false);
         self.shared.report.replace(None);
@@ -130,38 +170,28 @@ impl Ctx {
         self.event(
             Some(pid),
             Kind::Started {
-                command: self.spec.command.clone(),
+                command: child.argv.clone(),
             },
         );
+        let forward = |stream, fd: Option<std::os::fd::OwnedFd>| {
+            fd.map(|fd| {
+                tokio::task::spawn_local(self.output.clone().forward(
+                    src.clone(),
+                    stream,
+                    fd,
+                    self.kept.clone(),
+                ))
+            })
+        };
         let forwarders = [
-            tokio::task::spawn_local(self.output.clone().forward(
-                src.clone(),
-                Stream::Stdout,
-                child.stdout,
-                self.kept.clone(),
-            )),
-            tokio::task::spawn_local(self.output.clone().forward(
-                src.clone(),
-                Stream::Stderr,
-                child.stderr,
-                self.kept.clone(),
-            )),
+            forward(Stream::Stdout, child.stdout),
+            forward(Stream::Stderr, child.stderr),
         ];
         let welcome = Welcome {
             name: self.spec.name.clone(),
             instance: self.instance,
             heartbeat_timeout: self.spec.heartbeat.map(|h| h.timeout),
-            limits: Limits {
-                memory_max: self.spec.memory.map(|m| m.max),
-                memory_warn_at: self
-                    .spec
-                    .memory
-                    .and_then(|m| m.warn_at.map(|w| (m.max as f64 * w) as u64)),
-                measure: match self.spec.memory.map_or(Measure::Rss, |m| m.measure) {
-                    Measure::Rss => proto::Measure::Rss,
-                    Measure::Pss => proto::Measure::Pss,
-                },
-            },
+            limits: self.limits(),
         };
         Ok(Incarnation {
             w: Watch {
@@ -418,8 +448,9 @@ impl Ctx {
         // writer is dead now), but never wait forever on a pipe some stranger still holds.
         let [out, err] = i.forwarders;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = out.await;
-            let _ = err.await;
+            for f in [out, err].into_iter().flatten() {
+                let _ = f.await;
+            }
         })
         .await;
     }

@@ -32,13 +32,25 @@ pub enum Control {
         wait: WaitFlags,
     },
     /// Send a signal to a program's instances (all, or NAME/INSTANCE for one): to each one's
-    /// process group, or to its own process with `--stop-mode main`.
+    /// main process, as `kill -SIG $MAINPID` does, or with `--group` to its whole process group.
     Signal {
         #[arg(value_name = "NAME[/INSTANCE]")]
         target: String,
         /// Any signal: USR1, HUP, WINCH, RTMIN+3, 10, ...
         #[arg(value_name = "SIG", value_parser = parse_signal)]
         signal: Sig,
+        /// To every process of each instance's process group, not only its main process.
+        #[arg(long)]
+        group: bool,
+    },
+    /// Reload a running program without restarting it: its reload action (`reload.signal`, HUP
+    /// unless set, or `reload.exec`) to each instance (all, or NAME/INSTANCE for one) in turn,
+    /// the next once the one before is ready again. Not `reload`, which re-reads the config.
+    ReloadProgram {
+        #[arg(value_name = "NAME[/INSTANCE]")]
+        target: String,
+        #[command(flatten)]
+        wait: WaitFlags,
     },
     /// Stop a program and keep it stopped until `start`.
     Stop {
@@ -66,8 +78,14 @@ pub enum Control {
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Re-read the config file (as SIGHUP does).
-    Reload,
+    /// Re-read the config file (as SIGHUP does): changed keys that need a new process replace
+    /// the replicas one at a time, the others apply to the running instances.
+    Reload {
+        /// Say what a reload would change, per program (key: old → new), and what it would
+        /// restart (rolling, live, added, removed); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// A live view of every worker, refreshed every second (q quits).
     Top,
     /// Print a shell completion script (e.g. `supervise completions bash >

@@ -90,16 +90,26 @@ impl Cli {
         }
         let mut identity = self.identity()?;
         crate::plan::pressure::never_adj(self.oom, &mut identity, nix::unistd::geteuid().as_raw());
-        let env = match &self.env_file {
+        let mut env = match &self.env_file {
             Some(file) => {
                 crate::plan::envfile::load(file).map_err(|m| PlanError::flag("--env-file", m))?
             }
             None => Vec::new(),
         };
+        // Taken as they are: escaped, they expand to themselves.
+        for (_, v) in &mut env {
+            *v = crate::plan::expand::escape(v);
+        }
         Ok(Plan {
             programs: vec![ProgramSpec {
                 name,
-                command: self.command.clone(),
+                // `{instance}`, `{name}` and `{8000 + instance}` expand; any other brace (`find
+                // -exec {} ;`, JSON) is left as it is (see `plan::expand`).
+                command: self
+                    .command
+                    .iter()
+                    .map(|a| crate::plan::expand::lenient(a))
+                    .collect(),
                 cwd: None,
                 env: crate::plan::envfile::dedup_env(env),
                 identity,
@@ -146,12 +156,17 @@ impl Cli {
                 after: Vec::new(),
                 handling,
                 oom: self.oom,
+                // The one program is the run: its giving up ends it.
+                essential: true,
+                reload: crate::plan::ReloadSpec::default(),
             }],
             sample_every: DEFAULT_SAMPLE_EVERY,
             events: None,
             events_rotation: crate::plan::EventsRotation::default(),
             quiet: false,
             timestamps: false,
+            log_format: crate::plan::LogFormat::Human,
+            prefix: self.prefix,
             log: None,
             log_buffer: DEFAULT_LOG_BUFFER,
             single: true,

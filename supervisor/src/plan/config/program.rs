@@ -9,8 +9,7 @@ use serde::Deserialize;
 
 use super::lines::{program_key_line, program_line, sub_key};
 use crate::plan::values::{
-    Command, Dur, Factor, Hysteresis, Jitter, Leak, NonZeroDur, NonZeroSize, Replicas, SigName,
-    WarnAt,
+    Command, Dur, Factor, Hysteresis, Jitter, Leak, MemSize, NonZeroDur, Replicas, SigName, WarnAt,
 };
 use crate::plan::{
     check_name, Backoff, HeartbeatSpec, Intensity, LeakPolicy, Measure, MemorySpec, NetPolicy,
@@ -69,6 +68,24 @@ pub(super) struct RawProgram {
     recycle: Option<RawRecycle>,
     #[serde(default)]
     oom: Option<crate::plan::OomPolicy>,
+    #[serde(default)]
+    essential: Option<bool>,
+    #[serde(default)]
+    reload: Option<RawReload>,
+}
+
+/// `[program.NAME.reload]`: what `supervise reload-program` does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    #[serde(default)]
+    signal: Option<SigName>,
+    #[serde(default)]
+    exec: Option<Command>,
+    #[serde(default)]
+    settle: Option<Dur>,
+    #[serde(default)]
+    timeout: Option<NonZeroDur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +117,7 @@ struct RawStop {
 #[serde(deny_unknown_fields)]
 struct RawMemory {
     #[serde(default)]
-    max: Option<NonZeroSize>,
+    max: Option<MemSize>,
     #[serde(default)]
     measure: Option<Measure>,
     #[serde(default, rename = "for")]
@@ -118,7 +135,7 @@ struct RawMemory {
     #[serde(default)]
     max_unavailable: Option<u32>,
     #[serde(default)]
-    ceiling: Option<NonZeroSize>,
+    ceiling: Option<MemSize>,
     #[serde(default)]
     recycle: Option<crate::plan::RecycleScope>,
     #[serde(default)]
@@ -348,9 +365,46 @@ pub(super) fn program(
         }
         None => Vec::new(),
     };
+    // The file's values are taken as they are: escaped, they expand to themselves.
+    for (_, v) in &mut env {
+        *v = crate::plan::expand::escape(v);
+    }
+    // `command`, `cwd` and `env` are templates (`{instance}`, `{8000 + instance}`): checked for
+    // every instance now, so that a bad one is refused here rather than at each start.
+    let replicas = p.replicas.0;
+    let template = |key: &str, t: &str| {
+        crate::plan::expand::check(t, &name, replicas).map_err(|m| {
+            at(
+                program_key_line(src, &name, key),
+                format!("program.{name}.{key}"),
+                m,
+            )
+        })
+    };
+    for arg in &command.0 {
+        template("command", arg)?;
+    }
+    if let Some(cwd) = p.cwd.as_ref().and_then(|c| c.to_str()) {
+        template("cwd", cwd)?;
+    }
+    for v in p.env.values() {
+        template("env", v)?;
+    }
     env.extend(p.env);
     let oom = p.oom.unwrap_or_default();
     crate::plan::pressure::never_adj(oom, &mut identity, euid);
+    let reload = p
+        .reload
+        .map(reload_spec)
+        .transpose()
+        .map_err(|(key, m)| {
+            at(
+                program_key_line(src, &name, "reload"),
+                format!("program.{name}.reload.{key}"),
+                m,
+            )
+        })?
+        .unwrap_or_default();
     Ok(ProgramSpec {
         name,
         command: command.0,
@@ -375,6 +429,31 @@ pub(super) fn program(
         after: p.after,
         handling,
         oom,
+        // Default: a program that gave up ends the run, so a container's orchestrator sees it
+        // (docs/lifecycle.md, "Essential programs").
+        essential: p.essential.unwrap_or(true),
+        reload,
+    })
+}
+
+/// Validates `[program.NAME.reload]`; an error names the key under `reload` and says why.
+fn reload_spec(r: RawReload) -> Result<crate::plan::ReloadSpec, (&'static str, String)> {
+    let d = crate::plan::ReloadSpec::default();
+    let action = match (r.signal, r.exec) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "exec",
+                "give `signal` or `exec`, not both: which one reloads the program?".into(),
+            ))
+        }
+        (Some(sig), None) => crate::plan::ReloadAction::Signal(sig.0),
+        (None, Some(cmd)) => crate::plan::ReloadAction::Exec(cmd.0),
+        (None, None) => d.action,
+    };
+    Ok(crate::plan::ReloadSpec {
+        action,
+        settle: r.settle.map_or(d.settle, |x| x.0),
+        timeout: r.timeout.map_or(d.timeout, |x| x.0),
     })
 }
 

@@ -177,6 +177,7 @@ fn to_request(path: &str, b: Body) -> Result<Request, String> {
                 program: b.program,
                 instance: b.instance,
                 signal: sig.raw(),
+                group: false,
             }
         }
     })

@@ -9,7 +9,7 @@
 //! each event as it happens, and the log lines of the instance the page has selected (a new
 //! selection opens a new stream). Nothing waits for a slow page: events and log lines it does
 //! not take are skipped and counted, and a write that does not complete within
-//! [`stream::WRITE_TIMEOUT`] ends the stream.
+//! `stream::WRITE_TIMEOUT` ends the stream.
 //!
 //! # Safe by default
 //! Each rule is enforced here and has a test that fails without it (`tests/dashboard.rs`,
