@@ -191,3 +191,81 @@ intensity = {{ max = 1000, within = "1h" }}
         "{stderr}"
     );
 }
+
+/// Resident memory of a process, KiB (`VmRSS`).
+fn rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_lifeline_is_a_small_program_of_its_own() {
+    let name = unique("small");
+    let _guard = ProgramGuard(name.clone());
+    let sup = Sup::start(&["--name", &name, "--", "sleep", "100"]);
+    sup.wait_event("started", Duration::from_secs(10));
+    let lifeline = lifeline_of(sup.pid()).expect("a lifeline");
+    let exe = fs::read_link(format!("/proc/{lifeline}/exe")).expect("its program");
+    assert_eq!(
+        exe.file_name().and_then(|n| n.to_str()),
+        Some("supervise-lifeline"),
+        "{}",
+        exe.display()
+    );
+    assert_eq!(
+        exe.parent(),
+        std::path::Path::new(common::supervise_bin()).parent(),
+        "found beside supervise"
+    );
+    // It maps nothing of supervise: a fraction of the supervisor's resident memory.
+    let (own, sup_rss) = (rss_kib(lifeline), rss_kib(sup.pid()));
+    assert!(
+        own > 0 && own * 2 < sup_rss,
+        "lifeline {own} KiB, supervisor {sup_rss} KiB"
+    );
+    assert!(
+        !sup.stderr().contains("supervise-lifeline"),
+        "{}",
+        sup.stderr()
+    );
+}
+
+/// Without `supervise-lifeline` beside it, supervise runs its own binary as the lifeline, and
+/// says so.
+#[test]
+fn without_its_program_the_lifeline_is_supervise_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alone = dir.path().join("supervise");
+    if fs::hard_link(common::supervise_bin(), &alone).is_err() {
+        fs::copy(common::supervise_bin(), &alone).expect("copy supervise");
+    }
+    let stderr = dir.path().join("stderr");
+    let mut child = std::process::Command::new(&alone)
+        .arg("--admin")
+        .arg(dir.path().join("ctl.sock"))
+        .args(["--", "sleep", "100"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("spawn supervise");
+    let pid = i32::try_from(child.id()).expect("pid");
+    let lifeline = lifeline_of(pid);
+    let exe = lifeline.and_then(|l| fs::read_link(format!("/proc/{l}/exe")).ok());
+    let said = wait_until(Duration::from_secs(5), || {
+        fs::read_to_string(&stderr).is_ok_and(|s| s.contains("no supervise-lifeline beside"))
+    });
+    // SAFETY: kill(2) on our own child, which then stops its worker.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(
+        exe.as_deref(),
+        Some(alone.as_path()),
+        "the lifeline runs supervise"
+    );
+    assert!(said, "{}", fs::read_to_string(&stderr).unwrap_or_default());
+}

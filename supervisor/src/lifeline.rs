@@ -2,12 +2,14 @@
 //! descendants that `PR_SET_PDEATHSIG` cannot reach (the death signal is not inherited across
 //! `fork`, so a grandchild that double-forked away would survive its supervisor).
 //!
-//! The supervisor starts it once (its own binary, `supervise __lifeline`) with a pipe on its stdin
-//! and tells it, one line each ([`Msg`]), of every process of a worker's tree as the tree finds
-//! it, of every orphan as soon as the orphan scan sees it, and of the process groups and sessions
-//! those processes lead (a worker leads its own group; a descendant that called `setsid` leads a
-//! session and a group) until the tree ends or the orphan is reaped. Never the supervisor's own
-//! group or session, which the workers share with it (and a terminal with both).
+//! The supervisor starts it once (`supervise-lifeline`, a small program of its own installed
+//! beside `supervise`: a poll loop, no async runtime; where it is missing, supervise's own binary
+//! as `supervise __lifeline`, which works the same and costs about 1 MiB more) with a pipe on its
+//! stdin and tells it, one line each ([`Msg`]), of every process of a worker's tree as the tree
+//! finds it, of every orphan as soon as the orphan scan sees it, and of the process groups and
+//! sessions those processes lead (a worker leads its own group; a descendant that called `setsid`
+//! leads a session and a group) until the tree ends or the orphan is reaped. Never the
+//! supervisor's own group or session, which the workers share with it (and a terminal with both).
 //!
 //! The lifeline holds a pidfd for each process while it lives (checking the start time first, so
 //! a reused pid is never taken) and closes it once the process has exited: it polls the pipe and
@@ -118,6 +120,22 @@ impl Msg {
     }
 }
 
+/// The lifeline's own program, installed beside `supervise`.
+pub const PROGRAM: &str = "supervise-lifeline";
+
+/// What runs the lifeline: [`PROGRAM`] beside this executable when it is there (true), else this
+/// executable itself as `supervise __lifeline` (false).
+fn program() -> io::Result<(std::path::PathBuf, bool)> {
+    let me = std::env::current_exe()?;
+    let own = me.with_file_name(PROGRAM);
+    // A regular file we may execute; anything else (absent, a directory) is no lifeline.
+    let runnable = std::fs::metadata(&own).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    });
+    Ok(if runnable { (own, true) } else { (me, false) })
+}
+
 /// What can go wrong, each reported once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trouble {
@@ -152,7 +170,16 @@ impl Lifeline {
     pub fn start(output: Output) -> io::Result<(Self, OwnedFd)> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (reports, their_reports) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let (program, own) = program()?;
+        if !own {
+            tracing::warn!(
+                expected = %program.with_file_name(PROGRAM).display(),
+                "no supervise-lifeline beside supervise: the lifeline runs as `supervise __lifeline`, about 1 MiB more resident"
+            );
+        }
+        let mut cmd = Command::new(&program);
+        // The argument is ignored by `supervise-lifeline`; it names the process the same in `ps`
+        // whichever program runs it.
         cmd.arg("__lifeline")
             .stdin(Stdio::from(read))
             .stdout(Stdio::from(their_reports))

@@ -39,9 +39,10 @@
 //! - A destroy message has no inode, uid or cgroup: an outbound connection that lived and died
 //!   between two ticks cannot be told from another process's and is counted per probe as
 //!   unattributed ([`ClosedStats`]).
-//! - While every socket the workers hold is inert (not shown by the last dump: Unix sockets such
-//!   as the channels, or sockets not bound yet), a dump runs only every [`FULL_DUMP_EVERY`]
-//!   ticks; a socket created unbound and bound later is seen up to that many ticks late.
+//! - While every socket the workers hold is inert (not shown by the last dump: sockets not bound
+//!   yet), a dump runs only every [`FULL_DUMP_EVERY`] ticks; a socket created unbound and bound
+//!   later is seen up to that many ticks late. Unix and netlink sockets (every worker's channel)
+//!   are not held at all for this ([`inodes`]): workers that hold no other socket cost no dump.
 //!
 //! [`probe::tree`]: crate::probe::tree
 
@@ -299,6 +300,19 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
         workers: &[(K, &[i32])],
         out: &mut Vec<NetSample>,
     ) -> Result<TickStats, NetError> {
+        self.tick_counted(workers, &[], out)
+    }
+
+    /// [`NetProbe::tick`] with each process's open fds already known: `fds[i][j]` for the
+    /// process `workers[i].1[j]` (a tree's sample reads them), so the probe does not ask the
+    /// kernel again whether its links may have changed. A worker without counts (`fds` shorter,
+    /// or a list of another length) is asked about as [`NetProbe::tick`] does.
+    pub fn tick_counted(
+        &mut self,
+        workers: &[(K, &[i32])],
+        fds: &[&[u64]],
+        out: &mut Vec<NetSample>,
+    ) -> Result<TickStats, NetError> {
         self.tick += 1;
         let tick = self.tick;
         // What closed since the last tick first, against the table as the last tick built it.
@@ -317,8 +331,10 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             if let Some((acked, received)) = self.closed.take(key) {
                 (a.acked, a.received) = (acked, received);
             }
-            for &pid in *pids {
-                match self.fds.sockets(pid, tick) {
+            let counts = fds.get(i).copied().filter(|c| c.len() == pids.len());
+            for (j, &pid) in pids.iter().enumerate() {
+                let count = counts.map(|c| c[j]);
+                match self.fds.sockets_counted(pid, tick, count) {
                     Ok(_) => self.table.next.push((w, pid)),
                     Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                         out[i].unreadable += 1;
@@ -361,12 +377,15 @@ impl<K: Clone + Eq + Hash> NetProbe<K> {
             &self.keys,
             &mut self.listeners,
         );
-        // Every socket the workers hold is inert (every worker holds its channel, a Unix
-        // socket): dump only every `FULL_DUMP_EVERY` ticks. The kernel walks every bucket of its
-        // TCP hash tables for a dump, sockets or not (tcp_diag_dump was half the CPU of an idle
-        // supervisor of 20 `sleep` workers). A new socket changes its process's fd count, which
-        // re-reads that process's links next tick, and a new inode is not inert.
-        let skip = table.all_inert() && !tick.is_multiple_of(FULL_DUMP_EVERY);
+        // Every socket the workers hold is inert (not shown by the last dump): dump only every
+        // `FULL_DUMP_EVERY` ticks; no socket held that a dump could show (Unix and netlink
+        // sockets are not listed, see `inodes`): no dump at all. The kernel walks every bucket
+        // of its TCP hash tables for a dump, sockets or not (tcp_diag_dump was half the CPU of
+        // an idle supervisor of 20 `sleep` workers, and still 38 % of it with a dump every 10
+        // ticks). A new socket changes its process's fd count, which re-reads that process's
+        // links next tick, and a new inode is not inert.
+        let skip =
+            table.map.is_empty() || (table.all_inert() && !tick.is_multiple_of(FULL_DUMP_EVERY));
         let dump = if skip {
             Ok(DumpStats::default())
         } else {

@@ -352,6 +352,35 @@ pub fn restore_in_child() -> std::io::Result<()> {
     kernel::sigprocmask(libc::SIG_SETMASK, *mask).map(|_| ())
 }
 
+/// Every signal of the calling process that has a handler gets its default action, and SIGPIPE
+/// too (the Rust runtime ignores it; std's spawn gives a child its default back). For a child
+/// that shares the supervisor's memory (`clone(CLONE_VM | CLONE_VFORK)`, see `spawn`), before it
+/// unblocks anything: a handler of the supervisor's must never run there, on the supervisor's
+/// memory. Async-signal-safe (at most 130 rt_sigaction(2) calls, no allocation).
+pub fn defaults_in_vm_child() -> std::io::Result<()> {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let handler = kernel::handler_of(sig)?;
+        if handler != libc::SIG_DFL && (handler != libc::SIG_IGN || sig == libc::SIGPIPE) {
+            kernel::set_action(sig, libc::SIG_DFL)?;
+        }
+    }
+    Ok(())
+}
+
+/// Blocks every signal in the calling thread; returns the mask it had. Around a
+/// `clone(CLONE_VM)`, so that no handler runs in the child before it has reset them.
+pub fn block_all() -> std::io::Result<u64> {
+    kernel::sigprocmask(libc::SIG_SETMASK, !0)
+}
+
+/// Sets the calling thread's signal mask (as [`block_all`] returned it). Async-signal-safe.
+pub fn set_mask(mask: u64) -> std::io::Result<()> {
+    kernel::sigprocmask(libc::SIG_SETMASK, mask).map(|_| ())
+}
+
 /// A signal the supervisor received, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {

@@ -1,4 +1,7 @@
-//! Fork and exec one worker.
+//! Start one worker: `clone(CLONE_VM | CLONE_VFORK)` and exec, as `posix_spawn` does
+//! (`spawn/vm.rs`), so no page table of the supervisor is copied; a `fork` only for a worker
+//! that switches user or group (see `Setup::needs_fork`). Both do the same setup, in the same
+//! order, between the clone and the exec.
 //!
 //! The worker gets its own process group (so a stop reaches its whole group), stdin on /dev/null,
 //! stdout and stderr on pipes to the supervisor (single-command mode with one instance hands over
@@ -15,6 +18,7 @@
 //! with, between fork and exec, so running under supervise changes nothing for them (unless
 //! their program sets `rlimits.nofile`).
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -25,6 +29,7 @@ use crate::plan::ProgramSpec;
 
 mod setup;
 pub mod stdio;
+mod vm;
 
 /// A worker just started, and the read ends of its output pipes (none for a stream it writes to
 /// supervise's terminal itself).
@@ -83,64 +88,14 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
     let spec = &crate::plan::expand::instance_spec(spec, instance)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let stdio = stdio.unwrap_or(stdio::Stdio::SUPERVISED);
-    let out = |o: stdio::Out| match o {
-        stdio::Out::Pipe => Stdio::piped(),
-        stdio::Out::Terminal => Stdio::inherit(),
-    };
     let (program, args) = spec
         .command
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(if stdio.stdin {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stdout(out(stdio.stdout))
-        .stderr(out(stdio.stderr));
-    // A session of its own makes it a group leader too (and `setsid` refuses one already).
-    let own_session = stdio.own_session;
-    if !own_session {
-        cmd.process_group(0);
-    }
-    // Supervise's environment < the user's HOME, USER, LOGNAME, SHELL < env_file < env < the
-    // variables of supervise's own, which the worker always gets.
-    if spec.identity.clear_env {
-        cmd.env_clear();
-    }
-    cmd.envs(spec.identity.user_env.iter().map(|(k, v)| (k, v)))
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env(child_sdk::ENV_NAME, &spec.name)
-        .env(child_sdk::ENV_INSTANCE, instance.to_string());
-    // systemd.io/MEMORY_PRESSURE: programs built on sd_event_add_memory_pressure() trim their
-    // caches when it fires. A program's own setting (in `env`) wins.
-    if let Some(w) =
-        pressure.filter(|_| !spec.env.iter().any(|(k, _)| k == "MEMORY_PRESSURE_WATCH"))
-    {
-        cmd.env("MEMORY_PRESSURE_WATCH", &w.path);
-        match w.write {
-            Some(b64) => cmd.env("MEMORY_PRESSURE_WRITE", b64),
-            None => cmd.env_remove("MEMORY_PRESSURE_WRITE"),
-        };
-    }
-    if let Some(path) = notify {
-        cmd.env("NOTIFY_SOCKET", path);
-        // sd_watchdog_enabled(3): ping at least this often (no WATCHDOG_PID: it would have to be
-        // set after the fork, which only async-signal-safe code may do; without it, the main
-        // process is the one meant).
-        match spec.heartbeat {
-            Some(h) => cmd.env("WATCHDOG_USEC", h.timeout.as_micros().to_string()),
-            None => cmd.env_remove("WATCHDOG_USEC"),
-        };
-        cmd.env_remove("WATCHDOG_PID");
-    }
+    let env = environment(spec, instance, inherit.is_some(), notify, pressure);
     // (our fd, the number the worker finds it at); built before the fork, only read after it.
     let mut places: Vec<(i32, i32)> = Vec::with_capacity(3);
     if let Some(i) = inherit {
-        cmd.env(child_sdk::ENV_CONTROL_FD, CHANNEL_FD.to_string())
-            .env(child_sdk::ENV_SEGMENT_FD, SEGMENT_FD.to_string());
         places.push((i.channel.as_raw_fd(), CHANNEL_FD));
         places.push((i.segment.as_raw_fd(), SEGMENT_FD));
     }
@@ -167,6 +122,59 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         None
     };
     let report_fd = report.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
+    let describe = |e: io::Error| {
+        let step = report
+            .as_ref()
+            .and_then(|(r, _)| setup::reported(r.as_raw_fd()));
+        io::Error::new(
+            e.kind(),
+            match step {
+                Some(code) => setup::Setup::describe(spec, code, &e),
+                None => format!("cannot run {program:?}: {e}"),
+            },
+        )
+    };
+    if !setup.needs_fork() {
+        let started = vm::spawn(
+            std::ffi::OsStr::new(program),
+            args,
+            &env,
+            vm::Fds {
+                places: &places,
+                high,
+            },
+            &setup,
+            report_fd,
+            stdio,
+        )
+        .map_err(describe)?;
+        return Ok(Spawned {
+            pid: started.pid,
+            argv: spec.command.clone(),
+            stdout: started.stdout,
+            stderr: started.stderr,
+        });
+    }
+    let out = |o: stdio::Out| match o {
+        stdio::Out::Pipe => Stdio::piped(),
+        stdio::Out::Terminal => Stdio::inherit(),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if stdio.stdin {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdout(out(stdio.stdout))
+        .stderr(out(stdio.stderr))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    // A session of its own makes it a group leader too (and `setsid` refuses one already).
+    let own_session = stdio.own_session;
+    if !own_session {
+        cmd.process_group(0);
+    }
     // SAFETY: getpid is async-signal-safe; it runs here in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
@@ -214,21 +222,7 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let step = report
-                .as_ref()
-                .and_then(|(r, _)| setup::reported(r.as_raw_fd()));
-            return Err(io::Error::new(
-                e.kind(),
-                match step {
-                    Some(code) => setup::Setup::describe(spec, code, &e),
-                    None => format!("cannot run {program:?}: {e}"),
-                },
-            ));
-        }
-    };
+    let mut child = cmd.spawn().map_err(describe)?;
     drop(report);
     let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
     let stdout = child.stdout.take().map(OwnedFd::from);
@@ -245,6 +239,91 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         stdout,
         stderr,
     })
+}
+
+/// A worker's whole environment: supervise's own (unless `clear_env`) < the user's HOME, USER,
+/// LOGNAME, SHELL < env_file < env < the variables of supervise's own, which the worker always
+/// gets. Later entries win; the order of first appearance is kept.
+fn environment(
+    spec: &ProgramSpec,
+    instance: u32,
+    ipc: bool,
+    notify: Option<&std::path::Path>,
+    pressure: Option<&crate::pressure::Watch>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = if spec.identity.clear_env {
+        Vec::new()
+    } else {
+        std::env::vars_os().collect()
+    };
+    let set = |env: &mut Vec<(OsString, OsString)>, k: &OsStr, v: &OsStr| match env
+        .iter_mut()
+        .find(|(key, _)| key == k)
+    {
+        Some(e) => e.1 = v.to_owned(),
+        None => env.push((k.to_owned(), v.to_owned())),
+    };
+    let remove = |env: &mut Vec<(OsString, OsString)>, k: &str| env.retain(|(key, _)| key != k);
+    for (k, v) in spec.identity.user_env.iter().chain(spec.env.iter()) {
+        set(&mut env, OsStr::new(k), OsStr::new(v));
+    }
+    set(
+        &mut env,
+        OsStr::new(child_sdk::ENV_NAME),
+        OsStr::new(&spec.name),
+    );
+    set(
+        &mut env,
+        OsStr::new(child_sdk::ENV_INSTANCE),
+        OsStr::new(&instance.to_string()),
+    );
+    // systemd.io/MEMORY_PRESSURE: programs built on sd_event_add_memory_pressure() trim their
+    // caches when it fires. A program's own setting (in `env`) wins.
+    if let Some(w) =
+        pressure.filter(|_| !spec.env.iter().any(|(k, _)| k == "MEMORY_PRESSURE_WATCH"))
+    {
+        set(
+            &mut env,
+            OsStr::new("MEMORY_PRESSURE_WATCH"),
+            w.path.as_os_str(),
+        );
+        match &w.write {
+            Some(b64) => set(
+                &mut env,
+                OsStr::new("MEMORY_PRESSURE_WRITE"),
+                OsStr::new(b64),
+            ),
+            None => remove(&mut env, "MEMORY_PRESSURE_WRITE"),
+        }
+    }
+    if let Some(path) = notify {
+        set(&mut env, OsStr::new("NOTIFY_SOCKET"), path.as_os_str());
+        // sd_watchdog_enabled(3): ping at least this often (no WATCHDOG_PID: it would have to be
+        // set after the fork, which only async-signal-safe code may do; without it, the main
+        // process is the one meant).
+        match spec.heartbeat {
+            Some(h) => set(
+                &mut env,
+                OsStr::new("WATCHDOG_USEC"),
+                OsStr::new(&h.timeout.as_micros().to_string()),
+            ),
+            None => remove(&mut env, "WATCHDOG_USEC"),
+        }
+        remove(&mut env, "WATCHDOG_PID");
+    }
+    if ipc {
+        set(
+            &mut env,
+            OsStr::new(child_sdk::ENV_CONTROL_FD),
+            OsStr::new(&CHANNEL_FD.to_string()),
+        );
+        set(
+            &mut env,
+            OsStr::new(child_sdk::ENV_SEGMENT_FD),
+            OsStr::new(&SEGMENT_FD.to_string()),
+        );
+    }
+    env
 }
 
 /// The `RLIMIT_NOFILE` supervise started with, before [`raise_fd_limit`].

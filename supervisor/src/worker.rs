@@ -146,6 +146,9 @@ pub struct Shared {
     /// Pids of the tree's live members as of the last sample (empty when not running): what the
     /// engine's per-tick probes (sockets, deleted files, block I/O) attribute to this worker.
     pub members: RefCell<Vec<i32>>,
+    /// The open fds of each of `members` (same order), as of the last sample: the socket probe
+    /// reads them instead of asking the kernel again.
+    pub member_fds: RefCell<Vec<u64>>,
     /// Disk figures of this incarnation's tree (deleted-but-open files, I/O rates, block-I/O
     /// delay), written by the engine's probes.
     pub disk: Cell<crate::disk::WorkerDisk>,

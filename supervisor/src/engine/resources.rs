@@ -284,11 +284,14 @@ impl Engine {
             .filter(|(_, s)| s.shared.pid.get().is_some())
             .map(|(id, s)| {
                 ids.push(*id);
-                (*id, s.shared.members.borrow())
+                (*id, s.shared.members.borrow(), s.shared.member_fds.borrow())
             })
             .collect();
-        let workers: Vec<(u64, &[i32])> = members.iter().map(|(id, m)| (*id, &m[..])).collect();
-        let result = res.net.tick(&workers, &mut res.net_out);
+        let workers: Vec<(u64, &[i32])> = members.iter().map(|(id, m, _)| (*id, &m[..])).collect();
+        // The fd counts the trees' samples read: no second fstat per process.
+        let fds: Vec<&[u64]> = members.iter().map(|(_, _, f)| &f[..]).collect();
+        let result = res.net.tick_counted(&workers, &fds, &mut res.net_out);
+        drop(fds);
         drop(workers);
         drop(members);
         match result {

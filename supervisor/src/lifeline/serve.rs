@@ -1,4 +1,4 @@
-//! The lifeline process itself: `supervise __lifeline`.
+//! The lifeline process itself: `supervise-lifeline` (or `supervise __lifeline`).
 //!
 //! One `poll` waits on the pipe from the supervisor and on every pidfd held: a pidfd polls
 //! readable once its process has exited, and is closed then, so the fds held are the living

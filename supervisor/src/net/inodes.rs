@@ -1,10 +1,16 @@
 //! Which sockets a process holds: the `socket:[INODE]` links of /proc/PID/fd (proc(5)).
 //!
+//! Unix and netlink sockets are left out of a process's list: no TCP or UDP dump can show them
+//! (a socket's protocol is its `system.sockprotoname` attribute, read once per socket fd at a
+//! re-read), so a worker holding only its channel holds nothing to dump for.
+//!
 //! Reading the links costs one readlinkat(2) per open fd: for a worker with many fds, more than
 //! the dump itself (the sockdiag bench's `tick_rescan_every_tick`). So each process's list is
 //! cached and read again only when it may have changed:
 //! - the fd count changed (the size that stat(2) reports for /proc/PID/fd, Linux 6.2+; on older
-//!   kernels the entries are counted, which costs a getdents(2) but no readlink);
+//!   kernels the entries are counted, which costs a getdents(2) but no readlink). The engine
+//!   passes the count its tree sample read this tick ([`FdTable::sockets_counted`]), so it is
+//!   not asked for twice;
 //! - the caller marked the process dirty (a socket it held left the dump: closed);
 //! - or the list is `rescan_every` ticks old.
 //!
@@ -86,6 +92,17 @@ impl FdTable {
     /// The socket inodes `pid` holds (sorted), re-reading its fd links if they may have
     /// changed. `NotFound` once the process is gone; `PermissionDenied` for another user's.
     pub fn sockets(&mut self, pid: i32, tick: u64) -> io::Result<&[u32]> {
+        self.sockets_counted(pid, tick, None)
+    }
+
+    /// [`FdTable::sockets`] with the process's fd count already known (`Some`, read by whoever
+    /// sampled it this tick): the directory is not asked for it again.
+    pub fn sockets_counted(
+        &mut self,
+        pid: i32,
+        tick: u64,
+        count: Option<u64>,
+    ) -> io::Result<&[u32]> {
         let every = self.rescan_every;
         if let Entry::Vacant(v) = self.pids.entry(pid) {
             let dir = File::open(format!("/proc/{pid}/fd"))?;
@@ -103,7 +120,7 @@ impl FdTable {
         let Some(e) = self.pids.get_mut(&pid) else {
             return Err(io::ErrorKind::NotFound.into());
         };
-        if let Err(err) = refresh(e, tick, every, &mut self.stats, &mut self.scratch) {
+        if let Err(err) = refresh(e, tick, every, count, &mut self.stats, &mut self.scratch) {
             self.pids.remove(&pid);
             self.stats.changed += 1;
             return Err(err);
@@ -155,11 +172,16 @@ fn refresh(
     e: &mut PidFds,
     tick: u64,
     every: u32,
+    known: Option<u64>,
     stats: &mut ScanStats,
     scratch: &mut Vec<u32>,
 ) -> io::Result<()> {
     e.seen = tick;
-    let count = fd_count(&e.dir)?;
+    // A count of 0 is no count (a tree's member whose fd directory could not be read).
+    let count = match known.filter(|&n| n > 0) {
+        Some(n) => n,
+        None => fd_count(&e.dir)?,
+    };
     e.age = e.age.saturating_add(1);
     if e.dirty || count != e.count || e.age >= every {
         scan(&e.dir, scratch, stats)?;
@@ -200,15 +222,45 @@ pub(crate) fn scan(dir: &File, inodes: &mut Vec<u32>, stats: &mut ScanStats) -> 
         // An fd closed between getdents and readlink is just not there any more.
         let Ok(entry) = entry else { continue };
         stats.links += 1;
-        if let Some(target) = read_link_at(dir, entry.file_name().as_bytes(), &mut link) {
+        let name = entry.file_name();
+        if let Some(target) = read_link_at(dir, name.as_bytes(), &mut link) {
             if let Some(ino) = parse_socket_link(target) {
-                inodes.push(ino);
+                if !never_dumped(dir, name.as_bytes()) {
+                    inodes.push(ino);
+                }
             }
         }
     }
     inodes.sort_unstable();
     inodes.dedup();
     Ok(())
+}
+
+/// Whether the socket at fd `name` of the process whose fd directory is `dir` can never be in
+/// a TCP or UDP dump: a Unix socket (every worker's channel is one) or a netlink socket, as the
+/// socket's `system.sockprotoname` attribute names its protocol. Left out of a process's list,
+/// such a socket can never keep the probe dumping for it. When the name cannot be read (the
+/// process is gone, the kernel has no such attribute), false: the socket is kept, as before.
+fn never_dumped(dir: &File, name: &[u8]) -> bool {
+    let Ok(name) = std::str::from_utf8(name) else {
+        return false;
+    };
+    let Ok(path) = std::ffi::CString::new(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+    else {
+        return false;
+    };
+    let mut proto = [0u8; 32];
+    // SAFETY: a NUL-terminated path and attribute name; the kernel writes at most
+    // `proto.len()` bytes into `proto`.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"system.sockprotoname".as_ptr(),
+            proto.as_mut_ptr().cast(),
+            proto.len(),
+        )
+    };
+    n > 0 && (proto.starts_with(b"UNIX") || proto.starts_with(b"NETLINK"))
 }
 
 /// readlinkat(2) of `name` (an fd number) in `dir` into `buf`, without allocating. `None` on

@@ -147,6 +147,14 @@ impl ProcFiles {
         })
     }
 
+    /// Resident memory alone, bytes (statm): what a periodic sample needs every time, the rest
+    /// of [`ProcFiles::sample_quick`] (stat) being read less often. A zombie reads as 0.
+    pub fn rss(&self, buf: &mut Buf) -> io::Result<u64> {
+        let resident = parse::statm_resident(buf.pread(&self.statm)?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable statm"))?;
+        Ok(resident.saturating_mul(page_size()))
+    }
+
     /// Storage-layer `read_bytes` and `write_bytes`; `None` when /proc/PID/io is unreadable.
     pub fn io(&self, buf: &mut Buf) -> Option<(u64, u64)> {
         parse::io(buf.pread(self.io.as_ref()?).ok()?)

@@ -33,8 +33,10 @@ pub struct TreeSample {
     pub root_state: u8,
 }
 
-/// Samples between reads of the slow-changing figures (open fds, /proc/PID/io): each costs as
-/// much as the stat read that memory enforcement needs every tick.
+/// Periodic samples ([`Tree::tick`]) between reads of the figures memory enforcement does not
+/// need (stat: CPU time, state, threads; /proc/PID/io). Every tick reads what it does need:
+/// each member's resident memory (statm) and children, so a tree past its limit and a new member
+/// are seen at the first tick after; and its fd count, which the socket probe reuses.
 const SLOW_EVERY: u32 = 4;
 
 #[derive(Debug)]
@@ -56,6 +58,8 @@ pub struct Tree {
     queue: Vec<i32>,
     queued: HashSet<i32>,
     prev_cpu: Option<(Instant, u64)>,
+    /// CPU use over the last two samples that read every member's stat.
+    cpu_percent: f64,
     /// Samples taken, for [`SLOW_EVERY`].
     samples: u32,
     io_at: Option<Instant>,
@@ -148,6 +152,7 @@ impl Tree {
             queue: Vec::new(),
             queued: HashSet::new(),
             prev_cpu: None,
+            cpu_percent: 0.0,
             samples: 0,
             io_at: None,
             on_join: None,
@@ -216,6 +221,11 @@ impl Tree {
         self.members.keys().copied()
     }
 
+    /// Pids currently tracked with their open fds, as of the last sample.
+    pub fn pids_fds(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        self.members.iter().map(|(&pid, m)| (pid, m.fds))
+    }
+
     /// Every member's resident memory as of the last sample, and when it joined.
     pub fn growth(&self) -> impl Iterator<Item = crate::policy::MemberGrowth> + '_ {
         self.members
@@ -243,6 +253,19 @@ impl Tree {
     /// Re-reads every member, drops the dead, discovers new descendants, and sums it all.
     /// `pss` also walks smaps_rollup of each member (expensive; only when asked).
     pub fn sample(&mut self, pss: bool) -> TreeSample {
+        self.look(pss, true)
+    }
+
+    /// The periodic sample: [`Tree::sample`] reading only what memory enforcement needs (each
+    /// member's resident memory and children) and its fd count, and the rest (stat, I/O) every
+    /// [`SLOW_EVERY`]th tick. Between those, CPU time, threads, state and the I/O counters are
+    /// those of the last read, and a member that became a zombie counts with no memory until
+    /// then.
+    pub fn tick(&mut self, pss: bool) -> TreeSample {
+        self.look(pss, false)
+    }
+
+    fn look(&mut self, pss: bool, full: bool) -> TreeSample {
         let at = Instant::now();
         let mut total = TreeSample {
             at,
@@ -285,7 +308,14 @@ impl Tree {
             let Some(m) = self.members.get_mut(&pid) else {
                 continue;
             };
-            let mut s = match m.files.sample_quick(&mut buf) {
+            let read = if full || slow || fresh {
+                m.files.sample_quick(&mut buf)
+            } else {
+                m.files
+                    .rss(&mut buf)
+                    .map(|rss| ProcSample { rss, ..m.last })
+            };
+            let mut s = match read {
                 Ok(s) if s.state != b'Z' || pid == self.root => s,
                 // Gone (reaped: ESRCH) or a zombie whose parent will reap it: nothing to count.
                 _ => {
@@ -293,8 +323,12 @@ impl Tree {
                     continue;
                 }
             };
-            if slow && !fresh {
+            // The fd count every time (one fstat): the socket probe takes it from here to know
+            // when a process's fd links may have changed.
+            if !fresh {
                 m.fds = m.files.fd_count();
+            }
+            if slow && !fresh {
                 (s.read_bytes, s.write_bytes) = m.files.io(&mut buf).unwrap_or((0, 0));
             } else {
                 (s.read_bytes, s.write_bytes) = (m.last.read_bytes, m.last.write_bytes);
@@ -327,13 +361,17 @@ impl Tree {
         SCRATCH.with(|s| *s.borrow_mut() = Some(buf));
         let hz = ticks_per_second() as f64;
         total.cpu_seconds = cpu_ticks as f64 / hz;
-        if let Some((t0, c0)) = self.prev_cpu {
-            let dt = at.duration_since(t0).as_secs_f64();
-            if dt > 0.0 {
-                total.cpu_percent = (cpu_ticks.saturating_sub(c0) as f64 / hz) / dt * 100.0;
+        // CPU use only between two reads of every member's stat.
+        if full || slow {
+            if let Some((t0, c0)) = self.prev_cpu {
+                let dt = at.duration_since(t0).as_secs_f64();
+                if dt > 0.0 {
+                    self.cpu_percent = (cpu_ticks.saturating_sub(c0) as f64 / hz) / dt * 100.0;
+                }
             }
+            self.prev_cpu = Some((at, cpu_ticks));
         }
-        self.prev_cpu = Some((at, cpu_ticks));
+        total.cpu_percent = self.cpu_percent;
         total
     }
 
@@ -456,6 +494,41 @@ fn boot_ticks() -> u64 {
 mod tests {
     use super::*;
     use std::process::{Command, Stdio};
+
+    /// A tick that reads no stat still finds a member born since the last tick, and still sees
+    /// memory the tree took since: what memory enforcement needs is read at every tick.
+    #[test]
+    fn a_tick_between_full_reads_finds_new_members_and_new_memory() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let mut tree = Tree::new(me);
+        // The first tick reads everything; the next ones, until the 4th, read no stat.
+        tree.tick(false);
+        let before = tree.tick(false);
+        let mut kid = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        let kid_pid = i32::try_from(kid.id()).expect("pid");
+        let mut held = vec![0u8; 64 << 20];
+        for page in held.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&mut held);
+        let after = tree.tick(false);
+        assert_eq!(tree.samples, 3, "the third tick: not one that reads stat");
+        assert!(tree.contains(kid_pid), "the new child is found at once");
+        assert!(
+            after.rss >= before.rss + (48 << 20),
+            "64 MiB taken: {} -> {}",
+            before.rss,
+            after.rss
+        );
+        assert!(after.threads >= 1 && after.fds >= 3);
+        drop(held);
+        kid.kill().expect("kill");
+        kid.wait().expect("wait");
+    }
 
     #[test]
     fn tree_of_this_process_counts_its_children() {

@@ -88,6 +88,31 @@ pub fn set_action(sig: i32, handler: libc::sighandler_t) -> io::Result<()> {
     }
 }
 
+/// The handler `sig` has now (`SIG_DFL`, `SIG_IGN` or a function), from rt_sigaction(2) with no
+/// new action. One system call, async-signal-safe.
+pub fn handler_of(sig: i32) -> io::Result<libc::sighandler_t> {
+    let mut old = Action {
+        handler: libc::SIG_DFL,
+        rest: [0; 4],
+    };
+    // SAFETY: rt_sigaction with a null new action writes the old one into a local at least as
+    // large as the kernel's struct, given the kernel's set size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            std::ptr::null::<Action>(),
+            std::ptr::from_mut(&mut old),
+            std::mem::size_of::<Set>(),
+        )
+    };
+    if r == 0 {
+        Ok(old.handler)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A new non-blocking, close-on-exec signalfd(2) for `set`.
 pub fn signalfd(set: Set) -> io::Result<OwnedFd> {
     // SAFETY: signalfd4 creates a new fd from a kernel set of the size given, read from a local,

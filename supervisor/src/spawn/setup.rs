@@ -71,6 +71,12 @@ impl Setup {
             || self.cwd.is_some()
     }
 
+    /// Whether the child must be a `fork` (see `spawn/vm.rs`): it switches user or group, and
+    /// glibc's `setuid` family signals every thread of what it takes for a threaded process.
+    pub(super) fn needs_fork(&self) -> bool {
+        self.switch.is_some()
+    }
+
     /// In the child: every step in order, stopping at the first failure, which is reported as
     /// `[step, index]` on `report`. The order matters: limits, nice value and OOM score before
     /// giving up root (raising a hard limit, a negative nice value and a lower OOM score need

@@ -442,6 +442,7 @@ impl Ctx {
         self.shared.counters.carry(&self.shared.current_totals());
         self.shared.started.set(None);
         self.shared.members.borrow_mut().clear();
+        self.shared.member_fds.borrow_mut().clear();
         self.shared.member_status.borrow_mut().clear();
         // Nothing the worker wrote before it died is lost: let the pipes drain to EOF (every
         // writer is dead now), but never wait forever on a pipe some stranger still holds.

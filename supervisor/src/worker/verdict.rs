@@ -25,12 +25,17 @@ impl Ctx {
         }
         let s = w
             .tree
-            .sample(self.spec.memory.is_some_and(|m| m.measure == Measure::Pss));
+            .tick(self.spec.memory.is_some_and(|m| m.measure == Measure::Pss));
         self.shared.last.set(Some(s));
         {
             let mut members = self.shared.members.borrow_mut();
+            let mut fds = self.shared.member_fds.borrow_mut();
             members.clear();
-            members.extend(w.tree.pids());
+            fds.clear();
+            for (pid, n) in w.tree.pids_fds() {
+                members.push(pid);
+                fds.push(n);
+            }
         }
         let bytes = measured(&s);
         let first_bytes = *w.first_bytes.get_or_insert(bytes);
