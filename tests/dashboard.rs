@@ -231,7 +231,10 @@ fn actions_need_post_the_token_json_and_the_pages_origin() {
         ),
     );
     assert_eq!(code, 200, "{text}");
-    assert!(text.contains("sent SIGCONT to the main process of 1 instance"), "{text}");
+    assert!(
+        text.contains("sent SIGCONT to the main process of 1 instance"),
+        "{text}"
+    );
     // What the engine refuses is said, not done.
     let (code, _, text) = d.act("/api/restart", &[JSON, &bearer], "{\"program\":\"nosuch\"}");
     assert_eq!(code, 409, "{text}");
