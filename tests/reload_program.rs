@@ -142,6 +142,40 @@ fn reload_program_goes_one_instance_at_a_time_and_refuses_what_would_overlap() {
     assert!(ok, "{text}");
     assert!(text.contains("reloaded 1 instance"), "{text}");
     assert_eq!(got(&sup, "USR2").len(), 3);
+    // Each turn is in the events: reloading (the signal, the main pid), then reloaded, in order.
+    // (The events file is written by a thread of its own: wait for the last line.)
+    assert!(
+        wait_until(LONG, || sup.of("reloaded").len() >= 3),
+        "{}",
+        sup.dump()
+    );
+    let turns: Vec<(String, u64, i64)> = sup
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "reloading" || e["event"] == "reloaded")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or("").to_owned(),
+                e["instance"].as_u64().unwrap_or(99),
+                e["pid"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, i64)> = [
+        (0, "reloading"),
+        (0, "reloaded"),
+        (1, "reloading"),
+        (1, "reloaded"),
+        (1, "reloading"),
+        (1, "reloaded"),
+    ]
+    .iter()
+    .map(|&(i, e)| (e.to_owned(), i, i64::from(roots[i as usize])))
+    .collect();
+    assert_eq!(turns, want, "{}", sup.dump());
+    let first = sup.of("reloading");
+    assert_eq!(first[0]["action"], "SIGUSR2", "{}", sup.dump());
+    assert_eq!(sup.of("reloaded")[0]["restarted"], false, "{}", sup.dump());
     assert_eq!(sup.of("started").len(), 2, "{}", sup.dump());
     // A stopped program has nothing to reload.
     let (ok, text) = ctl(&socket, &["stop", &name]);
@@ -364,4 +398,28 @@ fn gunicorn_replicas_reloaded_under_load_one_at_a_time_lose_no_request() {
     );
     sup.signal(libc::SIGTERM);
     sup.wait_exit(LONG);
+}
+
+#[test]
+fn a_reload_that_fails_halts_at_that_instance_and_says_so() {
+    let (sup, name, _g, roots) =
+        recorders("reload = { exec = [\"/bin/false\"], settle = \"100ms\" }\n");
+    let (ok, text) = ctl(&sup.socket(), &["reload-program", &name, "--wait"]);
+    assert!(!ok && text.contains("reload.exec failed"), "{text}");
+    let halted = sup.wait_event("reload_halted", LONG);
+    assert_eq!(halted["instance"], 0, "{}", sup.dump());
+    assert!(
+        halted["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("reload.exec failed")),
+        "{halted}"
+    );
+    // The instance after it was not touched, and nothing was restarted.
+    let reloading: Vec<u64> = sup
+        .of("reloading")
+        .iter()
+        .filter_map(|e| e["instance"].as_u64())
+        .collect();
+    assert_eq!(reloading, vec![0], "{}", sup.dump());
+    assert_eq!(sup.of("started").len(), roots.len(), "{}", sup.dump());
 }

@@ -204,6 +204,16 @@ pub enum Kind {
         heap_bytes: Option<u64>,
         last_lines: Vec<String>,
     },
+    /// `supervise reload-program`: this instance's main process was sent its reload action
+    /// (`action`: `SIGHUP`, or `reload.exec`), without a restart.
+    Reloading { action: String },
+    /// The instance is up again after its reload action (`restarted`: it was restarted
+    /// meanwhile instead of reloading in place), `took_ms` after the action.
+    Reloaded { took_ms: u64, restarted: bool },
+    /// A program's reload stopped at this instance (`detail` says why: not ready again within
+    /// `reload.timeout`, `reload.exec` failed, the program was stopped, rolled or went fatal);
+    /// the instances after it were not reloaded.
+    ReloadHalted { detail: String },
 }
 
 impl Kind {
@@ -303,11 +313,17 @@ impl Kind {
                 heap_bytes: None,
                 last_lines: vec![s()],
             },
+            Kind::Reloading { action: s() },
+            Kind::Reloaded {
+                took_ms: 0,
+                restarted: false,
+            },
+            Kind::ReloadHalted { detail: s() },
         ]
     }
 
     /// Every kind's name (the `event` field), in declaration order.
-    pub const NAMES: [&'static str; 25] = [
+    pub const NAMES: [&'static str; 28] = [
         "started",
         "spawn_failed",
         "exited",
@@ -333,6 +349,9 @@ impl Kind {
         "recycled",
         "log_resumed",
         "pressure",
+        "reloading",
+        "reloaded",
+        "reload_halted",
     ];
 
     /// This kind's name, as in the `event` field.
@@ -364,6 +383,9 @@ impl Kind {
             Kind::Recycled { .. } => 22,
             Kind::LogResumed { .. } => 23,
             Kind::Pressure { .. } => 24,
+            Kind::Reloading { .. } => 25,
+            Kind::Reloaded { .. } => 26,
+            Kind::ReloadHalted { .. } => 27,
         };
         Self::NAMES[i]
     }

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use super::Engine;
 use crate::admin::Response;
+use crate::events::{Event, Kind};
 use crate::plan::{ReloadAction, ReloadSpec};
 use crate::status::Phase;
 use crate::worker::Up;
@@ -230,7 +231,9 @@ impl Engine {
             if r.program != program {
                 return true;
             }
-            answer(r, Err(format!("reload of {program} ended: {why}")));
+            let detail = format!("reload of {program} ended: {why}");
+            halted(&self.output, r, &detail);
+            answer(r, Err(detail));
             false
         });
     }
@@ -268,7 +271,7 @@ impl Engine {
             } else {
                 "it went fatal"
             };
-            answer(r, Err(format!("reload of {program} ended: {why}")));
+            self.halt(r, format!("reload of {program} ended: {why}"));
             return false;
         }
         if let Some((_, deadline)) = &r.waiter {
@@ -311,10 +314,7 @@ impl Engine {
                 .filter(|s| s.spec.name == program && s.instance == i && !s.doomed)
                 .min_by_key(|s| s.shared.phase.get() == Phase::Stopped)
             else {
-                answer(
-                    r,
-                    Err(format!("{program}/{i} has no process; reload halted")),
-                );
+                self.halt(r, format!("{program}/{i} has no process; reload halted"));
                 return false;
             };
             let sh = &slot.shared;
@@ -323,11 +323,11 @@ impl Engine {
                 // Acted on once it is up: a reload of an instance still starting would be lost.
                 let Some(pid) = sh.pid.get().filter(|_| up) else {
                     if turn.since.elapsed() >= r.spec.timeout {
-                        answer(
+                        self.halt(
                             r,
-                            Err(format!(
+                            format!(
                                 "{program}/{i} was not up within reload.timeout; reload halted"
-                            )),
+                            ),
                         );
                         return false;
                     }
@@ -340,16 +340,22 @@ impl Engine {
                         // clears `pid` when the reaper hands it the exit), so it is not reused.
                         let sent = unsafe { libc::kill(pid, sig.raw()) } == 0;
                         if !sent {
-                            answer(
-                                r,
-                                Err(format!(
-                                    "{program}/{i}: SIG{sig} to {pid}: {}",
-                                    std::io::Error::last_os_error()
-                                )),
+                            let why = format!(
+                                "{program}/{i}: SIG{sig} to {pid}: {}",
+                                std::io::Error::last_os_error()
                             );
+                            self.halt(r, why);
                             return false;
                         }
                         tracing::info!(program, instance = i, pid, signal = %sig, "reloading");
+                        self.output.event(&Event::now(
+                            &program,
+                            i,
+                            Some(pid),
+                            Kind::Reloading {
+                                action: sig.to_string(),
+                            },
+                        ));
                     }
                     ReloadAction::Exec(argv) => {
                         let outcome = Rc::new(RefCell::new(None));
@@ -370,6 +376,7 @@ impl Engine {
                             lifeline: self.lifeline.clone(),
                             sample_every: self.plan.sample_every,
                         };
+                        let action = format!("reload.exec ({})", argv[0]);
                         let (argv, timeout, out) = (argv.clone(), r.spec.timeout, outcome.clone());
                         tokio::task::spawn_local(async move {
                             let got =
@@ -380,6 +387,12 @@ impl Engine {
                         turn.command = Some(outcome);
                         turn._cancel = Some(cancel_tx);
                         tracing::info!(program, instance = i, pid, "reloading (reload.exec)");
+                        self.output.event(&Event::now(
+                            &program,
+                            i,
+                            Some(pid),
+                            Kind::Reloading { action },
+                        ));
                     }
                 }
                 turn.acted = Some((Instant::now(), pid, reloadings));
@@ -406,34 +419,66 @@ impl Engine {
                         format!("{i} (in {took})")
                     };
                     tracing::info!(program, instance = i, restarted, "reloaded");
+                    self.output.event(&Event::now(
+                        &program,
+                        i,
+                        sh.pid.get(),
+                        Kind::Reloaded {
+                            took_ms: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            restarted,
+                        },
+                    ));
                     r.done.push(how);
                     r.turn = None;
                 }
                 Step::CommandFailed => {
                     let why = outcome.flatten().and_then(Result::err).unwrap_or_default();
-                    answer(
+                    self.halt(
                         r,
-                        Err(format!(
-                            "{program}/{i}: reload.exec failed: {why}; reload halted"
-                        )),
+                        format!("{program}/{i}: reload.exec failed: {why}; reload halted"),
                     );
                     return false;
                 }
                 Step::TimedOut => {
-                    answer(
-                        r,
-                        Err(format!(
-                            "{program}/{i} was not ready again within reload.timeout ({}); \
-                             reload halted, {} instance(s) left untouched",
-                            humantime::format_duration(r.spec.timeout),
-                            r.todo.len()
-                        )),
+                    let why = format!(
+                        "{program}/{i} was not ready again within reload.timeout ({}); \
+                         reload halted, {} instance(s) left untouched",
+                        humantime::format_duration(r.spec.timeout),
+                        r.todo.len()
                     );
+                    self.halt(r, why);
                     return false;
                 }
             }
         }
     }
+}
+
+impl Engine {
+    /// Ends a reload that failed: a `reload_halted` event for the instance it stopped at, and
+    /// the waiting client told why.
+    fn halt(&self, r: &mut ProgramReload, why: String) {
+        halted(&self.output, r, &why);
+        answer(r, Err(why));
+    }
+}
+
+/// The `reload_halted` event of `r`, at the instance whose turn it was (or the next one).
+fn halted(output: &crate::logs::Output, r: &ProgramReload, detail: &str) {
+    let instance = r
+        .turn
+        .as_ref()
+        .map(|t| t.instance)
+        .or_else(|| r.todo.front().copied())
+        .unwrap_or(0);
+    output.event(&Event::now(
+        &r.program,
+        instance,
+        None,
+        Kind::ReloadHalted {
+            detail: detail.to_owned(),
+        },
+    ));
 }
 
 /// Tells a waiting client how the reload ended (and says it on stderr when it failed).

@@ -282,6 +282,28 @@ fn describe(kind: &Kind, pid: Option<i32>) -> Option<(Tone, String)> {
                 plural(*dropped, "line was", "lines were")
             ),
         ),
+        Kind::Reloading { action } => (Tone::Plain, format!("reloading in place ({action})")),
+        Kind::Reloaded {
+            took_ms,
+            restarted: false,
+        } => (
+            Tone::Good,
+            format!(
+                "reloaded in place in {}",
+                duration(Duration::from_millis(*took_ms))
+            ),
+        ),
+        Kind::Reloaded {
+            took_ms,
+            restarted: true,
+        } => (
+            Tone::Warn,
+            format!(
+                "restarted instead of reloading in place, up again {} after the reload action",
+                duration(Duration::from_millis(*took_ms))
+            ),
+        ),
+        Kind::ReloadHalted { detail } => (Tone::Bad, format!("reload-program halted: {detail}")),
         Kind::Pressure {
             action,
             bytes,

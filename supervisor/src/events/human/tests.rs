@@ -173,6 +173,25 @@ fn the_lifecycle_in_words() {
             "api[0] forked into the background and exited (daemonized), leaving 7 processes (pids 1, 2, 3, 4, 5 and 2 more), stopped with it: run it in the foreground (nginx: daemon off;, redis: --daemonize no, gunicorn: no --daemon, postgres: not pg_ctl)",
         ),
         (
+            Kind::Reloading {
+                action: "SIGHUP".into(),
+            },
+            "api[0] reloading in place (SIGHUP)",
+        ),
+        (
+            Kind::Reloaded {
+                took_ms: 2_000,
+                restarted: false,
+            },
+            "api[0] reloaded in place in 2s",
+        ),
+        (
+            Kind::ReloadHalted {
+                detail: "not ready again within reload.timeout (1m)".into(),
+            },
+            "api[0] reload-program halted: not ready again within reload.timeout (1m)",
+        ),
+        (
             Kind::EventsLost { count: 12 },
             "supervise 12 events were lost while the events file could not be written",
         ),
