@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 echo "Building supervise and the example workers in release mode (about two minutes on a fresh" \
     "clone; cargo shows its progress)..." >&2
-cargo build --release -p supervisor --bin supervise --examples
+cargo build --release -p supervisor --bins --examples
 events=$(mktemp)
 trap 'rm -f "$events"' EXIT
 echo "supervise --memory-max 64MiB --memory-for 1 -- leaky --rate 20"
