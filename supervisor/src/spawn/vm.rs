@@ -376,6 +376,32 @@ mod tests {
     use std::fs::File;
     use std::io::Read;
 
+    /// Starts `program` as a worker would be, reads its stdout to the end and reaps it: its pid,
+    /// its output and its wait status.
+    fn run(
+        program: &OsStr,
+        args: &[&str],
+        env: &[(OsString, OsString)],
+        stdio: Stdio,
+    ) -> (i32, String, i32) {
+        let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
+        let fds = Fds {
+            places: &[],
+            high: 10,
+        };
+        let started =
+            spawn(program, &args, env, fds, &Setup::default(), -1, stdio).expect("spawned");
+        let mut out = String::new();
+        File::from(started.stdout.expect("piped"))
+            .read_to_string(&mut out)
+            .expect("read its output");
+        let mut status = 0;
+        // SAFETY: waitpid on the child this test started, into a local.
+        let reaped = unsafe { libc::waitpid(started.pid, &mut status, 0) };
+        assert_eq!(reaped, started.pid);
+        (started.pid, out, status)
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs
             .iter()
@@ -408,64 +434,30 @@ mod tests {
     #[test]
     fn a_worker_started_without_a_copy_gets_what_a_forked_one_gets() {
         let setup = Setup::default();
+        let sh = OsStr::new("sh");
         let script = "echo \"$ONLY:$HOME:$(cut -d' ' -f5 /proc/$$/stat):$$\"";
-        let started = spawn(
-            OsStr::new("sh"),
-            &["-c".to_owned(), script.to_owned()],
-            &env(&[("ONLY", "it"), ("PATH", "/usr/bin:/bin")]),
-            Fds {
-                places: &[],
-                high: 10,
-            },
-            &setup,
-            -1,
+        let path = ("PATH", "/usr/bin:/bin");
+        let (pid, out, status) = run(
+            sh,
+            &["-c", script],
+            &env(&[("ONLY", "it"), path]),
             SUPERVISED,
-        )
-        .expect("spawned");
-        let mut out = String::new();
-        File::from(started.stdout.expect("piped"))
-            .read_to_string(&mut out)
-            .expect("read its output");
-        let mut status = 0;
-        // SAFETY: waitpid on the child this test started, into a local.
-        let reaped = unsafe { libc::waitpid(started.pid, &mut status, 0) };
-        assert_eq!(reaped, started.pid);
+        );
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "{status}"
         );
-        let pid = started.pid.to_string();
         assert_eq!(out.trim(), format!("it::{pid}:{pid}"), "env, group, pid");
 
         // One that holds a terminal leads a session of its own (and so its group), and keeps
         // supervise's stdin.
-        let own = super::super::stdio::Stdio {
+        let own = Stdio {
             own_session: true,
             stdin: true,
             ..SUPERVISED
         };
         let script = "echo \"$(cut -d' ' -f5,6 /proc/$$/stat):$$\"";
-        let started = spawn(
-            OsStr::new("sh"),
-            &["-c".to_owned(), script.to_owned()],
-            &env(&[("PATH", "/usr/bin:/bin")]),
-            Fds {
-                places: &[],
-                high: 10,
-            },
-            &setup,
-            -1,
-            own,
-        )
-        .expect("spawned");
-        let mut out = String::new();
-        File::from(started.stdout.expect("piped"))
-            .read_to_string(&mut out)
-            .expect("read its output");
-        // SAFETY: waitpid on the child this test started, into a local.
-        let reaped = unsafe { libc::waitpid(started.pid, &mut status, 0) };
-        assert_eq!(reaped, started.pid);
-        let pid = started.pid.to_string();
+        let (pid, out, _) = run(sh, &["-c", script], &env(&[path]), own);
         assert_eq!(
             out.trim(),
             format!("{pid} {pid}:{pid}"),
@@ -503,45 +495,22 @@ mod tests {
             Some(libc::ENOENT)
         );
     }
-}
-
-#[cfg(test)]
-mod scripts {
-    use super::super::stdio::Stdio;
-    use super::*;
-    use std::fs::File;
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
 
     /// A script without `#!` runs through /bin/sh, as `execvp` runs it.
     #[test]
     fn a_script_without_an_interpreter_line_runs_through_the_shell() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("supervise-vm-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let script = dir.join("plain");
         std::fs::write(&script, "echo \"from sh: $1\"\n").expect("script");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let started = spawn(
+        let (_, out, _) = run(
             script.as_os_str(),
-            &["x".to_owned()],
-            &[(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))],
-            Fds {
-                places: &[],
-                high: 10,
-            },
-            &Setup::default(),
-            -1,
-            Stdio::SUPERVISED,
-        )
-        .expect("spawned");
-        let mut out = String::new();
-        File::from(started.stdout.expect("piped"))
-            .read_to_string(&mut out)
-            .expect("read its output");
-        let mut status = 0;
-        // SAFETY: waitpid on the child this test started, into a local.
-        let reaped = unsafe { libc::waitpid(started.pid, &mut status, 0) };
-        assert_eq!(reaped, started.pid);
+            &["x"],
+            &env(&[("PATH", "/usr/bin:/bin")]),
+            SUPERVISED,
+        );
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(out.trim(), "from sh: x");
     }
