@@ -258,7 +258,7 @@ impl Tree {
 
     /// The periodic sample: [`Tree::sample`] reading only what memory enforcement needs (each
     /// member's resident memory and children) and its fd count, and the rest (stat, I/O) every
-    /// [`SLOW_EVERY`]th tick. Between those, CPU time, threads, state and the I/O counters are
+    /// `SLOW_EVERY`th tick. Between those, CPU time, threads, state and the I/O counters are
     /// those of the last read, and a member that became a zombie counts with no memory until
     /// then.
     pub fn tick(&mut self, pss: bool) -> TreeSample {
