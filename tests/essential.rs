@@ -160,3 +160,70 @@ fn an_essential_program_going_fatal_during_a_program_reload_ends_both() {
     assert_eq!(fatal.len(), 1, "{}", sup.dump());
     assert_eq!(fatal[0]["program"], core.as_str());
 }
+
+#[test]
+fn an_essential_program_going_fatal_while_a_config_reload_rolls_another_ends_the_run() {
+    // `core` crashes after 8 s and is given up on. Meanwhile a config reload rolls `web` (its
+    // readiness check changed, which needs new processes), and web's new first instance is never
+    // ready, so the roll waits on it: the fatal does not wait for the roll, and the run ends
+    // with 1, every process of web stopped gracefully.
+    let (core, web) = (unique("corecfg"), unique("webcfg"));
+    let _g = [ProgramGuard(core.clone()), ProgramGuard(web.clone())];
+    let cfg = |check: &str| {
+        format!(
+            "[program.{core}]\n\
+             command = [\"{crasher}\", \"--after\", \"8000\", \"--code\", \"3\"]\n\
+             essential = true\n\
+             intensity = {{ max = 0, within = \"60s\" }}\n\
+             [program.{web}]\n\
+             command = [\"{leaky}\", \"--rate\", \"0\"]\n\
+             replicas = 2\n\
+             ready = {{ exec = [\"{check}\"], every = \"200ms\" }}\n\
+             stop = {{ grace = \"3s\" }}\n",
+            crasher = example("crasher"),
+            leaky = example("leaky"),
+        )
+    };
+    let mut sup = Sup::start_with(&[], |cmd, dir| {
+        let path = dir.join("supervise.toml");
+        std::fs::write(&path, cfg("/bin/true")).expect("config");
+        cmd.arg("--admin")
+            .arg(dir.join("ctl.sock"))
+            .arg("-c")
+            .arg(path);
+    });
+    let of_web = |sup: &Sup, kind: &str| {
+        sup.of(kind)
+            .into_iter()
+            .filter(|e| e["program"] == web.as_str())
+            .count()
+    };
+    assert!(
+        wait_until(LONG, || of_web(&sup, "ready") >= 2),
+        "{}",
+        sup.dump()
+    );
+    assert!(
+        sup.of("fatal").is_empty(),
+        "too late to test: {}",
+        sup.dump()
+    );
+    std::fs::write(sup.path("supervise.toml"), cfg("/bin/false")).expect("config");
+    let (ok, text) = common::ctl(&sup.socket(), &["reload"]);
+    assert!(ok, "{text}");
+    // The roll is under way: web's first instance was replaced and its new process waits.
+    assert!(
+        wait_until(LONG, || of_web(&sup, "started") >= 3),
+        "{}",
+        sup.dump()
+    );
+    sup.wait_event("fatal", LONG);
+    let fatal_at = Instant::now();
+    let status = sup.wait_exit(LONG);
+    let took = fatal_at.elapsed();
+    assert_eq!(status.code(), Some(1), "{}", sup.dump());
+    assert!(took < Duration::from_secs(10), "{took:?}\n{}", sup.dump());
+    // The roll went no further than its first instance, and nothing had to be killed.
+    assert_eq!(of_web(&sup, "started"), 3, "{}", sup.dump());
+    assert!(sup.of("killed").is_empty(), "{}", sup.dump());
+}
