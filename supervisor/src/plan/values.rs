@@ -147,43 +147,36 @@ impl<'de> Deserialize<'de> for MemSize {
     }
 }
 
-/// The history file's rotation size: a size of at least 64 KiB.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct HistoryMax(pub(super) u64);
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct LogBuffer(pub(super) u64);
-
-/// The events file's rotation size: 0 (never) or at least 1 KiB.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct EventsMax(pub(super) u64);
-
-impl<'de> Deserialize<'de> for EventsMax {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let Size(n) = Size::deserialize(d)?;
-        check_events_max(n)
-            .map(EventsMax)
-            .map_err(de::Error::custom)
-    }
+/// A size (`Size`'s syntax) that `$check` accepts.
+macro_rules! checked_size {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub(super) struct $name(pub(super) u64);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let Size(n) = Size::deserialize(d)?;
+                $check(n).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
 }
 
-impl<'de> Deserialize<'de> for LogBuffer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let Size(n) = Size::deserialize(d)?;
-        check_log_buffer(n)
-            .map(LogBuffer)
-            .map_err(de::Error::custom)
-    }
-}
-
-impl<'de> Deserialize<'de> for HistoryMax {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let Size(n) = Size::deserialize(d)?;
-        check_history_max(n)
-            .map(HistoryMax)
-            .map_err(de::Error::custom)
-    }
-}
+checked_size!(
+    /// The history file's rotation size: a size of at least 64 KiB.
+    HistoryMax,
+    check_history_max
+);
+checked_size!(
+    /// A worker's log buffer for `supervise logs`.
+    LogBuffer,
+    check_log_buffer
+);
+checked_size!(
+    /// The events file's rotation size: 0 (never) or at least 1 KiB.
+    EventsMax,
+    check_events_max
+);
 
 macro_rules! checked_f64 {
     ($name:ident, $check:expr) => {
