@@ -189,21 +189,8 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
             if own_session && libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            // Move every source above every target first, then dup2 each into place (which
-            // clears close-on-exec on the copy the worker keeps). First, so that a low
-            // RLIMIT_NOFILE set below cannot refuse it.
-            let mut moved = [-1i32; 3];
-            for (k, &(from, _)) in places.iter().enumerate().take(moved.len()) {
-                moved[k] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, high);
-                if moved[k] < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            for (k, &(_, at)) in places.iter().enumerate().take(moved.len()) {
-                if libc::dup2(moved[k], at) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            // First, so that a low RLIMIT_NOFILE set below cannot refuse it.
+            place_fds(&places, high)?;
             // After the fd moves, which need the raised limit when the supervisor's fds are high;
             // before the setup, whose `rlimits.nofile` wins.
             restore_fd_limit_in_child()?;
@@ -239,6 +226,30 @@ pub fn spawn(spec: &ProgramSpec, instance: u32, with: With<'_>) -> io::Result<Sp
         stdout,
         stderr,
     })
+}
+
+/// Puts each of `places`' fds at the number the worker finds it at: every source is first
+/// moved above `high` (above every target), then each is dup2'd into place, which clears
+/// close-on-exec on the copy the worker keeps; so placing one never clobbers another. Only
+/// fcntl and dup2: it runs in the child between the clone or fork and the exec.
+fn place_fds(places: &[(i32, i32)], high: i32) -> io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    let mut moved = [-1i32; 3];
+    for (k, &(from, _)) in places.iter().enumerate().take(moved.len()) {
+        // SAFETY: fcntl(2) on an fd this process holds.
+        moved[k] = check(unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, high) })?;
+    }
+    for (k, &(_, at)) in places.iter().enumerate().take(moved.len()) {
+        // SAFETY: dup2(2) of an fd this process holds.
+        check(unsafe { libc::dup2(moved[k], at) })?;
+    }
+    Ok(())
 }
 
 /// A worker's whole environment: supervise's own (unless `clear_env`) < the user's HOME, USER,

@@ -315,16 +315,9 @@ impl Child<'_> {
             } else {
                 check(libc::setpgid(0, 0))?;
             }
-            // As the fork path's `pre_exec` does (see `spawn`).
-            let mut moved = [-1i32; 3];
-            for (k, &(from, _)) in self.places.iter().enumerate().take(moved.len()) {
-                moved[k] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, self.high);
-                check(moved[k])?;
-            }
-            for (k, &(_, at)) in self.places.iter().enumerate().take(moved.len()) {
-                check(libc::dup2(moved[k], at))?;
-            }
         }
+        // As the fork path's `pre_exec` does (see `spawn`).
+        super::place_fds(self.places, self.high)?;
         super::restore_fd_limit_in_child()?;
         self.setup.apply(self.report)?;
         // SAFETY: prctl(2) with constant arguments.
